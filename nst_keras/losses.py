@@ -1,0 +1,205 @@
+"""The style-transfer objective: pure loss functions and the compiled loss module.
+
+The functions are the keras.io tutorial's, term for term (names from Gatys et
+al. 2015):
+
+* ``content_loss``: sum of squared differences of one layer's features.
+* ``gram_matrix``: feature correlations ``G = F^T F`` of a ``(rows, cols,
+  channels)`` feature map, ``F`` of shape ``(rows*cols, channels)``.
+* ``style_loss``: ``sum((G_style - G_comb)^2) / (4 * 3^2 * (rows*cols)^2)``
+  where rows, cols are the *output image* size and 3 its channels (keras.io's
+  normalisation; the paper uses each layer's own N_l, M_l instead).
+* ``total_variation_loss``: ``sum((a + b)^1.25)`` with ``a``, ``b`` the
+  squared vertical and horizontal neighbour differences (not in the paper;
+  keras.io adds it for smoothness).
+
+``StyleTransferLoss`` computes the content features and style Gram targets
+once, pushes one image per step through the cut network, and returns the
+weighted total and each term as float32 scalars.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Mapping, Optional, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+
+def gram_matrix(x):
+    """Gram matrix of one feature map.
+
+    Args:
+      x: tensor ``(rows, cols, channels)``.
+
+    Returns:
+      ``(channels, channels)`` tensor ``F^T F`` with ``F = reshape(x, (-1, channels))``.
+    """
+    features = tf.reshape(x, (-1, tf.shape(x)[-1]))
+    return tf.matmul(features, features, transpose_a=True)
+
+
+def style_loss(style_gram, combination, img_nrows: int, img_ncols: int):
+    """keras.io style loss between a target Gram matrix and a feature map.
+
+    Args:
+      style_gram: ``(channels, channels)`` Gram matrix of the style features.
+      combination: ``(rows, cols, channels)`` features of the generated image.
+      img_nrows, img_ncols: size of the generated *image* (not of the map).
+    """
+    channels = 3
+    size = img_nrows * img_ncols
+    c = gram_matrix(combination)
+    return tf.reduce_sum(tf.square(style_gram - c)) / (4.0 * (channels**2) * (size**2))
+
+
+def content_loss(base, combination):
+    """Sum of squared differences between two feature maps."""
+    return tf.reduce_sum(tf.square(combination - base))
+
+
+def total_variation_loss(x):
+    """keras.io total variation of a network image ``(1, rows, cols, 3)``."""
+    a = tf.square(x[:, :-1, :-1, :] - x[:, 1:, :-1, :])
+    b = tf.square(x[:, :-1, :-1, :] - x[:, :-1, 1:, :])
+    return tf.reduce_sum(tf.pow(a + b, 1.25))
+
+
+def blend_grams(grams: Sequence[Mapping[str, tf.Tensor]], weights: Sequence[float]):
+    """Per-layer weighted sum of several styles' Gram matrices (weights sum to 1)."""
+    total = float(sum(weights))
+    out = {}
+    for name in grams[0]:
+        out[name] = tf.add_n([g[name] * (w / total) for g, w in zip(grams, weights)])
+    return out
+
+
+class StyleTransferLoss:
+    """The weighted objective with precomputed targets.
+
+    ``loss(image) = content_weight * mean_l content_loss_l
+    + style_weight * sum_l w_l style_loss_l + total_variation_weight * tv``
+    with ``w_l = 1 / len(style_layers)`` by default (keras.io).  With a single
+    content layer the content term is exactly keras.io's.
+
+    Args:
+      extractor: model from ``features.build_extractor``.
+      content_image: network image ``(1, rows, cols, 3)``; its features at
+        ``content_layers`` are the content targets and its size sets
+        ``img_nrows``/``img_ncols`` of the style normalisation.
+      style_images: one or more network images (any size).
+      style_blend_weights: one weight per style image (default equal).
+      style_layer_weights: one weight per style layer (default equal, summing
+        to 1 as keras.io's ``style_weight / len(style_layers)``).
+    """
+
+    def __init__(
+        self,
+        extractor,
+        content_image,
+        style_images,
+        content_layers: Sequence[str],
+        style_layers: Sequence[str],
+        content_weight: float,
+        style_weight: float,
+        total_variation_weight: float,
+        style_blend_weights: Optional[Sequence[float]] = None,
+        style_layer_weights: Optional[Sequence[float]] = None,
+        jit_compile: bool = False,
+    ):
+        self.extractor = extractor
+        self.content_layers = list(content_layers) if content_weight > 0 else []
+        self.style_layers = list(style_layers) if style_weight > 0 else []
+        self.content_weight = float(content_weight)
+        self.style_weight = float(style_weight)
+        self.total_variation_weight = float(total_variation_weight)
+        self.img_nrows = int(content_image.shape[1])
+        self.img_ncols = int(content_image.shape[2])
+        if isinstance(style_images, (np.ndarray, tf.Tensor)):
+            style_images = [style_images]
+        n = len(self.style_layers)
+        if style_layer_weights is None:
+            style_layer_weights = [1.0] * n
+        if n and len(style_layer_weights) != n:
+            raise ValueError("one style layer weight per style layer is needed")
+        total = float(sum(style_layer_weights)) if n else 1.0
+        self.style_layer_weights = [float(w) / total for w in style_layer_weights][:n]
+        self.compute_dtype = extractor.compute_dtype if hasattr(extractor, "compute_dtype") else "float32"
+
+        self.content_targets = {}
+        if self.content_layers:
+            feats = self.features(tf.constant(content_image))
+            self.content_targets = {k: feats[k][0] for k in self.content_layers}
+        self.style_targets = {}
+        if self.style_layers:
+            grams = []
+            for s in style_images:
+                feats = self.features(tf.constant(s))
+                grams.append({k: gram_matrix(feats[k][0]) for k in self.style_layers})
+            weights = style_blend_weights or [1.0] * len(grams)
+            self.style_targets = blend_grams(grams, weights)
+        self._float16 = any(
+            getattr(layer, "compute_dtype", "float32") == "float16"
+            for layer in extractor.layers
+        )
+        self.terms = tf.function(self._terms, jit_compile=jit_compile, reduce_retracing=True)
+        self.value_and_grad = tf.function(
+            self._value_and_grad, jit_compile=jit_compile, reduce_retracing=True
+        )
+
+    def features(self, image) -> Dict[str, tf.Tensor]:
+        """Float32 features ``{name: (1, rows', cols', channels)}``."""
+        out = self.extractor(image, training=False)
+        return {k: tf.cast(v, tf.float32) for k, v in out.items()}
+
+    def _weighted(self, feats, image):
+        zero = tf.zeros((), tf.float32)
+        c = zero
+        for name in self.content_layers:
+            c += content_loss(self.content_targets[name], feats[name][0])
+        if self.content_layers:
+            c = c / float(len(self.content_layers))
+        s = zero
+        for name, w in zip(self.style_layers, self.style_layer_weights):
+            s += w * style_loss(
+                self.style_targets[name], feats[name][0], self.img_nrows, self.img_ncols
+            )
+        tv = total_variation_loss(image) if self.total_variation_weight else zero
+        total = (
+            self.content_weight * c
+            + self.style_weight * s
+            + self.total_variation_weight * tv
+        )
+        return {"loss": total, "content_loss": c, "style_loss": s, "tv_loss": tv}
+
+    def _terms(self, image):
+        return self._weighted(self.features(image), image)
+
+    def _value_and_grad(self, image):
+        """Returns ``(terms, gradient)``; the gradient of ``terms["loss"]``."""
+        if not self._float16:
+            with tf.GradientTape() as tape:
+                tape.watch(image)
+                terms = self._terms(image)
+            return terms, tape.gradient(terms["loss"], image)
+        # float16 cannot hold the tiny gradients the keras.io weights give, so
+        # backpropagate in two stages: the gradient with respect to the float32
+        # features, scaled so its largest entry is about 2^10, then through the
+        # float16 network, then unscaled (an exact, per-step loss scale).
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch(image)
+            feats = self.features(image)
+            terms = self._weighted(feats, image)
+        names = sorted(feats)
+        gf = tape.gradient(terms["loss"], [feats[k] for k in names])
+        gf = [tf.zeros_like(feats[k]) if g is None else g for k, g in zip(names, gf)]
+        peak = tf.reduce_max(tf.stack([tf.reduce_max(tf.abs(g)) for g in gf]))
+        scale = tf.pow(2.0, tf.round(10.0 - tf.math.log(peak + 1e-30) / tf.math.log(2.0)))
+        g_net = tape.gradient(
+            [feats[k] for k in names], image, output_gradients=[g * scale for g in gf]
+        )
+        grad = g_net / scale
+        if self.total_variation_weight:
+            grad += self.total_variation_weight * tape.gradient(terms["tv_loss"], image)
+        del tape
+        return terms, grad

@@ -1,0 +1,149 @@
+"""Command line: ``python -m nst_keras.run --flagfile=configs/default.cfg``.
+
+All absl flags live here; they are turned into a ``Config`` and handed to the
+engine.  A flag given on the command line after ``--flagfile`` overrides the
+file's value.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import flags  # noqa: E402
+
+from nst_keras import config as cfg  # noqa: E402
+from nst_keras.errors import UserError  # noqa: E402
+
+FLAGS = flags.FlagValues()
+
+flags.DEFINE_string("content_image", None, "Content photo: a path or an http(s) URL.", flag_values=FLAGS)
+flags.DEFINE_string("style_image", None, "Style picture: a path or an http(s) URL.", flag_values=FLAGS)
+flags.DEFINE_string("output_dir", "outputs", "Directory for images and metrics.jsonl.", flag_values=FLAGS)
+flags.DEFINE_string("result_prefix", "result", "File name prefix of the written images.", flag_values=FLAGS)
+flags.DEFINE_integer("img_nrows", 400, "Output height; the width keeps the content's aspect ratio.", flag_values=FLAGS)
+flags.DEFINE_integer("iterations", 4000, "Optimiser steps.", flag_values=FLAGS)
+flags.DEFINE_float("content_weight", 2.5e-8, "Weight of the content loss.", flag_values=FLAGS)
+flags.DEFINE_float("style_weight", 1e-6, "Weight of the style loss.", flag_values=FLAGS)
+flags.DEFINE_float("total_variation_weight", 1e-6, "Weight of the total-variation loss.", flag_values=FLAGS)
+flags.DEFINE_list("content_layers", list(cfg.CONTENT_LAYERS), "VGG layers of the content loss.", flag_values=FLAGS)
+flags.DEFINE_list("style_layers", list(cfg.STYLE_LAYERS), "VGG layers of the style loss.", flag_values=FLAGS)
+flags.DEFINE_float("learning_rate", None, "Initial learning rate (default: 100 for sgd, 5 pixel units for adam).", flag_values=FLAGS)
+flags.DEFINE_integer("decay_steps", 100, "ExponentialDecay decay_steps (sgd, adam).", flag_values=FLAGS)
+flags.DEFINE_float("decay_rate", 0.96, "ExponentialDecay decay_rate (sgd, adam).", flag_values=FLAGS)
+flags.DEFINE_integer("save_every", 100, "Save an image every N steps (0: only the final image).", flag_values=FLAGS)
+flags.DEFINE_integer("log_every", 100, "Log and record losses every N steps.", flag_values=FLAGS)
+flags.DEFINE_integer("seed", 0, "Seed of random weights and noise.", flag_values=FLAGS)
+flags.DEFINE_string("weights", "imagenet", "imagenet (Keras cache/download), random, or a path to a .h5/.weights.h5 file.", flag_values=FLAGS)
+flags.DEFINE_string("interpolation", "nearest", "Resampling of the inputs: " + ", ".join(cfg.INTERPOLATIONS) + " (nearest = keras.io).", flag_values=FLAGS)
+flags.DEFINE_list("deprocess_mean", [str(v) for v in cfg.IMAGENET_MEAN_BGR], "B,G,R offsets deprocess_image adds back.", flag_values=FLAGS)
+flags.DEFINE_string("model", "vgg19", "Backbone: " + ", ".join(cfg.MODELS) + ".", flag_values=FLAGS)
+flags.DEFINE_string("optimizer", "sgd", "Optimiser: " + ", ".join(cfg.OPTIMIZERS) + ".", flag_values=FLAGS)
+flags.DEFINE_string("precision", "float32", "Network precision: " + ", ".join(cfg.PRECISIONS) + ".", flag_values=FLAGS)
+flags.DEFINE_boolean("jit_compile", False, "Compile the step with XLA.", flag_values=FLAGS)
+
+
+def _floats(name, values, count=None):
+    try:
+        out = tuple(float(v) for v in values)
+    except ValueError:
+        raise UserError(f"--{name}={','.join(values)} must be numbers separated by commas") from None
+    if count is not None and len(out) != count:
+        raise UserError(f"--{name}={','.join(values)} needs {count} numbers")
+    return out
+
+
+def config_from_flags(f=FLAGS) -> cfg.Config:
+    """Turns parsed flags into a validated ``Config``."""
+    config = cfg.Config(
+        content_image=f.content_image,
+        style_image=f.style_image,
+        output_dir=f.output_dir,
+        result_prefix=f.result_prefix,
+        img_nrows=f.img_nrows,
+        iterations=f.iterations,
+        content_weight=f.content_weight,
+        style_weight=f.style_weight,
+        total_variation_weight=f.total_variation_weight,
+        content_layers=tuple(f.content_layers),
+        style_layers=tuple(f.style_layers),
+        learning_rate=f.learning_rate,
+        decay_steps=f.decay_steps,
+        decay_rate=f.decay_rate,
+        save_every=f.save_every,
+        log_every=f.log_every,
+        seed=f.seed,
+        weights=f.weights,
+        interpolation=f.interpolation,
+        deprocess_mean=_floats("deprocess_mean", f.deprocess_mean, 3),
+        model=f.model,
+        optimizer=f.optimizer,
+        precision=f.precision,
+        jit_compile=f.jit_compile,
+    )
+    return config.validate()
+
+
+def parse(argv) -> None:
+    """Parses ``argv`` (program name first) into ``FLAGS``, from defaults."""
+    FLAGS.unparse_flags()
+    try:
+        FLAGS(list(argv))
+    except flags.Error as e:
+        raise UserError(str(e).splitlines()[0]) from None
+
+
+def _import_tensorflow_quietly() -> None:
+    """Imports TensorFlow with file descriptor 2 closed to its C++ start-up chatter.
+
+    TensorFlow's native start-up lines (oneDNN, CUDA probing) ignore
+    ``TF_CPP_MIN_LOG_LEVEL``; they would bury the one-line messages of this
+    program.  Set ``NST_KERAS_VERBOSE=1`` to see them.
+    """
+    if os.environ.get("NST_KERAS_VERBOSE"):
+        import tensorflow  # noqa: F401
+
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        os.close(devnull)
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()  # device probing prints here too
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def main(argv=None) -> int:
+    """Entry point; returns the exit status (0 ok, 2 bad input)."""
+    argv = sys.argv if argv is None else argv
+    if any(a in ("-h", "--help", "--helpshort", "--helpfull") for a in argv[1:]):
+        print(__doc__.strip() + "\n\nflags:\n" + FLAGS.get_help(), flush=True)
+        return 0
+    try:
+        parse(argv)
+        config = config_from_flags()
+        _import_tensorflow_quietly()
+        from nst_keras.engine import stylize
+
+        result = stylize(config)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        return 2
+    print(f"saved {result.paths[-1]}" if result.paths else "done", flush=True)
+    return 0
+
+
+def console_main() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    console_main()
