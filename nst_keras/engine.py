@@ -77,9 +77,11 @@ def build_loss(config: Config, content_picture, style_pictures, backbone=None):
     content_layers = list(config.content_layers) if config.content_weight > 0 else []
     style_layers = list(config.style_layers) if config.style_weight > 0 else []
     features.check_layers(backbone, content_layers + style_layers, config.model)
-    extractor = features.build_extractor(
-        backbone, content_layers + style_layers, precision=config.precision
-    )
+    extractor = None
+    if content_layers or style_layers:
+        extractor = features.build_extractor(
+            backbone, content_layers + style_layers, precision=config.precision
+        )
     return StyleTransferLoss(
         extractor,
         imlib.preprocess_image(content_picture),

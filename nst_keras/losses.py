@@ -124,7 +124,6 @@ class StyleTransferLoss:
             raise ValueError("one style layer weight per style layer is needed")
         total = float(sum(style_layer_weights)) if n else 1.0
         self.style_layer_weights = [float(w) / total for w in style_layer_weights][:n]
-        self.compute_dtype = extractor.compute_dtype if hasattr(extractor, "compute_dtype") else "float32"
 
         self.content_targets = {}
         if self.content_layers:
@@ -140,7 +139,7 @@ class StyleTransferLoss:
             self.style_targets = blend_grams(grams, weights)
         self._float16 = any(
             getattr(layer, "compute_dtype", "float32") == "float16"
-            for layer in extractor.layers
+            for layer in (extractor.layers if extractor is not None else [])
         )
         self.terms = tf.function(self._terms, jit_compile=jit_compile, reduce_retracing=True)
         self.value_and_grad = tf.function(
@@ -149,6 +148,8 @@ class StyleTransferLoss:
 
     def features(self, image) -> Dict[str, tf.Tensor]:
         """Float32 features ``{name: (1, rows', cols', channels)}``."""
+        if self.extractor is None:
+            return {}
         out = self.extractor(image, training=False)
         return {k: tf.cast(v, tf.float32) for k, v in out.items()}
 
