@@ -91,10 +91,12 @@ def open_picture(source) -> Image.Image:
             img.load()
         except Exception as e:  # noqa: BLE001 - PIL raises many kinds here
             reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise UserError(
-                f"cannot read image {source!r} ({reason}); give a JPEG, PNG, GIF, "
-                "WebP, BMP or TIFF file"
-            ) from None
+            if "truncated" in reason or isinstance(e, (OSError, SyntaxError)) and \
+                    not isinstance(e, Image.UnidentifiedImageError):
+                fix = "the file is truncated or damaged; download or export it again"
+            else:
+                fix = "it is not an image; give a JPEG, PNG, GIF, WebP, BMP or TIFF file"
+            raise UserError(f"cannot read image {source!r} ({reason}): {fix}") from None
     try:
         img = ImageOps.exif_transpose(img)
     except Exception:  # noqa: BLE001 - a broken EXIF block is not worth failing for
