@@ -108,6 +108,9 @@ def load_inputs(config: Config, content=None, style=None):
             f"pixels; VGG needs at least {imlib.MIN_SIDE} per side: raise --img_nrows "
             "or use a less elongated image"
         )
+    from nst_keras import memory  # robustness: refuse a size that cannot fit, before resizing
+
+    memory.check(size[0], size[1], config)
     content_picture = imlib.load_image(pic, size, config.interpolation)
     style_picture = imlib.load_image(style_src, size, config.interpolation)
     return content_picture, [style_picture]
@@ -129,7 +132,7 @@ def stylize(config: Config, content=None, style=None, log: Log = _print) -> Resu
     """
     import tensorflow as tf
 
-    from nst_keras import features, memory
+    from nst_keras import features
     from nst_keras.optimize import make_optimizer
     from nst_keras.session import RunSession
 
@@ -137,14 +140,13 @@ def stylize(config: Config, content=None, style=None, log: Log = _print) -> Resu
         content_image=config.content_image if content is None else "<array>",
         style_image=config.style_image if style is None else "<array>",
     ).validate()
-    # --- robustness: existing results, resume, memory estimate (session.py, memory.py) ---
+    # --- robustness: existing results, resume (session.py); memory estimate in load_inputs ---
     session = RunSession(config, log)  # checks before anything is written
     content_picture, style_pictures = load_inputs(
         config,
         content if content is not None else config.content_image,
         style if style is not None else config.style_image,
     )
-    memory.check(content_picture.shape[0], content_picture.shape[1], config)
     # --- end robustness ---
     backbone, weights_desc = features.load_backbone(config.model, config.weights, config.seed)
     loss = build_loss(config, content_picture, style_pictures, backbone)

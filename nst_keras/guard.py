@@ -25,8 +25,10 @@ class NonFiniteLoss(Exception):
       paths: files written when stopping.
     """
 
-    def __init__(self, step: int, value: float, kept_step: Optional[int], paths=()):
+    def __init__(self, step: int, value: float, kept_step: Optional[int], paths=(),
+                 precision: str = "float32"):
         self.step, self.value, self.kept_step, self.paths = step, value, kept_step, list(paths)
+        self.precision = precision
         super().__init__(self.describe())
 
     def describe(self) -> str:
@@ -36,10 +38,10 @@ class NonFiniteLoss(Exception):
             where = f" as {self.paths[0]}" if self.paths else ""
             kept = (f"kept the last finite image (after {self.kept_step} updates)"
                     f"{where}")
-        return (
-            f"loss became {self.value} at iteration {self.step}; stopped and {kept}; "
-            "lower --learning_rate or the loss weights, or use --precision=float32"
-        )
+        fix = "lower --learning_rate or the loss weights"
+        if self.precision != "float32":
+            fix += ", or use --precision=float32"
+        return f"loss became {self.value} at iteration {self.step}; stopped and {kept}; {fix}"
 
 
 class FiniteGuard:

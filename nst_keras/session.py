@@ -234,7 +234,7 @@ class RunSession:
                 path = self.save_image(f"{config.result_prefix}.png")
                 paths = [path] if path else []
             error = NonFiniteLoss(self.guard.bad_step, self.guard.bad_value,
-                                  kept[0] if kept else None, paths)
+                                  kept[0] if kept else None, paths, config.precision)
             self._plot()
             if self.manifest:
                 self.manifest.end("non_finite", kept[0] if kept else 0,
