@@ -41,7 +41,8 @@ def test_three_step_run_writes_images_and_metrics(tmp_path, content_path, style_
                           "--save_every=2", "--result_prefix=pic"))
     assert code == 0
     names = sorted(os.listdir(out))
-    assert names == ["metrics.jsonl", "pic.png", "pic_at_iteration_2.png"]
+    assert names == ["checkpoint.npz", "loss.png", "metrics.jsonl", "pic.png",
+                     "pic_at_iteration_2.png", "run.json"]
     for name in ("pic.png", "pic_at_iteration_2.png"):
         img = Image.open(os.path.join(out, name))
         assert img.mode == "RGB" and img.size == (64, 48)
