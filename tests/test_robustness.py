@@ -215,8 +215,9 @@ def test_existing_results_need_overwrite(tmp_path, content_path, style_path, cap
     first = flags_for(content_path, style_path, out, "--iterations=2", "--save_every=1")
     assert cli(*first) == 0
     names = sorted(os.listdir(out))
-    assert names == ["checkpoint.npz", "loss.png", "metrics.jsonl", "result.png",
-                     "result_at_iteration_1.png", "result_at_iteration_2.png", "run.json"]
+    assert [n for n in names if n != "loss.png"] == [
+        "checkpoint.npz", "metrics.jsonl", "result.png", "result_at_iteration_1.png",
+        "result_at_iteration_2.png", "run.json"]
     stamps = {n: (out / n).read_bytes() for n in names}
     capsys.readouterr()
     code = cli(*flags_for(content_path, style_path, out, "--iterations=1", "--seed=3"))
@@ -228,8 +229,8 @@ def test_existing_results_need_overwrite(tmp_path, content_path, style_path, cap
                           "--result_prefix=other")) == 2
     assert cli(*flags_for(content_path, style_path, out, "--iterations=1",
                           "--overwrite")) == 0
-    assert sorted(os.listdir(out)) == ["checkpoint.npz", "loss.png", "metrics.jsonl",
-                                       "result.png", "run.json"]  # stale snapshots gone
+    assert sorted(n for n in os.listdir(out) if n != "loss.png") == [
+        "checkpoint.npz", "metrics.jsonl", "result.png", "run.json"]  # stale snapshots gone
     assert [m["iteration"] for m in metrics(out)] == [1]
 
 
@@ -249,7 +250,12 @@ def test_run_json_describes_the_run(tmp_path, content_path, style_path):
     assert data["final_losses"]["loss"] == pytest.approx(metrics(out)[-1]["loss"])
     want = hashlib.sha256(open(content_path, "rb").read()).hexdigest()
     assert data["content_image"]["sha256"] == want
-    Image.open(out / "loss.png").verify()
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        assert not (out / "loss.png").exists()
+    else:
+        Image.open(out / "loss.png").verify()
 
 
 def test_weights_source_and_hash(tmp_path, monkeypatch):
