@@ -8,8 +8,10 @@ subtracted, the input ``keras.applications.vgg19.preprocess_input`` produces.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
+import sys
 import tempfile
 import urllib.parse
 from typing import Optional, Sequence, Tuple
@@ -51,8 +53,12 @@ def fetch(source: str) -> str:
     import keras
 
     name = os.path.basename(urllib.parse.urlparse(source).path) or "image"
+    chatter = io.StringIO()  # Keras' "Downloading data from" line, shown only on success
     try:
-        return keras.utils.get_file(name, source)
+        with contextlib.redirect_stdout(chatter):
+            path = keras.utils.get_file(name, source)
+        sys.stdout.write(chatter.getvalue())
+        return path
     except Exception as e:  # noqa: BLE001 - any download failure is the user's network
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise UserError(

@@ -106,8 +106,21 @@ def parse(argv) -> None:
     except flags.CantOpenFlagFileError as e:
         name = str(e).rsplit(": ", 1)[-1]
         raise UserError(f"cannot open flagfile {name}; check the --flagfile path") from None
+    except flags.IllegalFlagValueError as e:
+        raise UserError(_bad_value(str(e).splitlines()[0])) from None
     except flags.Error as e:
         raise UserError(str(e).splitlines()[0]) from None
+
+
+def _bad_value(text: str) -> str:
+    """``flag --iterations=abc: invalid literal ...`` -> ``--iterations=abc is not an integer (...)``."""
+    if not (text.startswith("flag --") and ": " in text):
+        return text
+    setting, reason = text[len("flag "):].split(": ", 1)
+    name = setting[2:].split("=", 1)[0]
+    kind = FLAGS[name].flag_type() if name in FLAGS else ""
+    kind = {"int": "an integer", "float": "a number"}.get(kind, "a valid value")
+    return f"{setting} is not {kind} ({reason})"
 
 
 def _import_tensorflow_quietly() -> None:
