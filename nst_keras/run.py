@@ -180,8 +180,8 @@ def main(argv=None) -> int:
         print(f"stopped: {e}", file=sys.stderr, flush=True)
         return 130
     except KeyboardInterrupt:
-        print("stopped: interrupted before the first step; nothing saved",
-              file=sys.stderr, flush=True)
+        print("stopped: interrupted before a checkpoint could be saved; files written "
+              "so far are kept", file=sys.stderr, flush=True)
         return 130
     print(f"saved {result.paths[-1]}" if result.paths else "done", flush=True)
     return 0
