@@ -181,14 +181,7 @@ def resume_config(resume_dir: str, config, explicit: Sequence[str]):
             continue  # a setting newer than the checkpoint keeps its given value
         given = getattr(config, name)
         if name in explicit:
-            mine = list(given) if isinstance(given, tuple) else given
-            if name not in RESUME_MAY_CHANGE and not _same(mine, saved[name]):
-                raise UserError(
-                    f"--{name}={_show(mine)} differs from the interrupted run's "
-                    f"{_show(saved[name])} (in {path_in(resume_dir)}); drop --{name} to "
-                    "continue that run, or start a new one without --resume"
-                )
-            continue
+            continue  # checked by check_matches below
         value = saved[name]
         if isinstance(given, tuple) and isinstance(value, list):
             value = tuple(value)
@@ -201,7 +194,24 @@ def resume_config(resume_dir: str, config, explicit: Sequence[str]):
         )
     changes["output_dir"] = resume_dir
     changes["resume"] = resume_dir
-    return config.replace(**changes)
+    config = config.replace(**changes)
+    check_matches(ckpt, config, resume_dir)
+    return config
+
+
+def check_matches(ckpt: Checkpoint, config, resume_dir: str) -> None:
+    """Raises ``UserError`` if ``config`` would change the checkpointed run's result."""
+    for name, saved in ckpt.flags.items():
+        if name in RESUME_MAY_CHANGE or not hasattr(config, name):
+            continue
+        mine = getattr(config, name)
+        mine = list(mine) if isinstance(mine, tuple) else mine
+        if not _same(mine, saved):
+            raise UserError(
+                f"--{name}={_show(mine)} differs from the interrupted run's "
+                f"{_show(saved)} (in {path_in(resume_dir)}); drop --{name} to continue "
+                "that run, or start a new one without --resume"
+            )
 
 
 def _show(value) -> str:

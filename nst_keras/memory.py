@@ -3,9 +3,11 @@
 The estimate counts the VGG activations the step keeps for backpropagation
 (every conv and pooling output up to the deepest layer the losses read), times
 a factor measured on CPU for forward + backward + temporaries, plus the
-weights.  It is compared with the memory available to the run: the free
-memory of the first GPU when TensorFlow sees one (read with ``nvidia-smi``),
-otherwise the host's available memory (``MemAvailable`` in ``/proc/meminfo``).
+weights.  It is compared with the memory available to the run: the total
+memory of the first GPU when TensorFlow sees one (read with ``nvidia-smi``;
+TensorFlow reserves the GPU's memory for itself, so its free memory is no
+guide), otherwise the host's available memory (``MemAvailable`` in
+``/proc/meminfo``).
 Where neither can be read, the check is skipped.
 
 Measured on CPU (TensorFlow 2.21, VGG19, default layers, sgd): peak resident
@@ -63,7 +65,9 @@ def estimate_bytes(rows: int, cols: int, model: str = "vgg19", layers=("block5_c
     return int(per_pixel * rows * cols + 2 * _WEIGHT_BYTES.get(model, 0) + RUNTIME_BYTES)
 
 
-def _gpu_free_bytes() -> Optional[int]:
+def _gpu_total_bytes() -> Optional[int]:
+    """Total memory of the first GPU (TensorFlow reserves most of it for itself
+    once it runs, so its free memory says little about what a run may use)."""
     try:
         import tensorflow as tf
 
@@ -76,7 +80,7 @@ def _gpu_free_bytes() -> Optional[int]:
         return None
     try:
         out = subprocess.run(
-            [exe, "--query-gpu=memory.free", "--format=csv,noheader,nounits"],
+            [exe, "--query-gpu=memory.total", "--format=csv,noheader,nounits"],
             capture_output=True, text=True, timeout=10, check=True,
         ).stdout.split()
         return int(float(out[0]) * 2**20)
@@ -100,9 +104,9 @@ def _host_available_bytes() -> Optional[int]:
 
 def available_bytes() -> Tuple[Optional[int], str]:
     """Returns ``(bytes, where)``: memory the run may use and what it is."""
-    gpu = _gpu_free_bytes()
+    gpu = _gpu_total_bytes()
     if gpu is not None:
-        return gpu, "free GPU memory"
+        return gpu, "GPU memory"
     return _host_available_bytes(), "available memory"
 
 
@@ -128,5 +132,5 @@ def check(rows: int, cols: int, config) -> None:
             else "free memory or use a machine with more")
     raise UserError(
         f"a {rows}x{cols} image needs about {_gib(need)} but only {_gib(have)} of {where} "
-        f"is left; {hint}, or the largest of --scales; --nocheck_memory skips this check"
+        f"is there; {hint}, or the largest of --scales; --nocheck_memory skips this check"
     )

@@ -78,8 +78,8 @@ def check_outputs(config) -> None:
                 f"--{flag}={src} would be overwritten by this run's output; choose another "
                 "--output_dir or --result_prefix"
             )
-    if config.resume:
-        return
+    if config.resume and os.path.realpath(config.resume) == real_out:
+        return  # continuing a run in its own directory
     found = existing_results(out, config.result_prefix)
     if found and not config.overwrite:
         more = f" and {len(found) - 3} more" if len(found) > 3 else ""
@@ -100,6 +100,7 @@ class RunSession:
         self.ckpt: Optional[ckptlib.Checkpoint] = None
         if config.resume:
             self.ckpt = ckptlib.load(config.resume)
+            ckptlib.check_matches(self.ckpt, config, config.resume)
             if self.ckpt.step >= config.iterations:
                 raise UserError(
                     f"--resume={config.resume}: the run is already at iteration "
@@ -139,7 +140,7 @@ class RunSession:
         self.start_time = time.perf_counter() - elapsed
         self.guard.start(self.step, image)
         if config.output_dir is not None:
-            if config.overwrite and not config.resume:
+            if config.overwrite and self.ckpt is None:
                 for name in existing_results(config.output_dir, config.result_prefix):
                     os.remove(os.path.join(config.output_dir, name))
             self.metrics_path = os.path.join(config.output_dir, manifest.METRICS)
