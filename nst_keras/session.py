@@ -12,7 +12,11 @@
   when SIGINT/SIGTERM arrived;
 * at the end: saves the final image, checkpoint, ``loss.png`` and the final
   ``run.json``; raises ``Interrupted`` or ``NonFiniteLoss`` after saving when
-  the run did not finish.
+  the run did not finish (a crash inside the loop marks ``run.json`` failed).
+
+A longer pipeline (several scales, an averaged image) can pass
+``scale_index`` and ``extra_images`` to ``save_checkpoint`` and read them back
+from ``session.ckpt`` when resuming.
 
 Files a run owns in ``output_dir`` (its "results"): ``<prefix>.png``,
 ``<prefix>_at_iteration_<N>.png``, ``metrics.jsonl``, ``run.json``,
@@ -21,6 +25,7 @@ Files a run owns in ``output_dir`` (its "results"): ``<prefix>.png``,
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import time
@@ -140,7 +145,9 @@ class RunSession:
         self.start_time = time.perf_counter() - elapsed
         self.guard.start(self.step, image)
         if config.output_dir is not None:
-            if config.overwrite and self.ckpt is None:
+            same_dir = bool(config.resume) and os.path.realpath(config.resume) == \
+                os.path.realpath(config.output_dir)
+            if config.overwrite and not same_dir:
                 for name in existing_results(config.output_dir, config.result_prefix):
                     os.remove(os.path.join(config.output_dir, name))
             self.metrics_path = os.path.join(config.output_dir, manifest.METRICS)
@@ -149,8 +156,18 @@ class RunSession:
             self.manifest.begin(self.step + 1)
         return self.step + 1
 
+    @contextlib.contextmanager
     def signals(self):
-        return self.stop
+        """Around the loop: SIGINT/SIGTERM stop it; a crash is noted in run.json."""
+        with self.stop:
+            try:
+                yield self.stop
+            except BaseException as e:
+                if self.manifest is not None:
+                    reason = str(e).strip().splitlines()[0] if str(e).strip() else ""
+                    self.manifest.end("failed", self.step,
+                                      message=f"{type(e).__name__}: {reason}".rstrip(": "))
+                raise
 
     # -- every step ----------------------------------------------------------
     def on_step(self, step: int, terms) -> bool:
