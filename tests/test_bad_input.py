@@ -37,7 +37,7 @@ def one_line_error(code, capsys, *needles):
 
 
 @pytest.fixture
-def workdir(tmp_path, content_path):
+def workdir(tmp_path):
     """A directory holding only what the test puts there (plus the output target)."""
     return tmp_path
 
@@ -74,12 +74,8 @@ def test_truncated_image(workdir, style_path, capsys, fmt):
     Image.fromarray(make_picture(120, 160, 4)).save(buf, format=fmt)
     cut = workdir / f"cut.{fmt.lower()}"
     cut.write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
-    run_bad(workdir, capsys, content_path_of(cut), style_path,
+    run_bad(workdir, capsys, cut, style_path,
             needles=(cut.name, "truncated or damaged"))
-
-
-def content_path_of(p):
-    return str(p)
 
 
 def test_unreachable_url(workdir, content_path, capsys):
@@ -140,9 +136,8 @@ def test_unknown_layer_lists_valid_names(workdir, content_path, style_path, caps
     "--learning_rate=0", "--learning_rate=-2",
 ])
 def test_zero_or_negative_values(workdir, content_path, style_path, capsys, flag):
-    name = flag.split("=")[0]
-    run_bad(workdir, capsys, content_path, style_path, flag, needles=(flag,))
-    assert name.startswith("--")
+    line = run_bad(workdir, capsys, content_path, style_path, flag, needles=(flag,))
+    assert "must be" in line
 
 
 @pytest.mark.parametrize("flag", ["--optimizer=rmsprop", "--precision=float8"])
