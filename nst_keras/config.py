@@ -92,6 +92,13 @@ class Config:
     optimizer: str = "sgd"
     precision: str = "float32"
     jit_compile: bool = False
+    # --- Robustness: overwrite protection, resume, memory check ---
+    # overwrite: replace a previous run's results in output_dir.
+    # resume: output_dir of an interrupted run to continue from its checkpoint.
+    # check_memory: refuse sizes whose memory estimate exceeds what is free.
+    overwrite: bool = False
+    resume: Optional[str] = None
+    check_memory: bool = True
 
     def replace(self, **changes) -> "Config":
         """Returns a copy with ``changes`` applied."""

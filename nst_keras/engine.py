@@ -12,10 +12,7 @@ Example::
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
-import sys
-import time
 from typing import Callable, Dict, List, Optional
 
 import numpy as np
@@ -111,6 +108,9 @@ def load_inputs(config: Config, content=None, style=None):
             f"pixels; VGG needs at least {imlib.MIN_SIDE} per side: raise --img_nrows "
             "or use a less elongated image"
         )
+    from nst_keras import memory  # robustness: refuse a size that cannot fit, before resizing
+
+    memory.check(size[0], size[1], config)
     content_picture = imlib.load_image(pic, size, config.interpolation)
     style_picture = imlib.load_image(style_src, size, config.interpolation)
     return content_picture, [style_picture]
@@ -134,16 +134,20 @@ def stylize(config: Config, content=None, style=None, log: Log = _print) -> Resu
 
     from nst_keras import features
     from nst_keras.optimize import make_optimizer
+    from nst_keras.session import RunSession
 
     config = config.replace(
         content_image=config.content_image if content is None else "<array>",
         style_image=config.style_image if style is None else "<array>",
     ).validate()
+    # --- robustness: existing results, resume (session.py); memory estimate in load_inputs ---
+    session = RunSession(config, log)  # checks before anything is written
     content_picture, style_pictures = load_inputs(
         config,
         content if content is not None else config.content_image,
         style if style is not None else config.style_image,
     )
+    # --- end robustness ---
     backbone, weights_desc = features.load_backbone(config.model, config.weights, config.seed)
     loss = build_loss(config, content_picture, style_pictures, backbone)
     prepare_output_dir(config.output_dir)
@@ -164,51 +168,19 @@ def stylize(config: Config, content=None, style=None, log: Log = _print) -> Resu
         jit_compile=config.jit_compile,
     )
 
-    history: List[Dict[str, float]] = []
-    paths: List[str] = []
-    metrics_path = None
-    if config.output_dir is not None:
-        metrics_path = os.path.join(config.output_dir, "metrics.jsonl")
-        imlib.atomic_write_bytes(metrics_path, b"")
-    start = time.perf_counter()
-
-    def save(name):
-        if config.output_dir is None:
-            return
-        path = os.path.join(config.output_dir, name)
-        imlib.save_image(path, imlib.deprocess_image(image.numpy(), config.deprocess_mean))
-        paths.append(path)
-
-    def on_step(step, terms):
-        if config.log_every and step % config.log_every == 0:
-            values = {k: float(v.numpy()) for k, v in terms.items()}
-            record = {"iteration": step, **values,
-                      "elapsed_s": round(time.perf_counter() - start, 4),
-                      "evaluations": optimizer.evaluations}
-            history.append(record)
-            if metrics_path:
-                with open(metrics_path, "a") as f:
-                    f.write(json.dumps(record) + "\n")
-            extra = (f" ({optimizer.evaluations} evaluations)"
-                     if config.optimizer == "lbfgs" else "")
-            log(
-                f"Iteration {step}: loss={values['loss']:.2f} content={values['content_loss']:.4g} "
-                f"style={values['style_loss']:.4g} tv={values['tv_loss']:.4g} "
-                f"[{record['elapsed_s']:.1f}s]{extra}"
-            )
-            if not np.isfinite(values["loss"]):
-                raise UserError(f"loss became {values['loss']} at iteration {step}")
-        if config.save_every and step % config.save_every == 0:
-            save(f"{config.result_prefix}_at_iteration_{step}.png")
-        return True
-
-    optimizer.run(1, config.iterations, on_step)
-    save(f"{config.result_prefix}.png")
+    # --- robustness: checkpoint restore, run.json, metrics, NaN guard, signals ---
+    # session.on_step logs, saves and checkpoints; finish() saves the results
+    # and raises Interrupted / NonFiniteLoss (after saving) if the run stopped.
+    first_step = session.begin(image, optimizer, weights_desc)
+    with session.signals():
+        optimizer.run(first_step, config.iterations, session.on_step)
+    paths = session.finish()
+    # --- end robustness ---
     final = image.numpy()
     return Result(
         image=imlib.deprocess_image(final, config.deprocess_mean),
         tensor=final,
-        history=history,
+        history=session.history,
         paths=paths,
         weights=weights_desc,
     )

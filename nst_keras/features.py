@@ -11,6 +11,7 @@ with features of shape ``(1, rows', cols', channels)``.
 
 from __future__ import annotations
 
+import difflib
 import functools
 import hashlib
 import os
@@ -130,8 +131,10 @@ def check_layers(backbone, names: Iterable[str], model: str) -> None:
     for name in names:
         if name not in valid:
             convs = [n for n in valid if "conv" in n]
+            close = difflib.get_close_matches(name, valid, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
             raise UserError(
-                f"unknown layer {name!r} for {model}; valid names: {', '.join(convs)}"
+                f"unknown layer {name!r} for {model}; {hint}valid names: {', '.join(convs)}"
                 " (and the blockN_pool layers)"
             )
 

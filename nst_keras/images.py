@@ -8,8 +8,10 @@ subtracted, the input ``keras.applications.vgg19.preprocess_input`` produces.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
+import sys
 import tempfile
 import urllib.parse
 from typing import Optional, Sequence, Tuple
@@ -51,8 +53,12 @@ def fetch(source: str) -> str:
     import keras
 
     name = os.path.basename(urllib.parse.urlparse(source).path) or "image"
+    chatter = io.StringIO()  # Keras' "Downloading data from" line, shown only on success
     try:
-        return keras.utils.get_file(name, source)
+        with contextlib.redirect_stdout(chatter):
+            path = keras.utils.get_file(name, source)
+        sys.stdout.write(chatter.getvalue())
+        return path
     except Exception as e:  # noqa: BLE001 - any download failure is the user's network
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise UserError(
@@ -91,10 +97,12 @@ def open_picture(source) -> Image.Image:
             img.load()
         except Exception as e:  # noqa: BLE001 - PIL raises many kinds here
             reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise UserError(
-                f"cannot read image {source!r} ({reason}); give a JPEG, PNG, GIF, "
-                "WebP, BMP or TIFF file"
-            ) from None
+            if "truncated" in reason or isinstance(e, (OSError, SyntaxError)) and \
+                    not isinstance(e, Image.UnidentifiedImageError):
+                fix = "the file is truncated or damaged; download or export it again"
+            else:
+                fix = "it is not an image; give a JPEG, PNG, GIF, WebP, BMP or TIFF file"
+            raise UserError(f"cannot read image {source!r} ({reason}): {fix}") from None
     try:
         img = ImageOps.exif_transpose(img)
     except Exception:  # noqa: BLE001 - a broken EXIF block is not worth failing for

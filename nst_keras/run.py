@@ -44,6 +44,11 @@ flags.DEFINE_string("optimizer", "sgd", "Optimiser: " + ", ".join(cfg.OPTIMIZERS
 flags.DEFINE_string("precision", "float32", "Network precision: " + ", ".join(cfg.PRECISIONS) + ".", flag_values=FLAGS)
 flags.DEFINE_boolean("jit_compile", False, "Compile the step with XLA.", flag_values=FLAGS)
 
+# --- Robustness: overwrite protection, resume, memory check ---
+flags.DEFINE_boolean("overwrite", False, "Replace the results of a previous run in --output_dir.", flag_values=FLAGS)
+flags.DEFINE_string("resume", None, "Continue the interrupted run whose --output_dir this is (from its checkpoint.npz).", flag_values=FLAGS)
+flags.DEFINE_boolean("check_memory", True, "Refuse image sizes whose memory estimate exceeds the free memory.", flag_values=FLAGS)
+
 
 def _floats(name, values, count=None):
     try:
@@ -82,7 +87,14 @@ def config_from_flags(f=FLAGS) -> cfg.Config:
         optimizer=f.optimizer,
         precision=f.precision,
         jit_compile=f.jit_compile,
+        overwrite=f.overwrite,
+        resume=f.resume,
+        check_memory=f.check_memory,
     )
+    if f.resume:  # the interrupted run's settings, with the ones given here checked
+        from nst_keras.checkpoint import resume_config
+
+        config = resume_config(f.resume, config, [n for n in f if f[n].present])
     return config.validate()
 
 
@@ -91,8 +103,24 @@ def parse(argv) -> None:
     FLAGS.unparse_flags()
     try:
         FLAGS(list(argv))
+    except flags.CantOpenFlagFileError as e:
+        name = str(e).rsplit(": ", 1)[-1]
+        raise UserError(f"cannot open flagfile {name}; check the --flagfile path") from None
+    except flags.IllegalFlagValueError as e:
+        raise UserError(_bad_value(str(e).splitlines()[0])) from None
     except flags.Error as e:
         raise UserError(str(e).splitlines()[0]) from None
+
+
+def _bad_value(text: str) -> str:
+    """``flag --iterations=abc: invalid literal ...`` -> ``--iterations=abc is not an integer (...)``."""
+    if not (text.startswith("flag --") and ": " in text):
+        return text
+    setting, reason = text[len("flag "):].split(": ", 1)
+    name = setting[2:].split("=", 1)[0]
+    kind = FLAGS[name].flag_type() if name in FLAGS else ""
+    kind = {"int": "an integer", "float": "a number"}.get(kind, "a valid value")
+    return f"{setting} is not {kind} ({reason})"
 
 
 def _import_tensorflow_quietly() -> None:
@@ -122,7 +150,15 @@ def _import_tensorflow_quietly() -> None:
 
 
 def main(argv=None) -> int:
-    """Entry point; returns the exit status (0 ok, 2 bad input)."""
+    """Entry point; returns the exit status.
+
+    0 finished; 1 stopped on a NaN/Inf loss (last finite image kept); 2 bad
+    input or settings (nothing written); 130 interrupted (image and checkpoint
+    saved when the loop had started).
+    """
+    from nst_keras.checkpoint import Interrupted
+    from nst_keras.guard import NonFiniteLoss
+
     argv = sys.argv if argv is None else argv
     if any(a in ("-h", "--help", "--helpshort", "--helpfull") for a in argv[1:]):
         print(__doc__.strip() + "\n\nflags:\n" + FLAGS.get_help(), flush=True)
@@ -137,6 +173,16 @@ def main(argv=None) -> int:
     except UserError as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         return 2
+    except NonFiniteLoss as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        return 1
+    except Interrupted as e:
+        print(f"stopped: {e}", file=sys.stderr, flush=True)
+        return 130
+    except KeyboardInterrupt:
+        print("stopped: interrupted before a checkpoint could be saved; files written "
+              "so far are kept", file=sys.stderr, flush=True)
+        return 130
     print(f"saved {result.paths[-1]}" if result.paths else "done", flush=True)
     return 0
 

@@ -1,0 +1,298 @@
+"""Nothing lost: interrupt and resume, NaN stop, atomic writes, no silent overwrite,
+run.json and loss.png."""
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from nst_keras import checkpoint, manifest, run
+from nst_keras.checkpoint import Interrupted
+from nst_keras.config import Config
+from nst_keras.engine import stylize
+from nst_keras.errors import UserError
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def cli(*args):
+    return run.main(["nst_keras.run", *args])
+
+
+def flags_for(content, style, out, *extra):
+    return [f"--content_image={content}", f"--style_image={style}", f"--output_dir={out}",
+            "--weights=random", "--img_nrows=48", "--log_every=1", "--save_every=0",
+            "--style_weight=1e-4", *extra]
+
+
+def config_for(*argv):
+    run.parse(["prog", *argv])
+    return run.config_from_flags()
+
+
+def pixels(path):
+    return np.asarray(Image.open(path))
+
+
+def final_tensor(out):
+    return checkpoint.load(str(out)).image
+
+
+def metrics(out):
+    with open(os.path.join(out, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+# -- interrupt and resume --------------------------------------------------------
+
+@pytest.mark.parametrize("optimizer,signame", [("sgd", "SIGINT"), ("adam", "SIGTERM")])
+def test_interrupt_then_resume_ends_on_the_uninterrupted_image(
+        tmp_path, content_path, style_path, capsys, optimizer, signame):
+    common = [f"--optimizer={optimizer}", "--iterations=6"]
+    straight = tmp_path / "straight"
+    assert cli(*flags_for(content_path, style_path, straight, *common)) == 0
+
+    # The same run, sent a real signal while it logs iteration 3.
+    resumed = tmp_path / "resumed"
+    config = config_for(*flags_for(content_path, style_path, resumed, *common))
+
+    def log(line):
+        if line.startswith("Iteration 3:"):
+            os.kill(os.getpid(), getattr(signal, signame))
+
+    with pytest.raises(Interrupted) as stop:
+        stylize(config, log=log)
+    assert stop.value.step == 3 and stop.value.signal_name == signame
+    assert (resumed / "result_at_iteration_3.png").exists()
+    assert not (resumed / "result.png").exists()
+    assert checkpoint.load(str(resumed)).step == 3
+    assert json.loads((resumed / "run.json").read_text())["status"] == "interrupted"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+
+    # Resume with the same flags (given again, as a user re-running the command would).
+    capsys.readouterr()
+    assert cli(*flags_for(content_path, style_path, resumed, *common),
+               f"--resume={resumed}") == 0
+    assert "resuming from" in capsys.readouterr().out
+    np.testing.assert_array_equal(final_tensor(resumed), final_tensor(straight))
+    np.testing.assert_array_equal(pixels(resumed / "result.png"), pixels(straight / "result.png"))
+    a, b = metrics(straight), metrics(resumed)
+    assert [m["iteration"] for m in b] == [1, 2, 3, 4, 5, 6]
+    for x, y in zip(a, b):
+        assert {k: v for k, v in x.items() if k != "elapsed_s"} == \
+            {k: v for k, v in y.items() if k != "elapsed_s"}
+    manifest_data = json.loads((resumed / "run.json").read_text())
+    assert manifest_data["status"] == "finished" and manifest_data["steps"] == 6
+    assert [s["first_step"] for s in manifest_data["sessions"]] == [1, 4]
+
+
+def test_resume_refuses_a_changed_setting_and_takes_the_rest_from_the_checkpoint(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    saved = Config(content_image="c.png", style_image="s.png", output_dir=str(out),
+                   iterations=50, style_weight=3e-4, optimizer="adam")
+    checkpoint.save(str(out), checkpoint.Checkpoint(
+        image=np.zeros((1, 4, 4, 3), np.float32), optimizer_state=[np.int64(7)], step=7,
+        flags=checkpoint.config_to_flags(saved), scale_index=1,
+        extra_images={"ema": np.ones((1, 4, 4, 3), np.float32)}))
+    ckpt = checkpoint.load(str(out))
+    assert ckpt.scale_index == 1 and ckpt.extra_images["ema"].sum() == 48
+    assert int(ckpt.optimizer_state[0]) == 7
+    # Only --resume given: everything comes from the checkpoint.
+    config = config_for(f"--resume={out}")
+    assert (config.style_weight, config.optimizer, config.iterations) == (3e-4, "adam", 50)
+    assert config.content_image == "c.png" and config.output_dir == str(out)
+    # Changing the number of steps is allowed; changing the objective is not.
+    assert config_for(f"--resume={out}", "--iterations=80").iterations == 80
+    with pytest.raises(UserError, match="--style_weight=0.001 differs"):
+        config_for(f"--resume={out}", "--style_weight=1e-3")
+    with pytest.raises(UserError, match="no checkpoint.npz"):
+        config_for(f"--resume={tmp_path}")
+    (out / "checkpoint.npz").write_bytes(b"garbage")
+    with pytest.raises(UserError, match="damaged"):
+        config_for(f"--resume={out}")
+
+
+def test_real_sigint_to_the_program(tmp_path, content_path, style_path):
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nst_keras.run",
+         *flags_for(content_path, style_path, out, "--iterations=100000")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+        env={**os.environ, "PYTHONPATH": REPO},
+    )
+    try:
+        for line in proc.stdout:
+            if line.startswith("Iteration 2:"):
+                proc.send_signal(signal.SIGINT)
+                break
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("stopped: interrupted by SIGINT at iteration ")
+    step = int(lines[0].split("at iteration ")[1].split(";")[0])
+    assert step >= 2 and f"--resume={out}" in lines[0]
+    assert checkpoint.load(str(out)).step == step
+    assert (out / f"result_at_iteration_{step}.png").exists()
+    assert json.loads((out / "run.json").read_text())["status"] == "interrupted"
+    assert all(np.isfinite(m["loss"]) for m in metrics(out))  # whole lines only
+    assert cli(f"--resume={out}", f"--iterations={step + 1}") == 0
+    assert checkpoint.load(str(out)).step == step + 1
+
+
+# -- NaN / Inf -------------------------------------------------------------------
+
+def test_nan_stop_keeps_the_last_finite_image(tmp_path, content_path, style_path, capsys):
+    # SGD with a huge learning rate: the loss is finite at iterations 1-4 and
+    # infinite at 5 (the loss of the image after 4 updates), so the image
+    # after 3 updates is the last with a finite loss.
+    blow_up = ["--learning_rate=1e5", "--style_weight=1e-6"]
+    out = tmp_path / "nan"
+    code = cli(*flags_for(content_path, style_path, out, "--iterations=20", *blow_up))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1, err
+    assert "loss became inf at iteration 5" in err[0]
+    assert "kept the last finite image (after 3 updates)" in err[0]
+    assert str(out / "result.png") in err[0]
+    ref = tmp_path / "ref"
+    assert cli(*flags_for(content_path, style_path, ref, "--iterations=3", *blow_up)) == 0
+    np.testing.assert_array_equal(pixels(out / "result.png"), pixels(ref / "result.png"))
+    assert [m["iteration"] for m in metrics(out)] == [1, 2, 3, 4]  # strict JSON, finite
+    data = json.loads((out / "run.json").read_text())
+    assert data["status"] == "non_finite" and data["steps"] == 3
+    assert "loss became inf" in data["message"]
+
+
+# -- atomic writes ---------------------------------------------------------------
+
+def test_json_and_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
+    path = tmp_path / "run.json"
+    manifest.write_json(str(path), {"a": 1})
+    ckpt = checkpoint.Checkpoint(image=np.ones((1, 2, 2, 3), np.float32),
+                                 optimizer_state=[], step=1, flags={})
+    checkpoint.save(str(tmp_path), ckpt)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+
+    def fail(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("nst_keras.images.os.replace", fail)
+    with pytest.raises(OSError):
+        manifest.write_json(str(path), {"a": 2, "long": "x" * 10000})
+    with pytest.raises(OSError):
+        checkpoint.save(str(tmp_path), ckpt)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # no temp files
+
+
+def test_metrics_line_short_write_is_cut_back(tmp_path, monkeypatch):
+    path = tmp_path / "metrics.jsonl"
+    manifest.append_json_line(str(path), {"iteration": 1, "loss": 2.0})
+    before = path.read_bytes()
+    real_write = os.write
+    monkeypatch.setattr(manifest.os, "write", lambda fd, data: real_write(fd, data[:7]))
+    with pytest.raises(OSError, match="short write"):
+        manifest.append_json_line(str(path), {"iteration": 2, "loss": 1.0})
+    assert path.read_bytes() == before
+    monkeypatch.undo()
+    manifest.append_json_line(str(path), {"iteration": 2, "loss": 1.0})
+    assert [json.loads(x)["iteration"] for x in path.read_text().splitlines()] == [1, 2]
+
+
+# -- no overwrite without --overwrite -----------------------------------------------
+
+def test_existing_results_need_overwrite(tmp_path, content_path, style_path, capsys):
+    out = tmp_path / "out"
+    first = flags_for(content_path, style_path, out, "--iterations=2", "--save_every=1")
+    assert cli(*first) == 0
+    names = sorted(os.listdir(out))
+    assert [n for n in names if n != "loss.png"] == [
+        "checkpoint.npz", "metrics.jsonl", "result.png", "result_at_iteration_1.png",
+        "result_at_iteration_2.png", "run.json"]
+    stamps = {n: (out / n).read_bytes() for n in names}
+    capsys.readouterr()
+    code = cli(*flags_for(content_path, style_path, out, "--iterations=1", "--seed=3"))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "--overwrite" in err[0] and "run.json" in err[0]
+    assert {n: (out / n).read_bytes() for n in os.listdir(out)} == stamps
+    # Another prefix still collides on run.json / metrics.jsonl.
+    assert cli(*flags_for(content_path, style_path, out, "--iterations=1",
+                          "--result_prefix=other")) == 2
+    assert cli(*flags_for(content_path, style_path, out, "--iterations=1",
+                          "--overwrite")) == 0
+    assert sorted(n for n in os.listdir(out) if n != "loss.png") == [
+        "checkpoint.npz", "metrics.jsonl", "result.png", "run.json"]  # stale snapshots gone
+    assert [m["iteration"] for m in metrics(out)] == [1]
+
+
+# -- run.json, loss.png, console script ----------------------------------------------
+
+def test_run_json_describes_the_run(tmp_path, content_path, style_path):
+    out = tmp_path / "out"
+    assert cli(*flags_for(content_path, style_path, out, "--iterations=2")) == 0
+    data = json.loads((out / "run.json").read_text())
+    assert data["status"] == "finished" and data["steps"] == 2
+    assert data["flags"]["iterations"] == 2 and data["flags"]["weights"] == "random"
+    for name in ("python", "tensorflow", "keras", "numpy"):
+        assert data["versions"][name]
+    assert data["device"]["device"]
+    assert data["started"] <= data["ended"]
+    assert data["final_losses"]["iteration"] == 2
+    assert data["final_losses"]["loss"] == pytest.approx(metrics(out)[-1]["loss"])
+    want = hashlib.sha256(open(content_path, "rb").read()).hexdigest()
+    assert data["content_image"]["sha256"] == want
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        assert not (out / "loss.png").exists()
+    else:
+        Image.open(out / "loss.png").verify()
+
+
+def test_weights_source_and_hash(tmp_path, monkeypatch):
+    blob = tmp_path / "w.weights.h5"
+    blob.write_bytes(b"not really weights")
+    info = manifest.weights_info(Config(weights=str(blob)), "file")
+    assert info["sha256"] == hashlib.sha256(b"not really weights").hexdigest()
+    home = tmp_path / "keras_home"
+    (home / "models").mkdir(parents=True)
+    cached = home / "models" / "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"
+    cached.write_bytes(b"imagenet bytes")
+    monkeypatch.setenv("KERAS_HOME", str(home))
+    info = manifest.weights_info(Config(weights="imagenet"), "imagenet")
+    assert info["path"] == str(cached)
+    assert info["sha256"] == hashlib.sha256(b"imagenet bytes").hexdigest()
+
+
+def test_loss_plot_is_skipped_without_matplotlib(tmp_path, monkeypatch):
+    history = [{"iteration": i, "loss": 10.0 / i, "content_loss": 1.0, "style_loss": 2.0,
+                "tv_loss": 3.0} for i in range(1, 5)]
+    weights = {"content_loss": 1.0, "style_loss": 1.0, "tv_loss": 1.0}
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    note = manifest.plot_losses(str(tmp_path / "loss.png"), history, weights)
+    assert "matplotlib is not installed" in note and "nst_keras[plot]" in note
+    assert not (tmp_path / "loss.png").exists()
+    monkeypatch.undo()
+    pytest.importorskip("matplotlib")
+    assert manifest.plot_losses(str(tmp_path / "loss.png"), history, weights) is None
+    assert Image.open(tmp_path / "loss.png").size == (700, 420)
+
+
+def test_console_script_points_at_main():
+    try:
+        import tomllib
+    except ImportError:  # Python < 3.11
+        tomllib = pytest.importorskip("tomli")
+    with open(os.path.join(REPO, "pyproject.toml"), "rb") as f:
+        project = tomllib.load(f)["project"]
+    assert project["scripts"]["nst-keras"] == "nst_keras.run:console_main"
+    assert "matplotlib" in " ".join(project["optional-dependencies"]["plot"])
+    assert callable(run.console_main)
