@@ -391,3 +391,20 @@ def test_flags_fill_the_config_fields(content_path, style_path):
     assert (d.init, d.pooling, d.padding, d.preserve_colors, d.scales, d.ema_decay,
             d.clamp_pixels, d.style_scale, d.iterations) == (
         "content", "max", "zero", "none", None, 0.0, False, 1.0, 4000)
+
+
+@pytest.mark.parametrize("name,want", [
+    ("two_styles.cfg", dict(style_blend_weights=(0.7, 0.3), optimizer="adam")),
+    ("keep_colors.cfg", dict(preserve_colors="luminance", pooling="avg", ema_decay=0.99)),
+    ("high_res.cfg", dict(scales=(512, 1024, 2048), iterations=(600, 200, 100),
+                          precision="mixed_bfloat16", clamp_pixels=True,
+                          padding="replicate")),
+])
+def test_configs_parse(monkeypatch, name, want):
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    monkeypatch.chdir(repo)
+    run.parse(["prog", f"--flagfile=configs/{name}"])
+    c = run.config_from_flags()
+    for key, value in want.items():
+        assert getattr(c, key) == value, key
+    assert (c.content_weight, c.style_weight) == (2.5e-8, 1e-6)  # the tutorial's
