@@ -48,7 +48,7 @@ class Config:
       result_prefix: file name prefix of the written images.
       img_nrows: output height in pixels; the width keeps the content's aspect
         ratio, ``int(width * img_nrows / height)`` as in keras.io.
-      iterations: optimiser steps.
+      iterations: optimiser steps (with ``scales``: per scale, or a list).
       content_weight, style_weight, total_variation_weight: loss weights.
       content_layers, style_layers: VGG layer names.
       learning_rate: initial learning rate; ``None`` picks the optimiser's
@@ -73,7 +73,7 @@ class Config:
     output_dir: Optional[str] = None
     result_prefix: str = "result"
     img_nrows: int = 400
-    iterations: int = 4000
+    iterations: Union[int, Sequence[int]] = 4000
     content_weight: float = 2.5e-8
     style_weight: float = 1e-6
     total_variation_weight: float = 1e-6
@@ -100,6 +100,29 @@ class Config:
     resume: Optional[str] = None
     check_memory: bool = True
 
+    # --- Artist controls (checked by nst_keras.controls.validate) -----------
+    # style_image may also be a list (or a comma-separated string) of several
+    # style pictures; iterations may be a list, one count per scale.
+    # style_blend_weights: one weight per style image (normalised; None: equal).
+    # style_scale: style resized to this factor times the output size.
+    # preserve_colors: "none", "luminance" or "histogram" (Gatys et al. 2017).
+    # init: "content", "noise", "style", a path/URL, or an RGB array.
+    # pooling: "max" or "avg"; padding: "zero" or "replicate" (first conv).
+    # style_layer_weights: one weight per style layer (normalised; None: equal).
+    # scales: output heights of a coarse-to-fine run (None: just img_nrows).
+    # ema_decay: save an exponential moving average of the image (0: off).
+    # clamp_pixels: keep pixels in 0..255 after every step.
+    style_blend_weights: Optional[Sequence[float]] = None
+    style_scale: float = 1.0
+    preserve_colors: str = "none"
+    init: Union[str, "numpy.ndarray"] = "content"  # noqa: F821
+    pooling: str = "max"
+    padding: str = "zero"
+    style_layer_weights: Optional[Sequence[float]] = None
+    scales: Optional[Sequence[int]] = None
+    ema_decay: float = 0.0
+    clamp_pixels: bool = False
+
     def replace(self, **changes) -> "Config":
         """Returns a copy with ``changes`` applied."""
         return dataclasses.replace(self, **changes)
@@ -123,7 +146,7 @@ class Config:
         choice("optimizer", OPTIMIZERS)
         choice("precision", PRECISIONS)
         choice("interpolation", INTERPOLATIONS)
-        positive = ("img_nrows", "iterations", "decay_steps")
+        positive = ("img_nrows", "decay_steps")  # iterations: controls.validate
         for name in positive:
             if int(getattr(self, name)) <= 0:
                 raise UserError(
@@ -159,4 +182,7 @@ class Config:
             raise UserError("no content image given; set --content_image=PATH_OR_URL")
         if self.style_image is None:
             raise UserError("no style image given; set --style_image=PATH_OR_URL")
+        from nst_keras import controls
+
+        controls.validate(self)
         return self

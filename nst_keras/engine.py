@@ -17,6 +17,7 @@ from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
+from nst_keras import controls
 from nst_keras import images as imlib
 from nst_keras.config import Config
 from nst_keras.errors import UserError
@@ -39,6 +40,11 @@ class Result:
         style_loss, tv_loss, elapsed_s, evaluations).
       paths: files written.
       weights: description of the weights used.
+      iterate: with ``ema_decay``, the last optimiser iterate (the saved
+        ``tensor`` is the average); otherwise ``None``.
+
+    With ``preserve_colors="luminance"``, ``tensor`` is the optimised
+    luminance image and ``image`` has the content's colours put back.
     """
 
     image: np.ndarray
@@ -46,6 +52,7 @@ class Result:
     history: List[Dict[str, float]]
     paths: List[str]
     weights: str
+    iterate: Optional[np.ndarray] = None
 
 
 def prepare_output_dir(output_dir: Optional[str]) -> None:
@@ -64,21 +71,15 @@ def prepare_output_dir(output_dir: Optional[str]) -> None:
         )
 
 
-def build_loss(config: Config, content_picture, style_pictures, backbone=None):
+def build_loss(config: Config, content_picture, style_pictures, backbone=None,
+               extractor=None):
     """Builds extractor and ``StyleTransferLoss`` for pictures already sized."""
-    from nst_keras import features
     from nst_keras.losses import StyleTransferLoss
 
-    if backbone is None:
-        backbone, _ = features.load_backbone(config.model, config.weights, config.seed)
     content_layers = list(config.content_layers) if config.content_weight > 0 else []
     style_layers = list(config.style_layers) if config.style_weight > 0 else []
-    features.check_layers(backbone, content_layers + style_layers, config.model)
-    extractor = None
-    if content_layers or style_layers:
-        extractor = features.build_extractor(
-            backbone, content_layers + style_layers, precision=config.precision
-        )
+    if extractor is None:
+        extractor = build_extractor(config, backbone)
     return StyleTransferLoss(
         extractor,
         imlib.preprocess_image(content_picture),
@@ -88,40 +89,178 @@ def build_loss(config: Config, content_picture, style_pictures, backbone=None):
         content_weight=config.content_weight,
         style_weight=config.style_weight,
         total_variation_weight=config.total_variation_weight,
+        style_blend_weights=controls.blend_weights(config, len(style_pictures)),
+        style_layer_weights=controls.layer_weights(config) if style_layers else None,
         jit_compile=config.jit_compile,
     )
 
 
-def load_inputs(config: Config, content=None, style=None):
-    """Loads content and style pictures at the output size (keras.io's rule)."""
+def build_extractor(config: Config, backbone=None):
+    """The cut VGG extractor for the configured layers (checks their names)."""
+    from nst_keras import features
+
+    if backbone is None:
+        backbone, _ = features.load_backbone(config.model, config.weights, config.seed)
+    content_layers = list(config.content_layers) if config.content_weight > 0 else []
+    style_layers = list(config.style_layers) if config.style_weight > 0 else []
+    features.check_layers(backbone, content_layers + style_layers, config.model)
+    if not (content_layers or style_layers):
+        return None
+    return features.build_extractor(
+        backbone, content_layers + style_layers, precision=config.precision,
+        pooling=config.pooling, padding=config.padding,
+    )
+
+
+@dataclasses.dataclass
+class Sources:
+    """The opened input pictures (PIL, full size) before any resizing."""
+
+    content: object
+    styles: List[object]
+    init: object = None  # a picture when --init is a path, URL or array
+    content_name: str = "the content image"
+    style_names: List[str] = dataclasses.field(default_factory=list)
+
+
+def load_sources(config: Config, content=None, style=None) -> Sources:
+    """Opens content, style(s) and an initial image file (nothing resized)."""
     content_src = content if content is not None else config.content_image
     style_src = style if style is not None else config.style_image
     if content_src is None:
         raise UserError("no content image given; set --content_image=PATH_OR_URL")
     if style_src is None:
         raise UserError("no style image given; set --style_image=PATH_OR_URL")
-    pic = imlib.open_picture(content_src)
-    size = imlib.target_size(pic.size[0], pic.size[1], config.img_nrows)
+    styles = [imlib.open_picture(s) for s in controls.style_sources(style_src)]
+    init = None
+    if not (isinstance(config.init, str) and config.init in controls.INITS):
+        init = imlib.open_picture(config.init)
+    style_names = [f"style image {imlib.describe(s)}" for s in controls.style_sources(style_src)]
+    return Sources(imlib.open_picture(content_src), styles, init,
+                   f"content image {imlib.describe(content_src)}", style_names)
+
+
+def _sized(picture, size, config, what):
     if min(size) < imlib.MIN_SIDE:
         raise UserError(
-            f"content image {imlib.describe(content_src)} would be {size[0]}x{size[1]} "
-            f"pixels; VGG needs at least {imlib.MIN_SIDE} per side: raise --img_nrows "
+            f"{what} would be {size[0]}x{size[1]} pixels; VGG needs at least "
+            f"{imlib.MIN_SIDE} per side: raise --img_nrows (or --scales, --style_scale) "
             "or use a less elongated image"
         )
-    from nst_keras import memory  # robustness: refuse a size that cannot fit, before resizing
+    return imlib.load_image(picture, size, config.interpolation)
 
-    memory.check(size[0], size[1], config)
-    content_picture = imlib.load_image(pic, size, config.interpolation)
-    style_picture = imlib.load_image(style_src, size, config.interpolation)
-    return content_picture, [style_picture]
+
+@dataclasses.dataclass
+class StageInputs:
+    """The pictures one stage's losses see, and the content at its colours."""
+
+    content: np.ndarray          # RGB picture the content loss sees
+    styles: List[np.ndarray]     # RGB pictures the style loss sees
+    content_colour: np.ndarray   # the content picture itself (chroma source)
+
+
+def stage_inputs(config: Config, sources: Sources, stage) -> StageInputs:
+    """Resizes and recolours (``preserve_colors``) the inputs of one stage."""
+    size = (stage.rows, stage.cols)
+    content = _sized(sources.content, size, config, sources.content_name)
+    ssize = controls.style_size(stage.rows, stage.cols, config.style_scale)
+    names = sources.style_names or ["the style image"] * len(sources.styles)
+    styles = [_sized(s, ssize, config, n) for s, n in zip(sources.styles, names)]
+    loss_content, loss_styles = controls.color_inputs(config.preserve_colors, content, styles)
+    return StageInputs(loss_content, loss_styles, content)
+
+
+def load_inputs(config: Config, content=None, style=None):
+    """Content and style pictures at the output size (keras.io's rule)."""
+    sources = load_sources(config, content, style)
+    stage = controls.plan_stages(config, *sources.content.size)[-1]
+    inputs = stage_inputs(config, sources, stage)
+    return inputs.content, inputs.styles
+
+
+def initial_image(config: Config, sources: Sources, stage, inputs: StageInputs):
+    """The first stage's starting network image (``--init``)."""
+    size = (stage.rows, stage.cols)
+    name = config.init if isinstance(config.init, str) else None
+    if name == "content":
+        picture = inputs.content
+    elif name == "noise":
+        picture = controls.noise_picture(stage.rows, stage.cols, config.seed)
+    else:
+        source = sources.styles[0] if name == "style" else sources.init
+        picture = _sized(source, size, config, "the initial image")
+        _, (picture,) = controls.color_inputs(config.preserve_colors, inputs.content_colour,
+                                              [picture])
+    return imlib.preprocess_image(picture)
+
+
+@dataclasses.dataclass
+class StageResult:
+    tensor: np.ndarray            # what the stage hands on / saves (average if ema)
+    iterate: np.ndarray           # the last optimiser iterate
+    optimizer: object
+    inputs: StageInputs
+
+
+def run_stage(config: Config, stage, inputs: StageInputs, start, extractor,
+              session, previous_optimizer=None) -> StageResult:
+    """Optimises one stage's image from ``start`` (network image at its size).
+
+    ``session`` (``nst_keras.session.RunSession``) logs, saves, checkpoints,
+    watches for non-finite losses and signals; with ``--resume`` it restores
+    this stage's image and optimiser state when the checkpoint is of it.
+    """
+    import tensorflow as tf
+
+    from nst_keras.optimize import GradientDescent, make_optimizer
+
+    loss = build_loss(config, inputs.content, inputs.styles, extractor=extractor)
+    image = tf.Variable(start, dtype=tf.float32)
+    optimizer = make_optimizer(
+        config.optimizer, loss, image, config.resolved_learning_rate(),
+        config.decay_steps, config.decay_rate, jit_compile=config.jit_compile,
+        bounds=controls.pixel_bounds() if config.clamp_pixels else None,
+    )
+    if isinstance(previous_optimizer, GradientDescent) and isinstance(optimizer, GradientDescent):
+        carried = controls.warm_start(optimizer, previous_optimizer, (stage.rows, stage.cols))
+        session.log(f"warm start from the previous scale: {carried}")
+    # L-BFGS keeps pixels in range through its bounds; the others are clamped.
+    clamp = config.clamp_pixels and config.optimizer != "lbfgs"
+    if config.clamp_pixels:
+        controls.clamp(image)
+    average = controls.ImageAverage(image, config.ema_decay) if config.ema_decay else None
+
+    def output():
+        return average.value() if average is not None else image
+
+    first_step = session.attach(
+        image, optimizer, stage.index, first_step=stage.first_step, average=average,
+        output=output,
+        picture=lambda tensor: controls.picture_of(tensor, config, inputs.content_colour),
+        scale=stage.rows if stage.count > 1 else None,
+    )
+
+    def on_step(step, terms):
+        if clamp:
+            controls.clamp(image)
+        if average is not None:
+            average.update(image)
+        return session.on_step(step, terms)
+
+    if first_step <= stage.last_step:
+        optimizer.run(first_step, stage.last_step, on_step)
+    iterate = image.numpy()
+    tensor = output().numpy() if average is not None else iterate
+    return StageResult(tensor, iterate, optimizer, inputs)
 
 
 def stylize(config: Config, content=None, style=None, log: Log = _print) -> Result:
-    """Runs one style transfer.
+    """Runs one style transfer (coarse to fine when ``config.scales`` is set).
 
     Args:
       config: the settings; ``config.content_image``/``style_image`` are used
-        unless ``content``/``style`` (path, URL or RGB array) are given.
+        unless ``content``/``style`` (path, URL or RGB array; ``style`` may be
+        a list of them) are given.
       log: receives one line per logged step.
 
     Returns:
@@ -130,57 +269,66 @@ def stylize(config: Config, content=None, style=None, log: Log = _print) -> Resu
     Raises:
       UserError: bad settings or inputs (nothing is written in that case).
     """
-    import tensorflow as tf
-
-    from nst_keras import features
-    from nst_keras.optimize import make_optimizer
+    from nst_keras import features, memory
     from nst_keras.session import RunSession
 
-    config = config.replace(
-        content_image=config.content_image if content is None else "<array>",
-        style_image=config.style_image if style is None else "<array>",
-    ).validate()
-    # --- robustness: existing results, resume (session.py); memory estimate in load_inputs ---
-    session = RunSession(config, log)  # checks before anything is written
-    content_picture, style_pictures = load_inputs(
+    if content is not None:
+        config = config.replace(content_image="<array>")
+    if style is not None:
+        n = len(controls.style_sources(style))
+        config = config.replace(style_image=["<array>"] * n if n > 1 else "<array>")
+    config = config.validate()
+    # Robustness: existing results, --resume (session.py); nothing written yet.
+    session = RunSession(config, log)
+    sources = load_sources(
         config,
         content if content is not None else config.content_image,
         style if style is not None else config.style_image,
     )
-    # --- end robustness ---
+    stages = controls.plan_stages(config, *sources.content.size)
+    # Refuse a size that cannot fit before resizing anything (memory.py).
+    memory.check(stages[-1].rows, stages[-1].cols, config)
+    # Every stage's inputs are prepared first, so size errors come before
+    # anything is written.
+    all_inputs = [stage_inputs(config, sources, stage) for stage in stages]
+    start = initial_image(config, sources, stages[0], all_inputs[0])
     backbone, weights_desc = features.load_backbone(config.model, config.weights, config.seed)
-    loss = build_loss(config, content_picture, style_pictures, backbone)
+    extractor = build_extractor(config, backbone)
     prepare_output_dir(config.output_dir)
 
-    rows, cols = content_picture.shape[:2]
+    last = stages[-1]
     log(
-        f"{config.model} weights: {weights_desc}; image {rows}x{cols}; "
-        f"{config.optimizer}, {config.iterations} iterations, {config.precision}"
+        f"{config.model} weights: {weights_desc}; image {last.rows}x{last.cols}; "
+        f"{config.optimizer}, {last.last_step} iterations, {config.precision}"
     )
-    image = tf.Variable(imlib.preprocess_image(content_picture), dtype=tf.float32)
-    optimizer = make_optimizer(
-        config.optimizer,
-        loss,
-        image,
-        config.resolved_learning_rate(),
-        config.decay_steps,
-        config.decay_rate,
-        jit_compile=config.jit_compile,
-    )
-
-    # --- robustness: checkpoint restore, run.json, metrics, NaN guard, signals ---
-    # session.on_step logs, saves and checkpoints; finish() saves the results
-    # and raises Interrupted / NonFiniteLoss (after saving) if the run stopped.
-    first_step = session.begin(image, optimizer, weights_desc)
+    first_stage = session.open(weights_desc, stages)
+    result = None
     with session.signals():
-        optimizer.run(first_step, config.iterations, session.on_step)
+        for stage in stages[first_stage:]:
+            inputs = all_inputs[stage.index]
+            if stage.index > 0 and result is None:
+                # Resuming inside this stage: session.attach restores the image.
+                start = np.zeros((1, stage.rows, stage.cols, 3), np.float32)
+            elif stage.index > 0:
+                start = controls.resize_image(result.tensor, (stage.rows, stage.cols)).numpy()
+                if config.clamp_pixels:
+                    low, high = controls.pixel_bounds()
+                    start = np.clip(start, low, high)
+            if len(stages) > 1:
+                log(f"scale {stage.index + 1}/{stage.count}: image {stage.rows}x{stage.cols}, "
+                    f"iterations {stage.first_step}-{stage.last_step}")
+            result = run_stage(config, stage, inputs, start, extractor, session,
+                               previous_optimizer=result.optimizer if result else None)
+            if session.stopping:
+                break
+    # Saves the final image (or the last finite one / the interrupted state)
+    # and raises NonFiniteLoss or Interrupted after saving when the run stopped.
     paths = session.finish()
-    # --- end robustness ---
-    final = image.numpy()
     return Result(
-        image=imlib.deprocess_image(final, config.deprocess_mean),
-        tensor=final,
+        image=session.picture(result.tensor),
+        tensor=result.tensor,
         history=session.history,
         paths=paths,
         weights=weights_desc,
+        iterate=result.iterate if config.ema_decay else None,
     )

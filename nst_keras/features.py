@@ -139,11 +139,45 @@ def check_layers(backbone, names: Iterable[str], model: str) -> None:
             )
 
 
+def _edge_pad_class():
+    import keras
+
+    class EdgePad(keras.layers.Layer):
+        """Pads height and width with ``pad`` copies of the edge pixels."""
+
+        def __init__(self, pad, **kwargs):
+            super().__init__(**kwargs)
+            self.pad = int(pad)
+
+        def call(self, x):
+            # A one-pixel "symmetric" pad repeats the edge pixel itself.
+            for _ in range(self.pad):
+                x = keras.ops.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="symmetric")
+            return x
+
+        def get_config(self):
+            return {**super().get_config(), "pad": self.pad}
+
+    return EdgePad
+
+
+_EDGE_PAD = None
+
+
+def EdgePad(pad, **kwargs):  # noqa: N802 - a layer factory
+    """Keras layer padding height and width with copies of the edge pixels."""
+    global _EDGE_PAD
+    if _EDGE_PAD is None:
+        _EDGE_PAD = _edge_pad_class()
+    return _EDGE_PAD(pad, **kwargs)
+
+
 def build_extractor(
     backbone,
     names: Sequence[str],
     precision: str = "float32",
     pooling: str = "max",
+    padding: str = "zero",
 ):
     """Builds the cut feature extractor.
 
@@ -154,7 +188,13 @@ def build_extractor(
         ``mixed_float16``) for every layer.
       pooling: ``"max"`` (the network as trained) or ``"avg"`` (average
         pooling with the same conv weights; Gatys et al. found it gives
-        slightly smoother results).
+        slightly smoother results).  Unlike style-transfer-pytorch, the
+        averaged activations are not rescaled (the paper does not either).
+      padding: ``"zero"`` (the network as trained, keras.io) or
+        ``"replicate"``: the first convolution sees the image padded with
+        copies of its edge pixels instead of zeros, which reduces dark or
+        bright seams along the borders.  This departs from VGG and from Gatys
+        et al.; style-transfer-pytorch does the same to its first layer.
 
     Returns:
       A ``keras.Model`` taking a float32 network image ``(1, rows, cols, 3)``
@@ -167,11 +207,18 @@ def build_extractor(
     inputs = keras.Input(shape=(None, None, 3), dtype="float32", name="image")
     x = inputs
     outputs: Dict[str, object] = {}
+    first_conv = True
     for layer in backbone.layers[1:]:
         if len(outputs) == len(wanted):
             break
         config = layer.get_config()
         config["dtype"] = precision
+        if (padding == "replicate" and first_conv
+                and isinstance(layer, keras.layers.Conv2D)):
+            first_conv = False
+            x = EdgePad(config["kernel_size"][0] // 2, name=f"{layer.name}_edge_pad",
+                        dtype=precision)(x)
+            config["padding"] = "valid"
         if isinstance(layer, keras.layers.MaxPooling2D) and pooling == "avg":
             new = keras.layers.AveragePooling2D(
                 pool_size=config["pool_size"],

@@ -87,7 +87,9 @@ class StyleTransferLoss:
       content_image: network image ``(1, rows, cols, 3)``; its features at
         ``content_layers`` are the content targets and its size sets
         ``img_nrows``/``img_ncols`` of the style normalisation.
-      style_images: one or more network images (any size).
+      style_images: one or more network images (any size; the Gram matrix of
+        one whose size differs from the output's is rescaled by the ratio of
+        feature positions, output over style, per layer).
       style_blend_weights: one weight per style image (default equal).
       style_layer_weights: one weight per style layer (default equal, summing
         to 1 as keras.io's ``style_weight / len(style_layers)``).
@@ -132,9 +134,23 @@ class StyleTransferLoss:
         self.style_targets = {}
         if self.style_layers:
             grams = []
+            out_positions = None
             for s in style_images:
                 feats = self.features(tf.constant(s))
-                grams.append({k: gram_matrix(feats[k][0]) for k in self.style_layers})
+                gram = {k: gram_matrix(feats[k][0]) for k in self.style_layers}
+                if tuple(s.shape[1:3]) != (self.img_nrows, self.img_ncols):
+                    # A style image of another size than the output (style
+                    # scale): its Gram matrix sums over a different number of
+                    # positions, so rescale it to the output's count per layer.
+                    # keras.io resizes the style to the output size (factor 1).
+                    if out_positions is None:
+                        out = self.features(tf.constant(content_image))
+                        out_positions = {k: int(out[k].shape[1]) * int(out[k].shape[2])
+                                         for k in self.style_layers}
+                    gram = {k: g * (out_positions[k] / float(int(feats[k].shape[1])
+                                                              * int(feats[k].shape[2])))
+                            for k, g in gram.items()}
+                grams.append(gram)
             weights = style_blend_weights or [1.0] * len(grams)
             self.style_targets = blend_grams(grams, weights)
         self._float16 = any(

@@ -80,10 +80,14 @@ class LBFGS:
     crosses to the host once per evaluation.
     """
 
-    def __init__(self, loss, image, history_size=10):
+    def __init__(self, loss, image, history_size=10, bounds=None):
         self.loss = loss
         self.image = image
         self.history_size = history_size
+        # Optional (low, high) per channel of the network image: L-BFGS-B then
+        # keeps every pixel in range itself (clamping the iterate from outside
+        # would break its line search and curvature pairs).
+        self.bounds = bounds
         self.evaluations = 0
 
     def state(self):
@@ -120,12 +124,19 @@ class LBFGS:
                 raise StopIteration
 
         x0 = self.image.numpy().astype(np.float64).ravel()
+        bounds = None
+        if self.bounds is not None:
+            low, high = (np.broadcast_to(np.asarray(b, np.float64), shape).ravel()
+                         for b in self.bounds)
+            x0 = np.clip(x0, low, high)
+            bounds = scipy.optimize.Bounds(low, high)
         n = last_step - first_step + 1
         result = scipy.optimize.minimize(
             f,
             x0,
             jac=True,
             method="L-BFGS-B",
+            bounds=bounds,
             callback=callback,
             options=dict(maxiter=n, maxfun=max(15000, 20 * n), gtol=0.0, ftol=0.0,
                          maxcor=self.history_size),
@@ -137,10 +148,10 @@ class LBFGS:
 
 
 def make_optimizer(name, loss, image, learning_rate, decay_steps, decay_rate,
-                   jit_compile=False):
+                   jit_compile=False, bounds=None):
     if name in ("sgd", "adam"):
         return GradientDescent(name, loss, image, learning_rate, decay_steps,
                                decay_rate, jit_compile=jit_compile)
     if name == "lbfgs":
-        return LBFGS(loss, image)
+        return LBFGS(loss, image, bounds=bounds)
     raise ValueError(f"unknown optimizer {name!r}")

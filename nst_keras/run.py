@@ -20,11 +20,11 @@ from nst_keras.errors import UserError  # noqa: E402
 FLAGS = flags.FlagValues()
 
 flags.DEFINE_string("content_image", None, "Content photo: a path or an http(s) URL.", flag_values=FLAGS)
-flags.DEFINE_string("style_image", None, "Style picture: a path or an http(s) URL.", flag_values=FLAGS)
+flags.DEFINE_string("style_image", None, "Style picture: a path or an http(s) URL; several separated by commas.", flag_values=FLAGS)
 flags.DEFINE_string("output_dir", "outputs", "Directory for images and metrics.jsonl.", flag_values=FLAGS)
 flags.DEFINE_string("result_prefix", "result", "File name prefix of the written images.", flag_values=FLAGS)
 flags.DEFINE_integer("img_nrows", 400, "Output height; the width keeps the content's aspect ratio.", flag_values=FLAGS)
-flags.DEFINE_integer("iterations", 4000, "Optimiser steps.", flag_values=FLAGS)
+flags.DEFINE_list("iterations", ["4000"], "Optimiser steps; with --scales one number per scale or one for all.", flag_values=FLAGS)
 flags.DEFINE_float("content_weight", 2.5e-8, "Weight of the content loss.", flag_values=FLAGS)
 flags.DEFINE_float("style_weight", 1e-6, "Weight of the style loss.", flag_values=FLAGS)
 flags.DEFINE_float("total_variation_weight", 1e-6, "Weight of the total-variation loss.", flag_values=FLAGS)
@@ -50,6 +50,27 @@ flags.DEFINE_string("resume", None, "Continue the interrupted run whose --output
 flags.DEFINE_boolean("check_memory", True, "Refuse image sizes whose memory estimate exceeds the free memory.", flag_values=FLAGS)
 
 
+# --- Artist controls: several styles, style scale, colours, initial image,
+# pooling/padding, layer weights, multi-scale, iterate averaging, clamping ---
+flags.DEFINE_list("style_blend_weights", None, "One weight per --style_image (normalised to sum 1; default equal).", flag_values=FLAGS)
+flags.DEFINE_float("style_scale", 1.0, "Style image resized to this factor times the output size (bigger: bigger strokes).", flag_values=FLAGS)
+flags.DEFINE_string("preserve_colors", "none", "Keep the content's colours: none, luminance (style on luminance only) or histogram (style recoloured to the content's colour statistics).", flag_values=FLAGS)
+flags.DEFINE_string("init", "content", "Initial image: content (keras.io), noise (seeded by --seed), style, or a path/URL.", flag_values=FLAGS)
+flags.DEFINE_string("pooling", "max", "Pooling layers: max (as trained) or avg (same weights, smoother).", flag_values=FLAGS)
+flags.DEFINE_string("padding", "zero", "Padding of the first convolution: zero (as trained) or replicate (fewer border seams).", flag_values=FLAGS)
+flags.DEFINE_list("style_layer_weights", None, "One weight per --style_layers entry (normalised; default equal).", flag_values=FLAGS)
+flags.DEFINE_list("scales", None, "Output heights of a coarse-to-fine run, e.g. 256,512,1024 (overrides --img_nrows).", flag_values=FLAGS)
+flags.DEFINE_float("ema_decay", 0.0, "Save an exponential moving average of the image with this decay, e.g. 0.99 (0: off).", flag_values=FLAGS)
+flags.DEFINE_boolean("clamp_pixels", False, "Keep every pixel in 0..255 after each step.", flag_values=FLAGS)
+
+
+def _ints(name, values):
+    try:
+        return tuple(int(v) for v in values)
+    except ValueError:
+        raise UserError(f"--{name}={','.join(values)} must be integers separated by commas") from None
+
+
 def _floats(name, values, count=None):
     try:
         out = tuple(float(v) for v in values)
@@ -68,7 +89,8 @@ def config_from_flags(f=FLAGS) -> cfg.Config:
         output_dir=f.output_dir,
         result_prefix=f.result_prefix,
         img_nrows=f.img_nrows,
-        iterations=f.iterations,
+        iterations=(_ints("iterations", f.iterations)[0] if len(f.iterations) == 1
+                    else _ints("iterations", f.iterations)),
         content_weight=f.content_weight,
         style_weight=f.style_weight,
         total_variation_weight=f.total_variation_weight,
@@ -90,6 +112,19 @@ def config_from_flags(f=FLAGS) -> cfg.Config:
         overwrite=f.overwrite,
         resume=f.resume,
         check_memory=f.check_memory,
+        # Artist controls
+        style_blend_weights=(None if f.style_blend_weights is None
+                             else _floats("style_blend_weights", f.style_blend_weights)),
+        style_scale=f.style_scale,
+        preserve_colors=f.preserve_colors,
+        init=f.init,
+        pooling=f.pooling,
+        padding=f.padding,
+        style_layer_weights=(None if f.style_layer_weights is None
+                             else _floats("style_layer_weights", f.style_layer_weights)),
+        scales=None if f.scales is None else _ints("scales", f.scales),
+        ema_decay=f.ema_decay,
+        clamp_pixels=f.clamp_pixels,
     )
     if f.resume:  # the interrupted run's settings, with the ones given here checked
         from nst_keras.checkpoint import resume_config

@@ -106,7 +106,10 @@ class RunSession:
         if config.resume:
             self.ckpt = ckptlib.load(config.resume)
             ckptlib.check_matches(self.ckpt, config, config.resume)
-            if self.ckpt.step >= config.iterations:
+            from nst_keras.controls import iteration_counts
+
+            total = sum(iteration_counts(config))
+            if self.ckpt.step >= total:
                 raise UserError(
                     f"--resume={config.resume}: the run is already at iteration "
                     f"{self.ckpt.step} of --iterations={config.iterations}; raise "
@@ -120,30 +123,32 @@ class RunSession:
         self.last_terms = None
         self.manifest = None
         self.metrics_path = None
+        self._restored = False
+        self.stage_index, self.average, self.output, self.scale = 0, None, None, None
 
     # -- start ---------------------------------------------------------------
-    def begin(self, image, optimizer, weights_description: str) -> int:
-        """Restores the checkpoint (if any), writes run.json; returns the first step."""
+    def open(self, weights_description: str, stages=None) -> int:
+        """Starts the run's files; returns the index of the first stage to run.
+
+        Removes a previous run's results with ``overwrite``, restores the
+        history of ``resume``, writes ``run.json`` and starts ``metrics.jsonl``.
+        """
         config = self.config
-        self.image, self.optimizer = image, optimizer
         elapsed = 0.0
+        first_stage = 0
         if self.ckpt is not None:
-            if tuple(self.ckpt.image.shape) != tuple(image.shape):
-                raise UserError(
-                    f"--resume={config.resume}: the checkpoint's image is "
-                    f"{self.ckpt.image.shape[1]}x{self.ckpt.image.shape[2]} but the inputs "
-                    f"give {image.shape[1]}x{image.shape[2]}; did an input image change?"
-                )
-            image.assign(self.ckpt.image)
-            optimizer.set_state(self.ckpt.optimizer_state)
-            optimizer.evaluations = self.ckpt.evaluations
             self.history = [dict(r) for r in self.ckpt.history if r["iteration"] <= self.ckpt.step]
             self.step = self.ckpt.step
             elapsed = self.ckpt.elapsed_s
+            first_stage = int(self.ckpt.scale_index)
+            if stages is not None and first_stage >= len(stages):
+                raise UserError(
+                    f"--resume={config.resume}: the checkpoint is of scale "
+                    f"{first_stage + 1} but the run has {len(stages)}; keep --scales as it was"
+                )
             self.log(f"resuming from {ckptlib.path_in(config.resume)} at iteration "
                      f"{self.ckpt.step}")
         self.start_time = time.perf_counter() - elapsed
-        self.guard.start(self.step, image)
         if config.output_dir is not None:
             same_dir = bool(config.resume) and os.path.realpath(config.resume) == \
                 os.path.realpath(config.output_dir)
@@ -154,7 +159,58 @@ class RunSession:
             manifest.write_json_lines(self.metrics_path, self.history)
             self.manifest = manifest.Manifest(config.output_dir, config, weights_description)
             self.manifest.begin(self.step + 1)
-        return self.step + 1
+        return first_stage
+
+    def attach(self, image, optimizer, stage_index: int = 0, first_step: int = 1,
+               average=None, output=None, picture=None, scale=None) -> int:
+        """Takes over one stage's image and optimiser; returns its first step.
+
+        With ``resume`` and a checkpoint of this stage, restores the image, the
+        optimiser state and the image average, and returns the step after the
+        checkpoint's.
+
+        Args:
+          average: a ``controls.ImageAverage`` to checkpoint, or ``None``.
+          output: returns the tensor saved as the stage's image (the average
+            when there is one); default the image itself.
+          picture: turns a network image into the saved picture; default
+            ``deprocess_image`` with ``deprocess_mean``.
+          scale: the stage's height, recorded in ``metrics.jsonl`` as ``scale``
+            (multi-scale runs only).
+        """
+        self.scale = scale
+        self.image, self.optimizer = image, optimizer
+        self.stage_index, self.average = stage_index, average
+        self.output = output or (lambda: image)
+        if picture is not None:
+            self.picture = picture
+        first = first_step
+        ckpt = self.ckpt
+        if ckpt is not None and not self._restored and int(ckpt.scale_index) == stage_index:
+            if tuple(ckpt.image.shape) != tuple(image.shape):
+                raise UserError(
+                    f"--resume={self.config.resume}: the checkpoint's image is "
+                    f"{ckpt.image.shape[1]}x{ckpt.image.shape[2]} but the inputs "
+                    f"give {image.shape[1]}x{image.shape[2]}; did an input image change?"
+                )
+            image.assign(ckpt.image)
+            optimizer.set_state(ckpt.optimizer_state)
+            optimizer.evaluations = ckpt.evaluations
+            if average is not None and "average_total" in ckpt.extra_images:
+                average.total.assign(ckpt.extra_images["average_total"])
+                average.weight.assign(float(ckpt.extra_images["average_weight"]))
+            self._restored = True
+            first = ckpt.step + 1
+        self.guard.start(first - 1, image)
+        return first
+
+    @property
+    def stopping(self) -> bool:
+        """True once a signal arrived or a non-finite loss stopped the run."""
+        return bool(self.stop.requested) or self.guard.stopped
+
+    def picture(self, tensor) -> np.ndarray:
+        return imlib.deprocess_image(np.asarray(tensor), self.config.deprocess_mean)
 
     @contextlib.contextmanager
     def signals(self):
@@ -181,6 +237,8 @@ class RunSession:
             record = {"iteration": step, **values,
                       "elapsed_s": round(time.perf_counter() - self.start_time, 4),
                       "evaluations": self.optimizer.evaluations}
+            if self.scale is not None:
+                record["scale"] = self.scale
             self.history.append(record)
             if self.metrics_path:
                 manifest.append_json_line(self.metrics_path, record)
@@ -201,14 +259,19 @@ class RunSession:
         if self.config.output_dir is None:
             return None
         path = os.path.join(self.config.output_dir, name)
-        value = self.image if tensor is None else tensor
-        imlib.save_image(path, imlib.deprocess_image(np.asarray(value),
-                                                     self.config.deprocess_mean))
+        value = self.output() if tensor is None else tensor
+        imlib.save_image(path, self.picture(np.asarray(value)))
         if path not in self.paths:
             self.paths.append(path)
         return path
 
-    def save_checkpoint(self, scale_index: int = 0, extra_images=None) -> Optional[str]:
+    def _average_state(self):
+        if self.average is None:
+            return {}
+        return {"average_total": self.average.total.numpy(),
+                "average_weight": np.asarray(self.average.weight.numpy(), np.float32)}
+
+    def save_checkpoint(self, scale_index=None, extra_images=None) -> Optional[str]:
         if self.config.output_dir is None:
             return None
         return ckptlib.save(self.config.output_dir, ckptlib.Checkpoint(
@@ -219,8 +282,8 @@ class RunSession:
             history=self.history,
             elapsed_s=time.perf_counter() - self.start_time,
             evaluations=self.optimizer.evaluations,
-            scale_index=scale_index,
-            extra_images=dict(extra_images or {}),
+            scale_index=self.stage_index if scale_index is None else scale_index,
+            extra_images=dict(extra_images or self._average_state()),
         ))
 
     def _plot(self) -> None:
@@ -249,7 +312,7 @@ class RunSession:
             paths = []
             if kept is not None:
                 self.image.assign(kept[1])
-                path = self.save_image(f"{config.result_prefix}.png")
+                path = self.save_image(f"{config.result_prefix}.png", tensor=kept[1])
                 paths = [path] if path else []
             error = NonFiniteLoss(self.guard.bad_step, self.guard.bad_value,
                                   kept[0] if kept else None, paths, config.precision)

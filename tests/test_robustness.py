@@ -296,3 +296,31 @@ def test_console_script_points_at_main():
     assert project["scripts"]["nst-keras"] == "nst_keras.run:console_main"
     assert "matplotlib" in " ".join(project["optional-dependencies"]["plot"])
     assert callable(run.console_main)
+
+
+@pytest.mark.parametrize("stop_at", [3, 4])
+def test_multi_scale_with_averaging_resumes_to_the_uninterrupted_image(
+        tmp_path, content_path, style_path, capsys, stop_at):
+    # Scales 32 and 48 with 3 steps each: stopping at 3 is the end of the first
+    # scale, at 4 inside the second (image, Adam moments and average restored).
+    common = ["--optimizer=adam", "--scales=32,48", "--iterations=3", "--ema_decay=0.5"]
+    straight = tmp_path / "straight"
+    assert cli(*flags_for(content_path, style_path, straight, *common)) == 0
+    resumed = tmp_path / "resumed"
+    config = config_for(*flags_for(content_path, style_path, resumed, *common))
+
+    def log(line):
+        if line.startswith(f"Iteration {stop_at}:"):
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(Interrupted):
+        stylize(config, log=log)
+    ckpt = checkpoint.load(str(resumed))
+    assert (ckpt.step, ckpt.scale_index) == (stop_at, 0 if stop_at == 3 else 1)
+    assert "average_total" in ckpt.extra_images
+    assert cli(*flags_for(content_path, style_path, resumed, *common),
+               f"--resume={resumed}") == 0
+    np.testing.assert_array_equal(final_tensor(resumed), final_tensor(straight))
+    np.testing.assert_array_equal(pixels(resumed / "result.png"), pixels(straight / "result.png"))
+    assert pixels(resumed / "result.png").shape[0] == 48
+    assert [m["scale"] for m in metrics(resumed)] == [32, 32, 32, 48, 48, 48]

@@ -1,0 +1,157 @@
+"""How large a multi-scale (coarse-to-fine) picture fits in this machine's memory.
+
+Each measurement runs in a fresh child process (so peak resident memory is
+that of one run) and reports its peak RSS and time per step at the largest
+scale.  Two modes:
+
+  # 1. Peak memory of single-scale runs at small heights (2 steps each), and
+  #    a linear fit in the pixel count, extrapolated to the memory given.
+  python benchmarks/high_res.py estimate --heights=256,384,512,768 --memory_gib=22
+
+  # 2. One real multi-scale run with few steps per scale (confirmation).
+  python benchmarks/high_res.py run --scales=512,1024,2048 --iterations=2,1,1
+
+Defaults: VGG19 with seeded random weights (memory and speed do not depend on
+the weight values; pass --weights=PATH for real ones), --precision=
+mixed_bfloat16, Adam, synthetic 4:3 content and style pictures (pass
+--content/--style for files), keras.io layers.  Prints one JSON line per run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def synthetic(rows, cols, seed):
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:rows, 0:cols].astype(np.float32)
+    pic = np.stack([128 + 100 * np.sin(x / (9 + seed) + y / 17),
+                    128 + 100 * np.cos(y / (11 + seed)),
+                    128 + 100 * np.sin((x + y) / (13 + seed))], axis=-1)
+    pic += rng.normal(0, 12, pic.shape)
+    return np.clip(pic, 0, 255).astype(np.uint8)
+
+
+def child(args) -> None:
+    """Runs one stylize and prints a JSON line (peak RSS in GiB, seconds)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.path.insert(0, REPO)
+    from nst_keras import Config, stylize
+
+    content = args.content or synthetic(600, 800, 0)
+    style = args.style or synthetic(600, 800, 1)
+    scales = tuple(int(s) for s in args.scales.split(","))
+    iterations = tuple(int(s) for s in args.iterations.split(","))
+    times = []
+    last = {"t": time.perf_counter()}
+
+    def log(line):
+        now = time.perf_counter()
+        if line.startswith("Iteration"):
+            times.append(now - last["t"])
+        last["t"] = now
+        print("  " + line, file=sys.stderr, flush=True)
+
+    config = Config(
+        content_image=content, style_image=style, output_dir=args.output_dir,
+        scales=scales, iterations=iterations if len(iterations) > 1 else iterations[0],
+        optimizer="adam", precision=args.precision, weights=args.weights,
+        log_every=1, save_every=0, interpolation="bicubic",
+    )
+    start = time.perf_counter()
+    result = stylize(config, log=log)
+    total = time.perf_counter() - start
+    rss_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
+    print(json.dumps({
+        "scales": scales, "iterations": iterations, "precision": args.precision,
+        "output": list(result.image.shape[:2]), "peak_rss_gib": round(rss_gib, 2),
+        "last_step_s": round(times[-1], 1) if times else None,
+        "total_s": round(total, 1),
+    }), flush=True)
+
+
+def spawn(scales, iterations, args):
+    cmd = [sys.executable, os.path.abspath(__file__), "child", f"--scales={scales}",
+           f"--iterations={iterations}", f"--precision={args.precision}",
+           f"--weights={args.weights}"]
+    for name in ("content", "style", "output_dir"):
+        if getattr(args, name):
+            cmd.append(f"--{name}={getattr(args, name)}")
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        return {"scales": scales, "failed": proc.returncode,
+                "stderr_tail": proc.stderr.strip().splitlines()[-3:]}
+    return json.loads(lines[-1])
+
+
+def available_gib():
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) / 2**20
+    except OSError:
+        return None
+    return None
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("mode", choices=["estimate", "run", "child"])
+    p.add_argument("--heights", default="256,384,512,768")
+    p.add_argument("--memory_gib", type=float, default=22.0,
+                   help="memory the process may use (leave room for the system)")
+    p.add_argument("--scales", default="512,1024,2048")
+    p.add_argument("--iterations", default="2,1,1")
+    p.add_argument("--need_gib", type=float, default=0.0,
+                   help="run mode: skip unless this much memory is available")
+    p.add_argument("--precision", default="mixed_bfloat16")
+    p.add_argument("--weights", default="random")
+    p.add_argument("--content")
+    p.add_argument("--style")
+    p.add_argument("--output_dir")
+    args = p.parse_args()
+    if args.mode == "child":
+        return child(args)
+    if args.mode == "run":
+        free = available_gib()
+        if free is not None and free < args.need_gib:
+            print(json.dumps({"skipped": f"only {free:.1f} GiB available, "
+                              f"--need_gib={args.need_gib}"}), flush=True)
+            return
+        print(json.dumps(spawn(args.scales, args.iterations, args)), flush=True)
+        return
+    rows = []
+    for h in (int(v) for v in args.heights.split(",")):
+        r = spawn(str(h), "2", args)
+        print(json.dumps(r), flush=True)
+        if "peak_rss_gib" in r:
+            rows.append((r["output"][0] * r["output"][1], r["peak_rss_gib"]))
+    if len(rows) >= 2:
+        import numpy as np
+
+        px, gib = map(np.array, zip(*rows))
+        slope, base = np.polyfit(px, gib, 1)
+        # 4:3 output: pixels = h * 4h/3.
+        max_px = (args.memory_gib - base) / slope
+        max_h = int((max_px * 3 / 4) ** 0.5)
+        print(json.dumps({
+            "fit_gib": f"{base:.2f} + {slope * 1e6:.3f} per megapixel",
+            "memory_gib": args.memory_gib,
+            "largest_4x3_height_estimate": max_h,
+        }), flush=True)
+
+
+if __name__ == "__main__":
+    main()
