@@ -479,13 +479,16 @@ def part_c(args, log):
             log(f"      peak {gib(r['peak_bytes'])} GiB")
         entry = {"points": [{"rows": p[2], "pixels": p[0], "peak_gib": gib(p[1]),
                              "s_per_step": p[3]} for p in points]}
-        if len(points) >= 2 and total:
+        if len(points) >= 2 and total and len({p[0] for p in points}) > 1:
             n = len(points)
             mx = sum(p[0] for p in points) / n
             my = sum(p[1] for p in points) / n
             b = sum((p[0] - mx) * (p[1] - my) for p in points) / sum(
                 (p[0] - mx) ** 2 for p in points)
             a = my - b * mx
+            if b <= 0:
+                out[precision] = entry
+                continue
             pixels = (total - a) / b
             rows = int((pixels / 1.5) ** 0.5)
             entry.update({"bytes_per_pixel": round(b, 1), "fixed_gib": gib(a),

@@ -92,6 +92,7 @@ def build_loss(config: Config, content_picture, style_pictures, backbone=None):
         style_weight=config.style_weight,
         total_variation_weight=config.total_variation_weight,
         jit_compile=config.jit_compile,
+        normalization=config.loss_normalization,
     )
 
 

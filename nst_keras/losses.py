@@ -121,6 +121,9 @@ class StyleTransferLoss:
       style_blend_weights: one weight per style image (default equal).
       style_layer_weights: one weight per style layer (default equal, summing
         to 1 as keras.io's ``style_weight / len(style_layers)``).
+      jit_compile: compile with XLA.
+      normalization: ``"keras_io"`` (the tutorial's terms, above) or
+        ``"scaled"`` (relative errors; formulas in ``nst_keras.normalization``).
     """
 
     def __init__(
@@ -136,7 +139,13 @@ class StyleTransferLoss:
         style_blend_weights: Optional[Sequence[float]] = None,
         style_layer_weights: Optional[Sequence[float]] = None,
         jit_compile: bool = False,
+        normalization: str = "keras_io",
     ):
+        from nst_keras import normalization as norm
+
+        if normalization not in norm.NORMALIZATIONS:
+            raise ValueError(f"unknown loss normalization {normalization!r}")
+        self.normalization = normalization
         self.extractor = extractor
         self.content_layers = list(content_layers) if content_weight > 0 else []
         self.style_layers = list(style_layers) if style_weight > 0 else []
@@ -164,9 +173,20 @@ class StyleTransferLoss:
             grams = []
             for s in style_images:
                 feats = self.features(tf.constant(s))
-                grams.append({k: gram_matrix(feats[k][0]) for k in self.style_layers})
+                if normalization == "scaled":
+                    grams.append({k: norm.mean_gram(feats[k][0]) for k in self.style_layers})
+                else:
+                    grams.append({k: gram_matrix(feats[k][0]) for k in self.style_layers})
             weights = style_blend_weights or [1.0] * len(grams)
             self.style_targets = blend_grams(grams, weights)
+        # Denominators of the "scaled" normalisation (see nst_keras.normalization).
+        self.content_norms, self.style_norms, self.tv_norm = {}, {}, None
+        if normalization == "scaled":
+            self.content_norms = {k: norm.content_denominator(v)
+                                  for k, v in self.content_targets.items()}
+            self.style_norms = {k: norm.style_denominator(v)
+                                for k, v in self.style_targets.items()}
+            self.tv_norm = norm.tv_denominator(content_image)
         self._float16 = any(
             getattr(layer, "compute_dtype", "float32") == "float16"
             for layer in (extractor.layers if extractor is not None else [])
@@ -190,6 +210,8 @@ class StyleTransferLoss:
         return self.extractor(image, training=False)
 
     def _weighted(self, feats, image, raw=None):
+        if self.normalization == "scaled":
+            return self._weighted_scaled(feats, image, raw)
         zero = tf.zeros((), tf.float32)
         c = zero
         for name in self.content_layers:
@@ -206,6 +228,30 @@ class StyleTransferLoss:
                 self.style_targets[name], gram, self.img_nrows, self.img_ncols
             )
         tv = total_variation_loss(image) if self.total_variation_weight else zero
+        total = (
+            self.content_weight * c
+            + self.style_weight * s
+            + self.total_variation_weight * tv
+        )
+        return {"loss": total, "content_loss": c, "style_loss": s, "tv_loss": tv}
+
+    def _weighted_scaled(self, feats, image, raw=None):
+        from nst_keras import normalization as norm
+
+        zero = tf.zeros((), tf.float32)
+        c = zero
+        for name in self.content_layers:
+            c += norm.scaled_content_loss(self.content_targets[name], feats[name][0],
+                                          self.content_norms[name])
+        if self.content_layers:
+            c = c / float(len(self.content_layers))
+        s = zero
+        for name, w in zip(self.style_layers, self.style_layer_weights):
+            source = raw if raw is not None else feats
+            s += w * norm.scaled_style_loss(self.style_targets[name], source[name][0],
+                                            self.style_norms[name])
+        tv = (total_variation_loss(image) / self.tv_norm
+              if self.total_variation_weight else zero)
         total = (
             self.content_weight * c
             + self.style_weight * s

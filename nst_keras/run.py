@@ -44,6 +44,9 @@ flags.DEFINE_string("optimizer", "sgd", "Optimiser: " + ", ".join(cfg.OPTIMIZERS
 flags.DEFINE_string("precision", "float32", "Network precision: " + ", ".join(cfg.PRECISIONS) + ".", flag_values=FLAGS)
 flags.DEFINE_boolean("jit_compile", False, "Compile the step with XLA.", flag_values=FLAGS)
 
+# --- Loss normalisation ---
+flags.DEFINE_string("loss_normalization", "keras_io", "keras_io (the tutorial's objective) or scaled (each term a relative error: one set of weights for any network, size and layers).", flag_values=FLAGS)
+
 
 def _floats(name, values, count=None):
     try:
@@ -82,6 +85,7 @@ def config_from_flags(f=FLAGS) -> cfg.Config:
         optimizer=f.optimizer,
         precision=f.precision,
         jit_compile=f.jit_compile,
+        loss_normalization=f.loss_normalization,
     )
     return config.validate()
 
