@@ -239,18 +239,19 @@ class StyleTransferLoss:
         from nst_keras import normalization as norm
 
         zero = tf.zeros((), tf.float32)
+        pixels = float(self.img_nrows * self.img_ncols)
         c = zero
         for name in self.content_layers:
             c += norm.scaled_content_loss(self.content_targets[name], feats[name][0],
-                                          self.content_norms[name])
+                                          self.content_norms[name], pixels)
         if self.content_layers:
             c = c / float(len(self.content_layers))
         s = zero
         for name, w in zip(self.style_layers, self.style_layer_weights):
             source = raw if raw is not None else feats
             s += w * norm.scaled_style_loss(self.style_targets[name], source[name][0],
-                                            self.style_norms[name])
-        tv = (total_variation_loss(image) / self.tv_norm
+                                            self.style_norms[name], pixels)
+        tv = (pixels * total_variation_loss(image) / self.tv_norm
               if self.total_variation_weight else zero)
         total = (
             self.content_weight * c

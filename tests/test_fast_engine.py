@@ -145,3 +145,20 @@ def test_model_vgg16_runs_from_the_command_line(tmp_path, content_path, style_pa
     assert len(losses) == 3 and losses[2] < losses[0]
     backbone = load_backbone("vgg16", "random", 0)[0]
     assert "block5_conv4" not in [layer.name for layer in backbone.layers]
+
+
+def test_fast_cfg_is_valid_and_lowers_the_loss(tmp_path, content_path, style_path):
+    cfg = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                       "configs", "fast.cfg")
+    run.parse(["prog", f"--flagfile={cfg}"])
+    config = run.config_from_flags()
+    assert (config.optimizer, config.precision, config.loss_normalization) == (
+        "lbfgs", "mixed_bfloat16", "scaled")
+    out = str(tmp_path / "out")
+    assert run.main(["prog", f"--flagfile={cfg}", f"--content_image={content_path}",
+                     f"--style_image={style_path}", f"--output_dir={out}",
+                     "--weights=random", "--img_nrows=48", "--iterations=4",
+                     "--log_every=1"]) == 0
+    with open(os.path.join(out, "metrics.jsonl")) as f:
+        losses = [json.loads(line)["loss"] for line in f]
+    assert losses[-1] < losses[0]
