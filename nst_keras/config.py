@@ -25,6 +25,7 @@ CONTENT_LAYERS = ("block5_conv2",)
 MODELS = ("vgg19", "vgg16")
 OPTIMIZERS = ("sgd", "adam", "lbfgs")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+LOSS_NORMALIZATIONS = ("keras_io", "scaled")
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos", "box", "hamming")
 
 # Learning rates used when ``learning_rate`` is None.  SGD's is the tutorial's
@@ -66,6 +67,9 @@ class Config:
       optimizer: ``"sgd"`` (keras.io), ``"adam"`` or ``"lbfgs"``.
       precision: Keras dtype policy of the network.
       jit_compile: compile the step with XLA.
+      loss_normalization: ``"keras_io"`` (the tutorial's objective) or
+        ``"scaled"`` (each term a relative error; see
+        ``nst_keras.normalization``).
     """
 
     content_image: Optional[ImageSource] = None
@@ -122,6 +126,10 @@ class Config:
     scales: Optional[Sequence[int]] = None
     ema_decay: float = 0.0
     clamp_pixels: bool = False
+    # --- Loss normalisation (nst_keras.normalization) ---
+    # "keras_io": the tutorial's terms; "scaled": unit-free relative errors,
+    # one set of weights for any backbone, size and layers.
+    loss_normalization: str = "keras_io"
 
     def replace(self, **changes) -> "Config":
         """Returns a copy with ``changes`` applied."""
@@ -146,6 +154,7 @@ class Config:
         choice("optimizer", OPTIMIZERS)
         choice("precision", PRECISIONS)
         choice("interpolation", INTERPOLATIONS)
+        choice("loss_normalization", LOSS_NORMALIZATIONS)
         positive = ("img_nrows", "decay_steps")  # iterations: controls.validate
         for name in positive:
             if int(getattr(self, name)) <= 0:

@@ -92,6 +92,7 @@ def build_loss(config: Config, content_picture, style_pictures, backbone=None,
         style_blend_weights=controls.blend_weights(config, len(style_pictures)),
         style_layer_weights=controls.layer_weights(config) if style_layers else None,
         jit_compile=config.jit_compile,
+        normalization=config.loss_normalization,
     )
 
 

@@ -39,6 +39,36 @@ def gram_matrix(x):
     return tf.matmul(features, features, transpose_a=True)
 
 
+@tf.custom_gradient
+def fast_gram_matrix(x):
+    """``gram_matrix`` of a ``(rows, cols, channels)`` map with a cheaper backward.
+
+    The forward pass is ``gram_matrix`` computed in float32 (the map is cast
+    first, so a bfloat16 network's features give a float32 Gram matrix).  The
+    backward pass is one matrix product, ``dF = F (dG + dG^T)``, in the map's
+    own dtype (what the network's backward pass receives anyway), instead of
+    the two float32 products automatic differentiation of ``F^T F`` makes.
+    """
+    features = tf.reshape(x, (-1, tf.shape(x)[-1]))
+    f32 = tf.cast(features, tf.float32)
+    gram = tf.matmul(f32, f32, transpose_a=True)
+
+    def grad(dgram):
+        sym = tf.cast(dgram + tf.transpose(dgram), features.dtype)
+        return tf.reshape(tf.matmul(features, sym), tf.shape(x))
+
+    return gram, grad
+
+
+def style_loss_from_grams(style_gram, combination_gram, img_nrows: int, img_ncols: int):
+    """``style_loss`` given the combination's Gram matrix (float32)."""
+    channels = 3
+    size = img_nrows * img_ncols
+    return tf.reduce_sum(tf.square(style_gram - combination_gram)) / (
+        4.0 * (channels**2) * (size**2)
+    )
+
+
 def style_loss(style_gram, combination, img_nrows: int, img_ncols: int):
     """keras.io style loss between a target Gram matrix and a feature map.
 
@@ -93,6 +123,9 @@ class StyleTransferLoss:
       style_blend_weights: one weight per style image (default equal).
       style_layer_weights: one weight per style layer (default equal, summing
         to 1 as keras.io's ``style_weight / len(style_layers)``).
+      jit_compile: compile with XLA.
+      normalization: ``"keras_io"`` (the tutorial's terms, above) or
+        ``"scaled"`` (relative errors; formulas in ``nst_keras.normalization``).
     """
 
     def __init__(
@@ -108,7 +141,13 @@ class StyleTransferLoss:
         style_blend_weights: Optional[Sequence[float]] = None,
         style_layer_weights: Optional[Sequence[float]] = None,
         jit_compile: bool = False,
+        normalization: str = "keras_io",
     ):
+        from nst_keras import normalization as norm
+
+        if normalization not in norm.NORMALIZATIONS:
+            raise ValueError(f"unknown loss normalization {normalization!r}")
+        self.normalization = normalization
         self.extractor = extractor
         self.content_layers = list(content_layers) if content_weight > 0 else []
         self.style_layers = list(style_layers) if style_weight > 0 else []
@@ -137,6 +176,10 @@ class StyleTransferLoss:
             out_positions = None
             for s in style_images:
                 feats = self.features(tf.constant(s))
+                if normalization == "scaled":
+                    # Mean Gram matrices do not depend on the number of positions.
+                    grams.append({k: norm.mean_gram(feats[k][0]) for k in self.style_layers})
+                    continue
                 gram = {k: gram_matrix(feats[k][0]) for k in self.style_layers}
                 if tuple(s.shape[1:3]) != (self.img_nrows, self.img_ncols):
                     # A style image of another size than the output (style
@@ -153,10 +196,21 @@ class StyleTransferLoss:
                 grams.append(gram)
             weights = style_blend_weights or [1.0] * len(grams)
             self.style_targets = blend_grams(grams, weights)
+        # Denominators of the "scaled" normalisation (see nst_keras.normalization).
+        self.content_norms, self.style_norms, self.tv_norm = {}, {}, None
+        if normalization == "scaled":
+            self.content_norms = {k: norm.content_denominator(v)
+                                  for k, v in self.content_targets.items()}
+            self.style_norms = {k: norm.style_denominator(v)
+                                for k, v in self.style_targets.items()}
+            self.tv_norm = norm.tv_denominator(content_image)
         self._float16 = any(
             getattr(layer, "compute_dtype", "float32") == "float16"
             for layer in (extractor.layers if extractor is not None else [])
         )
+        # The float16 path keeps plain float32 Gram matrices (its exact loss
+        # scale backpropagates to the float32 features first).
+        self._fast_gram = not self._float16
         self.terms = tf.function(self._terms, jit_compile=jit_compile, reduce_retracing=True)
         self.value_and_grad = tf.function(
             self._value_and_grad, jit_compile=jit_compile, reduce_retracing=True
@@ -164,12 +218,17 @@ class StyleTransferLoss:
 
     def features(self, image) -> Dict[str, tf.Tensor]:
         """Float32 features ``{name: (1, rows', cols', channels)}``."""
+        return {k: tf.cast(v, tf.float32) for k, v in self.raw_features(image).items()}
+
+    def raw_features(self, image) -> Dict[str, tf.Tensor]:
+        """Features in the network's compute dtype (bfloat16 under mixed_bfloat16)."""
         if self.extractor is None:
             return {}
-        out = self.extractor(image, training=False)
-        return {k: tf.cast(v, tf.float32) for k, v in out.items()}
+        return self.extractor(image, training=False)
 
-    def _weighted(self, feats, image):
+    def _weighted(self, feats, image, raw=None):
+        if self.normalization == "scaled":
+            return self._weighted_scaled(feats, image, raw)
         zero = tf.zeros((), tf.float32)
         c = zero
         for name in self.content_layers:
@@ -178,8 +237,12 @@ class StyleTransferLoss:
             c = c / float(len(self.content_layers))
         s = zero
         for name, w in zip(self.style_layers, self.style_layer_weights):
-            s += w * style_loss(
-                self.style_targets[name], feats[name][0], self.img_nrows, self.img_ncols
+            if raw is not None:
+                gram = fast_gram_matrix(raw[name][0])
+            else:
+                gram = gram_matrix(feats[name][0])
+            s += w * style_loss_from_grams(
+                self.style_targets[name], gram, self.img_nrows, self.img_ncols
             )
         tv = total_variation_loss(image) if self.total_variation_weight else zero
         total = (
@@ -189,7 +252,36 @@ class StyleTransferLoss:
         )
         return {"loss": total, "content_loss": c, "style_loss": s, "tv_loss": tv}
 
+    def _weighted_scaled(self, feats, image, raw=None):
+        from nst_keras import normalization as norm
+
+        zero = tf.zeros((), tf.float32)
+        pixels = float(self.img_nrows * self.img_ncols)
+        c = zero
+        for name in self.content_layers:
+            c += norm.scaled_content_loss(self.content_targets[name], feats[name][0],
+                                          self.content_norms[name], pixels)
+        if self.content_layers:
+            c = c / float(len(self.content_layers))
+        s = zero
+        for name, w in zip(self.style_layers, self.style_layer_weights):
+            source = raw if raw is not None else feats
+            s += w * norm.scaled_style_loss(self.style_targets[name], source[name][0],
+                                            self.style_norms[name], pixels)
+        tv = (pixels * total_variation_loss(image) / self.tv_norm
+              if self.total_variation_weight else zero)
+        total = (
+            self.content_weight * c
+            + self.style_weight * s
+            + self.total_variation_weight * tv
+        )
+        return {"loss": total, "content_loss": c, "style_loss": s, "tv_loss": tv}
+
     def _terms(self, image):
+        if self._fast_gram:
+            raw = self.raw_features(image)
+            feats = {k: tf.cast(v, tf.float32) for k, v in raw.items()}
+            return self._weighted(feats, image, raw)
         return self._weighted(self.features(image), image)
 
     def _value_and_grad(self, image):

@@ -69,6 +69,8 @@ def _ints(name, values):
         return tuple(int(v) for v in values)
     except ValueError:
         raise UserError(f"--{name}={','.join(values)} must be integers separated by commas") from None
+# --- Loss normalisation ---
+flags.DEFINE_string("loss_normalization", "keras_io", "keras_io (the tutorial's objective) or scaled (each term a relative error: one set of weights for any network, size and layers).", flag_values=FLAGS)
 
 
 def _floats(name, values, count=None):
@@ -125,6 +127,7 @@ def config_from_flags(f=FLAGS) -> cfg.Config:
         scales=None if f.scales is None else _ints("scales", f.scales),
         ema_decay=f.ema_decay,
         clamp_pixels=f.clamp_pixels,
+        loss_normalization=f.loss_normalization,
     )
     if f.resume:  # the interrupted run's settings, with the ones given here checked
         from nst_keras.checkpoint import resume_config

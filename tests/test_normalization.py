@@ -1,0 +1,160 @@
+"""--loss_normalization: keras_io unchanged, scaled invariant and size-free."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from nst_keras import Config, images, run
+from nst_keras.engine import build_loss
+from nst_keras.features import _random_weights, load_backbone
+from nst_keras.optimize import LBFGS
+import keras_io_reference as ref
+from conftest import make_picture
+
+ROWS, COLS = 48, 64
+LAYERS = dict(content_layers=("block5_conv2",),
+              style_layers=("block1_conv1", "block2_conv1", "block3_conv1",
+                            "block4_conv1", "block5_conv1"))
+
+
+def _fresh_vgg16(seed=5, biases=False):
+    """A VGG16 of our own (the cached backbones must not be modified)."""
+    import keras
+
+    backbone = keras.applications.VGG16(include_top=False, weights=None)
+    _random_weights(backbone, seed)
+    if biases:
+        rng = np.random.default_rng(seed + 1)
+        for layer in backbone.layers:
+            if layer.weights:
+                kernel, bias = layer.get_weights()
+                layer.set_weights([kernel, rng.uniform(0.0, 0.05, bias.shape).astype("float32")])
+    return backbone
+
+
+def _module(backbone, content, style, normalization, **weights):
+    config = Config(content_image="c", style_image="s", loss_normalization=normalization,
+                    **LAYERS, **weights)
+    return build_loss(config, content, [style], backbone)
+
+
+def _rescale(backbone, layer_name, factor):
+    layer = backbone.get_layer(layer_name)
+    layer.set_weights([w * factor for w in layer.get_weights()])
+
+
+@pytest.mark.parametrize("layer, biases", [("block1_conv1", False), ("block5_conv2", True)])
+def test_scaled_optimum_invariant_to_rescaling_one_layer(layer, biases):
+    """Scale one layer's weights and biases by 7: under ``scaled`` the objective
+    (hence its minimiser) is unchanged; under ``keras_io`` the balance moves.
+
+    block1_conv1 with zero biases scales every later feature map by 7;
+    block5_conv2 (the content layer, the deepest used) has non-zero biases.
+    """
+    content, style = make_picture(ROWS, COLS, 0), make_picture(ROWS, COLS, 1)
+    weights = dict(content_weight=1.0, style_weight=10.0, total_variation_weight=0.1)
+    original = _fresh_vgg16(biases=biases)
+    scaled_net = _fresh_vgg16(biases=biases)
+    _rescale(scaled_net, layer, 7.0)
+    rng = np.random.default_rng(0)
+    base = images.preprocess_image(content)
+    points = [tf.constant(base + rng.normal(0, s, base.shape).astype(np.float32))
+              for s in (5.0, 30.0)]
+
+    a = _module(original, content, style, "scaled", **weights)
+    b = _module(scaled_net, content, style, "scaled", **weights)
+    for x in points:
+        ta, ga = a.value_and_grad(x)
+        tb, gb = b.value_and_grad(x)
+        for k in ("loss", "content_loss", "style_loss", "tv_loss"):
+            assert float(tb[k]) == pytest.approx(float(ta[k]), rel=1e-4), k
+        np.testing.assert_allclose(gb.numpy(), ga.numpy(), rtol=1e-3,
+                                   atol=1e-4 * np.abs(ga.numpy()).max())
+
+    # The optimum does not move: the same L-BFGS run ends on the same image.
+    ends = []
+    for module in (a, b):
+        image = tf.Variable(points[1])
+        LBFGS(module, image).run(1, 5, lambda step, terms: True)
+        ends.append(image.numpy())
+    moved = np.abs(ends[0] - points[1].numpy()).max()
+    assert moved > 1.0
+    assert np.abs(ends[1] - ends[0]).max() < 0.02 * moved
+
+    # The tutorial's terms change by 7^2 (content) or 7^4 (style) instead, which
+    # moves the balance between them (so this test can fail).
+    ka = _module(original, content, style, "keras_io", **weights).terms(points[1])
+    kb = _module(scaled_net, content, style, "keras_io", **weights).terms(points[1])
+    assert float(kb["content_loss"]) == pytest.approx(49.0 * float(ka["content_loss"]),
+                                                      rel=1e-3)
+
+
+TERMS = ("content", "style", "tv")
+
+
+def _gradient_l1(normalization):
+    """Mean over pixels of |d term / d pixel| for each unweighted term, at the
+    photo plus fixed noise, for two sizes and both backbones."""
+    out = {name: [] for name in TERMS}
+    for model in ("vgg19", "vgg16"):
+        backbone = load_backbone(model, "random", 3)[0]
+        for rows in (48, 96):
+            cols = rows * 4 // 3
+            content, style = make_picture(rows, cols, 0), make_picture(rows, cols, 1)
+            x = images.preprocess_image(content) + np.random.default_rng(0).normal(
+                0, 20, (1, rows, cols, 3)).astype(np.float32)
+            module = _module(backbone, content, style, normalization, content_weight=1.0,
+                             style_weight=1.0, total_variation_weight=1.0)
+            x = tf.constant(x)
+            with tf.GradientTape(persistent=True) as tape:
+                tape.watch(x)
+                terms = module.terms(x)
+            for name in TERMS:
+                grad = tape.gradient(terms[f"{name}_loss"], x)
+                out[name].append(float(tf.reduce_mean(tf.abs(grad))))
+    return out
+
+
+def test_scaled_gradient_magnitudes_stay_in_band_across_sizes_and_backbones():
+    """Stated band: for each term, the largest of the four mean absolute
+    gradients per pixel (VGG19/VGG16 x 48/96 rows) is at most 2x the smallest
+    (measured <= 1.15x with random weights; 3.5x for the content term with the
+    trained VGG16 stand-in versus random VGG19).  keras_io's content term
+    spans > 5x."""
+    scaled = _gradient_l1("scaled")
+    for name, values in scaled.items():
+        assert min(values) > 0, name
+        assert max(values) <= 2.0 * min(values), (name, values)
+    keras_io = _gradient_l1("keras_io")
+    content = keras_io["content"]
+    assert max(content) > 5.0 * min(content)
+
+
+def test_keras_io_normalization_is_the_tutorial_objective():
+    backbone = load_backbone("vgg19", "random", 3)[0]
+    content, style = make_picture(ROWS, COLS, 0), make_picture(ROWS, COLS, 1)
+    base = images.preprocess_image(content)
+    x = tf.constant(base + np.random.default_rng(1).normal(0, 20, base.shape).astype(np.float32))
+    want, want_grad = ref.make_loss(backbone, ROWS, COLS)(
+        x, tf.constant(base), tf.constant(images.preprocess_image(style)))
+    module = _module(backbone, content, style, "keras_io",
+                     content_weight=2.5e-8, style_weight=1e-6, total_variation_weight=1e-6)
+    terms, grad = module.value_and_grad(x)
+    assert float(terms["loss"]) == pytest.approx(float(want), rel=1e-5)
+    np.testing.assert_allclose(grad.numpy(), want_grad.numpy(), rtol=1e-3,
+                               atol=1e-5 * np.abs(want_grad.numpy()).max())
+    assert Config().loss_normalization == "keras_io"
+
+
+def test_loss_normalization_flag(tmp_path, content_path, style_path, capsys):
+    out = str(tmp_path / "out")
+    args = ["nst_keras.run", f"--content_image={content_path}", f"--style_image={style_path}",
+            f"--output_dir={out}", "--weights=random", "--img_nrows=48", "--iterations=2",
+            "--log_every=1", "--save_every=0"]
+    assert run.main(args + ["--loss_normalization=scaled", "--content_weight=1",
+                            "--style_weight=10", "--total_variation_weight=0.1",
+                            "--optimizer=lbfgs"]) == 0
+    assert "Iteration 2: loss=" in capsys.readouterr().out
+    assert run.main(args + ["--loss_normalization=relative"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --loss_normalization='relative' is not known")
