@@ -44,6 +44,12 @@ flags.DEFINE_string("optimizer", "sgd", "Optimiser: " + ", ".join(cfg.OPTIMIZERS
 flags.DEFINE_string("precision", "float32", "Network precision: " + ", ".join(cfg.PRECISIONS) + ".", flag_values=FLAGS)
 flags.DEFINE_boolean("jit_compile", False, "Compile the step with XLA.", flag_values=FLAGS)
 
+# --- Experiments (nst_keras.experiments): offsets, reconstructions, trade-off ---
+flags.DEFINE_string("experiment", "none", "What to run: none (a style transfer) or an experiment: " + ", ".join(cfg.EXPERIMENTS[1:]) + ".", flag_values=FLAGS)
+flags.DEFINE_string("deprocess_offsets", ";".join(",".join(str(v) for v in t) for t in cfg.DEFAULT_DEPROCESS_OFFSETS), "deprocess_offsets: B,G,R triples separated by ';' (quote it in a shell).", flag_values=FLAGS)
+flags.DEFINE_list("reconstruct_layers", list(cfg.STYLE_LAYERS), "reconstruct_content: one image per layer; reconstruct_style: growing prefixes of the list.", flag_values=FLAGS)
+flags.DEFINE_list("tradeoff_ratios", [str(v) for v in cfg.DEFAULT_TRADEOFF_RATIOS], "tradeoff: style_weight/content_weight ratios, one panel each.", flag_values=FLAGS)
+
 
 def _floats(name, values, count=None):
     try:
@@ -82,8 +88,23 @@ def config_from_flags(f=FLAGS) -> cfg.Config:
         optimizer=f.optimizer,
         precision=f.precision,
         jit_compile=f.jit_compile,
+        # Experiments
+        experiment=f.experiment,
+        deprocess_offsets=_offsets(f.deprocess_offsets),
+        reconstruct_layers=tuple(f.reconstruct_layers),
+        tradeoff_ratios=_floats("tradeoff_ratios", f.tradeoff_ratios),
     )
+    if config.experiment != "none":
+        from nst_keras.experiments import validate
+
+        return validate(config)
     return config.validate()
+
+
+def _offsets(text):
+    from nst_keras.experiments.offsets import parse_offsets
+
+    return parse_offsets(text)
 
 
 def parse(argv) -> None:
@@ -131,6 +152,12 @@ def main(argv=None) -> int:
         parse(argv)
         config = config_from_flags()
         _import_tensorflow_quietly()
+        if config.experiment != "none":
+            from nst_keras.experiments import run_experiment
+
+            paths = run_experiment(config).paths
+            print(f"saved {paths[-1]}" if paths else "done", flush=True)
+            return 0
         from nst_keras.engine import stylize
 
         result = stylize(config)
