@@ -88,6 +88,25 @@ def test_parse_offsets_syntax_and_errors():
             parse_offsets(bad)
 
 
+def test_validate_parses_flag_syntax_and_rejects_bad_values():
+    from nst_keras.experiments import validate
+
+    config = validate(Config(content_image="c.png", experiment="reconstruct_content",
+                             reconstruct_layers="block1_conv1, block2_conv1"))
+    assert config.reconstruct_layers == ("block1_conv1", "block2_conv1")
+    config = validate(Config(content_image="c.png", style_image="s.png",
+                             experiment="deprocess_offsets", deprocess_offsets="1,2,3;4,5,6",
+                             tradeoff_ratios="1,10"))
+    assert config.deprocess_offsets == ((1.0, 2.0, 3.0), (4.0, 5.0, 6.0))
+    assert config.tradeoff_ratios == (1.0, 10.0)
+    for bad in [dict(experiment="tradeoff", tradeoff_ratios=(1.0, float("nan"))),
+                dict(experiment="tradeoff", tradeoff_ratios=()),
+                dict(experiment="reconstruct_style", reconstruct_layers=()),
+                dict(experiment="deprocess_offsets", deprocess_offsets=((1.0, 2.0),))]:
+        with pytest.raises(UserError):
+            validate(Config(content_image="c.png", style_image="s.png", **bad))
+
+
 # --- grids --------------------------------------------------------------------
 
 def test_grid_has_one_cell_per_panel_and_drawn_captions():

@@ -42,7 +42,12 @@ from nst_keras.experiments.offsets import (
     offsets_report,
     parse_offsets,
 )
-from nst_keras.experiments.reconstruct import growing_sets, noise_picture, reconstruct
+from nst_keras.experiments.reconstruct import (
+    growing_sets,
+    noise_picture,
+    quiet_retracing,
+    reconstruct,
+)
 
 Log = Callable[[str], None]
 
@@ -88,7 +93,25 @@ def _print(line: str) -> None:
 
 def _num(v: float) -> str:
     v = float(v)
-    return str(int(v)) if v == int(v) and abs(v) < 1e15 else repr(v)
+    return str(int(v)) if math.isfinite(v) and v == int(v) and abs(v) < 1e15 else repr(v)
+
+
+def _normalise(config: Config) -> Config:
+    """Accepts the flag syntax for the list fields too (handy in notebooks)."""
+    changes = {}
+    if isinstance(config.deprocess_offsets, str):
+        changes["deprocess_offsets"] = parse_offsets(config.deprocess_offsets)
+    if isinstance(config.reconstruct_layers, str):
+        changes["reconstruct_layers"] = tuple(
+            n.strip() for n in config.reconstruct_layers.split(",") if n.strip())
+    if isinstance(config.tradeoff_ratios, str):
+        try:
+            changes["tradeoff_ratios"] = tuple(
+                float(r) for r in config.tradeoff_ratios.split(",") if r.strip())
+        except ValueError:
+            raise UserError(f"--tradeoff_ratios={config.tradeoff_ratios} must be numbers "
+                            "separated by commas") from None
+    return config.replace(**changes) if changes else config
 
 
 def validate(config: Config) -> Config:
@@ -96,7 +119,12 @@ def validate(config: Config) -> Config:
 
     The image an experiment does not use may be missing (the content image
     for ``reconstruct_style``, the style image for ``reconstruct_content``).
+    The list fields may also be given in the flags' syntax (strings).
+
+    Returns:
+      The config, list fields parsed.
     """
+    config = _normalise(config)
     if config.experiment not in EXPERIMENTS:
         raise UserError(
             f"--experiment={config.experiment!r} is not known; use one of: "
@@ -147,7 +175,7 @@ def run_experiment(config: Config, log: Log = _print) -> ExperimentResult:
     Raises:
       UserError: bad settings or inputs; nothing is written in that case.
     """
-    validate(config)
+    config = validate(config)
     runners = {
         "deprocess_offsets": _deprocess_offsets,
         "reconstruct_content": _reconstruct_content,
@@ -269,7 +297,8 @@ def _tradeoff(config: Config, log: Log) -> ExperimentResult:
         style_weight = ratio * float(config.content_weight)
         log(f"tradeoff: style/content = {_num(ratio)} (style_weight={style_weight:.4g})")
         run = config.replace(style_weight=style_weight, output_dir=None)
-        result = stylize(run, content=content, style=styles[0], log=log)
+        with quiet_retracing():
+            result = stylize(run, content=content, style=styles[0], log=log)
         paths += _save(config, f"tradeoff_ratio_{_num(ratio)}.png", result.image)
         last = result.history[-1] if result.history else {}
         records.append({
@@ -280,6 +309,7 @@ def _tradeoff(config: Config, log: Log) -> ExperimentResult:
             "content_loss": last.get("content_loss"),
             "style_loss": last.get("style_loss"),
             "tv_loss": last.get("tv_loss"),
+            "losses_at_iteration": last.get("iteration"),
             "file": os.path.basename(paths[-1]) if paths else None,
         })
         pictures.append(result.image)

@@ -35,7 +35,8 @@ def format_offsets(offsets: Sequence[Triple]) -> str:
 
 
 def _num(v: float) -> str:
-    return repr(float(v)).rstrip("0").rstrip(".") if float(v) != int(v) else str(int(v))
+    v = float(v)
+    return str(int(v)) if math.isfinite(v) and v == int(v) and abs(v) < 1e15 else repr(v)
 
 
 def parse_offsets(text: str, flag: str = "deprocess_offsets") -> Tuple[Triple, ...]:

@@ -9,6 +9,8 @@ optimised over a ``tf.Variable`` that starts from seeded noise.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import time
 from typing import Callable, Dict, List, Sequence, Tuple
 
@@ -39,6 +41,22 @@ def reconstruction_config(config: Config, kind: str, layers: Sequence[str]) -> C
     if kind == "style":
         return config.replace(style_layers=tuple(layers), style_weight=1.0, content_weight=0.0)
     raise ValueError(f"kind must be 'content' or 'style', not {kind!r}")
+
+
+@contextlib.contextmanager
+def quiet_retracing():
+    """Hides TensorFlow's "triggered tf.function retracing" warning meanwhile.
+
+    Each reconstruction or stylisation builds its own loss with its own
+    compiled functions; TensorFlow counts these as retracings and warns.
+    """
+    logger = logging.getLogger("tensorflow")
+    level = logger.level
+    logger.setLevel(max(level, logging.ERROR))
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def reconstruct(
@@ -73,6 +91,7 @@ def reconstruct(
     from nst_keras import engine
     from nst_keras.optimize import make_optimizer
 
+    log = log or (lambda line: None)
     rconfig = reconstruction_config(config, kind, layers)
     loss = engine.build_loss(rconfig, target, [target], backbone)
     rows, cols = target.shape[:2]
@@ -80,7 +99,8 @@ def reconstruct(
         imlib.preprocess_image(noise_picture(rows, cols, config.seed)), dtype=tf.float32
     )
     term = TERM[kind]
-    initial = float(loss.terms(image)[term].numpy())
+    with quiet_retracing():
+        initial = float(loss.terms(image)[term].numpy())
     optimizer = make_optimizer(
         config.optimizer, loss, image, config.resolved_learning_rate(),
         config.decay_steps, config.decay_rate, jit_compile=config.jit_compile,
@@ -96,8 +116,9 @@ def reconstruct(
                 f"[{time.perf_counter() - start:.1f}s]")
         return True
 
-    optimizer.run(1, config.iterations, on_step)
-    final = float(loss.terms(image)[term].numpy())
+    with quiet_retracing():
+        optimizer.run(1, config.iterations, on_step)
+        final = float(loss.terms(image)[term].numpy())
     record = {
         "kind": kind,
         "layers": list(layers),
