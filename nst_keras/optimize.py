@@ -80,10 +80,13 @@ class LBFGS:
     crosses to the host once per evaluation.
     """
 
-    def __init__(self, loss, image, history_size=10):
+    def __init__(self, loss, image, history_size=10, bounds=None):
         self.loss = loss
         self.image = image
         self.history_size = history_size
+        # Optional (low, high) box for the image values, each broadcastable to
+        # the image's shape (e.g. the pixel range 0..255 in network units).
+        self.bounds = bounds
         self.evaluations = 0
 
     def state(self):
@@ -121,11 +124,18 @@ class LBFGS:
 
         x0 = self.image.numpy().astype(np.float64).ravel()
         n = last_step - first_step + 1
+        bounds = None
+        if self.bounds is not None:
+            low, high = (np.broadcast_to(np.asarray(b, np.float64), shape).ravel()
+                         for b in self.bounds)
+            bounds = scipy.optimize.Bounds(low, high)
+            x0 = np.clip(x0, low, high)
         result = scipy.optimize.minimize(
             f,
             x0,
             jac=True,
             method="L-BFGS-B",
+            bounds=bounds,
             callback=callback,
             options=dict(maxiter=n, maxfun=max(15000, 20 * n), gtol=0.0, ftol=0.0,
                          maxcor=self.history_size),

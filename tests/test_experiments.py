@@ -182,6 +182,23 @@ def test_content_reconstruction_lowers_the_layer_loss_by_a_large_factor(content_
     assert err(picture) < 0.5 * err(noise)
 
 
+def test_style_reconstruction_stays_in_pixel_range_so_the_picture_keeps_its_loss(style_path):
+    from nst_keras import engine
+    from nst_keras.experiments.reconstruct import reconstruction_config
+    from nst_keras.images import load_image, preprocess_image
+
+    target = load_image(style_path)
+    config = Config(weights="random", optimizer="lbfgs", iterations=15, log_every=0,
+                    total_variation_weight=0)
+    layers = ["block1_conv1", "block2_conv1"]
+    picture, record = reconstruct(config, target, "style", layers, log=None)
+    assert record["final_loss"] * 10 < record["initial_loss"]
+    loss = engine.build_loss(reconstruction_config(config, "style", layers), target, [target])
+    # the saved (rounded, clipped) picture has the loss the optimiser reached
+    saved = float(loss.terms(preprocess_image(picture))["style_loss"])
+    assert saved == pytest.approx(record["final_loss"], rel=0.1)
+
+
 def test_reconstruct_content_cli_one_image_per_layer(tmp_path, content_path):
     out = str(tmp_path / "out")
     layers = "block1_conv1,block3_conv1"

@@ -17,7 +17,7 @@ from typing import Callable, Dict, List, Sequence, Tuple
 import numpy as np
 
 from nst_keras import images as imlib
-from nst_keras.config import Config
+from nst_keras.config import IMAGENET_MEAN_BGR, Config
 
 TERM = {"content": "content_loss", "style": "style_loss"}
 
@@ -26,6 +26,12 @@ def noise_picture(rows: int, cols: int, seed: int) -> np.ndarray:
     """Seeded white noise: ``uint8 (rows, cols, 3)``, uniform over 0..255."""
     rng = np.random.default_rng(seed)
     return rng.integers(0, 256, size=(rows, cols, 3), dtype=np.uint8)
+
+
+def pixel_bounds():
+    """``(low, high)`` per B, G, R channel of a network image: pixels 0..255."""
+    mean = np.asarray(IMAGENET_MEAN_BGR, dtype=np.float64)
+    return -mean, 255.0 - mean
 
 
 def growing_sets(layers: Sequence[str]) -> List[Tuple[str, ...]]:
@@ -71,7 +77,8 @@ def reconstruct(
 
     Args:
       config: settings; ``iterations``, ``optimizer`` (the configs use
-        ``lbfgs``), ``learning_rate``/decay, ``total_variation_weight``,
+        ``lbfgs``, which is run with the pixels bounded to 0..255),
+        ``learning_rate``/decay, ``total_variation_weight``,
         ``seed`` (the noise), ``model``/``weights``/``precision`` are used;
         the content and style weights are replaced by 1 and 0.
       target: ``uint8 (rows, cols, 3)`` picture; the output has its size.
@@ -89,7 +96,7 @@ def reconstruct(
     import tensorflow as tf
 
     from nst_keras import engine
-    from nst_keras.optimize import make_optimizer
+    from nst_keras.optimize import LBFGS, make_optimizer
 
     log = log or (lambda line: None)
     rconfig = reconstruction_config(config, kind, layers)
@@ -101,10 +108,16 @@ def reconstruct(
     term = TERM[kind]
     with quiet_retracing():
         initial = float(loss.terms(image)[term].numpy())
-    optimizer = make_optimizer(
-        config.optimizer, loss, image, config.resolved_learning_rate(),
-        config.decay_steps, config.decay_rate, jit_compile=config.jit_compile,
-    )
+    if config.optimizer == "lbfgs":
+        # Keep the pixels in 0..255: unbounded, a reconstruction from noise
+        # drifts far outside the range, and the saved (clipped) picture would
+        # no longer match the representation that was reconstructed.
+        optimizer = LBFGS(loss, image, bounds=pixel_bounds())
+    else:
+        optimizer = make_optimizer(
+            config.optimizer, loss, image, config.resolved_learning_rate(),
+            config.decay_steps, config.decay_rate, jit_compile=config.jit_compile,
+        )
     label = f"{kind} {'+'.join(layers)}"
     start = time.perf_counter()
     last = {"value": initial}
