@@ -253,3 +253,22 @@ def test_tradeoff_row_one_panel_per_ratio(tmp_path, content_path, style_path):
     assert np.abs(a - b).mean() > 1
     grid = Image.open(os.path.join(out, "tradeoff.png"))
     assert grid.size[0] == 2 * (64 + 4) + 4
+
+
+@pytest.mark.parametrize("name", ["deprocess_offsets", "reconstruct_content",
+                                  "reconstruct_style", "tradeoff"])
+def test_experiment_configs_parse_for_imagenet(name):
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    run.parse(["prog", f"--flagfile={os.path.join(repo, 'configs', name + '.cfg')}"])
+    config = run.config_from_flags()
+    assert config.experiment == name
+    assert (config.weights, config.model, config.optimizer) == ("imagenet", "vgg19", "lbfgs")
+    assert config.output_dir == f"outputs/{name}" and config.img_nrows >= 256
+    if name == "deprocess_offsets":
+        assert config.deprocess_offsets == ((103.939, 116.779, 123.68), (123.939, 96.779, 96.68),
+                                            (123.68, 116.779, 103.939), (0.0, 0.0, 0.0))
+    if name.startswith("reconstruct"):
+        assert config.reconstruct_layers == tuple(f"block{i}_conv1" for i in range(1, 6))
+    if name == "tradeoff":
+        assert config.tradeoff_ratios == (0.4, 4.0, 40.0, 400.0, 4000.0)
+    run.parse(["prog"])
