@@ -294,7 +294,7 @@ def _tradeoff(config: Config, log: Log) -> ExperimentResult:
     prepare_output_dir(config.output_dir)
     pictures, captions, records, paths = [], [], [], []
     for ratio in ratios:
-        style_weight = ratio * float(config.content_weight)
+        style_weight = float(f"{ratio * float(config.content_weight):.12g}")
         log(f"tradeoff: style/content = {_num(ratio)} (style_weight={style_weight:.4g})")
         run = config.replace(style_weight=style_weight, output_dir=None)
         with quiet_retracing():
