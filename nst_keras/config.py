@@ -22,6 +22,16 @@ STYLE_LAYERS = (
 )
 CONTENT_LAYERS = ("block5_conv2",)
 
+# Experiments (nst_keras.experiments) and their defaults.
+EXPERIMENTS = ("none", "deprocess_offsets", "reconstruct_content", "reconstruct_style", "tradeoff")
+DEFAULT_DEPROCESS_OFFSETS = (
+    (103.939, 116.779, 123.68),  # the ImageNet means (B, G, R): undoes preprocessing
+    (123.939, 96.779, 96.68),  # a variant tried in a published write-up
+    (123.68, 116.779, 103.939),  # the ImageNet means in R, G, B order by mistake
+    (0.0, 0.0, 0.0),  # no offsets
+)
+DEFAULT_TRADEOFF_RATIOS = (0.4, 4.0, 40.0, 400.0, 4000.0)  # keras.io's is 1e-6 / 2.5e-8 = 40
+
 MODELS = ("vgg19", "vgg16")
 OPTIMIZERS = ("sgd", "adam", "lbfgs")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
@@ -130,6 +140,17 @@ class Config:
     # "keras_io": the tutorial's terms; "scaled": unit-free relative errors,
     # one set of weights for any backbone, size and layers.
     loss_normalization: str = "keras_io"
+
+    # --- Experiments (nst_keras.experiments; validated by experiments.validate) ---
+    # experiment: "none" (plain style transfer) or one of EXPERIMENTS.
+    # deprocess_offsets: B,G,R triples the deprocess_offsets experiment compares.
+    # reconstruct_layers: layers of the content reconstructions (one image per
+    #   layer) and of the style reconstructions (growing prefixes of the list).
+    # tradeoff_ratios: style_weight / content_weight of each tradeoff panel.
+    experiment: str = "none"
+    deprocess_offsets: Tuple[Tuple[float, float, float], ...] = DEFAULT_DEPROCESS_OFFSETS
+    reconstruct_layers: Sequence[str] = STYLE_LAYERS
+    tradeoff_ratios: Tuple[float, ...] = DEFAULT_TRADEOFF_RATIOS
 
     def replace(self, **changes) -> "Config":
         """Returns a copy with ``changes`` applied."""

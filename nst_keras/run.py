@@ -69,8 +69,17 @@ def _ints(name, values):
         return tuple(int(v) for v in values)
     except ValueError:
         raise UserError(f"--{name}={','.join(values)} must be integers separated by commas") from None
+
+
 # --- Loss normalisation ---
 flags.DEFINE_string("loss_normalization", "keras_io", "keras_io (the tutorial's objective) or scaled (each term a relative error: one set of weights for any network, size and layers).", flag_values=FLAGS)
+
+
+# --- Experiments (nst_keras.experiments): offsets, reconstructions, trade-off ---
+flags.DEFINE_string("experiment", "none", "What to run: none (a style transfer) or an experiment: " + ", ".join(cfg.EXPERIMENTS[1:]) + ".", flag_values=FLAGS)
+flags.DEFINE_string("deprocess_offsets", ";".join(",".join(str(v) for v in t) for t in cfg.DEFAULT_DEPROCESS_OFFSETS), "deprocess_offsets: B,G,R triples separated by ';' (quote it in a shell).", flag_values=FLAGS)
+flags.DEFINE_list("reconstruct_layers", list(cfg.STYLE_LAYERS), "reconstruct_content: one image per layer; reconstruct_style: growing prefixes of the list.", flag_values=FLAGS)
+flags.DEFINE_list("tradeoff_ratios", [str(v) for v in cfg.DEFAULT_TRADEOFF_RATIOS], "tradeoff: style_weight/content_weight ratios, one panel each.", flag_values=FLAGS)
 
 
 def _floats(name, values, count=None):
@@ -128,12 +137,27 @@ def config_from_flags(f=FLAGS) -> cfg.Config:
         ema_decay=f.ema_decay,
         clamp_pixels=f.clamp_pixels,
         loss_normalization=f.loss_normalization,
+        # Experiments
+        experiment=f.experiment,
+        deprocess_offsets=_offsets(f.deprocess_offsets),
+        reconstruct_layers=tuple(f.reconstruct_layers),
+        tradeoff_ratios=_floats("tradeoff_ratios", f.tradeoff_ratios),
     )
     if f.resume:  # the interrupted run's settings, with the ones given here checked
         from nst_keras.checkpoint import resume_config
 
         config = resume_config(f.resume, config, [n for n in f if f[n].present])
+    if config.experiment != "none":
+        from nst_keras.experiments import validate
+
+        return validate(config)
     return config.validate()
+
+
+def _offsets(text):
+    from nst_keras.experiments.offsets import parse_offsets
+
+    return parse_offsets(text)
 
 
 def parse(argv) -> None:
@@ -205,6 +229,12 @@ def main(argv=None) -> int:
         parse(argv)
         config = config_from_flags()
         _import_tensorflow_quietly()
+        if config.experiment != "none":
+            from nst_keras.experiments import run_experiment
+
+            paths = run_experiment(config).paths
+            print(f"saved {paths[-1]}" if paths else "done", flush=True)
+            return 0
         from nst_keras.engine import stylize
 
         result = stylize(config)

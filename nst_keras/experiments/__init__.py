@@ -1,0 +1,319 @@
+"""Experiments that show how the method works, as captioned grids and JSON reports.
+
+``run_experiment(config)`` runs ``config.experiment``:
+
+* ``deprocess_offsets``: one style transfer, then its final network image
+  deprocessed with each B,G,R triple of ``config.deprocess_offsets``;
+  writes ``deprocess_offsets.png`` and ``deprocess_offsets.json``.
+* ``reconstruct_content``: for each layer of ``config.reconstruct_layers``, an
+  image reconstructed from noise by matching only that layer's content
+  features; writes ``reconstruct_content_<layer>.png``, the grid
+  ``reconstruct_content.png`` (the content picture first) and
+  ``reconstruct_content.json``.
+* ``reconstruct_style``: the same with the style representation (Gram
+  matrices) of growing sets of layers ``{l1}, {l1, l2}, ...``; writes
+  ``reconstruct_style_upto_<layer>.png``, ``reconstruct_style.png`` (the
+  style picture first) and ``reconstruct_style.json``.
+* ``tradeoff``: one style transfer per ``style_weight / content_weight`` ratio
+  of ``config.tradeoff_ratios`` (``content_weight`` kept); writes
+  ``tradeoff_ratio_<r>.png``, the row ``tradeoff.png`` and ``tradeoff.json``.
+
+Everything goes to ``config.output_dir``; with ``output_dir=None`` nothing is
+written and the pictures are only returned.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from typing import Callable, Dict, List, Optional
+
+import numpy as np
+
+from nst_keras import images as imlib
+from nst_keras.config import EXPERIMENTS, Config
+from nst_keras.errors import UserError
+from nst_keras.experiments.grid import make_grid
+from nst_keras.experiments.offsets import (
+    format_offsets,
+    offsets_panels,
+    offsets_report,
+    parse_offsets,
+)
+from nst_keras.experiments.reconstruct import (
+    growing_sets,
+    noise_picture,
+    quiet_retracing,
+    reconstruct,
+)
+
+Log = Callable[[str], None]
+
+__all__ = [
+    "EXPERIMENTS",
+    "ExperimentResult",
+    "format_offsets",
+    "growing_sets",
+    "make_grid",
+    "noise_picture",
+    "offsets_report",
+    "parse_offsets",
+    "reconstruct",
+    "run_experiment",
+    "validate",
+]
+
+_UNUSED = "<unused>"
+
+
+@dataclasses.dataclass
+class ExperimentResult:
+    """What ``run_experiment`` returns.
+
+    Attributes:
+      grid: the captioned grid, ``uint8`` RGB.
+      pictures: the grid's panels in order.
+      captions: their captions.
+      records: the JSON report (a list of dicts).
+      paths: files written (the grid last).
+    """
+
+    grid: np.ndarray
+    pictures: List[np.ndarray]
+    captions: List[str]
+    records: List[Dict]
+    paths: List[str]
+
+
+def _print(line: str) -> None:
+    print(line, flush=True)
+
+
+def _num(v: float) -> str:
+    v = float(v)
+    return str(int(v)) if math.isfinite(v) and v == int(v) and abs(v) < 1e15 else repr(v)
+
+
+def _normalise(config: Config) -> Config:
+    """Accepts the flag syntax for the list fields too (handy in notebooks)."""
+    changes = {}
+    if isinstance(config.deprocess_offsets, str):
+        changes["deprocess_offsets"] = parse_offsets(config.deprocess_offsets)
+    if isinstance(config.reconstruct_layers, str):
+        changes["reconstruct_layers"] = tuple(
+            n.strip() for n in config.reconstruct_layers.split(",") if n.strip())
+    if isinstance(config.tradeoff_ratios, str):
+        try:
+            changes["tradeoff_ratios"] = tuple(
+                float(r) for r in config.tradeoff_ratios.split(",") if r.strip())
+        except ValueError:
+            raise UserError(f"--tradeoff_ratios={config.tradeoff_ratios} must be numbers "
+                            "separated by commas") from None
+    return config.replace(**changes) if changes else config
+
+
+def validate(config: Config) -> Config:
+    """Validates ``config`` for ``config.experiment``; raises ``UserError``.
+
+    The image an experiment does not use may be missing (the content image
+    for ``reconstruct_style``, the style image for ``reconstruct_content``).
+    The list fields may also be given in the flags' syntax (strings).
+
+    Returns:
+      The config, list fields parsed.
+    """
+    config = _normalise(config)
+    if config.experiment not in EXPERIMENTS:
+        raise UserError(
+            f"--experiment={config.experiment!r} is not known; use one of: "
+            + ", ".join(EXPERIMENTS)
+        )
+    name = config.experiment
+    check = config
+    if name == "reconstruct_content":
+        if config.content_image is None:
+            raise UserError("no content image given; set --content_image=PATH_OR_URL")
+        check = config.replace(style_image=config.style_image or _UNUSED,
+                               content_weight=1.0, style_weight=0.0)
+    elif name == "reconstruct_style":
+        if config.style_image is None:
+            raise UserError("no style image given; set --style_image=PATH_OR_URL")
+        check = config.replace(content_image=config.content_image or _UNUSED,
+                               content_weight=0.0, style_weight=1.0)
+    check.validate()
+    if name == "deprocess_offsets":
+        offsets = tuple(tuple(t) for t in config.deprocess_offsets)
+        if not offsets or any(
+            len(t) != 3 or not all(math.isfinite(float(v)) for v in t) for t in offsets
+        ):
+            raise UserError(
+                "--deprocess_offsets needs one or more B,G,R triples of finite numbers, "
+                "separated by ';'"
+            )
+    if name in ("reconstruct_content", "reconstruct_style") and not config.reconstruct_layers:
+        raise UserError("--reconstruct_layers is empty; name at least one layer")
+    if name == "tradeoff":
+        ratios = tuple(config.tradeoff_ratios)
+        if not ratios or any(not (0 < float(r) < math.inf) for r in ratios):
+            raise UserError(
+                f"--tradeoff_ratios={','.join(_num(r) for r in ratios)} needs one or more "
+                "positive numbers (style_weight / content_weight)"
+            )
+        if not config.content_weight > 0:
+            raise UserError(
+                "--experiment=tradeoff scales the style weight against --content_weight; "
+                "give --content_weight a positive value"
+            )
+    return config
+
+
+def run_experiment(config: Config, log: Log = _print) -> ExperimentResult:
+    """Runs ``config.experiment`` (see the module docstring).
+
+    Raises:
+      UserError: bad settings or inputs; nothing is written in that case.
+    """
+    config = validate(config)
+    runners = {
+        "deprocess_offsets": _deprocess_offsets,
+        "reconstruct_content": _reconstruct_content,
+        "reconstruct_style": _reconstruct_style,
+        "tradeoff": _tradeoff,
+    }
+    if config.experiment not in runners:
+        raise UserError("--experiment=none runs no experiment; name one of: "
+                        + ", ".join(runners))
+    return runners[config.experiment](config, log)
+
+
+def _write(config: Config, name: str, grid, records, extra_paths) -> List[str]:
+    if config.output_dir is None:
+        return []
+    json_path = os.path.join(config.output_dir, f"{name}.json")
+    imlib.atomic_write_bytes(
+        json_path, (json.dumps(records, indent=2, allow_nan=False) + "\n").encode()
+    )
+    grid_path = os.path.join(config.output_dir, f"{name}.png")
+    imlib.save_image(grid_path, grid)
+    return [*extra_paths, json_path, grid_path]
+
+
+def _save(config: Config, name: str, picture) -> List[str]:
+    if config.output_dir is None:
+        return []
+    path = os.path.join(config.output_dir, name)
+    imlib.save_image(path, picture)
+    return [path]
+
+
+def _deprocess_offsets(config: Config, log: Log) -> ExperimentResult:
+    from nst_keras.engine import stylize
+
+    offsets = [tuple(float(v) for v in t) for t in config.deprocess_offsets]
+    result = stylize(config, log=log)
+    records = offsets_report(result.tensor, offsets)
+    pictures, captions = offsets_panels(result.tensor, offsets)
+    grid = make_grid(pictures, captions)
+    for r in records:
+        psnr = "identical" if r["psnr_vs_imagenet"] is None else f"{r['psnr_vs_imagenet']:.2f} dB"
+        log(f"offsets {r['offsets']}: mean shift RGB {r['mean_shift_rgb']}, clipped RGB "
+            f"{r['clipped_fraction_rgb']}, PSNR vs ImageNet means {psnr}")
+    paths = _write(config, "deprocess_offsets", grid, records, list(result.paths))
+    return ExperimentResult(grid, pictures, captions, records, paths)
+
+
+def _load_backbone_checked(config: Config, layers):
+    from nst_keras import features
+
+    backbone, desc = features.load_backbone(config.model, config.weights, config.seed)
+    features.check_layers(backbone, layers, config.model)
+    return backbone, desc
+
+
+def _load_target(config: Config, source) -> np.ndarray:
+    pic = imlib.open_picture(source)
+    size = imlib.target_size(pic.size[0], pic.size[1], config.img_nrows)
+    return imlib.load_image(pic, size, config.interpolation)
+
+
+def _reconstruct_content(config: Config, log: Log) -> ExperimentResult:
+    from nst_keras.engine import prepare_output_dir
+
+    layers = list(config.reconstruct_layers)
+    target = _load_target(config, config.content_image)
+    backbone, desc = _load_backbone_checked(config, layers)
+    prepare_output_dir(config.output_dir)
+    log(f"content reconstructions from noise, {config.model} weights: {desc}; image "
+        f"{target.shape[0]}x{target.shape[1]}; {config.optimizer}, {config.iterations} "
+        "iterations each")
+    pictures, captions, records, paths = [target], ["content image"], [], []
+    for layer in layers:
+        picture, record = reconstruct(config, target, "content", [layer], backbone, log)
+        paths += _save(config, f"reconstruct_content_{layer}.png", picture)
+        record["file"] = os.path.basename(paths[-1]) if paths else None
+        pictures.append(picture)
+        captions.append(f"content {layer}")
+        records.append(record)
+    grid = make_grid(pictures, captions)
+    paths = _write(config, "reconstruct_content", grid, records, paths)
+    return ExperimentResult(grid, pictures, captions, records, paths)
+
+
+def _reconstruct_style(config: Config, log: Log) -> ExperimentResult:
+    from nst_keras.engine import prepare_output_dir
+
+    layers = list(config.reconstruct_layers)
+    target = _load_target(config, config.style_image)
+    backbone, desc = _load_backbone_checked(config, layers)
+    prepare_output_dir(config.output_dir)
+    log(f"style reconstructions from noise, {config.model} weights: {desc}; image "
+        f"{target.shape[0]}x{target.shape[1]}; {config.optimizer}, {config.iterations} "
+        "iterations each")
+    pictures, captions, records, paths = [target], ["style image"], [], []
+    for subset in growing_sets(layers):
+        picture, record = reconstruct(config, target, "style", subset, backbone, log)
+        paths += _save(config, f"reconstruct_style_upto_{subset[-1]}.png", picture)
+        record["file"] = os.path.basename(paths[-1]) if paths else None
+        pictures.append(picture)
+        captions.append("style " + (subset[0] if len(subset) == 1
+                                    else f"{subset[0]} .. {subset[-1]}"))
+        records.append(record)
+    grid = make_grid(pictures, captions)
+    paths = _write(config, "reconstruct_style", grid, records, paths)
+    return ExperimentResult(grid, pictures, captions, records, paths)
+
+
+def _tradeoff(config: Config, log: Log) -> ExperimentResult:
+    from nst_keras.engine import load_inputs, prepare_output_dir, stylize
+
+    ratios = [float(r) for r in config.tradeoff_ratios]
+    content, styles = load_inputs(config)  # fails before anything is written
+    _load_backbone_checked(config, list(config.content_layers) + list(config.style_layers))
+    prepare_output_dir(config.output_dir)
+    pictures, captions, records, paths = [], [], [], []
+    for ratio in ratios:
+        style_weight = float(f"{ratio * float(config.content_weight):.12g}")
+        log(f"tradeoff: style/content = {_num(ratio)} (style_weight={style_weight:.4g})")
+        run = config.replace(style_weight=style_weight, output_dir=None)
+        with quiet_retracing():
+            result = stylize(run, content=content, style=styles[0], log=log)
+        paths += _save(config, f"tradeoff_ratio_{_num(ratio)}.png", result.image)
+        last = result.history[-1] if result.history else {}
+        records.append({
+            "ratio": ratio,
+            "content_weight": float(config.content_weight),
+            "style_weight": style_weight,
+            "iterations": int(config.iterations),
+            "content_loss": last.get("content_loss"),
+            "style_loss": last.get("style_loss"),
+            "tv_loss": last.get("tv_loss"),
+            "losses_at_iteration": last.get("iteration"),
+            "file": os.path.basename(paths[-1]) if paths else None,
+        })
+        pictures.append(result.image)
+        captions.append(f"style/content = {_num(ratio)}")
+    grid = make_grid(pictures, captions)
+    paths = _write(config, "tradeoff", grid, records, paths)
+    return ExperimentResult(grid, pictures, captions, records, paths)

@@ -1,0 +1,152 @@
+"""Deprocess mean offsets: one network image deprocessed with several B,G,R triples.
+
+``deprocess_image`` adds three offsets to the B, G, R channels of the
+mean-centred network image, reverses the channels and clips to 0..255.  The
+offsets that undo ``preprocess_image`` are the ImageNet means; this module
+measures what other triples do to the same tensor.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Dict, List, Sequence, Tuple
+
+import numpy as np
+
+from nst_keras import images as imlib
+from nst_keras.config import DEFAULT_DEPROCESS_OFFSETS, IMAGENET_MEAN_BGR
+from nst_keras.errors import UserError
+
+Triple = Tuple[float, float, float]
+
+DEFAULT_OFFSETS: Tuple[Triple, ...] = DEFAULT_DEPROCESS_OFFSETS
+# Names of the default triples, used in captions.
+KNOWN_NAMES = {
+    (103.939, 116.779, 123.68): "ImageNet means",
+    (123.939, 96.779, 96.68): "write-up variant",
+    (123.68, 116.779, 103.939): "means in RGB order",
+    (0.0, 0.0, 0.0): "zeros",
+}
+
+
+def format_offsets(offsets: Sequence[Triple]) -> str:
+    """The flag syntax: ``B,G,R`` triples separated by ``;``."""
+    return ";".join(",".join(_num(v) for v in t) for t in offsets)
+
+
+def _num(v: float) -> str:
+    v = float(v)
+    return str(int(v)) if math.isfinite(v) and v == int(v) and abs(v) < 1e15 else repr(v)
+
+
+def parse_offsets(text: str, flag: str = "deprocess_offsets") -> Tuple[Triple, ...]:
+    """Parses ``"103.939,116.779,123.68;123.939,96.779,96.68"`` into triples.
+
+    Triples are separated by ``;`` and their three numbers (B, G, R) by ``,``;
+    spaces are ignored and a trailing ``;`` is allowed.
+
+    Raises:
+      UserError: empty, not numbers, or not three numbers per triple.
+    """
+    parts = [p.strip() for p in str(text).split(";")]
+    parts = [p for p in parts if p]
+    if not parts:
+        raise UserError(
+            f"--{flag} is empty; give B,G,R triples separated by ';', e.g. "
+            "'103.939,116.779,123.68;0,0,0'"
+        )
+    out = []
+    for part in parts:
+        numbers = [n.strip() for n in part.split(",")]
+        try:
+            triple = tuple(float(n) for n in numbers)
+        except ValueError:
+            raise UserError(
+                f"--{flag}: {part!r} is not three numbers; write B,G,R triples separated "
+                "by ';', e.g. '103.939,116.779,123.68;0,0,0'"
+            ) from None
+        if len(triple) != 3 or not all(math.isfinite(v) for v in triple):
+            raise UserError(
+                f"--{flag}: {part!r} needs exactly three finite numbers (B,G,R); separate "
+                "triples with ';'"
+            )
+        out.append(triple)
+    return tuple(out)
+
+
+def offsets_name(offsets: Triple) -> str:
+    key = tuple(round(float(v), 6) for v in offsets)
+    for known, name in KNOWN_NAMES.items():
+        if tuple(round(v, 6) for v in known) == key:
+            return name
+    return ""
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR in dB of two uint8 pictures (``inf`` when identical)."""
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    if mse == 0:
+        return math.inf
+    return 10.0 * math.log10(255.0**2 / mse)
+
+
+def offsets_report(tensor, offsets_list: Sequence[Triple]) -> List[Dict]:
+    """Deprocesses ``tensor`` with each triple and measures the pictures.
+
+    Args:
+      tensor: network image ``(1, rows, cols, 3)`` (BGR, mean-centred).
+      offsets_list: B,G,R triples.
+
+    Returns:
+      One dict per triple, JSON-ready:
+
+      * ``offsets``: the triple as given (B, G, R);
+      * ``name``: a short name for the known triples, else ``""``;
+      * ``mean_rgb``: mean R, G, B of the deprocessed picture (0..255);
+      * ``mean_shift_rgb``: ``mean_rgb`` minus that of the ImageNet-means
+        picture (per channel);
+      * ``clipped_low_fraction_rgb`` / ``clipped_high_fraction_rgb``: per
+        channel, the fraction of pixels whose rounded value ``x + offset``
+        fell below 0 / above 255 and was clipped;
+      * ``clipped_fraction_rgb``: their sum;
+      * ``psnr_vs_imagenet``: PSNR (dB) against the ImageNet-means picture;
+        ``null`` (infinite) when the pictures are identical;
+      * ``identical_to_imagenet``: whether they are.
+    """
+    x = np.array(tensor, dtype=np.float32)
+    if x.ndim == 4:
+        x = x[0]
+    reference = imlib.deprocess_image(x, IMAGENET_MEAN_BGR)
+    report = []
+    for offsets in offsets_list:
+        offsets = tuple(float(v) for v in offsets)
+        picture = imlib.deprocess_image(x, offsets)
+        # The values deprocess_image clips, computed the same way (float32).
+        raw = np.round((x + np.asarray(offsets, dtype=np.float32))[..., ::-1])
+        low = np.mean(raw < 0, axis=(0, 1))
+        high = np.mean(raw > 255, axis=(0, 1))
+        mean = picture.astype(np.float64).mean(axis=(0, 1))
+        shift = mean - reference.astype(np.float64).mean(axis=(0, 1))
+        value = psnr(picture, reference)
+        report.append({
+            "offsets": list(offsets),
+            "name": offsets_name(offsets),
+            "mean_rgb": [round(float(v), 4) for v in mean],
+            "mean_shift_rgb": [round(float(v), 4) for v in shift],
+            "clipped_low_fraction_rgb": [round(float(v), 6) for v in low],
+            "clipped_high_fraction_rgb": [round(float(v), 6) for v in high],
+            "clipped_fraction_rgb": [round(float(v), 6) for v in low + high],
+            "psnr_vs_imagenet": None if math.isinf(value) else round(value, 4),
+            "identical_to_imagenet": bool(math.isinf(value)),
+        })
+    return report
+
+
+def offsets_panels(tensor, offsets_list: Sequence[Triple]):
+    """``(pictures, captions)`` for the grid: one per triple."""
+    pictures, captions = [], []
+    for offsets in offsets_list:
+        pictures.append(imlib.deprocess_image(tensor, offsets))
+        name = offsets_name(offsets)
+        captions.append(",".join(_num(v) for v in offsets) + (f"\n{name}" if name else ""))
+    return pictures, captions
