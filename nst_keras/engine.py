@@ -132,12 +132,13 @@ def load_sources(config: Config, content=None, style=None) -> Sources:
         raise UserError("no content image given; set --content_image=PATH_OR_URL")
     if style_src is None:
         raise UserError("no style image given; set --style_image=PATH_OR_URL")
+    content_picture = imlib.open_picture(content_src)  # content first, as users list them
     styles = [imlib.open_picture(s) for s in controls.style_sources(style_src)]
     init = None
     if not (isinstance(config.init, str) and config.init in controls.INITS):
         init = imlib.open_picture(config.init)
     style_names = [f"style image {imlib.describe(s)}" for s in controls.style_sources(style_src)]
-    return Sources(imlib.open_picture(content_src), styles, init,
+    return Sources(content_picture, styles, init,
                    f"content image {imlib.describe(content_src)}", style_names)
 
 
