@@ -178,8 +178,8 @@ def run_experiment(config: Config, log: Log = _print) -> ExperimentResult:
     config = validate(config)
     runners = {
         "deprocess_offsets": _deprocess_offsets,
-        "reconstruct_content": _reconstruct_content,
-        "reconstruct_style": _reconstruct_style,
+        "reconstruct_content": lambda c, log: _reconstructions(c, log, "content"),
+        "reconstruct_style": lambda c, log: _reconstructions(c, log, "style"),
         "tradeoff": _tradeoff,
     }
     if config.experiment not in runners:
@@ -238,50 +238,39 @@ def _load_target(config: Config, source) -> np.ndarray:
     return imlib.load_image(pic, size, config.interpolation)
 
 
-def _reconstruct_content(config: Config, log: Log) -> ExperimentResult:
+def _reconstructions(config: Config, log: Log, kind: str) -> ExperimentResult:
+    """Fig. 1: one reconstruction from noise per layer (content) or per growing
+    set of layers (style), in a grid beside the target image."""
     from nst_keras.engine import prepare_output_dir
 
     layers = list(config.reconstruct_layers)
-    target = _load_target(config, config.content_image)
+    source = config.content_image if kind == "content" else config.style_image
+    target = _load_target(config, source)
     backbone, desc = _load_backbone_checked(config, layers)
     prepare_output_dir(config.output_dir)
-    log(f"content reconstructions from noise, {config.model} weights: {desc}; image "
+    log(f"{kind} reconstructions from noise, {config.model} weights: {desc}; image "
         f"{target.shape[0]}x{target.shape[1]}; {config.optimizer}, {config.iterations} "
         "iterations each")
-    pictures, captions, records, paths = [target], ["content image"], [], []
-    for layer in layers:
-        picture, record = reconstruct(config, target, "content", [layer], backbone, log)
-        paths += _save(config, f"reconstruct_content_{layer}.png", picture)
+    if kind == "content":
+        subsets = [[layer] for layer in layers]
+    else:
+        subsets = growing_sets(layers)
+    pictures, captions, records, paths = [target], [f"{kind} image"], [], []
+    for subset in subsets:
+        picture, record = reconstruct(config, target, kind, subset, backbone, log)
+        if kind == "content":
+            name, caption = f"reconstruct_content_{subset[0]}.png", f"content {subset[0]}"
+        else:
+            name = f"reconstruct_style_upto_{subset[-1]}.png"
+            caption = "style " + (subset[0] if len(subset) == 1
+                                  else f"{subset[0]} .. {subset[-1]}")
+        paths += _save(config, name, picture)
         record["file"] = os.path.basename(paths[-1]) if paths else None
         pictures.append(picture)
-        captions.append(f"content {layer}")
+        captions.append(caption)
         records.append(record)
     grid = make_grid(pictures, captions)
-    paths = _write(config, "reconstruct_content", grid, records, paths)
-    return ExperimentResult(grid, pictures, captions, records, paths)
-
-
-def _reconstruct_style(config: Config, log: Log) -> ExperimentResult:
-    from nst_keras.engine import prepare_output_dir
-
-    layers = list(config.reconstruct_layers)
-    target = _load_target(config, config.style_image)
-    backbone, desc = _load_backbone_checked(config, layers)
-    prepare_output_dir(config.output_dir)
-    log(f"style reconstructions from noise, {config.model} weights: {desc}; image "
-        f"{target.shape[0]}x{target.shape[1]}; {config.optimizer}, {config.iterations} "
-        "iterations each")
-    pictures, captions, records, paths = [target], ["style image"], [], []
-    for subset in growing_sets(layers):
-        picture, record = reconstruct(config, target, "style", subset, backbone, log)
-        paths += _save(config, f"reconstruct_style_upto_{subset[-1]}.png", picture)
-        record["file"] = os.path.basename(paths[-1]) if paths else None
-        pictures.append(picture)
-        captions.append("style " + (subset[0] if len(subset) == 1
-                                    else f"{subset[0]} .. {subset[-1]}"))
-        records.append(record)
-    grid = make_grid(pictures, captions)
-    paths = _write(config, "reconstruct_style", grid, records, paths)
+    paths = _write(config, f"reconstruct_{kind}", grid, records, paths)
     return ExperimentResult(grid, pictures, captions, records, paths)
 
 
