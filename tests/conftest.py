@@ -25,6 +25,23 @@ def make_picture(rows, cols, seed=0):
     return np.clip(base, 0, 255).astype(np.uint8)
 
 
+ROWS, COLS = 48, 64  # size of the in-memory test pictures
+
+
+@pytest.fixture(scope="module")
+def backbone():
+    """VGG19 with seeded random weights."""
+    from nst_keras.features import load_backbone
+
+    return load_backbone("vgg19", "random", seed=3)[0]
+
+
+@pytest.fixture(scope="module")
+def pictures():
+    """A content and a style picture, ROWS x COLS."""
+    return make_picture(ROWS, COLS, 0), make_picture(ROWS, COLS, 1)
+
+
 @pytest.fixture(scope="session")
 def image_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("images")

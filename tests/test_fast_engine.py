@@ -10,19 +10,9 @@ import tensorflow as tf
 from nst_keras import Config, images, run, stylize
 from nst_keras.engine import build_loss
 from nst_keras.features import load_backbone
-from conftest import make_picture
-
-ROWS, COLS = 48, 64
+from conftest import ROWS, COLS
 
 
-@pytest.fixture(scope="module")
-def backbone():
-    return load_backbone("vgg19", "random", seed=3)[0]
-
-
-@pytest.fixture(scope="module")
-def pictures():
-    return make_picture(ROWS, COLS, 0), make_picture(ROWS, COLS, 1)
 
 
 def _module(backbone, pictures, **kw):

@@ -6,21 +6,10 @@ import tensorflow as tf
 
 from nst_keras import Config, images, losses, stylize
 from nst_keras.engine import build_loss
-from nst_keras.features import load_backbone
 import keras_io_reference as ref
-from conftest import make_picture
-
-ROWS, COLS = 48, 64
+from conftest import ROWS, COLS
 
 
-@pytest.fixture(scope="module")
-def backbone():
-    return load_backbone("vgg19", "random", seed=3)[0]
-
-
-@pytest.fixture(scope="module")
-def pictures():
-    return make_picture(ROWS, COLS, 0), make_picture(ROWS, COLS, 1)
 
 
 WEIGHTS = [
