@@ -194,7 +194,6 @@ def keras_io_loop(model, base_image, style_image):
 
 def child_per_step(args):
     """(a) and (c): per-step time, loss and peak memory of one variant."""
-    import numpy as np
 
     from nst_keras import Config, images
     from nst_keras.engine import build_loss

@@ -10,7 +10,7 @@ import tensorflow as tf
 from nst_keras import Config, images, run, stylize
 from nst_keras.engine import build_loss
 from nst_keras.features import load_backbone
-from conftest import ROWS, COLS
+from conftest import ROWS
 
 
 

@@ -28,7 +28,7 @@ import dataclasses
 import json
 import math
 import os
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List
 
 import numpy as np
 
