@@ -10,7 +10,7 @@ that did not make it, with ``quality_score.py`` (``../shared/tools/``):
   more of the photo's structure; below ~0.2 the picture is washed out).
 
 Each config is a flagfile plus flags (the command line's, see
-``nst_keras/run.py``), run through the trained VGG16 stand-in
+``nst_keras/settings.py``), run through the trained VGG16 stand-in
 (``--vgg16_weights``) at ``--rows`` rows, next to its wall time and steps.
 Default configs: the tutorial (keras.io SGD schedule, 4000 steps, its
 normalisation and weights), the same schedule with ``configs/fast.cfg``'s
@@ -115,13 +115,13 @@ def script_scorer(script):
 
 
 def config_for(flags, content, style, args, out_dir):
-    from nst_keras import run
+    from nst_keras import cli
 
-    run.parse(["quality", *flags, f"--content_image={content}", f"--style_image={style}",
+    cli.parse(["quality", *flags, f"--content_image={content}", f"--style_image={style}",
                f"--img_nrows={args.rows}", "--model=vgg16",
                f"--weights={args.vgg16_weights}", f"--output_dir={out_dir}",
                "--result_prefix=out", "--save_every=0", *args.extra_flags])
-    config = run.config_from_flags()
+    config = cli.config_from_flags()
     if config.optimizer == "sgd" and config.iterations == TUTORIAL_STEPS and args.schedule_steps:
         config = config.replace(iterations=args.schedule_steps,
                                 log_every=max(1, args.schedule_steps // 10))
@@ -160,7 +160,7 @@ def run_one(name, flags, content, style, args, log):
     log(f"  {name}: {config.optimizer}, {config.iterations} steps, "
         f"{config.loss_normalization}, {config.precision} ...")
     from nst_keras.errors import UserError
-    from nst_keras.guard import NonFiniteLoss
+    from nst_keras.errors import NonFiniteLoss
 
     start = time.perf_counter()
     try:

@@ -195,10 +195,10 @@ def keras_io_loop(model, base_image, style_image):
 def child_per_step(args):
     """(a) and (c): per-step time, loss and peak memory of one variant."""
 
-    from nst_keras import Config, images
-    from nst_keras.engine import build_loss
-    from nst_keras.features import load_backbone
-    from nst_keras.optimize import make_optimizer
+    from nst_keras import Config, vgg
+    from nst_keras.pipeline import build_loss
+    from nst_keras.vgg import load_backbone
+    from nst_keras.optim import make_optimizer
     import tensorflow as tf
 
     rows, cols = args.rows, args.cols
@@ -211,7 +211,7 @@ def child_per_step(args):
     deadline = time.perf_counter() + args.budget_s
     if args.variant == "keras_io":
         step = keras_io_loop(
-            backbone, images.preprocess_image(content), images.preprocess_image(style)
+            backbone, vgg.preprocess_image(content), vgg.preprocess_image(style)
         )
         for i in range(args.steps + 1):
             t, c = time.perf_counter(), time.process_time()
@@ -226,7 +226,7 @@ def child_per_step(args):
         config = Config(content_image="c", style_image="s", weights="random",
                         precision=args.variant, jit_compile=args.jit_compile)
         loss = build_loss(config, content, [style], backbone)
-        image = tf.Variable(images.preprocess_image(content))
+        image = tf.Variable(vgg.preprocess_image(content))
         optimizer = make_optimizer("sgd", loss, image, 100.0, 100, 0.96,
                                    jit_compile=args.jit_compile)
         last = {"t": time.perf_counter(), "c": time.process_time()}
@@ -266,10 +266,10 @@ def child_per_step(args):
 
 def child_time_to_loss(args):
     """(b): one optimiser on trained VGG16 features until a loss is reached."""
-    from nst_keras import Config, images
-    from nst_keras.engine import build_loss, load_inputs
-    from nst_keras.features import load_backbone
-    from nst_keras.optimize import make_optimizer
+    from nst_keras import Config, vgg
+    from nst_keras.pipeline import build_loss, load_inputs
+    from nst_keras.vgg import load_backbone
+    from nst_keras.optim import make_optimizer
     import tensorflow as tf
 
     config = Config(
@@ -286,7 +286,7 @@ def child_time_to_loss(args):
     backbone = load_backbone("vgg16", args.vgg16_weights, 0)[0]
     start = time.perf_counter()
     loss = build_loss(config, content, style, backbone)
-    image = tf.Variable(images.preprocess_image(content))
+    image = tf.Variable(vgg.preprocess_image(content))
     optimizer = make_optimizer(args.variant, loss, image, config.resolved_learning_rate(),
                                config.decay_steps, config.decay_rate)
     target = args.target

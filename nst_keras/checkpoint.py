@@ -1,11 +1,11 @@
-"""Checkpoints, ``--resume`` and the SIGINT/SIGTERM handling that writes them.
+"""Checkpoint files and the settings ``--resume`` continues with.
 
 A checkpoint is ``<output_dir>/checkpoint.npz`` (written atomically): the
 network image, the optimiser's variables, the number of updates done, the
-settings (``flags``), the logged history, the elapsed time, and room for what
-a longer pipeline needs: a scale index and named extra images (e.g. an
-exponential moving average of the image).  It is written at every image save
-point, at the end of a run, and when SIGINT or SIGTERM asks the run to stop.
+settings (``flags``), the logged history, the elapsed time, the scale index
+and named extra images (the image average's state): a ``callbacks.RunState``
+plus the settings.  ``rundir.RunDirectory`` writes it at every image save
+point, at the end of a run, and when the run is stopped or interrupted.
 
 ``--resume=DIR`` restores it and runs the remaining steps.  For ``sgd`` and
 ``adam`` (whose whole state is the image and the optimiser's variables) the
@@ -20,67 +20,24 @@ import dataclasses
 import io
 import json
 import os
-import signal
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Sequence
 
 import numpy as np
 
+from nst_keras import settings
+from nst_keras.callbacks import RunState
 from nst_keras.errors import UserError
+from nst_keras.imaging import atomic_write_bytes
 
 CHECKPOINT_NAME = "checkpoint.npz"
 FORMAT_VERSION = 1
 
-# Settings --resume may change: they do not alter the objective or the path
-# the optimiser takes (``iterations`` extends or shortens the run).
-RESUME_MAY_CHANGE = frozenset({
-    "iterations", "save_every", "log_every", "overwrite", "resume", "check_memory",
-    "output_dir",
-})
-
-
-class Interrupted(Exception):
-    """The run stopped on SIGINT/SIGTERM after saving its image and checkpoint."""
-
-    def __init__(self, step: int, signal_name: str, paths: Sequence[str], output_dir):
-        self.step, self.signal_name = step, signal_name
-        self.paths, self.output_dir = list(paths), output_dir
-        super().__init__(self.describe())
-
-    def describe(self) -> str:
-        if self.output_dir is None:
-            return f"interrupted by {self.signal_name} at iteration {self.step}"
-        return (
-            f"interrupted by {self.signal_name} at iteration {self.step}; saved "
-            f"{', '.join(self.paths)}; continue with --resume={self.output_dir}"
-        )
-
 
 @dataclasses.dataclass
-class Checkpoint:
-    """The state of a run after ``step`` updates (see the module docstring)."""
+class Checkpoint(RunState):
+    """A ``RunState`` and the settings it was made with (``settings.to_dict``)."""
 
-    image: np.ndarray
-    optimizer_state: List[np.ndarray]
-    step: int
-    flags: Dict
-    history: List[Dict] = dataclasses.field(default_factory=list)
-    elapsed_s: float = 0.0
-    evaluations: int = 0
-    scale_index: int = 0
-    extra_images: Dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
-
-
-def config_to_flags(config) -> Dict:
-    """The settings of ``config`` as a JSON-friendly dict."""
-    out = {}
-    for field in dataclasses.fields(config):
-        value = getattr(config, field.name)
-        if isinstance(value, np.ndarray):
-            value = "<array>"
-        elif isinstance(value, tuple):
-            value = list(value)
-        out[field.name] = value
-    return out
+    flags: Dict = dataclasses.field(default_factory=dict)
 
 
 def path_in(output_dir: str) -> str:
@@ -89,8 +46,6 @@ def path_in(output_dir: str) -> str:
 
 def save(output_dir: str, ckpt: Checkpoint) -> str:
     """Writes ``ckpt`` atomically; returns its path."""
-    from nst_keras.images import atomic_write_bytes
-
     meta = {
         "format": FORMAT_VERSION,
         "step": int(ckpt.step),
@@ -172,19 +127,18 @@ def resume_config(resume_dir: str, config, explicit: Sequence[str]):
     """
     ckpt = load(resume_dir)
     saved = ckpt.flags
-    names = {f.name for f in dataclasses.fields(config)}
     changes = {}
-    for name in names:
+    for name in settings.FIELDS:
         if name in ("resume", "output_dir"):
             continue
         if name not in saved:
             continue  # a setting newer than the checkpoint keeps its given value
-        given = getattr(config, name)
         if name in explicit:
             continue  # checked by check_matches below
+        given = getattr(config, name)
         value = saved[name]
         if isinstance(given, tuple) and isinstance(value, list):
-            value = tuple(value)
+            value = tuple(tuple(v) if isinstance(v, list) else v for v in value)
         changes[name] = value
     if "output_dir" in explicit and os.path.abspath(config.output_dir or "") != \
             os.path.abspath(resume_dir):
@@ -202,65 +156,13 @@ def resume_config(resume_dir: str, config, explicit: Sequence[str]):
 def check_matches(ckpt: Checkpoint, config, resume_dir: str) -> None:
     """Raises ``UserError`` if ``config`` would change the checkpointed run's result."""
     for name, saved in ckpt.flags.items():
-        if name in RESUME_MAY_CHANGE or not hasattr(config, name):
+        if name in settings.RESUME_MAY_CHANGE or name not in settings.FIELDS:
             continue
         mine = getattr(config, name)
         mine = list(mine) if isinstance(mine, tuple) else mine
         if not _same(mine, saved):
             raise UserError(
-                f"--{name}={_show(mine)} differs from the interrupted run's "
-                f"{_show(saved)} (in {path_in(resume_dir)}); drop --{name} to continue "
+                f"--{name}={settings.show_value(mine)} differs from the interrupted run's "
+                f"{settings.show_value(saved)} (in {path_in(resume_dir)}); drop --{name} to continue "
                 "that run, or start a new one without --resume"
             )
-
-
-def _show(value) -> str:
-    if isinstance(value, (list, tuple)):
-        return ",".join(str(v) for v in value)
-    return str(value)
-
-
-class StopSignals:
-    """Context manager: SIGINT and SIGTERM ask the loop to stop after its step.
-
-    The first signal sets ``requested`` (the loop then saves and exits); the
-    previous handlers are put back at once, so a second Ctrl-C stops the
-    program immediately.  Outside the main thread it does nothing.
-    """
-
-    SIGNALS = ("SIGINT", "SIGTERM")
-
-    def __init__(self, log=None):
-        self.requested: Optional[str] = None
-        self._log = log
-        self._previous = {}
-
-    def _handle(self, signum, frame):  # noqa: ARG002
-        self.requested = signal.Signals(signum).name
-        self._restore()
-        if self._log is not None:
-            self._log(f"{self.requested}: stopping after this step and saving a checkpoint "
-                      "(send it again to quit at once)")
-
-    def _restore(self):
-        for signum, handler in self._previous.items():
-            try:
-                signal.signal(signum, handler)
-            except (ValueError, OSError):
-                pass
-        self._previous = {}
-
-    def __enter__(self):
-        for name in self.SIGNALS:
-            signum = getattr(signal, name, None)
-            if signum is None:
-                continue
-            try:
-                self._previous[signum] = signal.signal(signum, self._handle)
-            except ValueError:  # not the main thread
-                break
-        return self
-
-    def __exit__(self, *exc):
-        self._restore()
-        return False

@@ -15,10 +15,11 @@ import io
 import json
 import os
 import platform
-import sys
+from importlib import metadata
 from typing import Dict, List, Optional
 
-from nst_keras.images import atomic_write_bytes
+from nst_keras import settings, vgg
+from nst_keras.imaging import atomic_write_bytes, fetch
 
 RUN_JSON = "run.json"
 METRICS = "metrics.jsonl"
@@ -61,22 +62,14 @@ def write_json_lines(path: str, records: List[Dict]) -> None:
 
 
 def versions() -> Dict[str, Optional[str]]:
+    """Versions of Python and of the installed packages a result depends on."""
     out = {"python": platform.python_version()}
-    for name, module in (("tensorflow", "tensorflow"), ("keras", "keras"),
-                         ("numpy", "numpy"), ("pillow", "PIL"), ("scipy", "scipy"),
-                         ("absl-py", "absl"), ("matplotlib", "matplotlib")):
+    for name in ("tensorflow", "keras", "numpy", "pillow", "scipy", "absl-py", "matplotlib",
+                 "nst_keras"):
         try:
-            if module in ("matplotlib", "scipy", "absl") and module not in sys.modules:
-                from importlib import metadata
-
-                out[name] = metadata.version(name)
-                continue
-            out[name] = getattr(__import__(module), "__version__", None)
-        except Exception:  # noqa: BLE001 - a missing optional package is not an error
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
             out[name] = None
-    from nst_keras import __version__
-
-    out["nst_keras"] = __version__
     return out
 
 
@@ -95,7 +88,7 @@ def device() -> Dict:
     """The device TensorFlow runs on (first GPU if any, else the CPU)."""
     info = {"platform": platform.platform(), "cpu": _cpu_name(), "cpu_count": os.cpu_count()}
     try:
-        import tensorflow as tf
+        import tensorflow as tf  # late: the rest of this module runs without TensorFlow
 
         gpus = tf.config.list_physical_devices("GPU")
         names = []
@@ -117,8 +110,6 @@ _SHA_CACHE: Dict[tuple, str] = {}
 
 def file_sha256(path: str) -> Optional[str]:
     """sha256 of a file (cached by path, size and mtime); ``None`` if unreadable."""
-    from nst_keras.features import sha256_of
-
     try:
         st = os.stat(path)
     except OSError:
@@ -126,7 +117,7 @@ def file_sha256(path: str) -> Optional[str]:
     key = (os.path.abspath(path), st.st_size, st.st_mtime_ns)
     if key not in _SHA_CACHE:
         try:
-            _SHA_CACHE[key] = sha256_of(path)
+            _SHA_CACHE[key] = vgg.sha256_of(path)
         except OSError:
             return None
     return _SHA_CACHE[key]
@@ -134,13 +125,11 @@ def file_sha256(path: str) -> Optional[str]:
 
 def imagenet_cache_file(model: str) -> Optional[str]:
     """Where Keras keeps the ImageNet notop weights of ``model``, if present."""
-    from nst_keras.features import NOTOP_FILES
-
     homes = [os.environ.get("KERAS_HOME"), os.path.join(os.path.expanduser("~"), ".keras"),
              os.path.join("/tmp", ".keras")]
     for home in homes:
         if home:
-            path = os.path.join(home, "models", NOTOP_FILES[model])
+            path = os.path.join(home, "models", vgg.NOTOP_FILES[model])
             if os.path.isfile(path):
                 return path
     return None
@@ -163,8 +152,6 @@ def input_info(source) -> Dict:
         return {"source": "<array>", "sha256": None}
     info = {"source": source, "sha256": None}
     try:
-        from nst_keras.images import fetch
-
         path = fetch(source)  # cached after the run's own download
         info["sha256"] = file_sha256(path)
     except Exception:  # noqa: BLE001 - the manifest never fails a run
@@ -181,10 +168,10 @@ def plot_losses(path: str, history: List[Dict], weights: Dict[str, float]) -> Op
     if not history:
         return "loss.png skipped: no logged steps (--log_every=0)"
     try:
-        import matplotlib
+        import matplotlib  # late: an optional extra, needed for loss.png only
 
         matplotlib.use("Agg", force=False)
-        from matplotlib.figure import Figure
+        from matplotlib.figure import Figure  # late: as above
     except ImportError:
         return ("loss.png skipped: matplotlib is not installed "
                 "(pip install 'nst_keras[plot]')")
@@ -214,8 +201,6 @@ class Manifest:
     """Builds and rewrites ``<output_dir>/run.json``."""
 
     def __init__(self, output_dir: str, config, weights_description: str):
-        from nst_keras.checkpoint import config_to_flags
-
         self.path = os.path.join(output_dir, RUN_JSON)
         previous = {}
         if config.resume and os.path.isfile(self.path):
@@ -227,7 +212,7 @@ class Manifest:
         self.data = {
             "program": "nst_keras",
             "status": "running",
-            "flags": config_to_flags(config),
+            "flags": settings.to_dict(config),
             "versions": versions(),
             "device": device(),
             "weights": weights_info(config, weights_description),

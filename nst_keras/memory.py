@@ -69,7 +69,7 @@ def _gpu_total_bytes() -> Optional[int]:
     """Total memory of the first GPU (TensorFlow reserves most of it for itself
     once it runs, so its free memory says little about what a run may use)."""
     try:
-        import tensorflow as tf
+        import tensorflow as tf  # late: the estimate itself needs no TensorFlow
 
         if not tf.config.list_physical_devices("GPU"):
             return None
@@ -118,8 +118,8 @@ def check(rows: int, cols: int, config) -> None:
     """Raises ``UserError`` if a run at ``rows x cols`` will not fit in memory."""
     if not getattr(config, "check_memory", True):
         return
-    layers = list(config.content_layers if config.content_weight > 0 else [])
-    layers += list(config.style_layers if config.style_weight > 0 else [])
+    content_layers, style_layers = config.active_layers()
+    layers = content_layers + style_layers
     need = estimate_bytes(rows, cols, config.model, layers or ["block1_conv1"], config.precision)
     have, where = available_bytes()
     if have is None or need <= have:

@@ -31,7 +31,7 @@ ROWS, COLS = 48, 64  # size of the in-memory test pictures
 @pytest.fixture(scope="module")
 def backbone():
     """VGG19 with seeded random weights."""
-    from nst_keras.features import load_backbone
+    from nst_keras.vgg import load_backbone
 
     return load_backbone("vgg19", "random", seed=3)[0]
 
@@ -64,3 +64,18 @@ def style_path(image_dir):
 @pytest.fixture
 def style2_path(image_dir):
     return str(image_dir / "style2.png")
+
+
+def run_cli(*args):
+    """Runs the command line in this process; returns its exit status."""
+    from nst_keras import cli
+
+    return cli.main(["nst_keras.run", *args])
+
+
+def config_for(*argv):
+    """The validated ``Config`` the command line builds from ``argv``."""
+    from nst_keras import cli
+
+    cli.parse(["prog", *argv])
+    return cli.config_from_flags()

@@ -9,13 +9,10 @@ import pytest
 from PIL import Image
 
 from conftest import make_picture
-from nst_keras import images, memory, run
-from nst_keras.config import Config
+from nst_keras import cli, imaging, memory
+from nst_keras import Config
 from nst_keras.errors import UserError
-
-
-def cli(*args):
-    return run.main(["nst_keras.run", *args])
+from conftest import run_cli
 
 
 def args_for(content, style, out, *extra):
@@ -49,7 +46,7 @@ def assert_nothing_written(workdir, before):
 def run_bad(workdir, capsys, content, style, *extra, out_name="out", needles=()):
     before = os.listdir(workdir)
     out = workdir / out_name
-    code = cli(*args_for(content, style, out, *extra))
+    code = run_cli(*args_for(content, style, out, *extra))
     line = one_line_error(code, capsys, *needles)
     assert_nothing_written(workdir, before)
     return line
@@ -149,7 +146,7 @@ def test_unknown_optimizer_or_precision(workdir, content_path, style_path, capsy
 
 def test_missing_flagfile(workdir, capsys):
     before = os.listdir(workdir)
-    code = cli(f"--flagfile={workdir / 'missing.cfg'}", f"--output_dir={workdir / 'out'}")
+    code = run_cli(f"--flagfile={workdir / 'missing.cfg'}", f"--output_dir={workdir / 'out'}")
     one_line_error(code, capsys, "missing.cfg", "--flagfile")
     assert_nothing_written(workdir, before)
 
@@ -180,7 +177,7 @@ def test_input_inside_output_dir_is_never_overwritten(tmp_path, style_path, caps
     victim = out / "result.png"
     Image.fromarray(make_picture(48, 64)).save(victim)
     before = victim.read_bytes()
-    code = cli(*args_for(victim, style_path, out, "--overwrite"))
+    code = run_cli(*args_for(victim, style_path, out, "--overwrite"))
     one_line_error(code, capsys, "--content_image", "would be overwritten")
     assert victim.read_bytes() == before and os.listdir(out) == ["result.png"]
 
@@ -248,12 +245,12 @@ ODD_KINDS = ["grayscale", "rgba", "palette", "16bit", "cmyk", "exif_rotated", "g
 @pytest.mark.parametrize("kind", ODD_KINDS)
 def test_odd_image_runs_as_rgb_of_the_right_size(tmp_path, kind, capsys):
     path, want, tol = _odd_image(kind, tmp_path)
-    got = images.load_image(str(path))
+    got = imaging.load_image(str(path))
     assert got.dtype == np.uint8 and got.shape == (48, 64, 3)  # upright, RGB
     diff = np.abs(got.astype(int) - want.astype(int))
     assert diff.mean() <= tol / 3 and np.percentile(diff, 90) <= tol, diff.max()
     out = tmp_path / "out"
-    code = cli(f"--content_image={path}", f"--style_image={path}", f"--output_dir={out}",
+    code = run_cli(f"--content_image={path}", f"--style_image={path}", f"--output_dir={out}",
                "--weights=random", "--img_nrows=36", "--iterations=1", "--save_every=0",
                "--log_every=0", "--result_prefix=odd")
     assert code == 0, capsys.readouterr().err

@@ -8,14 +8,11 @@ import sys
 import pytest
 from PIL import Image
 
-from nst_keras import run
-from nst_keras.features import load_backbone
+from nst_keras import cli
+from nst_keras.vgg import load_backbone
+from conftest import run_cli
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def cli(*args):
-    return run.main(["nst_keras.run", *args])
 
 
 def base_args(content_path, style_path, out, *extra):
@@ -36,7 +33,7 @@ def read_metrics(out):
 
 def test_three_step_run_writes_images_and_metrics(tmp_path, content_path, style_path, capsys):
     out = str(tmp_path / "out")
-    code = cli(*base_args(content_path, style_path, out, "--iterations=3", "--log_every=1",
+    code = run_cli(*base_args(content_path, style_path, out, "--iterations=3", "--log_every=1",
                           "--save_every=2", "--result_prefix=pic"))
     assert code == 0
     names = sorted(n for n in os.listdir(out) if n != "loss.png")  # loss.png needs matplotlib
@@ -56,18 +53,18 @@ def test_three_step_run_writes_images_and_metrics(tmp_path, content_path, style_
 def test_command_line_overrides_flagfile(tmp_path, content_path, style_path):
     flagfile = tmp_path / "x.cfg"
     flagfile.write_text("--iterations=7\n--result_prefix=fromfile\n--img_nrows=300\n")
-    run.parse(["prog", f"--flagfile={flagfile}", "--img_nrows=64",
+    cli.parse(["prog", f"--flagfile={flagfile}", "--img_nrows=64",
                f"--content_image={content_path}", f"--style_image={style_path}"])
-    config = run.config_from_flags()
+    config = cli.config_from_flags()
     assert config.iterations == 7 and config.result_prefix == "fromfile"
     assert config.img_nrows == 64
-    run.parse(["prog", f"--content_image={content_path}", f"--style_image={style_path}"])
-    assert run.config_from_flags().iterations == 4000  # nothing leaks between parses
+    cli.parse(["prog", f"--content_image={content_path}", f"--style_image={style_path}"])
+    assert cli.config_from_flags().iterations == 4000  # nothing leaks between parses
 
 
 def test_default_cfg_holds_the_tutorial_values():
-    run.parse(["prog", f"--flagfile={os.path.join(REPO, 'configs', 'default.cfg')}"])
-    c = run.config_from_flags()
+    cli.parse(["prog", f"--flagfile={os.path.join(REPO, 'configs', 'default.cfg')}"])
+    c = cli.config_from_flags()
     assert c.content_image == "https://i.imgur.com/F28w3Ac.jpg"
     assert c.style_image == "https://i.imgur.com/9ooB60I.jpg"
     assert (c.img_nrows, c.iterations, c.interpolation) == (400, 4000, "nearest")
@@ -96,7 +93,7 @@ def test_weights_file_loads_and_changes_the_loss(tmp_path, content_path, style_p
     for name, extra in [("file", [f"--weights={path}"]), ("seed11", ["--seed=11"]),
                         ("seed0", ["--seed=0"])]:
         out = str(tmp_path / name)
-        assert cli(*base_args(content_path, style_path, out, "--iterations=1", "--log_every=1",
+        assert run_cli(*base_args(content_path, style_path, out, "--iterations=1", "--log_every=1",
                               "--save_every=0", "--style_weight=1", *extra)) == 0
         losses[name] = read_metrics(out)[0]["style_loss"]
     assert losses["file"] == pytest.approx(losses["seed11"], rel=1e-6)
@@ -116,7 +113,7 @@ def assert_one_line_error(code, capsys, *needles):
 
 def test_missing_weights_file_is_one_line(tmp_path, content_path, style_path, capsys):
     out = tmp_path / "out"
-    code = cli(*base_args(content_path, style_path, str(out), "--iterations=1",
+    code = run_cli(*base_args(content_path, style_path, str(out), "--iterations=1",
                           f"--weights={tmp_path / 'missing.h5'}"))
     assert_one_line_error(code, capsys, "missing.h5", "--weights")
     assert not out.exists()
@@ -136,7 +133,7 @@ def test_imagenet_download_failure_names_the_fixes(tmp_path, content_path, style
     out = tmp_path / "out"
     args = base_args(content_path, style_path, str(out), "--iterations=1")
     args = [a for a in args if not a.startswith("--weights")] + ["--weights=imagenet"]
-    code = cli(*args)
+    code = run_cli(*args)
     assert_one_line_error(code, capsys, "--weights=PATH",
                           "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5")
     assert not out.exists()
@@ -150,7 +147,7 @@ def test_bad_flag_values_are_one_line(tmp_path, content_path, style_path, capsys
                           ("--content_layers=block9_conv9", "block9_conv9"),
                           ("--no_such_flag=1", "no_such_flag")]:
         out = tmp_path / "out"
-        code = cli(*base_args(content_path, style_path, str(out), extra))
+        code = run_cli(*base_args(content_path, style_path, str(out), extra))
         assert_one_line_error(code, capsys, needle)
         assert not out.exists()
 

@@ -8,25 +8,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nst_keras import run
-from nst_keras.config import Config
-from nst_keras.experiments import (
-    growing_sets,
-    make_grid,
-    noise_picture,
-    offsets_report,
-    parse_offsets,
-    reconstruct,
-)
+from nst_keras import cli
+from nst_keras import Config
+from nst_keras.experiments import growing_sets, make_grid, offsets_report, reconstruct
+from nst_keras.imaging import noise_picture
+from nst_keras.settings import parse_offsets, validate
 from nst_keras.experiments.offsets import offsets_panels
 from nst_keras.errors import UserError
+from conftest import run_cli
 
 IMAGENET = (103.939, 116.779, 123.68)
 WRITE_UP = (123.939, 96.779, 96.68)
-
-
-def cli(*args):
-    return run.main(["nst_keras.run", *args])
 
 
 def tiny(content_path, style_path, out, *extra):
@@ -89,8 +81,6 @@ def test_parse_offsets_syntax_and_errors():
 
 
 def test_validate_parses_flag_syntax_and_rejects_bad_values():
-    from nst_keras.experiments import validate
-
     config = validate(Config(content_image="c.png", experiment="reconstruct_content",
                              reconstruct_layers="block1_conv1, block2_conv1"))
     assert config.reconstruct_layers == ("block1_conv1", "block2_conv1")
@@ -139,7 +129,7 @@ def test_grid_wraps_long_captions_into_more_lines():
 def test_deprocess_offsets_cli_writes_grid_and_report(tmp_path, content_path, style_path):
     out = str(tmp_path / "out")
     offsets = "103.939,116.779,123.68;123.939,96.779,96.68;0,0,0"
-    assert cli(*tiny(content_path, style_path, out, "--experiment=deprocess_offsets",
+    assert run_cli(*tiny(content_path, style_path, out, "--experiment=deprocess_offsets",
                      "--iterations=3", f"--deprocess_offsets={offsets}")) == 0
     report = json.load(open(os.path.join(out, "deprocess_offsets.json")))
     assert [r["offsets"] for r in report] == [list(t) for t in parse_offsets(offsets)]
@@ -161,14 +151,14 @@ def test_deprocess_offsets_cli_writes_grid_and_report(tmp_path, content_path, st
 def test_bad_experiment_settings_are_one_line_errors(tmp_path, content_path, style_path,
                                                      capsys, extra, words):
     out = tmp_path / "out"
-    assert cli(*tiny(content_path, style_path, str(out), "--iterations=2", *extra)) == 2
+    assert run_cli(*tiny(content_path, style_path, str(out), "--iterations=2", *extra)) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "\n" not in err and words in err
     assert not out.exists()
 
 
 def test_content_reconstruction_lowers_the_layer_loss_by_a_large_factor(content_path):
-    from nst_keras.images import load_image
+    from nst_keras.imaging import load_image
 
     target = load_image(content_path)
     config = Config(weights="random", optimizer="lbfgs", iterations=30, log_every=0,
@@ -183,9 +173,10 @@ def test_content_reconstruction_lowers_the_layer_loss_by_a_large_factor(content_
 
 
 def test_style_reconstruction_stays_in_pixel_range_so_the_picture_keeps_its_loss(style_path):
-    from nst_keras import engine
+    from nst_keras import pipeline
     from nst_keras.experiments.reconstruct import reconstruction_config
-    from nst_keras.images import load_image, preprocess_image
+    from nst_keras.imaging import load_image
+    from nst_keras.vgg import preprocess_image
 
     target = load_image(style_path)
     config = Config(weights="random", optimizer="lbfgs", iterations=15, log_every=0,
@@ -193,7 +184,7 @@ def test_style_reconstruction_stays_in_pixel_range_so_the_picture_keeps_its_loss
     layers = ["block1_conv1", "block2_conv1"]
     picture, record = reconstruct(config, target, "style", layers, log=None)
     assert record["final_loss"] * 10 < record["initial_loss"]
-    loss = engine.build_loss(reconstruction_config(config, "style", layers), target, [target])
+    loss = pipeline.build_loss(reconstruction_config(config, "style", layers), target, [target])
     # the saved (rounded, clipped) picture has the loss the optimiser reached
     saved = float(loss.terms(preprocess_image(picture))["style_loss"])
     assert saved == pytest.approx(record["final_loss"], rel=0.1)
@@ -202,7 +193,7 @@ def test_style_reconstruction_stays_in_pixel_range_so_the_picture_keeps_its_loss
 def test_reconstruct_content_cli_one_image_per_layer(tmp_path, content_path):
     out = str(tmp_path / "out")
     layers = "block1_conv1,block3_conv1"
-    assert cli(f"--content_image={content_path}", f"--output_dir={out}", "--weights=random",
+    assert run_cli(f"--content_image={content_path}", f"--output_dir={out}", "--weights=random",
                "--img_nrows=48", "--optimizer=lbfgs", "--iterations=15", "--log_every=0",
                "--total_variation_weight=0", "--experiment=reconstruct_content",
                f"--reconstruct_layers={layers}") == 0  # no style image needed
@@ -220,7 +211,7 @@ def test_style_sets_grow_and_change_the_noise(tmp_path, style_path):
     assert growing_sets(["a", "b", "c"]) == [("a",), ("a", "b"), ("a", "b", "c")]
     out = str(tmp_path / "out")
     layers = ["block1_conv1", "block2_conv1", "block3_conv1"]
-    assert cli(f"--style_image={style_path}", f"--output_dir={out}", "--weights=random",
+    assert run_cli(f"--style_image={style_path}", f"--output_dir={out}", "--weights=random",
                "--img_nrows=40", "--optimizer=lbfgs", "--iterations=10", "--log_every=0",
                "--total_variation_weight=0", "--experiment=reconstruct_style",
                f"--reconstruct_layers={','.join(layers)}") == 0  # no content image needed
@@ -239,7 +230,7 @@ def test_style_sets_grow_and_change_the_noise(tmp_path, style_path):
 
 def test_tradeoff_row_one_panel_per_ratio(tmp_path, content_path, style_path):
     out = str(tmp_path / "out")
-    assert cli(*tiny(content_path, style_path, out, "--experiment=tradeoff", "--iterations=6",
+    assert run_cli(*tiny(content_path, style_path, out, "--experiment=tradeoff", "--iterations=6",
                      "--log_every=3", "--content_weight=1", "--total_variation_weight=0",
                      "--tradeoff_ratios=0.0001,10000")) == 0
     report = json.load(open(os.path.join(out, "tradeoff.json")))
@@ -259,8 +250,8 @@ def test_tradeoff_row_one_panel_per_ratio(tmp_path, content_path, style_path):
                                   "reconstruct_style", "tradeoff"])
 def test_experiment_configs_parse_for_imagenet(name):
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    run.parse(["prog", f"--flagfile={os.path.join(repo, 'configs', name + '.cfg')}"])
-    config = run.config_from_flags()
+    cli.parse(["prog", f"--flagfile={os.path.join(repo, 'configs', name + '.cfg')}"])
+    config = cli.config_from_flags()
     assert config.experiment == name
     assert (config.weights, config.model, config.optimizer) == ("imagenet", "vgg19", "lbfgs")
     assert config.output_dir == f"outputs/{name}" and config.img_nrows >= 256
@@ -271,4 +262,4 @@ def test_experiment_configs_parse_for_imagenet(name):
         assert config.reconstruct_layers == tuple(f"block{i}_conv1" for i in range(1, 6))
     if name == "tradeoff":
         assert config.tradeoff_ratios == (0.4, 4.0, 40.0, 400.0, 4000.0)
-    run.parse(["prog"])
+    cli.parse(["prog"])

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from nst_keras import Config, images, run, stylize
-from nst_keras.engine import build_loss
-from nst_keras.features import load_backbone
+from nst_keras import Config, cli, stylize, vgg
+from nst_keras.pipeline import build_loss
+from nst_keras.vgg import load_backbone
 from conftest import ROWS
 
 
@@ -22,7 +22,7 @@ def _module(backbone, pictures, **kw):
 
 
 def _combination(pictures):
-    base = images.preprocess_image(pictures[0])
+    base = vgg.preprocess_image(pictures[0])
     rng = np.random.default_rng(0)
     return tf.constant((base + rng.normal(0, 20, base.shape)).astype(np.float32))
 
@@ -64,8 +64,8 @@ def test_mixed_bfloat16_network_really_runs_in_bfloat16(backbone, pictures):
     raw = module.extractor(_combination(pictures))
     assert {v.dtype for v in raw.values()} == {tf.bfloat16}
     # Targets are float32 constants computed once.
-    assert all(t.dtype == tf.float32 for t in module.style_targets.values())
-    assert all(t.dtype == tf.float32 for t in module.content_targets.values())
+    assert all(t.dtype == tf.float32 for t in module.style.targets.values())
+    assert all(t.dtype == tf.float32 for t in module.content.targets.values())
 
 
 def _run(pictures, optimizer, iterations, **kw):
@@ -84,12 +84,12 @@ STYLE_HEAVY = dict(content_weight=1e-4, style_weight=1.0, total_variation_weight
 @pytest.mark.parametrize("optimizer", ["sgd", "adam", "lbfgs"])
 def test_each_optimizer_lowers_the_loss(backbone, pictures, optimizer):
     module = _module(backbone, pictures, **STYLE_HEAVY)
-    start = float(module.terms(tf.constant(images.preprocess_image(pictures[0])))["loss"])
+    start = float(module.terms(tf.constant(vgg.preprocess_image(pictures[0])))["loss"])
     kw = dict(STYLE_HEAVY)
     if optimizer == "sgd":
         # SGD's rate depends on the loss's scale (keras.io's 100 is tuned for its
         # own weights): take a first step that lowers the loss by ~5 % to first order.
-        _, grad = module.value_and_grad(tf.constant(images.preprocess_image(pictures[0])))
+        _, grad = module.value_and_grad(tf.constant(vgg.preprocess_image(pictures[0])))
         kw["learning_rate"] = 0.05 * start / float(tf.reduce_sum(tf.square(grad)))
     result = _run(pictures, optimizer, 8, **kw)
     end = float(module.terms(tf.constant(result.tensor))["loss"])
@@ -123,7 +123,7 @@ def test_jit_compile_gives_the_same_losses(pictures):
 
 def test_model_vgg16_runs_from_the_command_line(tmp_path, content_path, style_path):
     out = str(tmp_path / "out")
-    code = run.main(["nst_keras.run", f"--content_image={content_path}",
+    code = cli.main(["nst_keras.run", f"--content_image={content_path}",
                      f"--style_image={style_path}", f"--output_dir={out}", "--weights=random",
                      "--img_nrows=48", "--model=vgg16", "--iterations=3", "--log_every=1",
                      "--save_every=0", "--content_layers=block4_conv2",
@@ -140,12 +140,12 @@ def test_model_vgg16_runs_from_the_command_line(tmp_path, content_path, style_pa
 def test_fast_cfg_is_valid_and_lowers_the_loss(tmp_path, content_path, style_path):
     cfg = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                        "configs", "fast.cfg")
-    run.parse(["prog", f"--flagfile={cfg}"])
-    config = run.config_from_flags()
+    cli.parse(["prog", f"--flagfile={cfg}"])
+    config = cli.config_from_flags()
     assert (config.optimizer, config.precision, config.loss_normalization) == (
         "lbfgs", "mixed_bfloat16", "scaled")
     out = str(tmp_path / "out")
-    assert run.main(["prog", f"--flagfile={cfg}", f"--content_image={content_path}",
+    assert cli.main(["prog", f"--flagfile={cfg}", f"--content_image={content_path}",
                      f"--style_image={style_path}", f"--output_dir={out}",
                      "--weights=random", "--img_nrows=48", "--iterations=4",
                      "--log_every=1"]) == 0

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from nst_keras import Config, images, losses, stylize
-from nst_keras.engine import build_loss
+from nst_keras import Config, objective, stylize, vgg
+from nst_keras.pipeline import build_loss
 import keras_io_reference as ref
 from conftest import ROWS, COLS
 
@@ -23,8 +23,8 @@ WEIGHTS = [
 @pytest.mark.parametrize("w", WEIGHTS)
 def test_objective_and_gradient_equal_keras_io(backbone, pictures, w):
     content, style = pictures
-    base = images.preprocess_image(content)
-    style_ref = images.preprocess_image(style)
+    base = vgg.preprocess_image(content)
+    style_ref = vgg.preprocess_image(style)
     rng = np.random.default_rng(0)
     combination = (base + rng.normal(0, 20, base.shape)).astype(np.float32)
 
@@ -46,23 +46,23 @@ def test_objective_and_gradient_equal_keras_io(backbone, pictures, w):
 
 def test_separate_terms_are_the_keras_io_functions(pictures):
     content, _ = pictures
-    x = tf.constant(images.preprocess_image(content))
+    x = tf.constant(vgg.preprocess_image(content))
     y = x + 1.0
-    assert float(losses.content_loss(x, y)) == pytest.approx(ROWS * COLS * 3)
-    assert float(losses.total_variation_loss(y)) == pytest.approx(
-        float(losses.total_variation_loss(x)), rel=1e-6
+    assert float(objective.content_loss(x, y)) == pytest.approx(ROWS * COLS * 3)
+    assert float(objective.total_variation_loss(y)) == pytest.approx(
+        float(objective.total_variation_loss(x)), rel=1e-6
     )
     f = tf.reshape(tf.range(12, dtype=tf.float32), (2, 2, 3))
-    g = losses.gram_matrix(f).numpy()
+    g = objective.gram_matrix(f).numpy()
     flat = np.arange(12, dtype=np.float32).reshape(4, 3)
     np.testing.assert_allclose(g, flat.T @ flat)
-    assert float(losses.style_loss(tf.constant(flat.T @ flat), f, 2, 2)) == 0.0
+    assert float(objective.style_loss(tf.constant(flat.T @ flat), f, 2, 2)) == 0.0
 
 
 def test_engine_sgd_losses_equal_keras_io_loop_steps_1_to_5(backbone, pictures):
     content, style = pictures
     want, want_image = ref.run_sgd(
-        backbone, images.preprocess_image(content), images.preprocess_image(style), 5
+        backbone, vgg.preprocess_image(content), vgg.preprocess_image(style), 5
     )
     # Style-heavy weights so that all three terms move the image.
     result = stylize(

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from nst_keras import Config, images, run
-from nst_keras.engine import build_loss
-from nst_keras.features import _random_weights, load_backbone
-from nst_keras.optimize import LBFGS
+from nst_keras import Config, cli, vgg
+from nst_keras.pipeline import build_loss
+from nst_keras.vgg import _random_weights, load_backbone
+from nst_keras.optim import LBFGS
 import keras_io_reference as ref
 from conftest import make_picture
 
@@ -57,7 +57,7 @@ def test_scaled_optimum_invariant_to_rescaling_one_layer(layer, biases):
     scaled_net = _fresh_vgg16(biases=biases)
     _rescale(scaled_net, layer, 7.0)
     rng = np.random.default_rng(0)
-    base = images.preprocess_image(content)
+    base = vgg.preprocess_image(content)
     points = [tf.constant(base + rng.normal(0, s, base.shape).astype(np.float32))
               for s in (5.0, 30.0)]
 
@@ -101,7 +101,7 @@ def _gradient_l1(normalization):
         for rows in (36, 72):
             cols = rows * 4 // 3
             content, style = make_picture(rows, cols, 0), make_picture(rows, cols, 1)
-            x = images.preprocess_image(content) + np.random.default_rng(0).normal(
+            x = vgg.preprocess_image(content) + np.random.default_rng(0).normal(
                 0, 20, (1, rows, cols, 3)).astype(np.float32)
             module = _module(backbone, content, style, normalization, content_weight=1.0,
                              style_weight=1.0, total_variation_weight=1.0)
@@ -133,10 +133,10 @@ def test_scaled_gradient_magnitudes_stay_in_band_across_sizes_and_backbones():
 def test_keras_io_normalization_is_the_tutorial_objective():
     backbone = load_backbone("vgg19", "random", 3)[0]
     content, style = make_picture(ROWS, COLS, 0), make_picture(ROWS, COLS, 1)
-    base = images.preprocess_image(content)
+    base = vgg.preprocess_image(content)
     x = tf.constant(base + np.random.default_rng(1).normal(0, 20, base.shape).astype(np.float32))
     want, want_grad = ref.make_loss(backbone, ROWS, COLS)(
-        x, tf.constant(base), tf.constant(images.preprocess_image(style)))
+        x, tf.constant(base), tf.constant(vgg.preprocess_image(style)))
     module = _module(backbone, content, style, "keras_io",
                      content_weight=2.5e-8, style_weight=1e-6, total_variation_weight=1e-6)
     terms, grad = module.value_and_grad(x)
@@ -151,10 +151,10 @@ def test_loss_normalization_flag(tmp_path, content_path, style_path, capsys):
     args = ["nst_keras.run", f"--content_image={content_path}", f"--style_image={style_path}",
             f"--output_dir={out}", "--weights=random", "--img_nrows=48", "--iterations=2",
             "--log_every=1", "--save_every=0"]
-    assert run.main(args + ["--loss_normalization=scaled", "--content_weight=1",
+    assert cli.main(args + ["--loss_normalization=scaled", "--content_weight=1",
                             "--style_weight=10", "--total_variation_weight=0.1",
                             "--optimizer=lbfgs"]) == 0
     assert "Iteration 2: loss=" in capsys.readouterr().out
-    assert run.main(args + ["--loss_normalization=relative"]) == 2
+    assert cli.main(args + ["--loss_normalization=relative"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: --loss_normalization='relative' is not known")

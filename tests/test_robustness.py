@@ -12,28 +12,20 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nst_keras import checkpoint, manifest, run
-from nst_keras.checkpoint import Interrupted
-from nst_keras.config import Config
-from nst_keras.engine import stylize
+from nst_keras import checkpoint, cli, manifest, settings
+from nst_keras.errors import Interrupted
+from nst_keras import Config
+from nst_keras.pipeline import stylize
 from nst_keras.errors import UserError
+from conftest import config_for, run_cli
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def cli(*args):
-    return run.main(["nst_keras.run", *args])
 
 
 def flags_for(content, style, out, *extra):
     return [f"--content_image={content}", f"--style_image={style}", f"--output_dir={out}",
             "--weights=random", "--img_nrows=48", "--log_every=1", "--save_every=0",
             "--style_weight=1e-4", *extra]
-
-
-def config_for(*argv):
-    run.parse(["prog", *argv])
-    return run.config_from_flags()
 
 
 def pixels(path):
@@ -56,7 +48,7 @@ def test_interrupt_then_resume_ends_on_the_uninterrupted_image(
         tmp_path, content_path, style_path, capsys, optimizer, signame):
     common = [f"--optimizer={optimizer}", "--iterations=6"]
     straight = tmp_path / "straight"
-    assert cli(*flags_for(content_path, style_path, straight, *common)) == 0
+    assert run_cli(*flags_for(content_path, style_path, straight, *common)) == 0
 
     # The same run, sent a real signal while it logs iteration 3.
     resumed = tmp_path / "resumed"
@@ -77,7 +69,7 @@ def test_interrupt_then_resume_ends_on_the_uninterrupted_image(
 
     # Resume with the same flags (given again, as a user re-running the command would).
     capsys.readouterr()
-    assert cli(*flags_for(content_path, style_path, resumed, *common),
+    assert run_cli(*flags_for(content_path, style_path, resumed, *common),
                f"--resume={resumed}") == 0
     assert "resuming from" in capsys.readouterr().out
     np.testing.assert_array_equal(final_tensor(resumed), final_tensor(straight))
@@ -99,7 +91,7 @@ def test_resume_refuses_a_changed_setting_and_takes_the_rest_from_the_checkpoint
                    iterations=50, style_weight=3e-4, optimizer="adam")
     checkpoint.save(str(out), checkpoint.Checkpoint(
         image=np.zeros((1, 4, 4, 3), np.float32), optimizer_state=[np.int64(7)], step=7,
-        flags=checkpoint.config_to_flags(saved), scale_index=1,
+        flags=settings.to_dict(saved), scale_index=1,
         extra_images={"ema": np.ones((1, 4, 4, 3), np.float32)}))
     ckpt = checkpoint.load(str(out))
     assert ckpt.scale_index == 1 and ckpt.extra_images["ema"].sum() == 48
@@ -145,7 +137,7 @@ def test_real_sigint_to_the_program(tmp_path, content_path, style_path):
     assert (out / f"result_at_iteration_{step}.png").exists()
     assert json.loads((out / "run.json").read_text())["status"] == "interrupted"
     assert all(np.isfinite(m["loss"]) for m in metrics(out))  # whole lines only
-    assert cli(f"--resume={out}", f"--iterations={step + 1}") == 0
+    assert run_cli(f"--resume={out}", f"--iterations={step + 1}") == 0
     assert checkpoint.load(str(out)).step == step + 1
 
 
@@ -157,14 +149,14 @@ def test_nan_stop_keeps_the_last_finite_image(tmp_path, content_path, style_path
     # after 3 updates is the last with a finite loss.
     blow_up = ["--learning_rate=1e5", "--style_weight=1e-6"]
     out = tmp_path / "nan"
-    code = cli(*flags_for(content_path, style_path, out, "--iterations=20", *blow_up))
+    code = run_cli(*flags_for(content_path, style_path, out, "--iterations=20", *blow_up))
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1 and len(err) == 1, err
     assert "loss became inf at iteration 5" in err[0]
     assert "kept the last finite image (after 3 updates)" in err[0]
     assert str(out / "result.png") in err[0]
     ref = tmp_path / "ref"
-    assert cli(*flags_for(content_path, style_path, ref, "--iterations=3", *blow_up)) == 0
+    assert run_cli(*flags_for(content_path, style_path, ref, "--iterations=3", *blow_up)) == 0
     np.testing.assert_array_equal(pixels(out / "result.png"), pixels(ref / "result.png"))
     assert [m["iteration"] for m in metrics(out)] == [1, 2, 3, 4]  # strict JSON, finite
     data = json.loads((out / "run.json").read_text())
@@ -185,7 +177,7 @@ def test_json_and_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
     def fail(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("nst_keras.images.os.replace", fail)
+    monkeypatch.setattr("nst_keras.imaging.os.replace", fail)
     with pytest.raises(OSError):
         manifest.write_json(str(path), {"a": 2, "long": "x" * 10000})
     with pytest.raises(OSError):
@@ -212,21 +204,21 @@ def test_metrics_line_short_write_is_cut_back(tmp_path, monkeypatch):
 def test_existing_results_need_overwrite(tmp_path, content_path, style_path, capsys):
     out = tmp_path / "out"
     first = flags_for(content_path, style_path, out, "--iterations=2", "--save_every=1")
-    assert cli(*first) == 0
+    assert run_cli(*first) == 0
     names = sorted(os.listdir(out))
     assert [n for n in names if n != "loss.png"] == [
         "checkpoint.npz", "metrics.jsonl", "result.png", "result_at_iteration_1.png",
         "result_at_iteration_2.png", "run.json"]
     stamps = {n: (out / n).read_bytes() for n in names}
     capsys.readouterr()
-    code = cli(*flags_for(content_path, style_path, out, "--iterations=1", "--seed=3"))
+    code = run_cli(*flags_for(content_path, style_path, out, "--iterations=1", "--seed=3"))
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "--overwrite" in err[0] and "run.json" in err[0]
     assert {n: (out / n).read_bytes() for n in os.listdir(out)} == stamps
     # Another prefix still collides on run.json / metrics.jsonl.
-    assert cli(*flags_for(content_path, style_path, out, "--iterations=1",
+    assert run_cli(*flags_for(content_path, style_path, out, "--iterations=1",
                           "--result_prefix=other")) == 2
-    assert cli(*flags_for(content_path, style_path, out, "--iterations=1",
+    assert run_cli(*flags_for(content_path, style_path, out, "--iterations=1",
                           "--overwrite")) == 0
     assert sorted(n for n in os.listdir(out) if n != "loss.png") == [
         "checkpoint.npz", "metrics.jsonl", "result.png", "run.json"]  # stale snapshots gone
@@ -237,7 +229,7 @@ def test_existing_results_need_overwrite(tmp_path, content_path, style_path, cap
 
 def test_run_json_describes_the_run(tmp_path, content_path, style_path):
     out = tmp_path / "out"
-    assert cli(*flags_for(content_path, style_path, out, "--iterations=2")) == 0
+    assert run_cli(*flags_for(content_path, style_path, out, "--iterations=2")) == 0
     data = json.loads((out / "run.json").read_text())
     assert data["status"] == "finished" and data["steps"] == 2
     assert data["flags"]["iterations"] == 2 and data["flags"]["weights"] == "random"
@@ -295,7 +287,9 @@ def test_console_script_points_at_main():
         project = tomllib.load(f)["project"]
     assert project["scripts"]["nst-keras"] == "nst_keras.run:console_main"
     assert "matplotlib" in " ".join(project["optional-dependencies"]["plot"])
-    assert callable(run.console_main)
+    from nst_keras import run
+
+    assert callable(run.console_main) and run.main is cli.main
 
 
 @pytest.mark.parametrize("stop_at", [3, 4])
@@ -305,7 +299,7 @@ def test_multi_scale_with_averaging_resumes_to_the_uninterrupted_image(
     # scale, at 4 inside the second (image, Adam moments and average restored).
     common = ["--optimizer=adam", "--scales=32,48", "--iterations=3", "--ema_decay=0.5"]
     straight = tmp_path / "straight"
-    assert cli(*flags_for(content_path, style_path, straight, *common)) == 0
+    assert run_cli(*flags_for(content_path, style_path, straight, *common)) == 0
     resumed = tmp_path / "resumed"
     config = config_for(*flags_for(content_path, style_path, resumed, *common))
 
@@ -318,7 +312,7 @@ def test_multi_scale_with_averaging_resumes_to_the_uninterrupted_image(
     ckpt = checkpoint.load(str(resumed))
     assert (ckpt.step, ckpt.scale_index) == (stop_at, 0 if stop_at == 3 else 1)
     assert "average_total" in ckpt.extra_images
-    assert cli(*flags_for(content_path, style_path, resumed, *common),
+    assert run_cli(*flags_for(content_path, style_path, resumed, *common),
                f"--resume={resumed}") == 0
     np.testing.assert_array_equal(final_tensor(resumed), final_tensor(straight))
     np.testing.assert_array_equal(pixels(resumed / "result.png"), pixels(straight / "result.png"))

@@ -26,46 +26,28 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 from typing import Callable, Dict, List
 
 import numpy as np
 
-from nst_keras import images as imlib
-from nst_keras.config import EXPERIMENTS, Config
+from nst_keras import imaging, pipeline, rundir, settings, vgg
 from nst_keras.errors import UserError
 from nst_keras.experiments.grid import make_grid
-from nst_keras.experiments.offsets import (
-    format_offsets,
-    offsets_panels,
-    offsets_report,
-    parse_offsets,
-)
-from nst_keras.experiments.reconstruct import (
-    growing_sets,
-    noise_picture,
-    quiet_retracing,
-    reconstruct,
-)
+from nst_keras.experiments.offsets import offsets_panels, offsets_report
+from nst_keras.experiments.reconstruct import growing_sets, quiet_retracing, reconstruct
+from nst_keras.settings import Config
 
 Log = Callable[[str], None]
 
 __all__ = [
-    "EXPERIMENTS",
     "ExperimentResult",
-    "format_offsets",
     "growing_sets",
     "make_grid",
-    "noise_picture",
     "offsets_report",
-    "parse_offsets",
     "reconstruct",
     "run_experiment",
-    "validate",
 ]
-
-_UNUSED = "<unused>"
 
 
 @dataclasses.dataclass
@@ -87,95 +69,17 @@ class ExperimentResult:
     paths: List[str]
 
 
-def _print(line: str) -> None:
-    print(line, flush=True)
-
-
-def _num(v: float) -> str:
-    v = float(v)
-    return str(int(v)) if math.isfinite(v) and v == int(v) and abs(v) < 1e15 else repr(v)
-
-
-def _normalise(config: Config) -> Config:
-    """Accepts the flag syntax for the list fields too (handy in notebooks)."""
-    changes = {}
-    if isinstance(config.deprocess_offsets, str):
-        changes["deprocess_offsets"] = parse_offsets(config.deprocess_offsets)
-    if isinstance(config.reconstruct_layers, str):
-        changes["reconstruct_layers"] = tuple(
-            n.strip() for n in config.reconstruct_layers.split(",") if n.strip())
-    if isinstance(config.tradeoff_ratios, str):
-        try:
-            changes["tradeoff_ratios"] = tuple(
-                float(r) for r in config.tradeoff_ratios.split(",") if r.strip())
-        except ValueError:
-            raise UserError(f"--tradeoff_ratios={config.tradeoff_ratios} must be numbers "
-                            "separated by commas") from None
-    return config.replace(**changes) if changes else config
-
-
-def validate(config: Config) -> Config:
-    """Validates ``config`` for ``config.experiment``; raises ``UserError``.
-
-    The image an experiment does not use may be missing (the content image
-    for ``reconstruct_style``, the style image for ``reconstruct_content``).
-    The list fields may also be given in the flags' syntax (strings).
-
-    Returns:
-      The config, list fields parsed.
-    """
-    config = _normalise(config)
-    if config.experiment not in EXPERIMENTS:
-        raise UserError(
-            f"--experiment={config.experiment!r} is not known; use one of: "
-            + ", ".join(EXPERIMENTS)
-        )
-    name = config.experiment
-    check = config
-    if name == "reconstruct_content":
-        if config.content_image is None:
-            raise UserError("no content image given; set --content_image=PATH_OR_URL")
-        check = config.replace(style_image=config.style_image or _UNUSED,
-                               content_weight=1.0, style_weight=0.0)
-    elif name == "reconstruct_style":
-        if config.style_image is None:
-            raise UserError("no style image given; set --style_image=PATH_OR_URL")
-        check = config.replace(content_image=config.content_image or _UNUSED,
-                               content_weight=0.0, style_weight=1.0)
-    check.validate()
-    if name == "deprocess_offsets":
-        offsets = tuple(tuple(t) for t in config.deprocess_offsets)
-        if not offsets or any(
-            len(t) != 3 or not all(math.isfinite(float(v)) for v in t) for t in offsets
-        ):
-            raise UserError(
-                "--deprocess_offsets needs one or more B,G,R triples of finite numbers, "
-                "separated by ';'"
-            )
-    if name in ("reconstruct_content", "reconstruct_style") and not config.reconstruct_layers:
-        raise UserError("--reconstruct_layers is empty; name at least one layer")
-    if name == "tradeoff":
-        ratios = tuple(config.tradeoff_ratios)
-        if not ratios or any(not (0 < float(r) < math.inf) for r in ratios):
-            raise UserError(
-                f"--tradeoff_ratios={','.join(_num(r) for r in ratios)} needs one or more "
-                "positive numbers (style_weight / content_weight)"
-            )
-        if not config.content_weight > 0:
-            raise UserError(
-                "--experiment=tradeoff scales the style weight against --content_weight; "
-                "give --content_weight a positive value"
-            )
-    return config
-
-
-def run_experiment(config: Config, log: Log = _print) -> ExperimentResult:
+def run_experiment(config: Config, log: Log = print) -> ExperimentResult:
     """Runs ``config.experiment`` (see the module docstring).
+
+    The list settings may also be given in the flags' syntax (strings); the
+    image an experiment does not use may be missing (the content image for
+    ``reconstruct_style``, the style image for ``reconstruct_content``).
 
     Raises:
       UserError: bad settings or inputs; nothing is written in that case.
     """
-    config = validate(config)
+    config = settings.validate(config)
     runners = {
         "deprocess_offsets": _deprocess_offsets,
         "reconstruct_content": lambda c, log: _reconstructions(c, log, "content"),
@@ -192,11 +96,11 @@ def _write(config: Config, name: str, grid, records, extra_paths) -> List[str]:
     if config.output_dir is None:
         return []
     json_path = os.path.join(config.output_dir, f"{name}.json")
-    imlib.atomic_write_bytes(
+    imaging.atomic_write_bytes(
         json_path, (json.dumps(records, indent=2, allow_nan=False) + "\n").encode()
     )
     grid_path = os.path.join(config.output_dir, f"{name}.png")
-    imlib.save_image(grid_path, grid)
+    imaging.save_image(grid_path, grid)
     return [*extra_paths, json_path, grid_path]
 
 
@@ -204,15 +108,13 @@ def _save(config: Config, name: str, picture) -> List[str]:
     if config.output_dir is None:
         return []
     path = os.path.join(config.output_dir, name)
-    imlib.save_image(path, picture)
+    imaging.save_image(path, picture)
     return [path]
 
 
 def _deprocess_offsets(config: Config, log: Log) -> ExperimentResult:
-    from nst_keras.engine import stylize
-
     offsets = [tuple(float(v) for v in t) for t in config.deprocess_offsets]
-    result = stylize(config, log=log)
+    result = pipeline.stylize(config, log=log)
     records = offsets_report(result.tensor, offsets)
     pictures, captions = offsets_panels(result.tensor, offsets)
     grid = make_grid(pictures, captions)
@@ -225,29 +127,25 @@ def _deprocess_offsets(config: Config, log: Log) -> ExperimentResult:
 
 
 def _load_backbone_checked(config: Config, layers):
-    from nst_keras import features
-
-    backbone, desc = features.load_backbone(config.model, config.weights, config.seed)
-    features.check_layers(backbone, layers, config.model)
+    backbone, desc = vgg.load_backbone(config.model, config.weights, config.seed)
+    vgg.check_layers(backbone, layers, config.model)
     return backbone, desc
 
 
 def _load_target(config: Config, source) -> np.ndarray:
-    pic = imlib.open_picture(source)
-    size = imlib.target_size(pic.size[0], pic.size[1], config.img_nrows)
-    return imlib.load_image(pic, size, config.interpolation)
+    pic = imaging.open_picture(source)
+    size = imaging.target_size(pic.size[0], pic.size[1], config.img_nrows)
+    return imaging.load_image(pic, size, config.interpolation)
 
 
 def _reconstructions(config: Config, log: Log, kind: str) -> ExperimentResult:
     """Fig. 1: one reconstruction from noise per layer (content) or per growing
     set of layers (style), in a grid beside the target image."""
-    from nst_keras.engine import prepare_output_dir
-
     layers = list(config.reconstruct_layers)
     source = config.content_image if kind == "content" else config.style_image
     target = _load_target(config, source)
     backbone, desc = _load_backbone_checked(config, layers)
-    prepare_output_dir(config.output_dir)
+    _make_output_dir(config)
     log(f"{kind} reconstructions from noise, {config.model} weights: {desc}; image "
         f"{target.shape[0]}x{target.shape[1]}; {config.optimizer}, {config.iterations} "
         "iterations each")
@@ -274,21 +172,26 @@ def _reconstructions(config: Config, log: Log, kind: str) -> ExperimentResult:
     return ExperimentResult(grid, pictures, captions, records, paths)
 
 
-def _tradeoff(config: Config, log: Log) -> ExperimentResult:
-    from nst_keras.engine import load_inputs, prepare_output_dir, stylize
+def _make_output_dir(config: Config) -> None:
+    if config.output_dir is not None:
+        rundir.make_output_dir(config.output_dir)
 
+
+def _tradeoff(config: Config, log: Log) -> ExperimentResult:
     ratios = [float(r) for r in config.tradeoff_ratios]
-    content, styles = load_inputs(config)  # fails before anything is written
+    content, styles = pipeline.load_inputs(config)  # fails before anything is written
     _load_backbone_checked(config, list(config.content_layers) + list(config.style_layers))
-    prepare_output_dir(config.output_dir)
+    _make_output_dir(config)
     pictures, captions, records, paths = [], [], [], []
     for ratio in ratios:
         style_weight = float(f"{ratio * float(config.content_weight):.12g}")
-        log(f"tradeoff: style/content = {_num(ratio)} (style_weight={style_weight:.4g})")
+        log(f"tradeoff: style/content = {settings.number_text(ratio)} "
+            f"(style_weight={style_weight:.4g})")
         run = config.replace(style_weight=style_weight, output_dir=None)
         with quiet_retracing():
-            result = stylize(run, content=content, style=styles[0], log=log)
-        paths += _save(config, f"tradeoff_ratio_{_num(ratio)}.png", result.image)
+            result = pipeline.stylize(run, content=content, style=styles[0], log=log)
+        paths += _save(config, f"tradeoff_ratio_{settings.number_text(ratio)}.png",
+                       result.image)
         last = result.history[-1] if result.history else {}
         records.append({
             "ratio": ratio,
@@ -302,7 +205,7 @@ def _tradeoff(config: Config, log: Log) -> ExperimentResult:
             "file": os.path.basename(paths[-1]) if paths else None,
         })
         pictures.append(result.image)
-        captions.append(f"style/content = {_num(ratio)}")
+        captions.append(f"style/content = {settings.number_text(ratio)}")
     grid = make_grid(pictures, captions)
     paths = _write(config, "tradeoff", grid, records, paths)
     return ExperimentResult(grid, pictures, captions, records, paths)

@@ -13,13 +13,10 @@ from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
-from nst_keras import images as imlib
-from nst_keras.config import DEFAULT_DEPROCESS_OFFSETS, IMAGENET_MEAN_BGR
-from nst_keras.errors import UserError
+from nst_keras import settings, vgg
 
 Triple = Tuple[float, float, float]
 
-DEFAULT_OFFSETS: Tuple[Triple, ...] = DEFAULT_DEPROCESS_OFFSETS
 # Names of the default triples, used in captions.
 KNOWN_NAMES = {
     (103.939, 116.779, 123.68): "ImageNet means",
@@ -27,51 +24,6 @@ KNOWN_NAMES = {
     (123.68, 116.779, 103.939): "means in RGB order",
     (0.0, 0.0, 0.0): "zeros",
 }
-
-
-def format_offsets(offsets: Sequence[Triple]) -> str:
-    """The flag syntax: ``B,G,R`` triples separated by ``;``."""
-    return ";".join(",".join(_num(v) for v in t) for t in offsets)
-
-
-def _num(v: float) -> str:
-    v = float(v)
-    return str(int(v)) if math.isfinite(v) and v == int(v) and abs(v) < 1e15 else repr(v)
-
-
-def parse_offsets(text: str, flag: str = "deprocess_offsets") -> Tuple[Triple, ...]:
-    """Parses ``"103.939,116.779,123.68;123.939,96.779,96.68"`` into triples.
-
-    Triples are separated by ``;`` and their three numbers (B, G, R) by ``,``;
-    spaces are ignored and a trailing ``;`` is allowed.
-
-    Raises:
-      UserError: empty, not numbers, or not three numbers per triple.
-    """
-    parts = [p.strip() for p in str(text).split(";")]
-    parts = [p for p in parts if p]
-    if not parts:
-        raise UserError(
-            f"--{flag} is empty; give B,G,R triples separated by ';', e.g. "
-            "'103.939,116.779,123.68;0,0,0'"
-        )
-    out = []
-    for part in parts:
-        numbers = [n.strip() for n in part.split(",")]
-        try:
-            triple = tuple(float(n) for n in numbers)
-        except ValueError:
-            raise UserError(
-                f"--{flag}: {part!r} is not three numbers; write B,G,R triples separated "
-                "by ';', e.g. '103.939,116.779,123.68;0,0,0'"
-            ) from None
-        if len(triple) != 3 or not all(math.isfinite(v) for v in triple):
-            raise UserError(
-                f"--{flag}: {part!r} needs exactly three finite numbers (B,G,R); separate "
-                "triples with ';'"
-            )
-        out.append(triple)
-    return tuple(out)
 
 
 def offsets_name(offsets: Triple) -> str:
@@ -116,11 +68,11 @@ def offsets_report(tensor, offsets_list: Sequence[Triple]) -> List[Dict]:
     x = np.array(tensor, dtype=np.float32)
     if x.ndim == 4:
         x = x[0]
-    reference = imlib.deprocess_image(x, IMAGENET_MEAN_BGR)
+    reference = vgg.deprocess_image(x)
     report = []
     for offsets in offsets_list:
         offsets = tuple(float(v) for v in offsets)
-        picture = imlib.deprocess_image(x, offsets)
+        picture = vgg.deprocess_image(x, offsets)
         # The values deprocess_image clips, computed the same way (float32).
         raw = np.round((x + np.asarray(offsets, dtype=np.float32))[..., ::-1])
         low = np.mean(raw < 0, axis=(0, 1))
@@ -146,7 +98,7 @@ def offsets_panels(tensor, offsets_list: Sequence[Triple]):
     """``(pictures, captions)`` for the grid: one per triple."""
     pictures, captions = [], []
     for offsets in offsets_list:
-        pictures.append(imlib.deprocess_image(tensor, offsets))
+        pictures.append(vgg.deprocess_image(tensor, offsets))
         name = offsets_name(offsets)
-        captions.append(",".join(_num(v) for v in offsets) + (f"\n{name}" if name else ""))
+        captions.append(settings.format_offsets([offsets]) + (f"\n{name}" if name else ""))
     return pictures, captions

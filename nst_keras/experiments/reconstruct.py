@@ -3,7 +3,7 @@
 A content reconstruction starts from white noise and matches only the
 features of one layer of a picture; a style reconstruction matches only the
 Gram matrices of a set of layers.  The objective is the engine's
-(``engine.build_loss``) with weight 1 on the matched term and 0 on the other,
+(``pipeline.build_loss``) with weight 1 on the matched term and 0 on the other,
 optimised over a ``tf.Variable`` that starts from seeded noise.
 """
 
@@ -15,23 +15,12 @@ import time
 from typing import Callable, Dict, List, Sequence, Tuple
 
 import numpy as np
+import tensorflow as tf
 
-from nst_keras import images as imlib
-from nst_keras.config import IMAGENET_MEAN_BGR, Config
+from nst_keras import imaging, optim, pipeline, vgg
+from nst_keras.settings import Config
 
 TERM = {"content": "content_loss", "style": "style_loss"}
-
-
-def noise_picture(rows: int, cols: int, seed: int) -> np.ndarray:
-    """Seeded white noise: ``uint8 (rows, cols, 3)``, uniform over 0..255."""
-    rng = np.random.default_rng(seed)
-    return rng.integers(0, 256, size=(rows, cols, 3), dtype=np.uint8)
-
-
-def pixel_bounds():
-    """``(low, high)`` per B, G, R channel of a network image: pixels 0..255."""
-    mean = np.asarray(IMAGENET_MEAN_BGR, dtype=np.float64)
-    return -mean, 255.0 - mean
 
 
 def growing_sets(layers: Sequence[str]) -> List[Tuple[str, ...]]:
@@ -93,17 +82,12 @@ def reconstruct(
       with ``kind``, ``layers``, ``initial_loss``/``final_loss`` (the matched
       term, unweighted), ``iterations``, ``evaluations`` and ``seconds``.
     """
-    import tensorflow as tf
-
-    from nst_keras import engine
-    from nst_keras.optimize import LBFGS, make_optimizer
-
     log = log or (lambda line: None)
     rconfig = reconstruction_config(config, kind, layers)
-    loss = engine.build_loss(rconfig, target, [target], backbone)
+    loss = pipeline.build_loss(rconfig, target, [target], backbone)
     rows, cols = target.shape[:2]
     image = tf.Variable(
-        imlib.preprocess_image(noise_picture(rows, cols, config.seed)), dtype=tf.float32
+        vgg.preprocess_image(imaging.noise_picture(rows, cols, config.seed)), dtype=tf.float32
     )
     term = TERM[kind]
     with quiet_retracing():
@@ -112,9 +96,9 @@ def reconstruct(
         # Keep the pixels in 0..255: unbounded, a reconstruction from noise
         # drifts far outside the range, and the saved (clipped) picture would
         # no longer match the representation that was reconstructed.
-        optimizer = LBFGS(loss, image, bounds=pixel_bounds())
+        optimizer = optim.LBFGS(loss, image, bounds=vgg.pixel_bounds())
     else:
-        optimizer = make_optimizer(
+        optimizer = optim.make_optimizer(
             config.optimizer, loss, image, config.resolved_learning_rate(),
             config.decay_steps, config.decay_rate, jit_compile=config.jit_compile,
         )
@@ -142,4 +126,4 @@ def reconstruct(
         "evaluations": int(optimizer.evaluations),
         "seconds": round(time.perf_counter() - start, 3),
     }
-    return imlib.deprocess_image(image.numpy(), config.deprocess_mean), record
+    return vgg.deprocess_image(image.numpy(), config.deprocess_mean), record

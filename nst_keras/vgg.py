@@ -1,4 +1,11 @@
-"""The VGG feature extractor and the resolution of ``--weights``.
+"""VGG: the backbone, its weights, the cut feature extractor, and its input format.
+
+Layouts (as ``keras.applications.vgg19`` documents them): a *picture* is a
+``uint8`` array ``(rows, cols, 3)`` in RGB order, values 0..255.  A *network
+image* is a ``float32`` array or tensor ``(1, rows, cols, 3)`` in BGR order
+with the ImageNet channel means subtracted -- what
+``keras.applications.vgg19.preprocess_input`` produces.  ``preprocess_image``
+and ``deprocess_image`` convert between the two.
 
 The backbone is the Keras application itself (``keras.applications.VGG19`` or
 ``VGG16`` with ``include_top=False``), so ``weights="imagenet"`` uses Keras'
@@ -21,14 +28,77 @@ import numpy as np
 
 from nst_keras.errors import UserError
 
+IMAGENET_MEAN_BGR = (103.939, 116.779, 123.68)
+STYLE_LAYERS = ("block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1",
+                "block5_conv1")
+CONTENT_LAYERS = ("block5_conv2",)
+MIN_SIDE = 32  # the smallest input VGG accepts (five 2x2 poolings)
+
 NOTOP_FILES = {
     "vgg19": "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5",
     "vgg16": "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
 }
 
 
+# --------------------------------------------------------------------------
+# The input format
+
+
+def preprocess_image(picture) -> np.ndarray:
+    """Turns an RGB picture into a network image.
+
+    Args:
+      picture: array ``(rows, cols, 3)`` or ``(1, rows, cols, 3)``, RGB, values
+        in 0..255 (any numeric dtype).
+
+    Returns:
+      ``float32`` array ``(1, rows, cols, 3)``: channels reordered RGB->BGR and
+      the ImageNet means (B 103.939, G 116.779, R 123.68) subtracted, exactly
+      ``keras.applications.vgg19.preprocess_input``.
+    """
+    x = np.asarray(picture, dtype=np.float32)
+    if x.ndim == 3:
+        x = x[None]
+    x = x[..., ::-1] - np.asarray(IMAGENET_MEAN_BGR, dtype=np.float32)
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def deprocess_image(x, mean: Sequence[float] = IMAGENET_MEAN_BGR) -> np.ndarray:
+    """Turns a network image back into an RGB picture.
+
+    Args:
+      x: array or tensor ``(1, rows, cols, 3)`` or ``(rows, cols, 3)``, BGR,
+        mean-centred.
+      mean: the offsets added back to channels 0, 1, 2 (B, G, R) before the
+        channels are reversed; the ImageNet means undo ``preprocess_image``.
+
+    Returns:
+      ``uint8`` array ``(rows, cols, 3)``, RGB.
+
+    Departure from keras.io: the tutorial truncates (``astype("uint8")``);
+    this rounds to the nearest integer first, so that preprocess -> deprocess
+    returns the original pixels exactly (truncation turns 254.99998 into 254).
+    """
+    x = np.array(x, dtype=np.float32)
+    if x.ndim == 4:
+        x = x[0]
+    x = x + np.asarray(mean, dtype=np.float32)
+    x = x[..., ::-1]
+    return np.clip(np.round(x), 0, 255).astype(np.uint8)
+
+
+def pixel_bounds() -> Tuple[np.ndarray, np.ndarray]:
+    """``(low, high)`` per B, G, R channel of a network image whose pixels are 0..255."""
+    mean = np.asarray(IMAGENET_MEAN_BGR, np.float32)
+    return -mean, 255.0 - mean
+
+
+# --------------------------------------------------------------------------
+# The backbone and its weights
+
+
 def _application(model: str):
-    import keras
+    import keras  # late: importing this module must not start TensorFlow
 
     return {"vgg19": keras.applications.VGG19, "vgg16": keras.applications.VGG16}[model]
 
@@ -139,8 +209,12 @@ def check_layers(backbone, names: Iterable[str], model: str) -> None:
             )
 
 
+# --------------------------------------------------------------------------
+# The cut extractor
+
+
 def _edge_pad_class():
-    import keras
+    import keras  # late: importing this module must not start TensorFlow
 
     class EdgePad(keras.layers.Layer):
         """Pads height and width with ``pad`` copies of the edge pixels."""
@@ -201,7 +275,7 @@ def build_extractor(
       and returning ``{name: features}`` (compute dtype of the policy).  Layers
       after the deepest name are not built.
     """
-    import keras
+    import keras  # late: importing this module must not start TensorFlow
 
     wanted = list(dict.fromkeys(names))
     inputs = keras.Input(shape=(None, None, 3), dtype="float32", name="image")

@@ -1,9 +1,18 @@
 """Optimisers over the image: the keras.io SGD schedule, Adam and L-BFGS.
 
-Each optimiser drives the same loop contract: ``run(first_step, last_step,
-on_step)`` calls ``on_step(step, terms)`` after every optimiser step, where
-``terms`` is a dict of float32 scalar tensors.  ``on_step`` returns ``False``
-to stop early.
+Every optimiser has one interface:
+
+* ``run(first_step, last_step, on_step)`` calls ``on_step(step, terms)``
+  after every optimiser step, where ``terms`` is a dict of float32 scalar
+  tensors; ``on_step`` returns ``False`` to stop early.  Returns the last
+  step done.
+* ``state()`` / ``load_state(values)``: the optimiser's variables as NumPy
+  arrays (for checkpoints); ``warm_start(previous, size)`` carries a previous
+  scale's state over.
+* ``evaluations``: loss evaluations so far.
+
+Step hooks that act on the image after each step: ``clamp`` (keep pixels in
+range) and ``ImageAverage`` (an exponential moving average of the iterates).
 
 Which loss a step reports:
 * ``sgd`` and ``adam``: the loss *before* the step's update, as keras.io
@@ -13,10 +22,14 @@ Which loss a step reports:
 
 from __future__ import annotations
 
-from typing import Callable, Dict
+from typing import Callable, Dict, Tuple
 
+import keras
 import numpy as np
+import scipy.optimize
 import tensorflow as tf
+
+from nst_keras import vgg
 
 OnStep = Callable[[int, Dict[str, tf.Tensor]], bool]
 
@@ -32,8 +45,6 @@ class GradientDescent:
 
     def __init__(self, name, loss, image, learning_rate, decay_steps, decay_rate,
                  jit_compile=False):
-        import keras
-
         schedule = keras.optimizers.schedules.ExponentialDecay(
             initial_learning_rate=learning_rate,
             decay_steps=decay_steps,
@@ -48,7 +59,7 @@ class GradientDescent:
         self._step = tf.function(self._step_fn, jit_compile=jit_compile)
 
     def _step_fn(self):
-        terms, grad = self.loss._value_and_grad(self.image)
+        terms, grad = self.loss.value_and_grad_fn(self.image)
         self.optimizer.apply_gradients([(grad, self.image)])
         return terms
 
@@ -56,9 +67,33 @@ class GradientDescent:
         """Optimiser variables as NumPy arrays (for checkpoints)."""
         return [v.numpy() for v in self.optimizer.variables]
 
-    def set_state(self, values):
+    def load_state(self, values):
         for v, value in zip(self.optimizer.variables, values):
             v.assign(value)
+
+    def warm_start(self, previous, size: Tuple[int, int]) -> str:
+        """Carries ``previous``'s state (another scale's) over; returns a description.
+
+        The step counter carries on (so the learning-rate schedule, and Adam's
+        bias correction, run over the whole multi-scale run).  Adam's moment
+        estimates are resized to the new image size: the first bicubically,
+        the second bilinearly and clipped at 0 (the same warm start as
+        style-transfer-pytorch; Gatys et al. 2017 restart the optimiser).
+        """
+        if not isinstance(previous, GradientDescent):
+            return "nothing"
+        done = []
+        for dst, src in zip(self.optimizer.variables, previous.optimizer.variables):
+            if len(dst.shape) == 0:
+                dst.assign(src)
+                done.append("step counter")
+            elif "velocity" in dst.name:
+                dst.assign(np.maximum(resize_image(src, size, "bilinear").numpy(), 0.0))
+                done.append("second moments")
+            elif len(dst.shape) == 4:
+                dst.assign(resize_image(src, size, "bicubic"))
+                done.append("first moments")
+        return ", ".join(dict.fromkeys(done)) or "nothing"
 
     def run(self, first_step: int, last_step: int, on_step: OnStep) -> int:
         step = first_step - 1
@@ -93,12 +128,14 @@ class LBFGS:
     def state(self):
         return []
 
-    def set_state(self, values):
+    def load_state(self, values):
         del values  # L-BFGS restarts its curvature memory on resume.
 
-    def run(self, first_step: int, last_step: int, on_step: OnStep) -> int:
-        import scipy.optimize
+    def warm_start(self, previous, size) -> str:
+        del previous, size  # nothing carries over to a new L-BFGS-B run
+        return "nothing"
 
+    def run(self, first_step: int, last_step: int, on_step: OnStep) -> int:
         shape = tuple(self.image.shape)
         cache = {}
 
@@ -149,9 +186,66 @@ class LBFGS:
 
 def make_optimizer(name, loss, image, learning_rate, decay_steps, decay_rate,
                    jit_compile=False, bounds=None):
+    """``GradientDescent`` for ``sgd``/``adam``, ``LBFGS`` (with ``bounds``) for ``lbfgs``."""
     if name in ("sgd", "adam"):
         return GradientDescent(name, loss, image, learning_rate, decay_steps,
                                decay_rate, jit_compile=jit_compile)
     if name == "lbfgs":
         return LBFGS(loss, image, bounds=bounds)
     raise ValueError(f"unknown optimizer {name!r}")
+
+
+# --------------------------------------------------------------------------
+# Step hooks and resizing
+
+
+def clamp(image) -> None:
+    """Keeps a network-image variable inside the valid pixel range, in place.
+
+    Departure from Gatys et al. and keras.io, which leave the pixels free and
+    only clip when saving; style-transfer-pytorch clamps after every step.
+    """
+    low, high = vgg.pixel_bounds()
+    image.assign(tf.clip_by_value(image, low, high))
+
+
+class ImageAverage:
+    """Bias-corrected exponential moving average of the image (as Adam's moments).
+
+    ``value = (1 - d) * sum_k d^(t-k) x_k / (1 - d^t)`` after ``t`` updates.
+    Saving the average instead of the last iterate removes the high-frequency
+    jitter of the last steps (style-transfer-pytorch's averaging; not in
+    Gatys et al.).
+    """
+
+    def __init__(self, image, decay: float):
+        self.decay = float(decay)
+        self.total = tf.Variable(tf.zeros_like(image), trainable=False)
+        self.weight = tf.Variable(0.0, trainable=False)
+        self._update = tf.function(self._update_fn)
+
+    def _update_fn(self, image):
+        d = self.decay
+        self.total.assign(d * self.total + (1.0 - d) * image)
+        self.weight.assign(d * self.weight + (1.0 - d))
+
+    def update(self, image) -> None:
+        self._update(image)
+
+    def value(self):
+        return self.total / self.weight
+
+    def state(self) -> Dict[str, np.ndarray]:
+        return {"average_total": self.total.numpy(),
+                "average_weight": np.asarray(self.weight.numpy(), np.float32)}
+
+    def load_state(self, values: Dict[str, np.ndarray]) -> None:
+        if "average_total" in values:
+            self.total.assign(values["average_total"])
+            self.weight.assign(float(values["average_weight"]))
+
+
+def resize_image(tensor, size: Tuple[int, int], method: str = "bicubic"):
+    """Resizes a ``(1, rows, cols, channels)`` tensor to ``size = (rows, cols)``."""
+    return tf.image.resize(tf.convert_to_tensor(tensor, tf.float32), size, method=method,
+                           antialias=False)

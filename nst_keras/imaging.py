@@ -1,9 +1,18 @@
-"""Loading, VGG pre/de-processing and atomic saving of images.
+"""Pictures: open, resize, save (atomically), and the colour transforms.
 
-Layouts: a *picture* is a ``uint8`` array of shape ``(rows, cols, 3)`` in RGB
-order.  A *network image* is a ``float32`` array or tensor of shape
-``(1, rows, cols, 3)`` in BGR order with the ImageNet channel means
-subtracted, the input ``keras.applications.vgg19.preprocess_input`` produces.
+NumPy and Pillow only; nothing here knows the settings or the network.
+
+Layouts: a *picture* is an array ``(rows, cols, 3)`` in RGB order, values
+0..255 (``uint8`` when loaded or saved, ``float32`` in the colour transforms).
+Colour transforms follow Gatys, Bethge, Hertzmann and Shechtman, "Controlling
+Perceptual Factors in Neural Style Transfer" (CVPR 2017), section 5:
+
+* ``luminance_only`` / ``restore_chroma``: transfer the style on the
+  luminance channel only (YIQ, as in the paper), then put the content's
+  chroma back;
+* ``match_color_statistics``: recolour the style with a linear map so the
+  mean and covariance of its RGB pixels equal the content's (the symmetric
+  map ``A = Sigma_c^(1/2) Sigma_s^(-1/2)``, one of the paper's two choices).
 """
 
 from __future__ import annotations
@@ -14,15 +23,12 @@ import os
 import sys
 import tempfile
 import urllib.parse
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 from PIL import Image, ImageOps
 
-from nst_keras.config import IMAGENET_MEAN_BGR
 from nst_keras.errors import UserError
-
-MIN_SIDE = 32  # The smallest input VGG accepts (five 2x2 poolings).
 
 _RESAMPLE = {
     "nearest": Image.NEAREST,
@@ -50,7 +56,7 @@ def fetch(source: str) -> str:
         if os.path.isdir(source):
             raise UserError(f"image {source!r} is a directory; give an image file")
         return source
-    import keras
+    import keras  # late: only a URL needs Keras' download cache
 
     name = os.path.basename(urllib.parse.urlparse(source).path) or "image"
     chatter = io.StringIO()  # Keras' "Downloading data from" line, shown only on success
@@ -151,69 +157,21 @@ def load_image(source, size: Optional[Tuple[int, int]] = None, interpolation="ne
     """
     img = open_picture(source)
     if size is not None:
-        if min(size) < MIN_SIDE:
-            raise UserError(
-                f"image {describe(source)} would be {size[0]}x{size[1]} pixels; VGG needs "
-                f"at least {MIN_SIDE} per side: raise --img_nrows or use a less "
-                "elongated image"
-            )
         img = resize_picture(img, size, interpolation)
     return np.asarray(img, dtype=np.uint8).copy()
 
 
 def describe(source) -> str:
+    """How an image source is named in messages: its quoted path, or ``array``."""
     if isinstance(source, (str, os.PathLike)):
         return repr(str(source))
     return "array"
 
 
-def preprocess_image(picture) -> np.ndarray:
-    """Turns an RGB picture into a network image.
-
-    Args:
-      picture: array ``(rows, cols, 3)`` or ``(1, rows, cols, 3)``, RGB, values
-        in 0..255 (any numeric dtype).
-
-    Returns:
-      ``float32`` array ``(1, rows, cols, 3)``: channels reordered RGB->BGR and
-      the ImageNet means (B 103.939, G 116.779, R 123.68) subtracted, exactly
-      ``keras.applications.vgg19.preprocess_input``.
-    """
-    x = np.asarray(picture, dtype=np.float32)
-    if x.ndim == 3:
-        x = x[None]
-    x = x[..., ::-1] - np.asarray(IMAGENET_MEAN_BGR, dtype=np.float32)
-    return np.ascontiguousarray(x, dtype=np.float32)
-
-
-def deprocess_image(x, mean: Sequence[float] = IMAGENET_MEAN_BGR) -> np.ndarray:
-    """Turns a network image back into an RGB picture.
-
-    Args:
-      x: array or tensor ``(1, rows, cols, 3)`` or ``(rows, cols, 3)``, BGR,
-        mean-centred.
-      mean: the offsets added back to channels 0, 1, 2 (B, G, R) before the
-        channels are reversed; the ImageNet means undo ``preprocess_image``.
-
-    Returns:
-      ``uint8`` array ``(rows, cols, 3)``, RGB.
-
-    Departure from keras.io: the tutorial truncates (``astype("uint8")``);
-    this rounds to the nearest integer first, so that preprocess -> deprocess
-    returns the original pixels exactly (truncation turns 254.99998 into 254).
-    """
-    x = np.array(x, dtype=np.float32)
-    if x.ndim == 4:
-        x = x[0]
-    x = x + np.asarray(mean, dtype=np.float32)
-    x = x[..., ::-1]
-    return np.clip(np.round(x), 0, 255).astype(np.uint8)
-
-
-def encode_png(picture: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(np.asarray(picture, dtype=np.uint8)).save(buf, format="PNG")
-    return buf.getvalue()
+def noise_picture(rows: int, cols: int, seed: int) -> np.ndarray:
+    """Seeded white noise, uniform over 0..255 per channel: ``float32 (rows, cols, 3)``."""
+    rng = np.random.default_rng(seed)
+    return rng.uniform(0.0, 255.0, size=(rows, cols, 3)).astype(np.float32)
 
 
 def atomic_write_bytes(path: str, data: bytes) -> None:
@@ -245,3 +203,95 @@ def save_image(path: str, picture: np.ndarray) -> None:
     buf = io.BytesIO()
     Image.fromarray(np.asarray(picture, dtype=np.uint8)).save(buf, format=fmt)
     atomic_write_bytes(path, buf.getvalue())
+
+
+# --------------------------------------------------------------------------
+# Colour transforms
+
+# NTSC RGB -> YIQ (Y in 0..255 for RGB in 0..255).
+RGB_TO_YIQ = np.array(
+    [
+        [0.299, 0.587, 0.114],
+        [0.595716, -0.274453, -0.321263],
+        [0.211456, -0.522591, 0.311135],
+    ],
+    dtype=np.float64,
+)
+YIQ_TO_RGB = np.linalg.inv(RGB_TO_YIQ)
+
+def rgb_to_yiq(picture) -> np.ndarray:
+    """``(rows, cols, 3)`` RGB -> float64 YIQ."""
+    return np.asarray(picture, np.float64) @ RGB_TO_YIQ.T
+
+
+def yiq_to_rgb(yiq) -> np.ndarray:
+    """float YIQ -> float64 RGB (not clipped)."""
+    return np.asarray(yiq, np.float64) @ YIQ_TO_RGB.T
+
+
+def luminance_only(picture, reference=None) -> np.ndarray:
+    """A grey picture holding ``picture``'s luminance in all three channels.
+
+    With ``reference`` given, the luminance is first shifted and scaled to the
+    reference's luminance mean and standard deviation (the paper's luminance
+    histogram matching of the style to the content).
+    """
+    y = rgb_to_yiq(picture)[..., 0]
+    if reference is not None:
+        ref = rgb_to_yiq(reference)[..., 0]
+        y = (y - y.mean()) * (ref.std() / max(y.std(), 1e-6)) + ref.mean()
+    y = np.clip(y, 0.0, 255.0)
+    return np.repeat(y[..., None], 3, axis=-1).astype(np.float32)
+
+
+def restore_chroma(result, content) -> np.ndarray:
+    """Luminance of ``result`` with the I, Q channels of ``content`` (same size).
+
+    Returns float32 RGB, clipped to 0..255.
+    """
+    out = rgb_to_yiq(result)
+    out[..., 1:] = rgb_to_yiq(content)[..., 1:]
+    return np.clip(yiq_to_rgb(out), 0.0, 255.0).astype(np.float32)
+
+
+def _sqrt_and_inverse_sqrt(cov):
+    values, vectors = np.linalg.eigh(cov)
+    values = np.maximum(values, 1e-5)
+    root = (vectors * np.sqrt(values)) @ vectors.T
+    inv_root = (vectors / np.sqrt(values)) @ vectors.T
+    return root, inv_root
+
+
+def match_color_statistics(style, content) -> np.ndarray:
+    """Recolours ``style`` so its RGB mean and covariance equal ``content``'s.
+
+    ``x' = A (x - mu_s) + mu_c`` with ``A = Sigma_c^(1/2) Sigma_s^(-1/2)``.
+    Returns float32 RGB clipped to 0..255 (clipping only touches pixels the
+    linear map pushes outside the valid range).
+    """
+    s = np.asarray(style, np.float64).reshape(-1, 3)
+    c = np.asarray(content, np.float64).reshape(-1, 3)
+    mu_s, mu_c = s.mean(0), c.mean(0)
+    cov_s = np.cov(s, rowvar=False) + 1e-3 * np.eye(3)
+    cov_c = np.cov(c, rowvar=False) + 1e-3 * np.eye(3)
+    root_c, _ = _sqrt_and_inverse_sqrt(cov_c)
+    _, inv_root_s = _sqrt_and_inverse_sqrt(cov_s)
+    a = root_c @ inv_root_s
+    out = (s - mu_s) @ a.T + mu_c
+    out = np.clip(out, 0.0, 255.0)
+    return out.reshape(np.shape(style)).astype(np.float32)
+
+
+def colors_for_loss(mode: str, content, styles):
+    """The pictures the losses see under ``--preserve_colors=mode``.
+
+    Returns ``(content, styles)``: unchanged for ``none``, grey luminance
+    pictures for ``luminance`` (the style's luminance matched to the
+    content's), recoloured styles for ``histogram``.
+    """
+    if mode == "luminance":
+        return (luminance_only(content),
+                [luminance_only(s, reference=content) for s in styles])
+    if mode == "histogram":
+        return content, [match_color_statistics(s, content) for s in styles]
+    return content, list(styles)

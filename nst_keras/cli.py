@@ -1,0 +1,156 @@
+"""Command line: ``python -m nst_keras.run --flagfile=configs/default.cfg``.
+
+Every field of ``settings.Config`` is a flag (generated here from the
+field's kind, default and help).  A flag given on the command line after
+``--flagfile`` overrides the file's value.
+
+Exit status: 0 finished; 1 stopped on a NaN/Inf loss (last finite image
+kept); 2 bad input or settings (nothing written); 130 interrupted (image and
+checkpoint saved when the loop had started).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from absl import flags
+
+from nst_keras import checkpoint, settings
+from nst_keras.errors import Interrupted, NonFiniteLoss, UserError
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+FLAGS = flags.FlagValues()
+
+_DEFINE = {
+    "string": flags.DEFINE_string,
+    "integer": flags.DEFINE_integer,
+    "float": flags.DEFINE_float,
+    "boolean": flags.DEFINE_boolean,
+    "strings": flags.DEFINE_list,
+    "integers": flags.DEFINE_list,
+    "floats": flags.DEFINE_list,
+    "iterations": flags.DEFINE_list,
+    "offsets": flags.DEFINE_string,
+}
+
+
+def define_flags(flag_values: flags.FlagValues) -> None:
+    """Defines one absl flag per ``Config`` field in ``flag_values``."""
+    for name, field in settings.FIELDS.items():
+        kind = field.metadata["flag"]
+        default = settings.flag_text(name, field.metadata["flag_default"])
+        if kind in ("integer", "float", "boolean"):
+            default = field.metadata["flag_default"]
+        _DEFINE[kind](name, default, settings.full_help(name), flag_values=flag_values)
+
+
+define_flags(FLAGS)
+
+
+def config_from_flags(f: flags.FlagValues = FLAGS) -> settings.Config:
+    """Turns parsed flags into a validated ``Config`` (with ``--resume`` applied)."""
+    values = {}
+    for name, field in settings.FIELDS.items():
+        value = f[name].value
+        parse = settings.FLAG_KINDS[field.metadata["flag"]]
+        values[name] = parse(name, value) if parse is not None and value is not None else value
+    config = settings.Config(**values)
+    if config.resume:  # the interrupted run's settings, with the ones given here checked
+        config = checkpoint.resume_config(config.resume, config,
+                                          [n for n in f if f[n].present])
+    return settings.validate(config)
+
+
+def parse(argv) -> None:
+    """Parses ``argv`` (program name first) into ``FLAGS``, from defaults."""
+    FLAGS.unparse_flags()
+    try:
+        FLAGS(list(argv))
+    except flags.CantOpenFlagFileError as e:
+        name = str(e).rsplit(": ", 1)[-1]
+        raise UserError(f"cannot open flagfile {name}; check the --flagfile path") from None
+    except flags.IllegalFlagValueError as e:
+        raise UserError(_bad_value(str(e).splitlines()[0])) from None
+    except flags.Error as e:
+        raise UserError(str(e).splitlines()[0]) from None
+
+
+def _bad_value(text: str) -> str:
+    """``flag --iterations=abc: invalid literal ...`` -> ``--iterations=abc is not an integer (...)``."""
+    if not (text.startswith("flag --") and ": " in text):
+        return text
+    setting, reason = text[len("flag "):].split(": ", 1)
+    name = setting[2:].split("=", 1)[0]
+    kind = FLAGS[name].flag_type() if name in FLAGS else ""
+    kind = {"int": "an integer", "float": "a number"}.get(kind, "a valid value")
+    return f"{setting} is not {kind} ({reason})"
+
+
+def import_tensorflow_quietly() -> None:
+    """Imports TensorFlow with file descriptor 2 closed to its C++ start-up chatter.
+
+    TensorFlow's native start-up lines (oneDNN, CUDA probing) ignore
+    ``TF_CPP_MIN_LOG_LEVEL``; they would bury the one-line messages of this
+    program.  Set ``NST_KERAS_VERBOSE=1`` to see them.
+    """
+    if os.environ.get("NST_KERAS_VERBOSE"):
+        import tensorflow  # noqa: F401  late: imported loudly on request
+
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        os.close(devnull)
+        import tensorflow as tf  # late: the point of this function
+
+        tf.config.list_physical_devices()  # device probing prints here too
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _run(config: settings.Config) -> list:
+    """Runs the style transfer or experiment; returns the files written."""
+    import_tensorflow_quietly()
+    if config.experiment != "none":
+        from nst_keras import experiments  # late: after the quiet TensorFlow import
+
+        return experiments.run_experiment(config).paths
+    from nst_keras import pipeline  # late: after the quiet TensorFlow import
+
+    return pipeline.stylize(config).paths
+
+
+def main(argv=None) -> int:
+    """Entry point; returns the exit status (see the module docstring)."""
+    argv = sys.argv if argv is None else argv
+    if any(a in ("-h", "--help", "--helpshort", "--helpfull") for a in argv[1:]):
+        print(__doc__.strip() + "\n\nflags:\n" + FLAGS.get_help(), flush=True)
+        return 0
+    try:
+        parse(argv)
+        paths = _run(config_from_flags())
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        return 2
+    except NonFiniteLoss as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        return 1
+    except Interrupted as e:
+        print(f"stopped: {e}", file=sys.stderr, flush=True)
+        return 130
+    except KeyboardInterrupt:
+        print("stopped: interrupted before a checkpoint could be saved; files written "
+              "so far are kept", file=sys.stderr, flush=True)
+        return 130
+    print(f"saved {paths[-1]}" if paths else "done", flush=True)
+    return 0
+
+
+def console_main() -> None:
+    sys.exit(main())

@@ -1,0 +1,594 @@
+"""Every setting of a run, in one place: ``Config``.
+
+Each field of ``Config`` carries its default, its help text, its allowed
+values or check, the kind of command-line flag it becomes, and whether it
+changes the result (settings that do not may change on ``--resume``).  The
+absl flags (``nst_keras.cli``), validation (``validate``), the resume policy
+(``RESUME_MAY_CHANGE``) and the README's flag table (``flag_table``) are all
+generated from these fields, so adding an option is one field here plus the
+code that uses it.
+
+Every default is the keras.io "Neural style transfer" tutorial's, so
+``Config(content_image=..., style_image=...)`` reproduces it.
+
+``python -m nst_keras.settings`` prints the flag table.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+from nst_keras import vgg
+from nst_keras.errors import UserError
+
+ImageSource = Union[str, "numpy.ndarray"]  # noqa: F821  (path, URL or RGB array)
+
+MODELS = ("vgg19", "vgg16")
+OPTIMIZERS = ("sgd", "adam", "lbfgs")
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+LOSS_NORMALIZATIONS = ("keras_io", "scaled")
+INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos", "box", "hamming")
+COLOR_MODES = ("none", "luminance", "histogram")
+INITS = ("content", "noise", "style")
+POOLINGS = ("max", "avg")
+PADDINGS = ("zero", "replicate")
+EXPERIMENTS = ("none", "deprocess_offsets", "reconstruct_content", "reconstruct_style",
+               "tradeoff")
+
+DEFAULT_DEPROCESS_OFFSETS = (
+    (103.939, 116.779, 123.68),  # the ImageNet means (B, G, R): undoes preprocessing
+    (123.939, 96.779, 96.68),  # a variant tried in a published write-up
+    (123.68, 116.779, 103.939),  # the ImageNet means in R, G, B order by mistake
+    (0.0, 0.0, 0.0),  # no offsets
+)
+DEFAULT_TRADEOFF_RATIOS = (0.4, 4.0, 40.0, 400.0, 4000.0)  # keras.io's is 1e-6 / 2.5e-8 = 40
+
+# Learning rates used when ``learning_rate`` is None.  SGD's is the tutorial's
+# (its step depends on the loss scale, exactly as in keras.io).  Adam's is in
+# pixel units (0..255): Adam's step size does not depend on the gradient's
+# scale, so this default holds whatever the loss weights.  L-BFGS has none.
+DEFAULT_LEARNING_RATES = {"sgd": 100.0, "adam": 5.0, "lbfgs": None}
+
+
+# --------------------------------------------------------------------------
+# Field checks: each takes the value and raises UserError with the fix.
+
+
+def _fail(name: str, value, what: str):
+    raise UserError(f"--{name}={show_value(value)} {what}")
+
+
+def _positive_int(name, value):
+    if int(value) <= 0:
+        _fail(name, value, "must be a positive integer")
+
+
+def _non_negative_int(name, value):
+    if int(value) < 0:
+        _fail(name, value, "must be 0 or more")
+
+
+def _weight(name, value):
+    if not float(value) >= 0 or float(value) == math.inf:
+        _fail(name, value, "must be a finite number >= 0")
+
+
+def _positive_or_none(name, value):
+    if value is not None and not float(value) > 0:
+        _fail(name, value, "must be positive")
+
+
+def _decay_rate(name, value):
+    if not 0 < float(value) <= 1:
+        _fail(name, value, "must be in (0, 1]")
+
+
+def _bgr_triple(name, value):
+    if len(tuple(value)) != 3:
+        _fail(name, value, "needs three numbers (B,G,R)")
+
+
+def _positive_finite(name, value):
+    if not (math.isfinite(float(value)) and float(value) > 0):
+        _fail(name, value, "must be a positive number")
+
+
+def _ema(name, value):
+    if not 0 <= float(value) < 1:
+        _fail(name, value, "must be in [0, 1) (0 = off)")
+
+
+def _iterations(name, value):
+    counts = _as_list(value)
+    if not counts or any(int(n) != n or int(n) <= 0 for n in counts):
+        _fail(name, value, "must be positive integers")
+
+
+def _scales(name, value):
+    if value is None:
+        return
+    if len(value) == 0:
+        raise UserError("--scales is empty; give output heights like 256,512")
+    for s in value:
+        if int(s) != s or int(s) < vgg.MIN_SIDE:
+            raise UserError(f"--{name}={show_value(value)}: {s} is not a height of at least "
+                            f"{vgg.MIN_SIDE} pixels")
+
+
+def _init(name, value):
+    if not isinstance(value, str) or value in INITS or value.lower().startswith(
+            ("http://", "https://")):
+        return
+    if not os.path.isfile(value):
+        raise UserError(f"--init={value!r} is neither content, noise, style nor an existing "
+                        "image file; check the path")
+
+
+def _weights_list(name, values):
+    if values is None:
+        return
+    for v in values:
+        if not (math.isfinite(float(v)) and float(v) >= 0):
+            raise UserError(f"--{name}: weight {v} must be a finite number >= 0")
+    if not sum(float(v) for v in values) > 0:
+        raise UserError(f"--{name}: the weights are all 0; make at least one positive")
+
+
+def _offsets(name, value):
+    offsets = tuple(tuple(t) for t in value)
+    if not offsets or any(len(t) != 3 or not all(math.isfinite(float(v)) for v in t)
+                          for t in offsets):
+        raise UserError(f"--{name} needs one or more B,G,R triples of finite numbers, "
+                        "separated by ';'")
+
+
+def _ratios(name, value):
+    if not value or any(not (0 < float(r) < math.inf) for r in value):
+        _fail(name, value, "needs one or more positive numbers (style_weight / "
+                           "content_weight)")
+
+
+# --------------------------------------------------------------------------
+# Flag syntax: how the text of a flag becomes a value.
+
+
+def _as_list(value) -> list:
+    return [value] if isinstance(value, (int, float)) or hasattr(value, "dtype") \
+        and getattr(value, "ndim", 1) == 0 else list(value)
+
+
+def _numbers(kind: Callable, what: str):
+    def parse(name, items):
+        try:
+            return tuple(kind(v) for v in items)
+        except ValueError:
+            raise UserError(f"--{name}={','.join(items)} must be {what} separated by "
+                            "commas") from None
+    return parse
+
+
+def _texts(name, items):
+    return tuple(str(v).strip() for v in items if str(v).strip())
+
+
+def _iterations_text(name, items):
+    counts = _numbers(int, "integers")(name, items)
+    return counts[0] if len(counts) == 1 else counts
+
+
+def parse_offsets(text, name: str = "deprocess_offsets") -> Tuple[Tuple[float, float, float], ...]:
+    """Parses ``"103.939,116.779,123.68;0,0,0"``: B,G,R triples separated by ``;``.
+
+    Spaces are ignored and a trailing ``;`` is allowed.
+
+    Raises:
+      UserError: empty, not numbers, or not three numbers per triple.
+    """
+    example = "e.g. '103.939,116.779,123.68;0,0,0'"
+    parts = [p.strip() for p in str(text).split(";") if p.strip()]
+    if not parts:
+        raise UserError(f"--{name} is empty; give B,G,R triples separated by ';', {example}")
+    out = []
+    for part in parts:
+        try:
+            triple = tuple(float(n.strip()) for n in part.split(","))
+        except ValueError:
+            raise UserError(f"--{name}: {part!r} is not three numbers; write B,G,R triples "
+                            f"separated by ';', {example}") from None
+        if len(triple) != 3 or not all(math.isfinite(v) for v in triple):
+            raise UserError(f"--{name}: {part!r} needs exactly three finite numbers (B,G,R); "
+                            "separate triples with ';'")
+        out.append(triple)
+    return tuple(out)
+
+
+def format_offsets(offsets) -> str:
+    """The flag syntax of B,G,R triples: ``B,G,R;B,G,R``."""
+    return ";".join(",".join(number_text(v) for v in t) for t in offsets)
+
+
+# absl flag kind -> parser of the flag's value (None: the value as absl gives it).
+FLAG_KINDS: Dict[str, Optional[Callable]] = {
+    "string": None,
+    "integer": None,
+    "float": None,
+    "boolean": None,
+    "strings": _texts,
+    "integers": _numbers(int, "integers"),
+    "floats": _numbers(float, "numbers"),
+    "iterations": _iterations_text,
+    "offsets": lambda name, text: parse_offsets(text, name),
+}
+
+
+def setting(default, help: str, *, flag: str = "string", choices: Sequence[str] = (),
+            check: Optional[Callable] = None, result: bool = True, group: str = "run",
+            flag_default: Any = dataclasses.MISSING):
+    """A ``Config`` field with everything the flags, checks and docs need.
+
+    Args:
+      default: the value in Python (the keras.io tutorial's where it has one).
+      help: one sentence for ``--help`` and the README.
+      flag: the kind of absl flag (a key of ``FLAG_KINDS``).
+      choices: the allowed values (checked; listed in the help).
+      check: ``check(name, value)`` raising ``UserError`` (values not None).
+      result: whether the setting changes the result (``--resume`` refuses to
+        change such settings).
+      group: the README section the flag is listed under.
+      flag_default: the command line's default where it differs from Python's.
+    """
+    meta = dict(help=help, flag=flag, choices=tuple(choices), check=check,
+                result=result, group=group,
+                flag_default=default if flag_default is dataclasses.MISSING else flag_default)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Settings of one style-transfer run; see each field's ``help``.
+
+    Layouts: images are paths, http(s) URLs or ``uint8 (rows, cols, 3)`` RGB
+    arrays.  ``style_image`` may be a list or a comma-separated string of
+    several pictures; ``iterations`` an int or one count per scale.
+    """
+
+    # --- Inputs and size ---
+    content_image: Optional[ImageSource] = setting(
+        None, "Content photo: a path or an http(s) URL.", group="inputs")
+    style_image: Optional[Union[ImageSource, Sequence[ImageSource]]] = setting(
+        None, "Style picture: a path or an http(s) URL; several separated by commas.",
+        group="inputs")
+    img_nrows: int = setting(
+        400, "Output height; the width keeps the content's aspect ratio.", flag="integer",
+        check=_positive_int, group="inputs")
+    interpolation: str = setting(
+        "nearest", "Resampling of the inputs (nearest = keras.io).", choices=INTERPOLATIONS,
+        group="inputs")
+    style_blend_weights: Optional[Sequence[float]] = setting(
+        None, "One weight per --style_image (normalised to sum 1; default equal).",
+        flag="floats", check=_weights_list, group="inputs")
+    style_scale: float = setting(
+        1.0, "Style image resized to this factor times the output size (bigger: bigger "
+        "strokes).", flag="float", check=_positive_finite, group="inputs")
+    preserve_colors: str = setting(
+        "none", "Keep the content's colours: none, luminance (style on luminance only) or "
+        "histogram (style recoloured to the content's colour statistics).",
+        choices=COLOR_MODES, group="inputs")
+    init: Union[str, "numpy.ndarray"] = setting(  # noqa: F821
+        "content", "Initial image: content (keras.io), noise (seeded by --seed), style, or a "
+        "path/URL.", check=_init, group="inputs")
+    scales: Optional[Sequence[int]] = setting(
+        None, "Output heights of a coarse-to-fine run, e.g. 256,512,1024 (overrides "
+        "--img_nrows).", flag="integers", check=_scales, group="inputs")
+
+    # --- Objective and network ---
+    content_weight: float = setting(
+        2.5e-8, "Weight of the content loss.", flag="float", check=_weight, group="objective")
+    style_weight: float = setting(
+        1e-6, "Weight of the style loss.", flag="float", check=_weight, group="objective")
+    total_variation_weight: float = setting(
+        1e-6, "Weight of the total-variation loss.", flag="float", check=_weight,
+        group="objective")
+    content_layers: Sequence[str] = setting(
+        vgg.CONTENT_LAYERS, "VGG layers of the content loss.", flag="strings",
+        group="objective")
+    style_layers: Sequence[str] = setting(
+        vgg.STYLE_LAYERS, "VGG layers of the style loss.", flag="strings", group="objective")
+    style_layer_weights: Optional[Sequence[float]] = setting(
+        None, "One weight per --style_layers entry (normalised; default equal).",
+        flag="floats", check=_weights_list, group="objective")
+    loss_normalization: str = setting(
+        "keras_io", "keras_io (the tutorial's objective) or scaled (each term a relative "
+        "error: one set of weights for any network, size and layers).",
+        choices=LOSS_NORMALIZATIONS, group="objective")
+    model: str = setting("vgg19", "Backbone.", choices=MODELS, group="objective")
+    weights: str = setting(
+        "imagenet", "imagenet (Keras cache/download), random, or a path to a "
+        ".h5/.weights.h5 file.", group="objective")
+    pooling: str = setting(
+        "max", "Pooling layers: max (as trained) or avg (same weights, smoother).",
+        choices=POOLINGS, group="objective")
+    padding: str = setting(
+        "zero", "Padding of the first convolution: zero (as trained) or replicate (fewer "
+        "border seams).", choices=PADDINGS, group="objective")
+    seed: int = setting(0, "Seed of random weights and noise.", flag="integer",
+                        group="objective")
+
+    # --- Optimiser and speed ---
+    optimizer: str = setting("sgd", "Optimiser.", choices=OPTIMIZERS, group="optimizer")
+    iterations: Union[int, Sequence[int]] = setting(
+        4000, "Optimiser steps; with --scales one number per scale or one for all.",
+        flag="iterations", check=_iterations, result=False, group="optimizer")
+    learning_rate: Optional[float] = setting(
+        None, "Initial learning rate (default: 100 for sgd, 5 pixel units for adam).",
+        flag="float", check=_positive_or_none, group="optimizer")
+    decay_steps: int = setting(100, "ExponentialDecay decay_steps (sgd, adam).",
+                               flag="integer", check=_positive_int, group="optimizer")
+    decay_rate: float = setting(0.96, "ExponentialDecay decay_rate (sgd, adam).",
+                                flag="float", check=_decay_rate, group="optimizer")
+    ema_decay: float = setting(
+        0.0, "Save an exponential moving average of the image with this decay, e.g. 0.99 "
+        "(0: off).", flag="float", check=_ema, group="optimizer")
+    clamp_pixels: bool = setting(False, "Keep every pixel in 0..255 after each step.",
+                                 flag="boolean", group="optimizer")
+    precision: str = setting("float32", "Network precision.", choices=PRECISIONS,
+                             group="optimizer")
+    jit_compile: bool = setting(False, "Compile the step with XLA.", flag="boolean",
+                                group="optimizer")
+
+    # --- Output, resume, safety ---
+    output_dir: Optional[str] = setting(
+        None, "Directory for images, run.json, metrics.jsonl and checkpoint.npz (Python: "
+        "None writes nothing).", result=False, group="output", flag_default="outputs")
+    result_prefix: str = setting("result", "File name prefix of the written images.",
+                                 group="output")
+    save_every: int = setting(100, "Save an image every N steps (0: only the final image).",
+                              flag="integer", check=_non_negative_int, result=False,
+                              group="output")
+    log_every: int = setting(100, "Log and record losses every N steps.", flag="integer",
+                             check=_non_negative_int, result=False, group="output")
+    deprocess_mean: Tuple[float, float, float] = setting(
+        vgg.IMAGENET_MEAN_BGR, "B,G,R offsets deprocess_image adds back.", flag="floats",
+        check=_bgr_triple, group="output")
+    overwrite: bool = setting(False, "Replace the results of a previous run in "
+                              "--output_dir.", flag="boolean", result=False, group="output")
+    resume: Optional[str] = setting(
+        None, "Continue the interrupted run whose --output_dir this is (from its "
+        "checkpoint.npz).", result=False, group="output")
+    check_memory: bool = setting(
+        True, "Refuse image sizes whose memory estimate exceeds the free memory.",
+        flag="boolean", result=False, group="output")
+
+    # --- Experiments (nst_keras.experiments) ---
+    experiment: str = setting(
+        "none", "What to run: none (a style transfer) or an experiment.",
+        choices=EXPERIMENTS, group="experiments")
+    deprocess_offsets: Tuple[Tuple[float, float, float], ...] = setting(
+        DEFAULT_DEPROCESS_OFFSETS, "deprocess_offsets: B,G,R triples separated by ';' "
+        "(quote it in a shell).", flag="offsets", check=_offsets, group="experiments")
+    reconstruct_layers: Sequence[str] = setting(
+        vgg.STYLE_LAYERS, "reconstruct_content: one image per layer; reconstruct_style: "
+        "growing prefixes of the list.", flag="strings", group="experiments")
+    tradeoff_ratios: Tuple[float, ...] = setting(
+        DEFAULT_TRADEOFF_RATIOS, "tradeoff: style_weight/content_weight ratios, one panel "
+        "each.", flag="floats", check=_ratios, group="experiments")
+
+    def replace(self, **changes) -> "Config":
+        """Returns a copy with ``changes`` applied."""
+        return dataclasses.replace(self, **changes)
+
+    def validate(self) -> "Config":
+        """``settings.validate(self)``: parsed copy, or ``UserError``."""
+        return validate(self)
+
+    def resolved_learning_rate(self) -> Optional[float]:
+        """``learning_rate``, or the optimiser's default when it is None."""
+        if self.learning_rate is not None:
+            return float(self.learning_rate)
+        return DEFAULT_LEARNING_RATES[self.optimizer]
+
+    def active_layers(self) -> Tuple[List[str], List[str]]:
+        """``(content_layers, style_layers)`` whose term has a non-zero weight."""
+        content = list(self.content_layers) if self.content_weight > 0 else []
+        style = list(self.style_layers) if self.style_weight > 0 else []
+        return content, style
+
+    def stage_heights(self) -> List[int]:
+        """Output heights of the stages: ``scales``, else ``[img_nrows]``."""
+        return [int(s) for s in self.scales] if self.scales else [int(self.img_nrows)]
+
+    def iteration_counts(self) -> List[int]:
+        """Optimiser steps of each stage (one count per height)."""
+        counts = [int(n) for n in _as_list(self.iterations)]
+        return counts * len(self.stage_heights()) if len(counts) == 1 else counts
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+
+# Settings --resume may change: they do not alter the objective or the path
+# the optimiser takes (``iterations`` extends or shortens the run).
+RESUME_MAY_CHANGE = frozenset(n for n, f in FIELDS.items() if not f.metadata["result"])
+
+
+# --------------------------------------------------------------------------
+# Validation
+
+
+def coerce(config: Config) -> Config:
+    """Accepts the flag syntax (a string) for list settings given in Python."""
+    changes = {}
+    for name, field in FIELDS.items():
+        parse = FLAG_KINDS[field.metadata["flag"]]
+        value = getattr(config, name)
+        if parse is not None and isinstance(value, str):
+            text = value if field.metadata["flag"] == "offsets" else value.split(",")
+            changes[name] = parse(name, text)
+    return config.replace(**changes) if changes else config
+
+
+def style_sources(source) -> list:
+    """The style images of ``--style_image``: a list, or a comma-separated string.
+
+    A string naming an existing file is one image even if it has a comma.
+    """
+    if source is None:
+        return []
+    if isinstance(source, (list, tuple)):
+        return list(source)
+    if isinstance(source, str) and "," in source and not os.path.exists(source):
+        return [s.strip() for s in source.split(",") if s.strip()]
+    return [source]
+
+
+def _check_fields(config: Config) -> None:
+    for name, field in FIELDS.items():
+        value = getattr(config, name)
+        choices = field.metadata["choices"]
+        if choices and value not in choices:
+            raise UserError(f"--{name}={value!r} is not known; use one of: "
+                            f"{', '.join(choices)}")
+        if field.metadata["check"] is not None and value is not None:
+            field.metadata["check"](name, value)
+
+
+def _count(name: str, values, count: int, what: str) -> None:
+    if values is not None and len(values) != count:
+        raise UserError(f"--{name} has {len(values)} values but there are {count} {what}; "
+                        f"give one weight per {what[:-1]}")
+
+
+def _check_together(config: Config) -> None:
+    """Checks that involve several settings."""
+    if config.content_weight == 0 and config.style_weight == 0:
+        raise UserError("--content_weight and --style_weight are both 0: nothing to "
+                        "optimise; give at least one a positive value")
+    if not config.content_layers and config.content_weight > 0:
+        raise UserError("--content_layers is empty; name at least one layer")
+    if not config.style_layers and config.style_weight > 0:
+        raise UserError("--style_layers is empty; name at least one layer")
+    stages, counts = len(config.stage_heights()), _as_list(config.iterations)
+    if len(counts) not in (1, stages):
+        raise UserError(f"--iterations={show_value(counts)} has {len(counts)} values for "
+                        f"{stages} scale(s); give one number (used at every scale) or one "
+                        "per scale")
+    n_styles = len(style_sources(config.style_image))
+    if n_styles:
+        _count("style_blend_weights", config.style_blend_weights, n_styles, "style images")
+    if config.style_weight > 0:
+        _count("style_layer_weights", config.style_layer_weights, len(config.style_layers),
+               "style layers")
+
+
+def _check_inputs(config: Config) -> None:
+    """The images the run needs (an experiment may not need both)."""
+    if config.content_image is None and config.experiment != "reconstruct_style":
+        raise UserError("no content image given; set --content_image=PATH_OR_URL")
+    if config.style_image is None and config.experiment != "reconstruct_content":
+        raise UserError("no style image given; set --style_image=PATH_OR_URL")
+    if config.experiment in ("reconstruct_content", "reconstruct_style") and \
+            not config.reconstruct_layers:
+        raise UserError("--reconstruct_layers is empty; name at least one layer")
+    if config.experiment == "tradeoff" and not config.content_weight > 0:
+        raise UserError("--experiment=tradeoff scales the style weight against "
+                        "--content_weight; give --content_weight a positive value")
+
+
+def validate(config: Config) -> Config:
+    """Returns ``config`` with flag-syntax strings parsed; raises ``UserError``.
+
+    The error names the first bad setting and how to fix it.  The objective's
+    checks apply to what the experiment optimises: a reconstruction matches
+    only one term, so the other term's weight and image do not matter.
+    """
+    config = coerce(config)
+    if config.experiment == "reconstruct_content":
+        checked = config.replace(content_weight=1.0, style_weight=0.0)
+    elif config.experiment == "reconstruct_style":
+        checked = config.replace(content_weight=0.0, style_weight=1.0)
+    else:
+        checked = config
+    _check_fields(checked)
+    _check_inputs(checked)
+    _check_together(checked)
+    return config
+
+
+# --------------------------------------------------------------------------
+# Serialisation and documentation
+
+
+def to_dict(config: Config) -> Dict[str, Any]:
+    """The settings as a JSON-friendly dict (arrays become ``"<array>"``)."""
+    out = {}
+    for name in FIELDS:
+        value = getattr(config, name)
+        if hasattr(value, "dtype") and hasattr(value, "shape"):
+            value = "<array>"
+        elif isinstance(value, tuple):
+            value = [list(v) if isinstance(v, tuple) else v for v in value]
+        out[name] = value
+    return out
+
+
+def number_text(v) -> str:
+    """A number as short as it reads: ``4.0`` -> ``4``, ``0.4`` -> ``0.4``."""
+    v = float(v)
+    return str(int(v)) if math.isfinite(v) and v == int(v) and abs(v) < 1e15 else repr(v)
+
+
+def show_value(value) -> str:
+    """A value as a flag would be written (lists joined by commas)."""
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def flag_text(name: str, value) -> Optional[str]:
+    """A value written as the flag ``--name`` takes it (``None`` for no value)."""
+    if value is None:
+        return None
+    if FIELDS[name].metadata["flag"] == "offsets":
+        return format_offsets(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return ",".join(number_text(v) if isinstance(v, float) else str(v) for v in value)
+    return str(value)
+
+
+def full_help(name: str) -> str:
+    """The help text with the allowed values appended."""
+    field = FIELDS[name]
+    choices = field.metadata["choices"]
+    return field.metadata["help"] + (f" One of: {', '.join(choices)}." if choices else "")
+
+
+GROUP_TITLES = {
+    "inputs": "Inputs, size and artist controls",
+    "objective": "Objective and network",
+    "optimizer": "Optimiser and speed",
+    "output": "Output, resume and safety",
+    "experiments": "Experiments",
+}
+
+
+def flag_table() -> str:
+    """The README's flag table (Markdown), one section per group."""
+    lines = []
+    for group, title in GROUP_TITLES.items():
+        lines += [f"**{title}**", "", "| flag | default | meaning |", "|---|---|---|"]
+        for name, field in FIELDS.items():
+            if field.metadata["group"] != group:
+                continue
+            default = flag_text(name, field.metadata["flag_default"])
+            shown = "—" if default is None else f"`{default}`"
+            lines.append(f"| `--{name}` | {shown} | {full_help(name).replace('|', '/')} |")
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+if __name__ == "__main__":
+    print(flag_table(), end="")
