@@ -246,6 +246,14 @@ def setting(default, help: str, *, flag: str = "string", choices: Sequence[str] 
     return dataclasses.field(default=default, metadata=meta)
 
 
+def _group(name: str):
+    return lambda *args, **kwargs: setting(*args, group=name, **kwargs)
+
+
+_inputs, _objective, _optimizer, _output, _experiments = (
+    _group(n) for n in ("inputs", "objective", "optimizer", "output", "experiments"))
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
     """Settings of one style-transfer run; see each field's ``help``.
@@ -256,125 +264,117 @@ class Config:
     """
 
     # --- Inputs and size ---
-    content_image: Optional[ImageSource] = setting(
-        None, "Content photo: a path or an http(s) URL.", group="inputs")
-    style_image: Optional[Union[ImageSource, Sequence[ImageSource]]] = setting(
-        None, "Style picture: a path or an http(s) URL; several separated by commas.",
-        group="inputs")
-    img_nrows: int = setting(
-        400, "Output height; the width keeps the content's aspect ratio.", flag="integer",
-        check=_positive_int, group="inputs")
-    interpolation: str = setting(
-        "nearest", "Resampling of the inputs (nearest = keras.io).", choices=INTERPOLATIONS,
-        group="inputs")
-    style_blend_weights: Optional[Sequence[float]] = setting(
+    content_image: Optional[ImageSource] = _inputs(
+        None, "Content photo: a path or an http(s) URL (fetched into the Keras cache).")
+    style_image: Optional[Union[ImageSource, Sequence[ImageSource]]] = _inputs(
+        None, "Style picture: a path or an http(s) URL; several separated by commas.")
+    img_nrows: int = _inputs(
+        400, "Output height; the width is int(width * img_nrows / height) of the content.", flag="integer",
+        check=_positive_int)
+    interpolation: str = _inputs(
+        "nearest", "Resampling of the inputs (nearest = keras.io's load_img, bit for bit; the others look "
+        "better).", choices=INTERPOLATIONS)
+    style_blend_weights: Optional[Sequence[float]] = _inputs(
         None, "One weight per --style_image (normalised to sum 1; default equal).",
-        flag="floats", check=_weights_list, group="inputs")
-    style_scale: float = setting(
+        flag="floats", check=_weights_list)
+    style_scale: float = _inputs(
         1.0, "Style image resized to this factor times the output size (bigger: bigger "
-        "strokes).", flag="float", check=_positive_finite, group="inputs")
-    preserve_colors: str = setting(
+        "strokes).", flag="float", check=_positive_finite)
+    preserve_colors: str = _inputs(
         "none", "Keep the content's colours: none, luminance (style on luminance only) or "
         "histogram (style recoloured to the content's colour statistics).",
-        choices=COLOR_MODES, group="inputs")
-    init: Union[str, "numpy.ndarray"] = setting(  # noqa: F821
+        choices=COLOR_MODES)
+    init: Union[str, "numpy.ndarray"] = _inputs(  # noqa: F821
         "content", "Initial image: content (keras.io), noise (seeded by --seed), style, or a "
-        "path/URL.", check=_init, group="inputs")
-    scales: Optional[Sequence[int]] = setting(
+        "path/URL.", check=_init)
+    scales: Optional[Sequence[int]] = _inputs(
         None, "Output heights of a coarse-to-fine run, e.g. 256,512,1024 (overrides "
-        "--img_nrows).", flag="integers", check=_scales, group="inputs")
+        "--img_nrows).", flag="integers", check=_scales)
 
     # --- Objective and network ---
-    content_weight: float = setting(
-        2.5e-8, "Weight of the content loss.", flag="float", check=_weight, group="objective")
-    style_weight: float = setting(
-        1e-6, "Weight of the style loss.", flag="float", check=_weight, group="objective")
-    total_variation_weight: float = setting(
-        1e-6, "Weight of the total-variation loss.", flag="float", check=_weight,
-        group="objective")
-    content_layers: Sequence[str] = setting(
-        vgg.CONTENT_LAYERS, "VGG layers of the content loss.", flag="strings",
-        group="objective")
-    style_layers: Sequence[str] = setting(
-        vgg.STYLE_LAYERS, "VGG layers of the style loss.", flag="strings", group="objective")
-    style_layer_weights: Optional[Sequence[float]] = setting(
+    content_weight: float = _objective(
+        2.5e-8, "Weight of the content loss.", flag="float", check=_weight)
+    style_weight: float = _objective(
+        1e-6, "Weight of the style loss.", flag="float", check=_weight)
+    total_variation_weight: float = _objective(
+        1e-6, "Weight of the total-variation loss.", flag="float", check=_weight)
+    content_layers: Sequence[str] = _objective(
+        vgg.CONTENT_LAYERS, "VGG layers of the content loss.", flag="strings")
+    style_layers: Sequence[str] = _objective(
+        vgg.STYLE_LAYERS, "VGG layers of the style loss.", flag="strings")
+    style_layer_weights: Optional[Sequence[float]] = _objective(
         None, "One weight per --style_layers entry (normalised; default equal).",
-        flag="floats", check=_weights_list, group="objective")
-    loss_normalization: str = setting(
+        flag="floats", check=_weights_list)
+    loss_normalization: str = _objective(
         "keras_io", "keras_io (the tutorial's objective) or scaled (each term a relative "
         "error: one set of weights for any network, size and layers).",
-        choices=LOSS_NORMALIZATIONS, group="objective")
-    model: str = setting("vgg19", "Backbone.", choices=MODELS, group="objective")
-    weights: str = setting(
+        choices=LOSS_NORMALIZATIONS)
+    model: str = _objective("vgg19", "Backbone (VGG, include_top=False).", choices=MODELS)
+    weights: str = _objective(
         "imagenet", "imagenet (Keras cache/download), random, or a path to a "
-        ".h5/.weights.h5 file.", group="objective")
-    pooling: str = setting(
+        ".h5/.weights.h5 file.")
+    pooling: str = _objective(
         "max", "Pooling layers: max (as trained) or avg (same weights, smoother).",
-        choices=POOLINGS, group="objective")
-    padding: str = setting(
+        choices=POOLINGS)
+    padding: str = _objective(
         "zero", "Padding of the first convolution: zero (as trained) or replicate (fewer "
-        "border seams).", choices=PADDINGS, group="objective")
-    seed: int = setting(0, "Seed of random weights and noise.", flag="integer",
-                        group="objective")
+        "border seams).", choices=PADDINGS)
+    seed: int = _objective(0, "Seed of random weights and noise.", flag="integer")
 
     # --- Optimiser and speed ---
-    optimizer: str = setting("sgd", "Optimiser.", choices=OPTIMIZERS, group="optimizer")
-    iterations: Union[int, Sequence[int]] = setting(
+    optimizer: str = _optimizer("sgd", "Optimiser: sgd (keras.io), adam, or lbfgs (SciPy L-BFGS-B).", choices=OPTIMIZERS)
+    iterations: Union[int, Sequence[int]] = _optimizer(
         4000, "Optimiser steps; with --scales one number per scale or one for all.",
-        flag="iterations", check=_iterations, result=False, group="optimizer")
-    learning_rate: Optional[float] = setting(
+        flag="iterations", check=_iterations, result=False)
+    learning_rate: Optional[float] = _optimizer(
         None, "Initial learning rate (default: 100 for sgd, 5 pixel units for adam).",
-        flag="float", check=_positive_or_none, group="optimizer")
-    decay_steps: int = setting(100, "ExponentialDecay decay_steps (sgd, adam).",
-                               flag="integer", check=_positive_int, group="optimizer")
-    decay_rate: float = setting(0.96, "ExponentialDecay decay_rate (sgd, adam).",
-                                flag="float", check=_decay_rate, group="optimizer")
-    ema_decay: float = setting(
+        flag="float", check=_positive_or_none)
+    decay_steps: int = _optimizer(100, "ExponentialDecay decay_steps (sgd, adam).",
+                               flag="integer", check=_positive_int)
+    decay_rate: float = _optimizer(0.96, "ExponentialDecay decay_rate (sgd, adam).",
+                                flag="float", check=_decay_rate)
+    ema_decay: float = _optimizer(
         0.0, "Save an exponential moving average of the image with this decay, e.g. 0.99 "
-        "(0: off).", flag="float", check=_ema, group="optimizer")
-    clamp_pixels: bool = setting(False, "Keep every pixel in 0..255 after each step.",
-                                 flag="boolean", group="optimizer")
-    precision: str = setting("float32", "Network precision.", choices=PRECISIONS,
-                             group="optimizer")
-    jit_compile: bool = setting(False, "Compile the step with XLA.", flag="boolean",
-                                group="optimizer")
+        "(0: off).", flag="float", check=_ema)
+    clamp_pixels: bool = _optimizer(False, "Keep every pixel in 0..255 after each step.",
+                                 flag="boolean")
+    precision: str = _optimizer("float32", "Network precision (the network only: Gram matrices, losses and the image stay float32).", choices=PRECISIONS)
+    jit_compile: bool = _optimizer(False, "Compile the step with XLA.", flag="boolean")
 
     # --- Output, resume, safety ---
-    output_dir: Optional[str] = setting(
+    output_dir: Optional[str] = _output(
         None, "Directory for images, run.json, metrics.jsonl and checkpoint.npz (Python: "
-        "None writes nothing).", result=False, group="output", flag_default="outputs")
-    result_prefix: str = setting("result", "File name prefix of the written images.",
-                                 group="output")
-    save_every: int = setting(100, "Save an image every N steps (0: only the final image).",
-                              flag="integer", check=_non_negative_int, result=False,
-                              group="output")
-    log_every: int = setting(100, "Log and record losses every N steps.", flag="integer",
-                             check=_non_negative_int, result=False, group="output")
-    deprocess_mean: Tuple[float, float, float] = setting(
+        "None writes nothing).", result=False, flag_default="outputs")
+    result_prefix: str = _output("result", "File name prefix of the written images.")
+    save_every: int = _output(100, "Save an image every N steps (0: only the final image).",
+                              flag="integer", check=_non_negative_int, result=False)
+    log_every: int = _output(100, "Log and record losses every N steps.", flag="integer",
+                             check=_non_negative_int, result=False)
+    deprocess_mean: Tuple[float, float, float] = _output(
         vgg.IMAGENET_MEAN_BGR, "B,G,R offsets deprocess_image adds back.", flag="floats",
-        check=_bgr_triple, group="output")
-    overwrite: bool = setting(False, "Replace the results of a previous run in "
-                              "--output_dir.", flag="boolean", result=False, group="output")
-    resume: Optional[str] = setting(
+        check=_bgr_triple)
+    overwrite: bool = _output(False, "Replace the results of a previous run in "
+                              "--output_dir.", flag="boolean", result=False)
+    resume: Optional[str] = _output(
         None, "Continue the interrupted run whose --output_dir this is (from its "
-        "checkpoint.npz).", result=False, group="output")
-    check_memory: bool = setting(
+        "checkpoint.npz).", result=False)
+    check_memory: bool = _output(
         True, "Refuse image sizes whose memory estimate exceeds the free memory.",
-        flag="boolean", result=False, group="output")
+        flag="boolean", result=False)
 
     # --- Experiments (nst_keras.experiments) ---
-    experiment: str = setting(
-        "none", "What to run: none (a style transfer) or an experiment.",
-        choices=EXPERIMENTS, group="experiments")
-    deprocess_offsets: Tuple[Tuple[float, float, float], ...] = setting(
+    experiment: str = _experiments(
+        "none", "What to run: none (a style transfer) or an experiment (see Experiments).",
+        choices=EXPERIMENTS)
+    deprocess_offsets: Tuple[Tuple[float, float, float], ...] = _experiments(
         DEFAULT_DEPROCESS_OFFSETS, "deprocess_offsets: B,G,R triples separated by ';' "
-        "(quote it in a shell).", flag="offsets", check=_offsets, group="experiments")
-    reconstruct_layers: Sequence[str] = setting(
+        "(quote it in a shell).", flag="offsets", check=_offsets)
+    reconstruct_layers: Sequence[str] = _experiments(
         vgg.STYLE_LAYERS, "reconstruct_content: one image per layer; reconstruct_style: "
-        "growing prefixes of the list.", flag="strings", group="experiments")
-    tradeoff_ratios: Tuple[float, ...] = setting(
+        "growing prefixes of the list.", flag="strings")
+    tradeoff_ratios: Tuple[float, ...] = _experiments(
         DEFAULT_TRADEOFF_RATIOS, "tradeoff: style_weight/content_weight ratios, one panel "
-        "each.", flag="floats", check=_ratios, group="experiments")
+        "each.", flag="floats", check=_ratios)
 
     def replace(self, **changes) -> "Config":
         """Returns a copy with ``changes`` applied."""

@@ -246,6 +246,20 @@ def EdgePad(pad, **kwargs):  # noqa: N802 - a layer factory
     return _EDGE_PAD(pad, **kwargs)
 
 
+def _copy_layer(layer, precision: str, pooling: str, valid_padding: bool):
+    """A new layer like ``layer`` under ``precision`` (avg pooling; valid padding)."""
+    import keras  # late: importing this module must not start TensorFlow
+
+    config = {**layer.get_config(), "dtype": precision}
+    if valid_padding:
+        config["padding"] = "valid"
+    if isinstance(layer, keras.layers.MaxPooling2D) and pooling == "avg":
+        return keras.layers.AveragePooling2D(
+            pool_size=config["pool_size"], strides=config["strides"],
+            padding=config["padding"], name=layer.name, dtype=precision)
+    return layer.__class__.from_config(config)
+
+
 def build_extractor(
     backbone,
     names: Sequence[str],
@@ -285,24 +299,13 @@ def build_extractor(
     for layer in backbone.layers[1:]:
         if len(outputs) == len(wanted):
             break
-        config = layer.get_config()
-        config["dtype"] = precision
-        if (padding == "replicate" and first_conv
-                and isinstance(layer, keras.layers.Conv2D)):
+        edge_pad = (padding == "replicate" and first_conv
+                    and isinstance(layer, keras.layers.Conv2D))
+        if edge_pad:
             first_conv = False
-            x = EdgePad(config["kernel_size"][0] // 2, name=f"{layer.name}_edge_pad",
+            x = EdgePad(layer.kernel_size[0] // 2, name=f"{layer.name}_edge_pad",
                         dtype=precision)(x)
-            config["padding"] = "valid"
-        if isinstance(layer, keras.layers.MaxPooling2D) and pooling == "avg":
-            new = keras.layers.AveragePooling2D(
-                pool_size=config["pool_size"],
-                strides=config["strides"],
-                padding=config["padding"],
-                name=layer.name,
-                dtype=precision,
-            )
-        else:
-            new = layer.__class__.from_config(config)
+        new = _copy_layer(layer, precision, pooling, valid_padding=edge_pad)
         x = new(x)
         if layer.weights:
             new.set_weights(layer.get_weights())

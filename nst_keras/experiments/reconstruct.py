@@ -86,44 +86,30 @@ def reconstruct(
     rconfig = reconstruction_config(config, kind, layers)
     loss = pipeline.build_loss(rconfig, target, [target], backbone)
     rows, cols = target.shape[:2]
-    image = tf.Variable(
-        vgg.preprocess_image(imaging.noise_picture(rows, cols, config.seed)), dtype=tf.float32
-    )
+    image = tf.Variable(vgg.preprocess_image(imaging.noise_picture(rows, cols, config.seed)))
     term = TERM[kind]
     with quiet_retracing():
         initial = float(loss.terms(image)[term].numpy())
-    if config.optimizer == "lbfgs":
-        # Keep the pixels in 0..255: unbounded, a reconstruction from noise
-        # drifts far outside the range, and the saved (clipped) picture would
-        # no longer match the representation that was reconstructed.
-        optimizer = optim.LBFGS(loss, image, bounds=vgg.pixel_bounds())
-    else:
-        optimizer = optim.make_optimizer(
-            config.optimizer, loss, image, config.resolved_learning_rate(),
-            config.decay_steps, config.decay_rate, jit_compile=config.jit_compile,
-        )
+    # L-BFGS keeps the pixels in 0..255: unbounded, a reconstruction from
+    # noise drifts far outside the range, and the saved (clipped) picture
+    # would no longer match the representation that was reconstructed.
+    optimizer = optim.make_optimizer(
+        config.optimizer, loss, image, config.resolved_learning_rate(), config.decay_steps,
+        config.decay_rate, jit_compile=config.jit_compile, bounds=vgg.pixel_bounds())
     label = f"{kind} {'+'.join(layers)}"
     start = time.perf_counter()
-    last = {"value": initial}
 
     def on_step(step, terms):
         if config.log_every and (step % config.log_every == 0 or step == config.iterations):
-            last["value"] = float(terms[term].numpy())
-            log(f"{label}: iteration {step}: {term}={last['value']:.4g} "
+            log(f"{label}: iteration {step}: {term}={float(terms[term].numpy()):.4g} "
                 f"[{time.perf_counter() - start:.1f}s]")
         return True
 
     with quiet_retracing():
         optimizer.run(1, config.iterations, on_step)
         final = float(loss.terms(image)[term].numpy())
-    record = {
-        "kind": kind,
-        "layers": list(layers),
-        "initial_loss": initial,
-        "final_loss": final,
-        "reduction": (initial / final) if final > 0 else None,
-        "iterations": int(config.iterations),
-        "evaluations": int(optimizer.evaluations),
-        "seconds": round(time.perf_counter() - start, 3),
-    }
+    record = {"kind": kind, "layers": list(layers), "initial_loss": initial,
+              "final_loss": final, "reduction": (initial / final) if final > 0 else None,
+              "iterations": int(config.iterations), "evaluations": int(optimizer.evaluations),
+              "seconds": round(time.perf_counter() - start, 3)}
     return vgg.deprocess_image(image.numpy(), config.deprocess_mean), record
