@@ -1,5 +1,7 @@
-"""Shared fixtures: tiny images made here and random (seeded) VGG weights."""
+"""Shared fixtures and helpers: tiny images made here, random (seeded) VGG weights,
+the command lines and settings several test files use."""
 
+import json
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -79,3 +81,55 @@ def config_for(*argv):
 
     cli.parse(["prog", *argv])
     return cli.config_from_flags()
+
+
+# -- shared by several test files ----------------------------------------------
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+IMAGENET = (103.939, 116.779, 123.68)  # the ImageNet means (BGR), written out here
+
+# Shallow layers keep the network (and the tests) small.
+FAST = dict(weights="random", seed=3, img_nrows=48, log_every=1, save_every=0,
+            content_layers=("block2_conv2",), style_layers=("block1_conv1", "block2_conv1"))
+QUIET = dict(log=lambda s: None)
+
+
+def metrics(out):
+    """The records of ``out``/metrics.jsonl."""
+    with open(os.path.join(out, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def base_args(content_path, style_path, out, *extra):
+    """Command line: random weights, 48 rows, default layers and logging."""
+    return [
+        f"--content_image={content_path}",
+        f"--style_image={style_path}",
+        f"--output_dir={out}",
+        "--weights=random",
+        "--img_nrows=48",
+        *extra,
+    ]
+
+
+def fast_flags(content, style, out, *extra):
+    """Command line matching ``FAST``: seed 3, shallow layers, log every step."""
+    return [f"--content_image={content}", f"--style_image={style}", f"--output_dir={out}",
+            "--weights=random", "--seed=3", "--img_nrows=48", "--log_every=1",
+            "--save_every=0", "--content_layers=block2_conv2",
+            "--style_layers=block1_conv1,block2_conv1", *extra]
+
+
+def flags_for(content, style, out, *extra):
+    """Command line for runs that are stopped, resumed or compared image for image."""
+    return [f"--content_image={content}", f"--style_image={style}", f"--output_dir={out}",
+            "--weights=random", "--img_nrows=48", "--log_every=1", "--save_every=0",
+            "--style_weight=1e-4", *extra]
+
+
+def tiny(content_path, style_path, out, *extra):
+    """Command line for the experiments: L-BFGS, no snapshots, no log."""
+    return [f"--content_image={content_path}", f"--style_image={style_path}",
+            f"--output_dir={out}", "--weights=random", "--img_nrows=48",
+            "--optimizer=lbfgs", "--save_every=0", "--log_every=0", *extra]

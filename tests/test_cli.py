@@ -1,53 +1,12 @@
-"""The command line: flags, flagfiles, outputs, weights resolution."""
+"""cli: flag parsing into a Config, flagfiles (the shipped configs), defaults."""
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
-from PIL import Image
 
 from nst_keras import cli
-from nst_keras.vgg import load_backbone
-from conftest import run_cli
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def base_args(content_path, style_path, out, *extra):
-    return [
-        f"--content_image={content_path}",
-        f"--style_image={style_path}",
-        f"--output_dir={out}",
-        "--weights=random",
-        "--img_nrows=48",
-        *extra,
-    ]
-
-
-def read_metrics(out):
-    with open(os.path.join(out, "metrics.jsonl")) as f:
-        return [json.loads(line) for line in f]
-
-
-def test_three_step_run_writes_images_and_metrics(tmp_path, content_path, style_path, capsys):
-    out = str(tmp_path / "out")
-    code = run_cli(*base_args(content_path, style_path, out, "--iterations=3", "--log_every=1",
-                          "--save_every=2", "--result_prefix=pic"))
-    assert code == 0
-    names = sorted(n for n in os.listdir(out) if n != "loss.png")  # loss.png needs matplotlib
-    assert names == ["checkpoint.npz", "metrics.jsonl", "pic.png", "pic_at_iteration_2.png",
-                     "run.json"]
-    for name in ("pic.png", "pic_at_iteration_2.png"):
-        img = Image.open(os.path.join(out, name))
-        assert img.mode == "RGB" and img.size == (64, 48)
-    metrics = read_metrics(out)
-    assert [m["iteration"] for m in metrics] == [1, 2, 3]
-    loss = [m["loss"] for m in metrics]
-    assert loss[0] > loss[1] > loss[2]
-    assert set(metrics[0]) >= {"loss", "content_loss", "style_loss", "tv_loss", "elapsed_s"}
-    assert "Iteration 3: loss=" in capsys.readouterr().out
+from conftest import REPO, fast_flags
 
 
 def test_command_line_overrides_flagfile(tmp_path, content_path, style_path):
@@ -77,89 +36,75 @@ def test_default_cfg_holds_the_tutorial_values():
     assert (c.save_every, c.weights, c.model, c.precision) == (100, "imagenet", "vgg19", "float32")
 
 
-@pytest.mark.parametrize("suffix", [".weights.h5", ".h5"])
-def test_weights_file_loads_and_changes_the_loss(tmp_path, content_path, style_path, suffix):
-    backbone = load_backbone("vgg19", "random", seed=11)[0]
-    path = str(tmp_path / f"vgg19{suffix}")
-    if suffix == ".weights.h5":
-        backbone.save_weights(path)
-    else:  # the legacy layout keras.io downloads
-        import h5py
-        from keras.src.legacy.saving import legacy_h5_format
-
-        with h5py.File(path, "w") as f:
-            legacy_h5_format.save_weights_to_hdf5_group(f, backbone)
-    losses = {}
-    for name, extra in [("file", [f"--weights={path}"]), ("seed11", ["--seed=11"]),
-                        ("seed0", ["--seed=0"])]:
-        out = str(tmp_path / name)
-        assert run_cli(*base_args(content_path, style_path, out, "--iterations=1", "--log_every=1",
-                              "--save_every=0", "--style_weight=1", *extra)) == 0
-        losses[name] = read_metrics(out)[0]["style_loss"]
-    assert losses["file"] == pytest.approx(losses["seed11"], rel=1e-6)
-    assert losses["file"] != pytest.approx(losses["seed0"], rel=1e-2)
+def test_flags_fill_the_config_fields(content_path, style_path):
+    cli.parse(["prog", *fast_flags(content_path, f"{style_path},{style_path}", "o",
+                                   "--style_blend_weights=0.7,0.3", "--style_scale=0.5",
+                                   "--preserve_colors=histogram", "--init=noise",
+                                   "--pooling=avg", "--padding=replicate",
+                                   "--style_layer_weights=2,1", "--scales=64,128",
+                                   "--iterations=10,5", "--ema_decay=0.99",
+                                   "--clamp_pixels")])
+    c = cli.config_from_flags()
+    assert (c.style_blend_weights, c.style_scale, c.preserve_colors, c.init) == (
+        (0.7, 0.3), 0.5, "histogram", "noise")
+    assert (c.pooling, c.padding, c.style_layer_weights) == ("avg", "replicate", (2.0, 1.0))
+    assert (c.scales, c.iterations, c.ema_decay, c.clamp_pixels) == (
+        (64, 128), (10, 5), 0.99, True)
+    cli.parse(["prog", f"--content_image={content_path}", f"--style_image={style_path}"])
+    d = cli.config_from_flags()
+    assert (d.init, d.pooling, d.padding, d.preserve_colors, d.scales, d.ema_decay,
+            d.clamp_pixels, d.style_scale, d.iterations) == (
+        "content", "max", "zero", "none", None, 0.0, False, 1.0, 4000)
 
 
-def assert_one_line_error(code, capsys, *needles):
-    captured = capsys.readouterr()
-    assert code == 2
-    lines = captured.err.strip().splitlines()
-    assert len(lines) == 1, captured.err
-    assert lines[0].startswith("error: ")
-    for needle in needles:
-        assert needle in lines[0]
-    assert "Traceback" not in captured.err + captured.out
+@pytest.mark.parametrize("name,want", [
+    ("two_styles.cfg", dict(style_blend_weights=(0.7, 0.3), optimizer="adam")),
+    ("keep_colors.cfg", dict(preserve_colors="luminance", pooling="avg", ema_decay=0.99)),
+    ("high_res.cfg", dict(scales=(512, 1024, 2048), iterations=(600, 200, 100),
+                          precision="mixed_bfloat16", clamp_pixels=True,
+                          padding="replicate")),
+])
+def test_configs_parse(monkeypatch, name, want):
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    monkeypatch.chdir(repo)
+    cli.parse(["prog", f"--flagfile=configs/{name}"])
+    c = cli.config_from_flags()
+    for key, value in want.items():
+        assert getattr(c, key) == value, key
+    assert (c.content_weight, c.style_weight) == (2.5e-8, 1e-6)  # the tutorial's
 
 
-def test_missing_weights_file_is_one_line(tmp_path, content_path, style_path, capsys):
-    out = tmp_path / "out"
-    code = run_cli(*base_args(content_path, style_path, str(out), "--iterations=1",
-                          f"--weights={tmp_path / 'missing.h5'}"))
-    assert_one_line_error(code, capsys, "missing.h5", "--weights")
-    assert not out.exists()
+def test_fast_cfg_is_valid_and_lowers_the_loss(tmp_path, content_path, style_path):
+    cfg = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                       "configs", "fast.cfg")
+    cli.parse(["prog", f"--flagfile={cfg}"])
+    config = cli.config_from_flags()
+    assert (config.optimizer, config.precision, config.loss_normalization) == (
+        "lbfgs", "mixed_bfloat16", "scaled")
+    out = str(tmp_path / "out")
+    assert cli.main(["prog", f"--flagfile={cfg}", f"--content_image={content_path}",
+                     f"--style_image={style_path}", f"--output_dir={out}",
+                     "--weights=random", "--img_nrows=48", "--iterations=4",
+                     "--log_every=1"]) == 0
+    with open(os.path.join(out, "metrics.jsonl")) as f:
+        losses = [json.loads(line)["loss"] for line in f]
+    assert losses[-1] < losses[0]
 
 
-def test_imagenet_download_failure_names_the_fixes(tmp_path, content_path, style_path,
-                                                  capsys, monkeypatch):
-    def offline(*args, **kwargs):
-        raise Exception("URL fetch failure on https://storage.googleapis.com/x: None -- "
-                        "[Errno -3] Temporary failure in name resolution")
-
-    import keras.src.utils.file_utils as file_utils
-    import keras.src.applications.vgg19 as vgg19_module
-
-    monkeypatch.setattr(file_utils, "get_file", offline)
-    monkeypatch.setattr(vgg19_module.file_utils, "get_file", offline, raising=False)
-    out = tmp_path / "out"
-    args = base_args(content_path, style_path, str(out), "--iterations=1")
-    args = [a for a in args if not a.startswith("--weights")] + ["--weights=imagenet"]
-    code = run_cli(*args)
-    assert_one_line_error(code, capsys, "--weights=PATH",
-                          "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5")
-    assert not out.exists()
-
-
-def test_bad_flag_values_are_one_line(tmp_path, content_path, style_path, capsys):
-    for extra, needle in [("--optimizer=rmsprop", "--optimizer"),
-                          ("--precision=float8", "--precision"),
-                          ("--iterations=0", "--iterations"),
-                          ("--style_weight=-1", "--style_weight"),
-                          ("--content_layers=block9_conv9", "block9_conv9"),
-                          ("--no_such_flag=1", "no_such_flag")]:
-        out = tmp_path / "out"
-        code = run_cli(*base_args(content_path, style_path, str(out), extra))
-        assert_one_line_error(code, capsys, needle)
-        assert not out.exists()
-
-
-def test_subprocess_error_is_a_single_stderr_line(tmp_path, style_path):
-    proc = subprocess.run(
-        [sys.executable, "-m", "nst_keras.run", f"--content_image={tmp_path / 'none.jpg'}",
-         f"--style_image={style_path}", "--weights=random", f"--output_dir={tmp_path / 'o'}"],
-        capture_output=True, text=True, cwd=REPO,
-    )
-    assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == [
-        f"error: image '{tmp_path / 'none.jpg'}' does not exist; check the path"
-    ]
-    assert not (tmp_path / "o").exists()
+@pytest.mark.parametrize("name", ["deprocess_offsets", "reconstruct_content",
+                                  "reconstruct_style", "tradeoff"])
+def test_experiment_configs_parse_for_imagenet(name):
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    cli.parse(["prog", f"--flagfile={os.path.join(repo, 'configs', name + '.cfg')}"])
+    config = cli.config_from_flags()
+    assert config.experiment == name
+    assert (config.weights, config.model, config.optimizer) == ("imagenet", "vgg19", "lbfgs")
+    assert config.output_dir == f"outputs/{name}" and config.img_nrows >= 256
+    if name == "deprocess_offsets":
+        assert config.deprocess_offsets == ((103.939, 116.779, 123.68), (123.939, 96.779, 96.68),
+                                            (123.68, 116.779, 103.939), (0.0, 0.0, 0.0))
+    if name.startswith("reconstruct"):
+        assert config.reconstruct_layers == tuple(f"block{i}_conv1" for i in range(1, 6))
+    if name == "tradeoff":
+        assert config.tradeoff_ratios == (0.4, 4.0, 40.0, 400.0, 4000.0)
+    cli.parse(["prog"])

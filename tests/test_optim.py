@@ -1,21 +1,16 @@
-"""The fast engine: mixed precision, XLA, the three optimisers, VGG16."""
-
-import json
-import os
+"""optim: the three optimisers, mixed precision, XLA, warm start, iterate
+averaging (EMA), clamping."""
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from nst_keras import Config, cli, stylize, vgg
+from nst_keras import Config, objective, optim, stylize, vgg
 from nst_keras.pipeline import build_loss
-from nst_keras.vgg import load_backbone
-from conftest import ROWS
+from conftest import FAST, QUIET, ROWS
 
 
-
-
-def _module(backbone, pictures, **kw):
+def loss_module(backbone, pictures, **kw):
     content, style = pictures
     config = Config(content_image="c", style_image="s", weights="random", seed=3, **kw)
     return build_loss(config, content, [style], backbone)
@@ -26,6 +21,8 @@ def _combination(pictures):
     rng = np.random.default_rng(0)
     return tf.constant((base + rng.normal(0, 20, base.shape)).astype(np.float32))
 
+
+# -- mixed precision --------------------------------------------------------------
 
 # One term at a time: with random weights the keras.io weights make the loss
 # almost all total variation, which the network's precision does not touch.
@@ -47,8 +44,8 @@ def test_mixed_precision_objective_and_gradient_close_to_float32(backbone, pictu
     losses sum squares of feature differences, so errors partly average out.
     """
     x = _combination(pictures)
-    want_terms, want_grad = _module(backbone, pictures, **w).value_and_grad(x)
-    terms, grad = _module(backbone, pictures, precision=precision, **w).value_and_grad(x)
+    want_terms, want_grad = loss_module(backbone, pictures, **w).value_and_grad(x)
+    terms, grad = loss_module(backbone, pictures, precision=precision, **w).value_and_grad(x)
     assert terms["loss"].dtype == tf.float32 and grad.dtype == tf.float32
     want, got = float(want_terms["loss"]), float(terms["loss"])
     assert want > 0
@@ -60,13 +57,15 @@ def test_mixed_precision_objective_and_gradient_close_to_float32(backbone, pictu
 
 
 def test_mixed_bfloat16_network_really_runs_in_bfloat16(backbone, pictures):
-    module = _module(backbone, pictures, precision="mixed_bfloat16")
+    module = loss_module(backbone, pictures, precision="mixed_bfloat16")
     raw = module.extractor(_combination(pictures))
     assert {v.dtype for v in raw.values()} == {tf.bfloat16}
     # Targets are float32 constants computed once.
     assert all(t.dtype == tf.float32 for t in module.style.targets.values())
     assert all(t.dtype == tf.float32 for t in module.content.targets.values())
 
+
+# -- optimisers, XLA ---------------------------------------------------------------
 
 def _run(pictures, optimizer, iterations, **kw):
     content, style = pictures
@@ -83,7 +82,7 @@ STYLE_HEAVY = dict(content_weight=1e-4, style_weight=1.0, total_variation_weight
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam", "lbfgs"])
 def test_each_optimizer_lowers_the_loss(backbone, pictures, optimizer):
-    module = _module(backbone, pictures, **STYLE_HEAVY)
+    module = loss_module(backbone, pictures, **STYLE_HEAVY)
     start = float(module.terms(tf.constant(vgg.preprocess_image(pictures[0])))["loss"])
     kw = dict(STYLE_HEAVY)
     if optimizer == "sgd":
@@ -108,7 +107,7 @@ def test_lbfgs_beats_sgd_at_equal_loss_evaluations(backbone, pictures):
     evaluations = lbfgs.history[-1]["evaluations"]
     sgd = _run(pictures, "sgd", evaluations)
     assert sgd.history[-1]["evaluations"] == evaluations
-    module = _module(backbone, pictures)
+    module = loss_module(backbone, pictures)
     loss_lbfgs = float(module.terms(tf.constant(lbfgs.tensor))["loss"])
     loss_sgd = float(module.terms(tf.constant(sgd.tensor))["loss"])
     assert loss_lbfgs < 0.9 * loss_sgd, (loss_lbfgs, loss_sgd)
@@ -121,34 +120,50 @@ def test_jit_compile_gives_the_same_losses(pictures):
                                [h["loss"] for h in plain.history], rtol=1e-4)
 
 
-def test_model_vgg16_runs_from_the_command_line(tmp_path, content_path, style_path):
-    out = str(tmp_path / "out")
-    code = cli.main(["nst_keras.run", f"--content_image={content_path}",
-                     f"--style_image={style_path}", f"--output_dir={out}", "--weights=random",
-                     "--img_nrows=48", "--model=vgg16", "--iterations=3", "--log_every=1",
-                     "--save_every=0", "--content_layers=block4_conv2",
-                     "--precision=mixed_bfloat16"])
-    assert code == 0
-    assert {"metrics.jsonl", "result.png"} <= set(os.listdir(out))
-    with open(os.path.join(out, "metrics.jsonl")) as f:
-        losses = [json.loads(line)["loss"] for line in f]
-    assert len(losses) == 3 and losses[2] < losses[0]
-    backbone = load_backbone("vgg16", "random", 0)[0]
-    assert "block5_conv4" not in [layer.name for layer in backbone.layers]
+def test_multi_scale_warm_starts_adam(content_path, style_path, monkeypatch):
+    seen = {}
+    real = optim.GradientDescent.warm_start
+
+    def spy(new, old, size):
+        text = real(new, old, size)
+        seen["text"] = text
+        seen["step"] = int(new.optimizer.iterations.numpy())
+        return text
+
+    monkeypatch.setattr(optim.GradientDescent, "warm_start", spy)
+    config = Config(content_image=content_path, style_image=style_path, **{
+        **FAST, "img_nrows": 400}, scales=(32, 40), iterations=(3, 1), optimizer="adam")
+    result = stylize(config, **QUIET)
+    assert seen["step"] == 3 and "first moments" in seen["text"]
+    assert result.image.shape == (40, 53, 3)
 
 
-def test_fast_cfg_is_valid_and_lowers_the_loss(tmp_path, content_path, style_path):
-    cfg = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                       "configs", "fast.cfg")
-    cli.parse(["prog", f"--flagfile={cfg}"])
-    config = cli.config_from_flags()
-    assert (config.optimizer, config.precision, config.loss_normalization) == (
-        "lbfgs", "mixed_bfloat16", "scaled")
-    out = str(tmp_path / "out")
-    assert cli.main(["prog", f"--flagfile={cfg}", f"--content_image={content_path}",
-                     f"--style_image={style_path}", f"--output_dir={out}",
-                     "--weights=random", "--img_nrows=48", "--iterations=4",
-                     "--log_every=1"]) == 0
-    with open(os.path.join(out, "metrics.jsonl")) as f:
-        losses = [json.loads(line)["loss"] for line in f]
-    assert losses[-1] < losses[0]
+# -- averaging and clamping -------------------------------------------------
+
+def tv(x):
+    return float(objective.total_variation_loss(tf.constant(x)))
+
+
+def test_ema_output_differs_from_the_raw_iterate_and_is_smoother(content_path, style_path):
+    config = Config(content_image=content_path, style_image=style_path, **FAST,
+                    iterations=12, optimizer="adam", learning_rate=20.0, init="noise",
+                    style_weight=1e-4, ema_decay=0.8)
+    result = stylize(config, **QUIET)
+    assert result.iterate is not None
+    assert np.abs(result.tensor - result.iterate).mean() > 1.0
+    assert tv(result.tensor) < 0.9 * tv(result.iterate)
+    plain = stylize(config.replace(ema_decay=0.0), **QUIET)
+    assert plain.iterate is None
+    np.testing.assert_allclose(plain.tensor, result.iterate, atol=1e-3)
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "lbfgs"])
+def test_clamp_pixels_keeps_the_valid_range(content_path, style_path, optimizer):
+    config = Config(content_image=content_path, style_image=style_path, **FAST,
+                    iterations=4, optimizer=optimizer, learning_rate=60.0,
+                    style_weight=1.0)
+    low, high = vgg.pixel_bounds()
+    free = stylize(config, **QUIET).tensor
+    assert (free < low - 1).any() or (free > high + 1).any()
+    kept = stylize(config.replace(clamp_pixels=True), **QUIET).tensor
+    assert (kept >= low - 1e-3).all() and (kept <= high + 1e-3).all()

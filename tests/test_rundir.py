@@ -1,31 +1,21 @@
-"""Nothing lost: interrupt and resume, NaN stop, atomic writes, no silent overwrite,
-run.json and loss.png."""
+"""rundir (with checkpoint and manifest): nothing lost. Interrupt and resume,
+NaN stop, atomic writes, no silent overwrite, run.json, metrics and loss.png."""
 
 import hashlib
 import json
 import os
 import signal
-import subprocess
 import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from nst_keras import checkpoint, cli, manifest, settings
-from nst_keras.errors import Interrupted
+from nst_keras import checkpoint, manifest, settings
 from nst_keras import Config
+from nst_keras.errors import Interrupted, UserError
 from nst_keras.pipeline import stylize
-from nst_keras.errors import UserError
-from conftest import config_for, run_cli
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def flags_for(content, style, out, *extra):
-    return [f"--content_image={content}", f"--style_image={style}", f"--output_dir={out}",
-            "--weights=random", "--img_nrows=48", "--log_every=1", "--save_every=0",
-            "--style_weight=1e-4", *extra]
+from conftest import config_for, flags_for, metrics, run_cli
 
 
 def pixels(path):
@@ -34,11 +24,6 @@ def pixels(path):
 
 def final_tensor(out):
     return checkpoint.load(str(out)).image
-
-
-def metrics(out):
-    with open(os.path.join(out, "metrics.jsonl")) as f:
-        return [json.loads(line) for line in f]
 
 
 # -- interrupt and resume --------------------------------------------------------
@@ -111,34 +96,32 @@ def test_resume_refuses_a_changed_setting_and_takes_the_rest_from_the_checkpoint
         config_for(f"--resume={out}")
 
 
-def test_real_sigint_to_the_program(tmp_path, content_path, style_path):
-    out = tmp_path / "out"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "nst_keras.run",
-         *flags_for(content_path, style_path, out, "--iterations=100000")],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
-        env={**os.environ, "PYTHONPATH": REPO},
-    )
-    try:
-        for line in proc.stdout:
-            if line.startswith("Iteration 2:"):
-                proc.send_signal(signal.SIGINT)
-                break
-        _, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 130, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("stopped: interrupted by SIGINT at iteration ")
-    step = int(lines[0].split("at iteration ")[1].split(";")[0])
-    assert step >= 2 and f"--resume={out}" in lines[0]
-    assert checkpoint.load(str(out)).step == step
-    assert (out / f"result_at_iteration_{step}.png").exists()
-    assert json.loads((out / "run.json").read_text())["status"] == "interrupted"
-    assert all(np.isfinite(m["loss"]) for m in metrics(out))  # whole lines only
-    assert run_cli(f"--resume={out}", f"--iterations={step + 1}") == 0
-    assert checkpoint.load(str(out)).step == step + 1
+@pytest.mark.parametrize("stop_at", [3, 4])
+def test_multi_scale_with_averaging_resumes_to_the_uninterrupted_image(
+        tmp_path, content_path, style_path, capsys, stop_at):
+    # Scales 32 and 48 with 3 steps each: stopping at 3 is the end of the first
+    # scale, at 4 inside the second (image, Adam moments and average restored).
+    common = ["--optimizer=adam", "--scales=32,48", "--iterations=3", "--ema_decay=0.5"]
+    straight = tmp_path / "straight"
+    assert run_cli(*flags_for(content_path, style_path, straight, *common)) == 0
+    resumed = tmp_path / "resumed"
+    config = config_for(*flags_for(content_path, style_path, resumed, *common))
+
+    def log(line):
+        if line.startswith(f"Iteration {stop_at}:"):
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(Interrupted):
+        stylize(config, log=log)
+    ckpt = checkpoint.load(str(resumed))
+    assert (ckpt.step, ckpt.scale_index) == (stop_at, 0 if stop_at == 3 else 1)
+    assert "average_total" in ckpt.extra_images
+    assert run_cli(*flags_for(content_path, style_path, resumed, *common),
+               f"--resume={resumed}") == 0
+    np.testing.assert_array_equal(final_tensor(resumed), final_tensor(straight))
+    np.testing.assert_array_equal(pixels(resumed / "result.png"), pixels(straight / "result.png"))
+    assert pixels(resumed / "result.png").shape[0] == 48
+    assert [m["scale"] for m in metrics(resumed)] == [32, 32, 32, 48, 48, 48]
 
 
 # -- NaN / Inf -------------------------------------------------------------------
@@ -225,7 +208,7 @@ def test_existing_results_need_overwrite(tmp_path, content_path, style_path, cap
     assert [m["iteration"] for m in metrics(out)] == [1]
 
 
-# -- run.json, loss.png, console script ----------------------------------------------
+# -- run.json, loss.png ----------------------------------------------------------------
 
 def test_run_json_describes_the_run(tmp_path, content_path, style_path):
     out = tmp_path / "out"
@@ -276,45 +259,3 @@ def test_loss_plot_is_skipped_without_matplotlib(tmp_path, monkeypatch):
     pytest.importorskip("matplotlib")
     assert manifest.plot_losses(str(tmp_path / "loss.png"), history, weights) is None
     assert Image.open(tmp_path / "loss.png").size == (700, 420)
-
-
-def test_console_script_points_at_main():
-    try:
-        import tomllib
-    except ImportError:  # Python < 3.11
-        tomllib = pytest.importorskip("tomli")
-    with open(os.path.join(REPO, "pyproject.toml"), "rb") as f:
-        project = tomllib.load(f)["project"]
-    assert project["scripts"]["nst-keras"] == "nst_keras.run:console_main"
-    assert "matplotlib" in " ".join(project["optional-dependencies"]["plot"])
-    from nst_keras import run
-
-    assert callable(run.console_main) and run.main is cli.main
-
-
-@pytest.mark.parametrize("stop_at", [3, 4])
-def test_multi_scale_with_averaging_resumes_to_the_uninterrupted_image(
-        tmp_path, content_path, style_path, capsys, stop_at):
-    # Scales 32 and 48 with 3 steps each: stopping at 3 is the end of the first
-    # scale, at 4 inside the second (image, Adam moments and average restored).
-    common = ["--optimizer=adam", "--scales=32,48", "--iterations=3", "--ema_decay=0.5"]
-    straight = tmp_path / "straight"
-    assert run_cli(*flags_for(content_path, style_path, straight, *common)) == 0
-    resumed = tmp_path / "resumed"
-    config = config_for(*flags_for(content_path, style_path, resumed, *common))
-
-    def log(line):
-        if line.startswith(f"Iteration {stop_at}:"):
-            os.kill(os.getpid(), signal.SIGINT)
-
-    with pytest.raises(Interrupted):
-        stylize(config, log=log)
-    ckpt = checkpoint.load(str(resumed))
-    assert (ckpt.step, ckpt.scale_index) == (stop_at, 0 if stop_at == 3 else 1)
-    assert "average_total" in ckpt.extra_images
-    assert run_cli(*flags_for(content_path, style_path, resumed, *common),
-               f"--resume={resumed}") == 0
-    np.testing.assert_array_equal(final_tensor(resumed), final_tensor(straight))
-    np.testing.assert_array_equal(pixels(resumed / "result.png"), pixels(straight / "result.png"))
-    assert pixels(resumed / "result.png").shape[0] == 48
-    assert [m["scale"] for m in metrics(resumed)] == [32, 32, 32, 48, 48, 48]

@@ -1,17 +1,109 @@
-"""--loss_normalization: keras_io unchanged, scaled invariant and size-free."""
+"""objective: the terms equal an independent transcription of keras.io; layer
+weights; --loss_normalization (keras_io unchanged, scaled invariant and size-free)."""
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from nst_keras import Config, cli, vgg
-from nst_keras.pipeline import build_loss
-from nst_keras.vgg import _random_weights, load_backbone
+from nst_keras import Config, cli, objective, pipeline, stylize, vgg
 from nst_keras.optim import LBFGS
+from nst_keras.pipeline import build_loss
+from nst_keras.vgg import load_backbone
 import keras_io_reference as ref
-from conftest import make_picture
+from conftest import COLS, FAST, ROWS, make_picture
 
-ROWS, COLS = 48, 64
+
+# -- the keras.io objective ------------------------------------------------------
+
+WEIGHTS = [
+    dict(content_weight=2.5e-8, style_weight=1e-6, total_variation_weight=1e-6),
+    dict(content_weight=1.0, style_weight=0.0, total_variation_weight=0.0),
+    dict(content_weight=0.0, style_weight=1.0, total_variation_weight=0.0),
+    dict(content_weight=0.0, style_weight=0.0, total_variation_weight=1.0),
+]
+
+
+@pytest.mark.parametrize("w", WEIGHTS)
+def test_objective_and_gradient_equal_keras_io(backbone, pictures, w):
+    content, style = pictures
+    base = vgg.preprocess_image(content)
+    style_ref = vgg.preprocess_image(style)
+    rng = np.random.default_rng(0)
+    combination = (base + rng.normal(0, 20, base.shape)).astype(np.float32)
+
+    reference = ref.make_loss(backbone, ROWS, COLS, **w)
+    want_loss, want_grad = reference(
+        tf.constant(combination), tf.constant(base), tf.constant(style_ref)
+    )
+    config = Config(content_image="c", style_image="s", weights="random", seed=3, **w)
+    module = build_loss(config, content, [style], backbone)
+    terms, grad = module.value_and_grad(tf.constant(combination))
+    got, want = float(terms["loss"]), float(want_loss)
+    assert want > 0
+    assert got == pytest.approx(want, rel=1e-5)
+    g, wg = grad.numpy(), want_grad.numpy()
+    assert np.abs(wg).max() > 0
+    assert np.linalg.norm(g - wg) <= 1e-5 * np.linalg.norm(wg) * 10  # summation order
+    np.testing.assert_allclose(g, wg, rtol=1e-3, atol=1e-5 * np.abs(wg).max())
+
+
+def test_separate_terms_are_the_keras_io_functions(pictures):
+    content, _ = pictures
+    x = tf.constant(vgg.preprocess_image(content))
+    y = x + 1.0
+    assert float(objective.content_loss(x, y)) == pytest.approx(ROWS * COLS * 3)
+    assert float(objective.total_variation_loss(y)) == pytest.approx(
+        float(objective.total_variation_loss(x)), rel=1e-6
+    )
+    f = tf.reshape(tf.range(12, dtype=tf.float32), (2, 2, 3))
+    g = objective.gram_matrix(f).numpy()
+    flat = np.arange(12, dtype=np.float32).reshape(4, 3)
+    np.testing.assert_allclose(g, flat.T @ flat)
+    assert float(objective.style_loss(tf.constant(flat.T @ flat), f, 2, 2)) == 0.0
+
+
+def test_engine_sgd_losses_equal_keras_io_loop_steps_1_to_5(backbone, pictures):
+    content, style = pictures
+    want, want_image = ref.run_sgd(
+        backbone, vgg.preprocess_image(content), vgg.preprocess_image(style), 5
+    )
+    # Style-heavy weights so that all three terms move the image.
+    result = stylize(
+        Config(content_image="c", style_image="s", weights="random", seed=3,
+               img_nrows=ROWS, iterations=5, log_every=1, save_every=0),
+        content=content, style=style, log=lambda s: None,
+    )
+    got = np.array([h["loss"] for h in result.history])
+    assert [h["iteration"] for h in result.history] == [1, 2, 3, 4, 5]
+    np.testing.assert_allclose(got, want, rtol=1e-4)
+    assert got[-1] < got[0]
+    np.testing.assert_allclose(result.tensor, want_image, rtol=0, atol=1e-2)
+
+
+# -- layers and their weights ----------------------------------------------------
+
+def test_style_layer_weights_and_several_content_layers(backbone):
+    content, style = make_picture(48, 64, 0), make_picture(48, 64, 1)
+    x = tf.constant(vgg.preprocess_image(make_picture(48, 64, 2)))
+    cfg = Config(content_image="c", style_image="s", **FAST, content_weight=1.0,
+                 style_weight=1.0, total_variation_weight=0.0)
+    weighted = pipeline.build_loss(cfg.replace(style_layer_weights=(1.0, 0.0)), content,
+                                 [style], backbone).terms(x)
+    only_first = pipeline.build_loss(cfg.replace(style_layers=("block1_conv1",)), content,
+                                   [style], backbone).terms(x)
+    equal = pipeline.build_loss(cfg, content, [style], backbone).terms(x)
+    assert float(weighted["style_loss"]) == pytest.approx(float(only_first["style_loss"]),
+                                                          rel=1e-6)
+    assert float(equal["style_loss"]) != pytest.approx(float(weighted["style_loss"]), rel=1e-2)
+    two = cfg.replace(content_layers=("block1_conv2", "block2_conv2"))
+    both = pipeline.build_loss(two, content, [style], backbone).terms(x)["content_loss"]
+    each = [pipeline.build_loss(two.replace(content_layers=(n,)), content, [style],
+                              backbone).terms(x)["content_loss"] for n in two.content_layers]
+    assert float(both) == pytest.approx(float(sum(each)) / 2, rel=1e-5)
+
+
+# -- loss normalisation ----------------------------------------------------------
+
 LAYERS = dict(content_layers=("block5_conv2",),
               style_layers=("block1_conv1", "block2_conv1", "block3_conv1",
                             "block4_conv1", "block5_conv1"))
@@ -22,7 +114,7 @@ def _fresh_vgg16(seed=5, biases=False):
     import keras
 
     backbone = keras.applications.VGG16(include_top=False, weights=None)
-    _random_weights(backbone, seed)
+    backbone.set_weights(load_backbone("vgg16", "random", seed)[0].get_weights())
     if biases:
         rng = np.random.default_rng(seed + 1)
         for layer in backbone.layers:
@@ -32,7 +124,7 @@ def _fresh_vgg16(seed=5, biases=False):
     return backbone
 
 
-def _module(backbone, content, style, normalization, **weights):
+def normalized_loss(backbone, content, style, normalization, **weights):
     config = Config(content_image="c", style_image="s", loss_normalization=normalization,
                     **LAYERS, **weights)
     return build_loss(config, content, [style], backbone)
@@ -61,8 +153,8 @@ def test_scaled_optimum_invariant_to_rescaling_one_layer(layer, biases):
     points = [tf.constant(base + rng.normal(0, s, base.shape).astype(np.float32))
               for s in (5.0, 30.0)]
 
-    a = _module(original, content, style, "scaled", **weights)
-    b = _module(scaled_net, content, style, "scaled", **weights)
+    a = normalized_loss(original, content, style, "scaled", **weights)
+    b = normalized_loss(scaled_net, content, style, "scaled", **weights)
     for x in points:
         ta, ga = a.value_and_grad(x)
         tb, gb = b.value_and_grad(x)
@@ -83,19 +175,19 @@ def test_scaled_optimum_invariant_to_rescaling_one_layer(layer, biases):
 
     # The tutorial's terms change by 7^2 (content) or 7^4 (style) instead, which
     # moves the balance between them (so this test can fail).
-    ka = _module(original, content, style, "keras_io", **weights).terms(points[1])
-    kb = _module(scaled_net, content, style, "keras_io", **weights).terms(points[1])
+    ka = normalized_loss(original, content, style, "keras_io", **weights).terms(points[1])
+    kb = normalized_loss(scaled_net, content, style, "keras_io", **weights).terms(points[1])
     assert float(kb["content_loss"]) == pytest.approx(49.0 * float(ka["content_loss"]),
                                                       rel=1e-3)
 
 
-TERMS = ("content", "style", "tv")
+TERM_NAMES = ("content", "style", "tv")
 
 
 def _gradient_l1(normalization):
     """Mean over pixels of |d term / d pixel| for each unweighted term, at the
     photo plus fixed noise, for two sizes and both backbones."""
-    out = {name: [] for name in TERMS}
+    out = {name: [] for name in TERM_NAMES}
     for model in ("vgg19", "vgg16"):
         backbone = load_backbone(model, "random", 3)[0]
         for rows in (36, 72):
@@ -103,13 +195,13 @@ def _gradient_l1(normalization):
             content, style = make_picture(rows, cols, 0), make_picture(rows, cols, 1)
             x = vgg.preprocess_image(content) + np.random.default_rng(0).normal(
                 0, 20, (1, rows, cols, 3)).astype(np.float32)
-            module = _module(backbone, content, style, normalization, content_weight=1.0,
+            module = normalized_loss(backbone, content, style, normalization, content_weight=1.0,
                              style_weight=1.0, total_variation_weight=1.0)
             x = tf.constant(x)
             with tf.GradientTape(persistent=True) as tape:
                 tape.watch(x)
                 terms = module.terms(x)
-            for name in TERMS:
+            for name in TERM_NAMES:
                 grad = tape.gradient(terms[f"{name}_loss"], x)
                 out[name].append(float(tf.reduce_mean(tf.abs(grad))))
     return out
@@ -137,7 +229,7 @@ def test_keras_io_normalization_is_the_tutorial_objective():
     x = tf.constant(base + np.random.default_rng(1).normal(0, 20, base.shape).astype(np.float32))
     want, want_grad = ref.make_loss(backbone, ROWS, COLS)(
         x, tf.constant(base), tf.constant(vgg.preprocess_image(style)))
-    module = _module(backbone, content, style, "keras_io",
+    module = normalized_loss(backbone, content, style, "keras_io",
                      content_weight=2.5e-8, style_weight=1e-6, total_variation_weight=1e-6)
     terms, grad = module.value_and_grad(x)
     assert float(terms["loss"]) == pytest.approx(float(want), rel=1e-5)

@@ -1,0 +1,109 @@
+"""vgg: pre/deprocessing, weights loading, the feature extractor (pooling,
+padding), VGG16."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from nst_keras import cli, vgg
+from nst_keras.vgg import load_backbone
+from conftest import base_args, make_picture, metrics, run_cli
+
+
+def test_preprocess_deprocess_round_trip_is_exact():
+    pic = np.arange(48 * 64 * 3, dtype=np.int64).reshape(48, 64, 3) % 256
+    pic = pic.astype(np.uint8)
+    back = vgg.deprocess_image(vgg.preprocess_image(pic))
+    assert back.dtype == np.uint8 and back.shape == (48, 64, 3)
+    np.testing.assert_array_equal(back, pic)
+
+
+def test_preprocess_matches_keras_vgg19_preprocess_input():
+    import keras
+
+    pic = make_picture(20, 30)
+    ours = vgg.preprocess_image(pic)
+    theirs = keras.applications.vgg19.preprocess_input(pic[None].astype("float32"))
+    assert ours.shape == (1, 20, 30, 3) and ours.dtype == np.float32
+    np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-5)
+    # BGR order: channel 0 is blue minus 103.939.
+    np.testing.assert_allclose(ours[0, ..., 0], pic[..., 2] - 103.939, atol=1e-4)
+
+
+def test_deprocess_uses_the_given_offsets():
+    x = np.zeros((1, 4, 5, 3), np.float32)
+    out = vgg.deprocess_image(x, mean=(10.0, 20.0, 30.0))
+    # Offsets are B, G, R; the output is RGB.
+    assert out[0, 0].tolist() == [30, 20, 10]
+    out = vgg.deprocess_image(x - 50, mean=(10.0, 20.0, 300.0))
+    assert out[0, 0].tolist() == [250, 0, 0]  # clipped to 0..255
+
+
+@pytest.mark.parametrize("suffix", [".weights.h5", ".h5"])
+def test_weights_file_loads_and_changes_the_loss(tmp_path, content_path, style_path, suffix):
+    backbone = load_backbone("vgg19", "random", seed=11)[0]
+    path = str(tmp_path / f"vgg19{suffix}")
+    if suffix == ".weights.h5":
+        backbone.save_weights(path)
+    else:  # the legacy layout keras.io downloads
+        import h5py
+        from keras.src.legacy.saving import legacy_h5_format
+
+        with h5py.File(path, "w") as f:
+            legacy_h5_format.save_weights_to_hdf5_group(f, backbone)
+    losses = {}
+    for name, extra in [("file", [f"--weights={path}"]), ("seed11", ["--seed=11"]),
+                        ("seed0", ["--seed=0"])]:
+        out = str(tmp_path / name)
+        assert run_cli(*base_args(content_path, style_path, out, "--iterations=1", "--log_every=1",
+                              "--save_every=0", "--style_weight=1", *extra)) == 0
+        losses[name] = metrics(out)[0]["style_loss"]
+    assert losses["file"] == pytest.approx(losses["seed11"], rel=1e-6)
+    assert losses["file"] != pytest.approx(losses["seed0"], rel=1e-2)
+
+
+def test_avg_pooling_keeps_every_conv_weight(backbone):
+    names = ["block5_conv4"]
+    avg = vgg.build_extractor(backbone, names, pooling="avg")
+    mx = vgg.build_extractor(backbone, names, pooling="max")
+    kinds = [type(layer).__name__ for layer in avg.layers]
+    assert kinds.count("AveragePooling2D") == 4 and "MaxPooling2D" not in kinds
+    convs = [layer for layer in backbone.layers if layer.weights]
+    assert len(convs) == 16
+    for layer in convs:
+        for got, want in zip(avg.get_layer(layer.name).get_weights(), layer.get_weights()):
+            np.testing.assert_array_equal(got, want)
+    x = tf.constant(vgg.preprocess_image(make_picture(48, 64)))
+    assert not np.allclose(avg(x)["block5_conv4"], mx(x)["block5_conv4"])
+
+
+def test_replicate_padding_changes_only_the_border_of_the_first_layer(backbone):
+    x = vgg.preprocess_image(make_picture(40, 48))
+    zero = vgg.build_extractor(backbone, ["block1_conv1"])(x)["block1_conv1"].numpy()
+    rep = vgg.build_extractor(backbone, ["block1_conv1"], padding="replicate")(x)
+    rep = rep["block1_conv1"].numpy()
+    np.testing.assert_allclose(rep[:, 1:-1, 1:-1], zero[:, 1:-1, 1:-1], rtol=1e-5, atol=1e-4)
+    assert np.abs(rep[:, 0] - zero[:, 0]).max() > 1.0
+    kernel, bias = backbone.get_layer("block1_conv1").get_weights()
+    padded = np.pad(x, [(0, 0), (1, 1), (1, 1), (0, 0)], mode="edge")
+    want = tf.nn.relu(tf.nn.conv2d(padded, kernel, 1, "VALID") + bias).numpy()
+    np.testing.assert_allclose(rep, want, rtol=1e-4, atol=1e-3)
+
+
+def test_model_vgg16_runs_from_the_command_line(tmp_path, content_path, style_path):
+    out = str(tmp_path / "out")
+    code = cli.main(["nst_keras.run", f"--content_image={content_path}",
+                     f"--style_image={style_path}", f"--output_dir={out}", "--weights=random",
+                     "--img_nrows=48", "--model=vgg16", "--iterations=3", "--log_every=1",
+                     "--save_every=0", "--content_layers=block4_conv2",
+                     "--precision=mixed_bfloat16"])
+    assert code == 0
+    assert {"metrics.jsonl", "result.png"} <= set(os.listdir(out))
+    with open(os.path.join(out, "metrics.jsonl")) as f:
+        losses = [json.loads(line)["loss"] for line in f]
+    assert len(losses) == 3 and losses[2] < losses[0]
+    backbone = load_backbone("vgg16", "random", 0)[0]
+    assert "block5_conv4" not in [layer.name for layer in backbone.layers]
