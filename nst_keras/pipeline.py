@@ -34,7 +34,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
-from nst_keras import imaging, memory, optim, rundir, settings, vgg
+from nst_keras import hardware, imaging, memory, optim, rundir, settings, vgg
 from nst_keras.callbacks import FiniteGuard, Outcome, PrintLog, Progress, RunState, \
     StopOnSignal
 from nst_keras.errors import UserError
@@ -208,15 +208,19 @@ def picture_of(tensor, config: Config, content_colour: Optional[np.ndarray]) -> 
 
 
 def build_extractor(config: Config, backbone=None):
-    """The cut VGG extractor for the configured layers (checks their names)."""
+    """The cut VGG extractor for the configured layers (checks their names).
+
+    ``precision="auto"`` is resolved here (``hardware.resolve_precision``).
+    """
     if backbone is None:
         backbone, _ = vgg.load_backbone(config.model, config.weights, config.seed)
     content_layers, style_layers = config.active_layers()
     vgg.check_layers(backbone, content_layers + style_layers, config.model)
     if not content_layers + style_layers:  # total variation alone needs no network
         return None
+    precision, _ = hardware.resolve_precision(config.precision, config.model)
     return vgg.build_extractor(backbone, content_layers + style_layers,
-                               precision=config.precision, pooling=config.pooling,
+                               precision=precision, pooling=config.pooling,
                                padding=config.padding)
 
 
@@ -250,8 +254,9 @@ class Run:
     """
 
     def __init__(self, config: Config, stages: List[Stage], weights: str, callbacks,
-                 start: Optional[RunState], log):
+                 start: Optional[RunState], log, device: Optional[Dict] = None):
         self.config, self.stages, self.weights = config, stages, weights
+        self.device = device or {}  # precision chosen and why, threads
         self.callbacks, self.start, self.log = list(callbacks), start, log
         self.history = [dict(r) for r in start.history if r["iteration"] <= start.step] \
             if start else []
@@ -481,14 +486,19 @@ def stylize(config: Config, content=None, style=None, callbacks: Sequence = (),
     # Every stage's inputs first, so size errors come before anything is written.
     all_inputs = [stage_inputs(config, sources, stage) for stage in stages]
     first_image = initial_image(config, sources, stages[0], all_inputs[0])
+    threads = hardware.configure_threads()
+    precision, why = hardware.resolve_precision(config.precision, config.model)
     backbone, weights = vgg.load_backbone(config.model, config.weights, config.seed)
-    extractor = build_extractor(config, backbone)
+    extractor = build_extractor(config.replace(precision=precision), backbone)
     last = stages[-1]
     log(f"{config.model} weights: {weights}; image {last.rows}x{last.cols}; "
-        f"{config.optimizer}, {last.last_step} iterations, {config.precision}")
-    run = Run(config, stages, weights,
+        f"{config.optimizer}, {last.last_step} iterations, {precision}"
+        + (f" (auto: {why})" if config.precision == "auto" else ""))
+    device = {"precision": precision, "precision_requested": config.precision,
+              "precision_reason": why, "threads": threads}
+    run = Run(config.replace(precision=precision), stages, weights,
               [StopOnSignal(log), *([directory] if directory else []), PrintLog(log),
-               *callbacks], start, log)
+               *callbacks], start, log, device)
     run.begin()
     try:
         result = _loop(run, all_inputs, first_image, extractor)

@@ -57,7 +57,7 @@ def _check_writable(out: str) -> None:
 
 
 def _check_inputs_survive(config) -> None:
-    pattern = _result_pattern(config.result_prefix)
+    pattern = _result_pattern(settings.result_prefix(config))
     real_out = os.path.realpath(config.output_dir)
     for flag in ("content_image", "style_image"):
         src = getattr(config, flag)
@@ -82,7 +82,7 @@ def check_outputs(config) -> None:
     _check_inputs_survive(config)
     if _resuming_here(config):
         return  # continuing a run in its own directory
-    found = existing_results(out, config.result_prefix)
+    found = existing_results(out, settings.result_prefix(config))
     if found and not config.overwrite:
         more = f" and {len(found) - 3} more" if len(found) > 3 else ""
         raise UserError(
@@ -122,6 +122,7 @@ class RunDirectory(Callback):
         check_outputs(config)
         self.resume_state = read_resume_state(config)
         self.dir = config.output_dir
+        self.prefix = settings.result_prefix(config)
         self.metrics_path = os.path.join(self.dir, manifest.METRICS)
         self.manifest: Optional[manifest.Manifest] = None
         self.images: List[str] = []  # every picture saved, in order
@@ -134,13 +135,13 @@ class RunDirectory(Callback):
         self._run = run
         make_output_dir(self.dir)
         if self.config.overwrite and not _resuming_here(self.config):
-            for name in existing_results(self.dir, self.config.result_prefix):
+            for name in existing_results(self.dir, self.prefix):
                 os.remove(self._path(name))
         if self.resume_state is not None:
             self.log(f"resuming from {ckptlib.path_in(self.config.resume)} at iteration "
                      f"{self.resume_state.step}")
         manifest.write_json_lines(self.metrics_path, run.history)
-        self.manifest = manifest.Manifest(self.dir, self.config, run.weights)
+        self.manifest = manifest.Manifest(self.dir, self.config, run.weights, run.device)
         self.manifest.begin(run.step + 1)
 
     def on_step(self, progress: Progress) -> None:
@@ -152,7 +153,7 @@ class RunDirectory(Callback):
             self.save_checkpoint()
 
     def _at_step(self, step: int) -> str:
-        return f"{self.config.result_prefix}_at_iteration_{step}.png"
+        return f"{self.prefix}_at_iteration_{step}.png"
 
     def save_image(self, name: str, picture) -> str:
         path = self._path(name)
@@ -172,11 +173,11 @@ class RunDirectory(Callback):
             return []
         picture = run.picture(outcome.tensor)
         if outcome.status == "non_finite":
-            return [self.save_image(f"{self.config.result_prefix}.png", picture)]
+            return [self.save_image(f"{self.prefix}.png", picture)]
         if outcome.status in ("stopped", "interrupted"):
             return [self.save_image(self._at_step(outcome.step), picture),
                     self.save_checkpoint()]
-        self.save_image(f"{self.config.result_prefix}.png", picture)
+        self.save_image(f"{self.prefix}.png", picture)
         self.save_checkpoint()
         return list(self.images)
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import urllib.parse
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from nst_keras import vgg
@@ -28,7 +29,7 @@ ImageSource = Union[str, "numpy.ndarray"]  # noqa: F821  (path, URL or RGB array
 
 MODELS = ("vgg19", "vgg16")
 OPTIMIZERS = ("sgd", "adam", "lbfgs")
-PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 LOSS_NORMALIZATIONS = ("keras_io", "scaled")
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos", "box", "hamming")
 COLOR_MODES = ("none", "luminance", "histogram")
@@ -258,9 +259,8 @@ _inputs, _objective, _optimizer, _output, _experiments = (
 class Config:
     """Settings of one style-transfer run; see each field's ``help``.
 
-    Layouts: images are paths, http(s) URLs or ``uint8 (rows, cols, 3)`` RGB
-    arrays.  ``style_image`` may be a list or a comma-separated string of
-    several pictures; ``iterations`` an int or one count per scale.
+    Images are paths, http(s) URLs or ``uint8 (rows, cols, 3)`` RGB arrays;
+    ``style_image`` may be a list or a comma-separated string of several.
     """
 
     # --- Inputs and size ---
@@ -338,14 +338,17 @@ class Config:
         "(0: off).", flag="float", check=_ema)
     clamp_pixels: bool = _optimizer(False, "Keep every pixel in 0..255 after each step.",
                                  flag="boolean")
-    precision: str = _optimizer("float32", "Network precision (the network only: Gram matrices, losses and the image stay float32).", choices=PRECISIONS)
+    precision: str = _optimizer("auto", "Network precision: auto measures once per machine "
+                                "which is fastest (bfloat16 only where the hardware has it); "
+                                "losses and the image stay float32.", choices=PRECISIONS)
     jit_compile: bool = _optimizer(False, "Compile the step with XLA.", flag="boolean")
 
     # --- Output, resume, safety ---
     output_dir: Optional[str] = _output(
         None, "Directory for images, run.json, metrics.jsonl and checkpoint.npz (Python: "
         "None writes nothing).", result=False, flag_default="outputs")
-    result_prefix: str = _output("result", "File name prefix of the written images.")
+    result_prefix: Optional[str] = _output(
+        None, "File name prefix of the written images (default: <content stem>_stylized).")
     save_every: int = _output(100, "Save an image every N steps (0: only the final image).",
                               flag="integer", check=_non_negative_int, result=False)
     log_every: int = _output(100, "Log and record losses every N steps.", flag="integer",
@@ -386,9 +389,8 @@ class Config:
 
     def resolved_learning_rate(self) -> Optional[float]:
         """``learning_rate``, or the optimiser's default when it is None."""
-        if self.learning_rate is not None:
-            return float(self.learning_rate)
-        return DEFAULT_LEARNING_RATES[self.optimizer]
+        lr = self.learning_rate
+        return DEFAULT_LEARNING_RATES[self.optimizer] if lr is None else float(lr)
 
     def active_layers(self) -> Tuple[List[str], List[str]]:
         """``(content_layers, style_layers)`` whose term has a non-zero weight."""
@@ -441,6 +443,23 @@ def style_sources(source) -> list:
     if isinstance(source, str) and "," in source and not os.path.exists(source):
         return [s.strip() for s in source.split(",") if s.strip()]
     return [source]
+
+
+def result_prefix(config: Config) -> str:
+    """``result_prefix``, or ``<stem>_stylized`` from the content image's file name.
+
+    A path or URL ``.../cat.jpg`` gives ``cat_stylized``; an array (no name)
+    gives ``stylized``.
+    """
+    if config.result_prefix:
+        return config.result_prefix
+    source = config.content_image
+    if isinstance(source, str) and source != "<array>":
+        path = urllib.parse.urlparse(source).path if "://" in source else source
+        stem = os.path.splitext(os.path.basename(path.rstrip("/")))[0]
+        if stem:
+            return f"{stem}_stylized"
+    return "stylized"
 
 
 def _check_fields(config: Config) -> None:

@@ -5,6 +5,10 @@ import json
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# --precision=auto (the default) answers float32 in the tests, whatever this
+# machine's fastest precision is, so numbers compare across machines;
+# tests/test_hardware.py unpins it to test auto itself.
+os.environ["NST_KERAS_PRECISION"] = "float32"
 
 import numpy as np
 import pytest

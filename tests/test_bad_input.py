@@ -152,7 +152,7 @@ def test_input_inside_output_dir_is_never_overwritten(tmp_path, style_path, caps
     victim = out / "result.png"
     Image.fromarray(make_picture(48, 64)).save(victim)
     before = victim.read_bytes()
-    code = run_cli(*args_for(victim, style_path, out, "--overwrite"))
+    code = run_cli(*args_for(victim, style_path, out, "--overwrite", "--result_prefix=result"))
     one_line_error(code, capsys, "--content_image", "would be overwritten")
     assert victim.read_bytes() == before and os.listdir(out) == ["result.png"]
 

@@ -82,7 +82,8 @@ def test_a_stopped_run_directory_resumes_to_the_uninterrupted_image(
                      callbacks=[Recorder(stop_at=3)], **QUIET)
     assert result.status == "stopped"
     assert sorted(p.name for p in out.iterdir()) == [
-        "checkpoint.npz", "loss.png", "metrics.jsonl", "result_at_iteration_3.png", "run.json"]
+        "checkpoint.npz", "content_stylized_at_iteration_3.png", "loss.png", "metrics.jsonl",
+        "run.json"]
     manifest = json.loads((out / "run.json").read_text())
     assert manifest["status"] == "stopped" and manifest["steps"] == 3
     assert checkpoint.load(str(out)).step == 3
@@ -91,8 +92,8 @@ def test_a_stopped_run_directory_resumes_to_the_uninterrupted_image(
     assert resumed.status == "finished"
     np.testing.assert_array_equal(checkpoint.load(str(out)).image,
                                   checkpoint.load(str(tmp_path / "straight")).image)
-    np.testing.assert_array_equal(np.asarray(Image.open(out / "result.png")),
-                                  np.asarray(Image.open(tmp_path / "straight" / "result.png")))
+    np.testing.assert_array_equal(np.asarray(Image.open(out / "content_stylized.png")),
+                                  np.asarray(Image.open(tmp_path / "straight" / "content_stylized.png")))
 
 
 def test_progress_follows_the_scales(content_path, style_path):

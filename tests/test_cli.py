@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from nst_keras import cli
+from nst_keras import cli, settings
 from conftest import REPO, fast_flags
 
 
@@ -61,7 +61,7 @@ def test_flags_fill_the_config_fields(content_path, style_path):
     ("two_styles.cfg", dict(style_blend_weights=(0.7, 0.3), optimizer="adam")),
     ("keep_colors.cfg", dict(preserve_colors="luminance", pooling="avg", ema_decay=0.99)),
     ("high_res.cfg", dict(scales=(512, 1024, 2048), iterations=(600, 200, 100),
-                          precision="mixed_bfloat16", clamp_pixels=True,
+                          precision="auto", clamp_pixels=True,
                           padding="replicate")),
 ])
 def test_configs_parse(monkeypatch, name, want):
@@ -80,7 +80,7 @@ def test_fast_cfg_is_valid_and_lowers_the_loss(tmp_path, content_path, style_pat
     cli.parse(["prog", f"--flagfile={cfg}"])
     config = cli.config_from_flags()
     assert (config.optimizer, config.precision, config.loss_normalization) == (
-        "lbfgs", "mixed_bfloat16", "scaled")
+        "lbfgs", "auto", "scaled")
     out = str(tmp_path / "out")
     assert cli.main(["prog", f"--flagfile={cfg}", f"--content_image={content_path}",
                      f"--style_image={style_path}", f"--output_dir={out}",
@@ -89,6 +89,22 @@ def test_fast_cfg_is_valid_and_lowers_the_loss(tmp_path, content_path, style_pat
     with open(os.path.join(out, "metrics.jsonl")) as f:
         losses = [json.loads(line)["loss"] for line in f]
     assert losses[-1] < losses[0]
+
+
+@pytest.mark.parametrize("name", sorted(os.listdir(os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs"))))
+def test_shipped_presets_use_auto_precision_and_name_outputs_after_the_photo(
+        monkeypatch, name):
+    monkeypatch.chdir(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    cli.parse(["prog", f"--flagfile=configs/{name}", "--content_image=photos/cat.jpg"])
+    config = cli.config_from_flags()
+    if name == "default.cfg":  # the tutorial, reproduced exactly
+        assert (config.precision, config.result_prefix) == ("float32", "paris_generated")
+    else:
+        assert config.precision == "auto", name
+        if name != "deprocess_offsets.cfg":  # the experiment names its own files
+            assert settings.result_prefix(config) == "cat_stylized", name
+    cli.parse(["prog"])
 
 
 @pytest.mark.parametrize("name", ["deprocess_offsets", "reconstruct_content",

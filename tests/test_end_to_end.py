@@ -58,7 +58,7 @@ def test_real_sigint_to_the_program(tmp_path, content_path, style_path):
     step = int(lines[0].split("at iteration ")[1].split(";")[0])
     assert step >= 2 and f"--resume={out}" in lines[0]
     assert checkpoint.load(str(out)).step == step
-    assert (out / f"result_at_iteration_{step}.png").exists()
+    assert (out / f"content_stylized_at_iteration_{step}.png").exists()
     assert json.loads((out / "run.json").read_text())["status"] == "interrupted"
     assert all(np.isfinite(m["loss"]) for m in read_metrics(out))  # whole lines only
     assert run_cli(f"--resume={out}", f"--iterations={step + 1}") == 0

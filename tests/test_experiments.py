@@ -101,7 +101,7 @@ def test_deprocess_offsets_cli_writes_grid_and_report(tmp_path, content_path, st
                      "--iterations=3", f"--deprocess_offsets={offsets}")) == 0
     report = json.load(open(os.path.join(out, "deprocess_offsets.json")))
     assert [r["offsets"] for r in report] == [list(t) for t in parse_offsets(offsets)]
-    result = np.asarray(Image.open(os.path.join(out, "result.png")), float)
+    result = np.asarray(Image.open(os.path.join(out, "content_stylized.png")), float)
     np.testing.assert_allclose(report[0]["mean_rgb"], result.mean(axis=(0, 1)), atol=1e-3)
     assert report[0]["psnr_vs_imagenet"] is None
     assert report[1]["mean_shift_rgb"][2] > 0 > report[1]["mean_shift_rgb"][0]

@@ -174,8 +174,8 @@ def test_multi_scale_ends_at_the_last_size_and_starts_from_the_previous_result(
     first_end = calls[0][2]
     want = tf.image.resize(first_end, (48, 64), method="bicubic").numpy()
     np.testing.assert_allclose(calls[1][1], want, rtol=1e-5, atol=1e-3)
-    assert Image.open(os.path.join(out, "result.png")).size == (64, 48)
-    assert Image.open(os.path.join(out, "result_at_iteration_2.png")).size == (42, 32)
+    assert Image.open(os.path.join(out, "content_stylized.png")).size == (64, 48)
+    assert Image.open(os.path.join(out, "content_stylized_at_iteration_2.png")).size == (42, 32)
     m = metrics(out)
     assert [r["iteration"] for r in m] == [1, 2, 3, 4, 5]
     assert [r["scale"] for r in m] == [32, 32, 48, 48, 48]

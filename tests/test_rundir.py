@@ -46,8 +46,8 @@ def test_interrupt_then_resume_ends_on_the_uninterrupted_image(
     with pytest.raises(Interrupted) as stop:
         stylize(config, log=log)
     assert stop.value.step == 3 and stop.value.signal_name == signame
-    assert (resumed / "result_at_iteration_3.png").exists()
-    assert not (resumed / "result.png").exists()
+    assert (resumed / "content_stylized_at_iteration_3.png").exists()
+    assert not (resumed / "content_stylized.png").exists()
     assert checkpoint.load(str(resumed)).step == 3
     assert json.loads((resumed / "run.json").read_text())["status"] == "interrupted"
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
@@ -58,7 +58,7 @@ def test_interrupt_then_resume_ends_on_the_uninterrupted_image(
                f"--resume={resumed}") == 0
     assert "resuming from" in capsys.readouterr().out
     np.testing.assert_array_equal(final_tensor(resumed), final_tensor(straight))
-    np.testing.assert_array_equal(pixels(resumed / "result.png"), pixels(straight / "result.png"))
+    np.testing.assert_array_equal(pixels(resumed / "content_stylized.png"), pixels(straight / "content_stylized.png"))
     a, b = metrics(straight), metrics(resumed)
     assert [m["iteration"] for m in b] == [1, 2, 3, 4, 5, 6]
     for x, y in zip(a, b):
@@ -119,8 +119,8 @@ def test_multi_scale_with_averaging_resumes_to_the_uninterrupted_image(
     assert run_cli(*flags_for(content_path, style_path, resumed, *common),
                f"--resume={resumed}") == 0
     np.testing.assert_array_equal(final_tensor(resumed), final_tensor(straight))
-    np.testing.assert_array_equal(pixels(resumed / "result.png"), pixels(straight / "result.png"))
-    assert pixels(resumed / "result.png").shape[0] == 48
+    np.testing.assert_array_equal(pixels(resumed / "content_stylized.png"), pixels(straight / "content_stylized.png"))
+    assert pixels(resumed / "content_stylized.png").shape[0] == 48
     assert [m["scale"] for m in metrics(resumed)] == [32, 32, 32, 48, 48, 48]
 
 
@@ -137,10 +137,10 @@ def test_nan_stop_keeps_the_last_finite_image(tmp_path, content_path, style_path
     assert code == 1 and len(err) == 1, err
     assert "loss became inf at iteration 5" in err[0]
     assert "kept the last finite image (after 3 updates)" in err[0]
-    assert str(out / "result.png") in err[0]
+    assert str(out / "content_stylized.png") in err[0]
     ref = tmp_path / "ref"
     assert run_cli(*flags_for(content_path, style_path, ref, "--iterations=3", *blow_up)) == 0
-    np.testing.assert_array_equal(pixels(out / "result.png"), pixels(ref / "result.png"))
+    np.testing.assert_array_equal(pixels(out / "content_stylized.png"), pixels(ref / "content_stylized.png"))
     assert [m["iteration"] for m in metrics(out)] == [1, 2, 3, 4]  # strict JSON, finite
     data = json.loads((out / "run.json").read_text())
     assert data["status"] == "non_finite" and data["steps"] == 3
@@ -190,8 +190,8 @@ def test_existing_results_need_overwrite(tmp_path, content_path, style_path, cap
     assert run_cli(*first) == 0
     names = sorted(os.listdir(out))
     assert [n for n in names if n != "loss.png"] == [
-        "checkpoint.npz", "metrics.jsonl", "result.png", "result_at_iteration_1.png",
-        "result_at_iteration_2.png", "run.json"]
+        "checkpoint.npz", "content_stylized.png", "content_stylized_at_iteration_1.png",
+        "content_stylized_at_iteration_2.png", "metrics.jsonl", "run.json"]
     stamps = {n: (out / n).read_bytes() for n in names}
     capsys.readouterr()
     code = run_cli(*flags_for(content_path, style_path, out, "--iterations=1", "--seed=3"))
@@ -204,7 +204,7 @@ def test_existing_results_need_overwrite(tmp_path, content_path, style_path, cap
     assert run_cli(*flags_for(content_path, style_path, out, "--iterations=1",
                           "--overwrite")) == 0
     assert sorted(n for n in os.listdir(out) if n != "loss.png") == [
-        "checkpoint.npz", "metrics.jsonl", "result.png", "run.json"]  # stale snapshots gone
+        "checkpoint.npz", "content_stylized.png", "metrics.jsonl", "run.json"]  # stale snapshots
     assert [m["iteration"] for m in metrics(out)] == [1]
 
 

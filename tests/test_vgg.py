@@ -101,7 +101,7 @@ def test_model_vgg16_runs_from_the_command_line(tmp_path, content_path, style_pa
                      "--save_every=0", "--content_layers=block4_conv2",
                      "--precision=mixed_bfloat16"])
     assert code == 0
-    assert {"metrics.jsonl", "result.png"} <= set(os.listdir(out))
+    assert {"metrics.jsonl", "content_stylized.png"} <= set(os.listdir(out))
     with open(os.path.join(out, "metrics.jsonl")) as f:
         losses = [json.loads(line)["loss"] for line in f]
     assert len(losses) == 3 and losses[2] < losses[0]
