@@ -49,6 +49,7 @@ import importlib.util
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -389,7 +390,7 @@ def parse_args(argv=None):
     configs = []
     for spec in args.config:
         name, _, rest = spec.partition("=")
-        parts = [s for s in rest.split(",") if s]
+        parts = [s for s in re.split(r",(?=--)", rest) if s]  # values may hold commas
         flags = [("--flagfile=" + parts[0]) if parts and not parts[0].startswith("--")
                  else parts[0]] + parts[1:] if parts else []
         configs.append((name, flags))

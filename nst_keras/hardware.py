@@ -7,16 +7,24 @@ precisions are *candidates*:
 * mixed_bfloat16 where bfloat16 is native: a CPU with AVX512-BF16 or AMX, a
   GPU of compute capability 8.0 or more (elsewhere TensorFlow emulates it,
   about ten times slower than float32);
-* mixed_float16 on a GPU of compute capability 7.0 or more (the objective's
-  float16 path keeps an exact loss scale).
+* mixed_float16 on a GPU of compute capability 7.0 or more without native
+  bfloat16 (the objective's float16 path keeps an exact loss scale).
 
-With more than one candidate a short probe measures one forward and backward
-pass of the first VGG blocks in each, and a reduced precision is chosen only
-when it beats float32 by ``MARGIN``.  The answer is cached per machine,
+With more than one candidate a short probe (``probe``) measures a forward and
+backward pass of the first VGG blocks in each, and a reduced precision is
+chosen only when it beats float32 by ``MARGIN``: float32 is exact, so a tie
+goes to it.  Even a CPU with AVX512-BF16 can be slower in bfloat16, which is
+why the probe decides, not the flags.  The answer is cached per machine,
 TensorFlow version and model in the Keras cache directory
 (``~/.keras/nst_keras_precision.json``), so the probe runs once per machine.
+
 ``NST_KERAS_PRECISION=float32`` (or another precision) pins the answer of
-``auto`` without touching configs (the test suite does this).
+``auto`` without touching configs; the test suite does this so numbers
+compare across machines.
+
+Threads: ``usable_cores`` counts the cores this process may really use (CPU
+affinity, capped by a cgroup CPU quota, as in a container), and
+``configure_threads`` hands them to TensorFlow's thread pools.
 """
 
 from __future__ import annotations
@@ -30,25 +38,28 @@ import platform
 import statistics
 import tempfile
 import time
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 from nst_keras.errors import UserError
 
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
-MARGIN = 0.10  # a reduced precision must be this much faster than float32
+MARGIN = 0.10  # a reduced precision must be at least this much faster than float32
 CACHE_NAME = "nst_keras_precision.json"
 PIN_VARIABLE = "NST_KERAS_PRECISION"
+BF16_CPU_FLAGS = {"avx512_bf16": "AVX512-BF16", "amx_bf16": "AMX", "amx_tile": "AMX"}
+VGG_BLOCKS_1_TO_3 = ((2, 64), (2, 128), (4, 256))  # (convolutions, channels) per block
 
 
 @dataclasses.dataclass(frozen=True)
 class Device:
-    """What ``auto`` needs to know of a device.
+    """What ``auto`` needs to know of the device a run computes on.
 
     Attributes:
       kind: ``"cpu"`` or ``"gpu"``.
       name: the CPU model name or the GPU name.
-      cpu_flags: lowercase ``/proc/cpuinfo`` flags (CPUs).
-      compute_capability: ``(major, minor)`` of a GPU.
+      cpu_flags: lowercase ``/proc/cpuinfo`` flags (CPUs; empty for a GPU).
+      compute_capability: ``(major, minor)`` of a GPU, e.g. ``(8, 0)``; ``None``
+        for a CPU.
     """
 
     kind: str
@@ -57,15 +68,27 @@ class Device:
     compute_capability: Optional[Tuple[int, int]] = None
 
     def key(self) -> str:
-        """Stable text naming the machine, for the cache."""
+        """Stable text naming the machine, the cache's key.
+
+        Returns:
+          ``"gpu|<name>|<major>.<minor>"``, or ``"cpu|<name>|<avx*/amx* flags>"``
+          (only the vector flags, so a kernel update adding unrelated flags
+          keeps the key).
+        """
         if self.kind == "gpu":
-            return f"gpu|{self.name}|{self.compute_capability}"
-        relevant = sorted(f for f in self.cpu_flags if f.startswith(("avx", "amx")))
-        return f"cpu|{self.name}|{','.join(relevant)}"
+            major, minor = self.compute_capability or (0, 0)
+            return f"gpu|{self.name}|{major}.{minor}"
+        vector = sorted(f for f in self.cpu_flags if f.startswith(("avx", "amx")))
+        return f"cpu|{self.name}|{','.join(vector)}"
 
 
 def cpu_flags(path: str = "/proc/cpuinfo") -> frozenset:
-    """The CPU's feature flags (empty where ``/proc/cpuinfo`` cannot be read)."""
+    """The CPU's feature flags, lowercase, from the first ``flags`` line of ``path``.
+
+    Returns:
+      A frozenset such as ``{"avx2", "avx512f", "avx512_bf16", ...}``; empty
+      where the file cannot be read (not Linux) or has no ``flags`` line.
+    """
     try:
         with open(path) as f:
             for line in f:
@@ -77,6 +100,7 @@ def cpu_flags(path: str = "/proc/cpuinfo") -> frozenset:
 
 
 def cpu_name(path: str = "/proc/cpuinfo") -> str:
+    """The CPU's model name (``platform``'s guess where ``path`` cannot be read)."""
     try:
         with open(path) as f:
             for line in f:
@@ -88,104 +112,158 @@ def cpu_name(path: str = "/proc/cpuinfo") -> str:
 
 
 def describe_device() -> Device:
-    """The first GPU TensorFlow sees, else the CPU."""
+    """The first GPU TensorFlow sees (name, compute capability), else the CPU."""
     import tensorflow as tf  # late: importing this module must not start TensorFlow
 
     for gpu in tf.config.list_physical_devices("GPU"):
         details = tf.config.experimental.get_device_details(gpu)
+        capability = details.get("compute_capability")
         return Device("gpu", details.get("device_name", gpu.name),
-                      compute_capability=details.get("compute_capability"))
+                      compute_capability=tuple(capability) if capability else None)
     return Device("cpu", cpu_name(), cpu_flags())
 
 
+def _capability(device: Device) -> Tuple[int, int]:
+    return tuple(device.compute_capability or (0, 0))
+
+
 def has_native_bfloat16(device: Device) -> bool:
+    """Whether ``device`` computes bfloat16 in hardware rather than emulating it.
+
+    A CPU needs AVX512-BF16 (``avx512_bf16``) or AMX (``amx_bf16``/``amx_tile``);
+    a GPU needs compute capability 8.0 (Ampere) or more.
+    """
     if device.kind == "gpu":
-        return tuple(device.compute_capability or (0, 0)) >= (8, 0)
-    return "avx512_bf16" in device.cpu_flags or any(
-        f.startswith("amx_") for f in device.cpu_flags)
+        return _capability(device) >= (8, 0)
+    return any(flag in device.cpu_flags for flag in BF16_CPU_FLAGS)
 
 
-def candidates(device: Device) -> list:
-    """The precisions worth measuring on ``device`` (float32 first)."""
+def candidates(device: Device) -> List[str]:
+    """The precisions worth measuring on ``device``, float32 first.
+
+    Returns:
+      ``["float32"]``, plus ``"mixed_bfloat16"`` where bfloat16 is native, plus
+      ``"mixed_float16"`` on a GPU of compute capability 7.0 or more that has
+      no native bfloat16.
+    """
     out = ["float32"]
     if has_native_bfloat16(device):
         out.append("mixed_bfloat16")
-    if device.kind == "gpu" and tuple(device.compute_capability or (0, 0)) >= (7, 0):
+    elif device.kind == "gpu" and _capability(device) >= (7, 0):
         out.append("mixed_float16")
     return out
 
 
 def _hardware_words(device: Device) -> str:
+    """The hardware that made the candidates, in a few words."""
     if device.kind == "gpu":
-        return f"GPU {device.name}, compute capability {device.compute_capability}"
-    have = [n for f, n in (("avx512_bf16", "AVX512-BF16"), ("amx_bf16", "AMX")) if
-            f in device.cpu_flags]
-    return ", ".join(have) or "no bfloat16 instructions"
+        major, minor = _capability(device)
+        return f"{device.name}, compute capability {major}.{minor}"
+    names = [BF16_CPU_FLAGS[f] for f in sorted(BF16_CPU_FLAGS) if f in device.cpu_flags]
+    return "/".join(dict.fromkeys(names)) or "no bfloat16 instructions"
 
 
-def choose_precision(device: Device, probe_seconds: Optional[Dict[str, float]]):
-    """``(precision, reason)`` from the candidates and their measured seconds.
+def _only_float32_reason(device: Device) -> str:
+    if device.kind == "gpu":
+        return (f"float32: {_hardware_words(device)} has neither fast float16 (7.0+) nor "
+                "bfloat16 (8.0+)")
+    return "float32: this CPU has no AVX512-BF16 or AMX, so TensorFlow would emulate bfloat16"
 
-    A reduced precision wins only when it is faster than float32 by ``MARGIN``
-    (float32 is exact, so a tie goes to it).
+
+def choose_precision(device: Device,
+                     probe_seconds: Optional[Dict[str, float]]) -> Tuple[str, str]:
+    """Picks the precision from the device's candidates and their measured times.
+
+    A pure function.  A reduced precision wins only when it is faster than
+    float32 by at least ``MARGIN`` (10 %); otherwise float32, which is exact.
+
+    Args:
+      device: the ``Device``; its ``candidates`` are the only possible answers.
+      probe_seconds: ``{precision: seconds per probe step}`` for the candidates
+        (``probe``'s results); ``None`` when there is a single candidate.
+
+    Returns:
+      ``(precision, reason)``, the reason one line, e.g.
+      ``"mixed_bfloat16: 41 ms vs float32 78 ms per probe step (AVX512-BF16)"``.
     """
     options = candidates(device)
     if len(options) == 1:
-        if device.kind == "gpu":
-            return "float32", f"float32: {_hardware_words(device)} has no fast float16/bfloat16"
-        return "float32", ("float32: this CPU has no AVX512-BF16 or AMX, so TensorFlow would "
-                           "emulate bfloat16")
-    times = {p: probe_seconds[p] for p in options if probe_seconds and p in probe_seconds}
+        return "float32", _only_float32_reason(device)
+    times = {p: probe_seconds[p] for p in options if p in (probe_seconds or {})}
     if "float32" not in times:
-        return "float32", "float32: no probe timings"
+        return "float32", "float32: no probe timing for float32, so the exact precision"
     best = min(times, key=times.get)
-    if best != "float32" and times[best] > (1.0 - MARGIN) * times["float32"]:
+    close = best != "float32" and times[best] > (1.0 - MARGIN) * times["float32"]
+    if close:
         best = "float32"
-    shown = ", ".join(f"{p} {1000 * t:.0f} ms" for p, t in times.items())
-    return best, f"{best}: fastest in the probe ({shown} per step; {_hardware_words(device)})"
+    others = ", ".join(f"{p} {1000 * t:.0f} ms" for p, t in times.items() if p != best)
+    reason = (f"{best}: {1000 * times[best]:.0f} ms vs {others} per probe step "
+              f"({_hardware_words(device)})")
+    if close:
+        reason += f"; float32 is exact, a reduced precision must be {MARGIN:.0%} faster"
+    return best, reason
 
 
-def probe(precision: str, size: int = 96, repeats: int = 3) -> float:
-    """Seconds per forward+backward pass of VGG blocks 1-3 at ``size`` x ``size``.
-
-    Random weights; every layer is built under the ``precision`` dtype policy
-    (the global policy is left alone).  One call for tracing, then the median
-    of ``repeats`` timed calls.
-    """
+def _probe_network(precision: str):
+    """VGG19 blocks 1-3 (random weights), every layer under the ``precision`` policy."""
     import keras  # late: importing this module must not start TensorFlow
-    import tensorflow as tf  # late: as above
 
-    layers = []
-    for block, (convs, channels) in enumerate(((2, 64), (2, 128), (4, 256)), start=1):
+    layers = [keras.Input((None, None, 3))]
+    for convs, channels in VGG_BLOCKS_1_TO_3:
         layers += [keras.layers.Conv2D(channels, 3, padding="same", activation="relu",
                                        dtype=precision) for _ in range(convs)]
         layers.append(keras.layers.MaxPooling2D(2, dtype=precision))
-    model = keras.Sequential([keras.Input((None, None, 3)), *layers])
+    return keras.Sequential(layers)
+
+
+def probe(precision: str, size: int = 96, repeats: int = 3) -> float:
+    """Seconds per forward+backward pass of VGG19 blocks 1-3 in ``precision``.
+
+    The layers are built with ``dtype=precision`` (the global Keras dtype policy
+    is left alone) and get a ``(1, size, size, 3)`` float32 input; the gradient
+    is taken with respect to the input, as in style transfer.  One call traces
+    the graph and is not timed.  The default size of 96 ranked float32 and
+    bfloat16 the same as a full VGG19 at 256 x 256 on a 2-core CPU, where 64
+    was small enough for timing noise to swap them now and then.
+
+    Args:
+      precision: one of ``PRECISIONS``.
+      size: rows and columns of the probe image.
+      repeats: timed calls; their median is returned.
+
+    Returns:
+      Seconds per step (a positive float).
+    """
+    import tensorflow as tf  # late: importing this module must not start TensorFlow
+
+    network = _probe_network(precision)
     image = tf.random.uniform((1, size, size, 3), -100.0, 100.0, seed=0)
 
     @tf.function
     def step(x):
         with tf.GradientTape() as tape:
             tape.watch(x)
-            loss = tf.reduce_sum(tf.cast(model(x), tf.float32) ** 2)
+            loss = tf.reduce_sum(tf.cast(network(x), tf.float32) ** 2)
         return tape.gradient(loss, x)
 
-    step(image).numpy()
+    step(image).numpy()  # tracing, not timed
     times = []
     for _ in range(max(1, repeats)):
         start = time.perf_counter()
-        step(image).numpy()
+        step(image).numpy()  # .numpy() waits for the device to finish
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
 
 def cache_path(cache_dir: Optional[str] = None) -> str:
+    """The precision cache file: in ``cache_dir``, else ``$KERAS_HOME``, else ``~/.keras``."""
     home = cache_dir or os.environ.get("KERAS_HOME") or os.path.join(
         os.path.expanduser("~"), ".keras")
     return os.path.join(home, CACHE_NAME)
 
 
 def _read_cache(path: str) -> Dict:
+    """The cache's entries; empty when missing or unreadable."""
     try:
         with open(path) as f:
             data = json.load(f)
@@ -195,42 +273,77 @@ def _read_cache(path: str) -> Dict:
 
 
 def _write_cache(path: str, data: Dict) -> None:
-    """Atomically; an unwritable cache directory only means no caching."""
+    """Writes atomically (temporary file, then rename); an unwritable place means no cache."""
+    directory = os.path.dirname(path)
     try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(path))
+        os.makedirs(directory, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".nst_keras_precision-", suffix=".tmp", dir=directory)
+    except OSError:
+        return
+    try:
         with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=1)
+            json.dump(data, f, indent=1, sort_keys=True)
         os.replace(tmp, path)
     except OSError:
-        pass
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
 
 
 def auto_precision(model: str = "vgg19", cache_dir: Optional[str] = None,
                    device: Optional[Device] = None,
                    measure: Callable[[str], float] = probe) -> Tuple[str, str]:
-    """``(precision, reason)`` for this device: measured once, then cached."""
+    """The fastest faithful precision for this device: measured once, then cached.
+
+    With float32 the only candidate nothing is measured.  Otherwise the cache
+    (``cache_path(cache_dir)``) is looked up under the device's ``key()``, the
+    TensorFlow version and ``model``; on a miss every candidate is measured
+    and the answer stored with its timings.
+
+    Args:
+      model: the network's name (part of the cache key).
+      cache_dir: where the cache file lives; default ``$KERAS_HOME`` or ``~/.keras``.
+      device: the ``Device``; default ``describe_device()``.
+      measure: ``precision -> seconds per step``; default ``probe``.
+
+    Returns:
+      ``(precision, reason)``; the reason ends with ``" (cached)"`` when the
+      answer came from the cache.
+    """
     import tensorflow as tf  # late: importing this module must not start TensorFlow
 
     device = device or describe_device()
     options = candidates(device)
     if len(options) == 1:
         return choose_precision(device, None)
-    key = f"{device.key()}|tf {tf.__version__}|{model}"
+    key = f"{device.key()}|tensorflow {tf.__version__}|{model}"
     path = cache_path(cache_dir)
     cache = _read_cache(path)
-    if key in cache and cache[key].get("precision") in options:
-        return cache[key]["precision"], cache[key]["reason"] + " (cached)"
+    entry = cache.get(key)
+    if isinstance(entry, dict) and entry.get("precision") in options and entry.get("reason"):
+        return entry["precision"], entry["reason"] + " (cached)"
     timings = {p: measure(p) for p in options}
     precision, reason = choose_precision(device, timings)
     cache[key] = {"precision": precision, "reason": reason, "timings_s": timings,
-                  "date": datetime.date.today().isoformat()}
+                  "tensorflow": tf.__version__, "date": datetime.date.today().isoformat()}
     _write_cache(path, cache)
     return precision, reason
 
 
 def resolve_precision(requested: str, model: str = "vgg19", **kwargs) -> Tuple[str, str]:
-    """``(precision, reason)``: an explicit precision as given, ``auto`` resolved."""
+    """The precision a run uses: an explicit one as given, ``"auto"`` resolved.
+
+    ``"auto"`` answers ``$NST_KERAS_PRECISION`` where that is set, else
+    ``auto_precision(model, **kwargs)``.
+
+    Returns:
+      ``(precision, reason)``; the reason is ``"given explicitly"`` for an
+      explicit precision.
+
+    Raises:
+      UserError: ``requested`` (or the pin variable) is not a known precision.
+    """
     if requested in PRECISIONS:
         return requested, "given explicitly"
     if requested != "auto":
@@ -245,49 +358,71 @@ def resolve_precision(requested: str, model: str = "vgg19", **kwargs) -> Tuple[s
     return auto_precision(model, **kwargs)
 
 
-def usable_cores(cgroup_root: str = "/sys/fs/cgroup") -> int:
-    """Cores this process may run on: its CPU affinity, capped by a cgroup quota."""
+def _affinity_cores() -> int:
+    """Cores the scheduler lets this process run on (all cores where unknown)."""
     try:
-        cores = len(os.sched_getaffinity(0))
+        return len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
-        cores = os.cpu_count() or 1
-    quota = _cgroup_quota(cgroup_root)
-    if quota is not None:
-        cores = min(cores, max(1, math.ceil(quota)))
-    return max(1, cores)
+        return os.cpu_count() or 1
 
 
 def _cgroup_quota(root: str) -> Optional[float]:
-    """CPUs allowed by cgroup v2 ``cpu.max`` or v1 ``cfs_quota_us``; None: no limit."""
+    """CPUs a cgroup quota allows (v2 ``cpu.max``, else v1 CFS); ``None``: no limit."""
     try:
         with open(os.path.join(root, "cpu.max")) as f:
             quota, period = f.read().split()[:2]
         return None if quota == "max" else int(quota) / int(period)
     except (OSError, ValueError):
         pass
-    try:
-        with open(os.path.join(root, "cpu", "cpu.cfs_quota_us")) as f:
-            quota = int(f.read())
-        with open(os.path.join(root, "cpu", "cpu.cfs_period_us")) as f:
-            period = int(f.read())
-        return None if quota <= 0 else quota / period
-    except (OSError, ValueError):
-        return None
+    for v1 in (os.path.join(root, "cpu"), os.path.join(root, "cpu,cpuacct")):
+        try:
+            with open(os.path.join(v1, "cpu.cfs_quota_us")) as f:
+                quota = int(f.read())
+            with open(os.path.join(v1, "cpu.cfs_period_us")) as f:
+                period = int(f.read())
+            return None if quota <= 0 or period <= 0 else quota / period
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def usable_cores(cgroup_root: str = "/sys/fs/cgroup") -> int:
+    """Cores this process may use: its CPU affinity, capped by a cgroup CPU quota.
+
+    Args:
+      cgroup_root: where the cgroup files are (a fake directory in tests).
+
+    Returns:
+      At least 1.  A quota of 1.5 CPUs (``cpu.max`` ``"150000 100000"``) counts
+      as 2; ``"max"`` (or no quota file) means no cap.
+    """
+    cores = _affinity_cores()
+    quota = _cgroup_quota(cgroup_root)
+    if quota is not None:
+        cores = min(cores, math.ceil(quota))
+    return max(1, cores)
 
 
 def configure_threads(cores: Optional[int] = None) -> int:
-    """Gives TensorFlow's intra-op pool every usable core; returns the count in use.
+    """Gives TensorFlow's thread pools the usable cores, if it is not running yet.
 
-    Once TensorFlow has run an operation the pools are fixed; then this
-    leaves them as they are and reports what they are.
+    Intra-op threads are set to ``cores`` and inter-op threads to
+    ``min(2, cores)``.  Once TensorFlow has executed an operation its pools
+    are fixed (it raises ``RuntimeError``); then they are left as they are.
+
+    Args:
+      cores: threads to use; default ``usable_cores()``.
+
+    Returns:
+      The intra-op thread count in use: ``cores``, or what TensorFlow had
+      already (its default is one per core of the affinity mask).
     """
     import tensorflow as tf  # late: importing this module must not start TensorFlow
 
-    cores = cores or usable_cores()
+    cores = max(1, cores or usable_cores())
     try:
         tf.config.threading.set_intra_op_parallelism_threads(cores)
         tf.config.threading.set_inter_op_parallelism_threads(min(2, cores))
     except RuntimeError:
-        current = tf.config.threading.get_intra_op_parallelism_threads()
-        return current or usable_cores()
+        return tf.config.threading.get_intra_op_parallelism_threads() or _affinity_cores()
     return cores

@@ -20,7 +20,7 @@ factors of one comparison shape:
 * ``StyleTerm``: ``sum_l  w_l * c_l * ||A_l - G_l(x) / n_l||^2``;
 * ``TotalVariationTerm``: ``c * tv(x)``.
 
-Two normalisations fill in the factors (``--loss_normalization``):
+Three normalisations fill in the factors (``--loss_normalization``):
 
 ``keras_io``
   the tutorial's objective: ``c_l = 1`` for content, ``n_l = 1`` and
@@ -41,6 +41,14 @@ Two normalisations fill in the factors (``--loss_normalization``):
   Dividing by a fixed target norm (not by the current error) keeps each term
   a smooth quadratic, which L-BFGS prefers.
 
+``gap``
+  as ``scaled``, but each style layer's error is measured in units of the
+  photo's own distance from the painting: ``c_l = P / ||A_l - G_l(photo) / n_l||^2``,
+  so every style layer starts at exactly ``P`` at the photo whatever the
+  pairing.  A painting whose statistics are already close to the photo's (a
+  small gap) then pulls as hard as a distant one, so one style weight gives a
+  similar share of the way from photo to painting for every pairing.
+
 ``Objective`` computes the targets once, pushes one image per step through
 the cut network, and returns the weighted total and each term as float32
 scalars, compiled with ``tf.function``.
@@ -48,12 +56,13 @@ scalars, compiled with ``tf.function``.
 
 from __future__ import annotations
 
-from typing import Dict, Mapping, Optional, Sequence
+import hashlib
+from typing import Dict, Mapping, MutableMapping, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
 
-NORMALIZATIONS = ("keras_io", "scaled")
+NORMALIZATIONS = ("keras_io", "scaled", "gap")
 _EPS = 1e-12
 Features = Mapping[str, tf.Tensor]
 
@@ -152,7 +161,7 @@ class ContentTerm:
 
     @classmethod
     def build(cls, targets: Dict[str, tf.Tensor], normalization: str, pixels: float):
-        if normalization == "scaled":
+        if normalization in ("scaled", "gap"):
             return cls(targets, {k: pixels / _squared_norm(v) for k, v in targets.items()})
         return cls(targets, {k: 1.0 for k in targets})
 
@@ -182,32 +191,41 @@ class StyleTerm:
     def build(cls, style_features: Sequence[Features], normalization: str,
               output_positions: Mapping[str, int], pixels: float,
               blend_weights: Optional[Sequence[float]] = None,
-              layer_weights: Optional[Sequence[float]] = None):
+              layer_weights: Optional[Sequence[float]] = None,
+              content_features: Optional[Features] = None,
+              grams: Optional[Sequence[Dict[str, tf.Tensor]]] = None):
         """Targets from the style images' features (one dict per style image).
 
         keras.io compares plain Gram matrices, so a style image of another
         size than the output (``--style_scale``) has its Gram matrix rescaled
         to the output's number of positions per layer (``output_positions``);
         the scaled normalisation compares Gram matrices of the mean, which do
-        not depend on the size.
+        not depend on the size.  ``grams``: each style image's ``image_grams``
+        computed before (``style_features`` is then not used).
         """
         names = list(output_positions)
-        scaled = normalization == "scaled"
-        grams = []
-        for feats in style_features:
-            if scaled:
-                grams.append({k: mean_gram(feats[k][0]) for k in names})
-            else:
-                grams.append({k: gram_matrix(feats[k][0]) * (
-                    output_positions[k] / float(positions(feats[k][0]))) for k in names})
+        scaled = normalization in ("scaled", "gap")
+        if grams is None:
+            grams = [cls.image_grams(f, output_positions, scaled) for f in style_features]
         targets = blend_grams(grams, blend_weights or [1.0] * len(grams))
         weights = list(layer_weights) if layer_weights is not None else [1.0] * len(names)
         weights = {k: float(w) / float(sum(weights)) for k, w in zip(names, weights)}
-        if scaled:
+        if normalization == "gap":  # the photo's own distance from the style is 1
+            factors = {k: pixels / _squared_norm(v - mean_gram(content_features[k][0]))
+                       for k, v in targets.items()}
+        elif scaled:
             factors = {k: pixels / _squared_norm(v) for k, v in targets.items()}
         else:
             factors = {k: 1.0 / (4.0 * 3**2 * pixels**2) for k in names}
         return cls(targets, weights, factors, mean=scaled)
+
+    @staticmethod
+    def image_grams(feats: Features, output_positions: Mapping[str, int], scaled: bool):
+        """One style image's ``{layer: Gram matrix}`` before blending (see ``build``)."""
+        if scaled:
+            return {k: mean_gram(feats[k][0]) for k in output_positions}
+        return {k: gram_matrix(feats[k][0]) * (
+            output_positions[k] / float(positions(feats[k][0]))) for k in output_positions}
 
     def __call__(self, features: Features) -> tf.Tensor:
         """``features`` may be in the network's dtype: Gram matrices are float32."""
@@ -228,7 +246,7 @@ class TotalVariationTerm:
 
     @classmethod
     def build(cls, content_image, normalization: str):
-        if normalization == "scaled":
+        if normalization in ("scaled", "gap"):
             pixels = float(content_image.shape[1] * content_image.shape[2])
             return cls(pixels / tf.maximum(total_variation_loss(tf.constant(content_image)),
                                            _EPS))
@@ -324,10 +342,34 @@ class Objective:
         return terms, grad
 
 
+def style_grams(objective: Objective, style_image, output_positions: Mapping[str, int],
+                normalization: str, cache: Optional[MutableMapping] = None, network_key=None):
+    """One style image's target Gram matrices, taken from ``cache`` when it has them.
+
+    ``cache`` (any mapping, kept by the caller across runs) is keyed by
+    ``network_key`` (what fixes the network: model, weights, precision, ...),
+    a digest of the network image, the layers with their output positions and
+    the normalisation; a hit gives exactly the matrices computing them would.
+    """
+    scaled = normalization in ("scaled", "gap")
+    key = None
+    if cache is not None:
+        image = np.ascontiguousarray(style_image, dtype=np.float32)
+        key = (network_key, hashlib.sha256(image.tobytes()).hexdigest(), image.shape,
+               tuple(output_positions.items()), scaled)
+        if key in cache:
+            return cache[key]
+    grams = StyleTerm.image_grams(objective.features(tf.constant(style_image)),
+                                  output_positions, scaled)
+    if cache is not None:
+        cache[key] = grams
+    return grams
+
+
 def build_objective(extractor, content_image, style_images, *, content_layers,
                     style_layers, content_weight, style_weight, total_variation_weight,
                     normalization="keras_io", blend_weights=None, layer_weights=None,
-                    jit_compile=False) -> Objective:
+                    jit_compile=False, target_cache=None, network_key=None) -> Objective:
     """Computes the targets and returns the ``Objective``.
 
     Args:
@@ -338,6 +380,8 @@ def build_objective(extractor, content_image, style_images, *, content_layers,
       content_layers, style_layers: layer names (empty: term off).
       blend_weights: one weight per style image (default equal).
       layer_weights: one weight per style layer (default equal; normalised).
+      target_cache, network_key: a mapping that keeps the style images' Gram
+        matrices across calls, and what identifies the network (``style_grams``).
     """
     if normalization not in NORMALIZATIONS:
         raise ValueError(f"unknown loss normalization {normalization!r}")
@@ -354,8 +398,10 @@ def build_objective(extractor, content_image, style_images, *, content_layers,
     if style_layers:
         out_positions = {k: int(content_feats[k].shape[1]) * int(content_feats[k].shape[2])
                          for k in style_layers}
+        grams = [style_grams(objective, s, out_positions, normalization, target_cache,
+                             network_key) for s in style_images]
         objective.style = StyleTerm.build(
-            [objective.features(tf.constant(s)) for s in style_images], normalization,
-            out_positions, pixels, blend_weights, layer_weights)
+            None, normalization, out_positions, pixels, blend_weights, layer_weights,
+            content_feats, grams=grams)
     objective.tv = TotalVariationTerm.build(content_image, normalization)
     return objective

@@ -225,8 +225,12 @@ def build_extractor(config: Config, backbone=None):
 
 
 def build_loss(config: Config, content_picture, style_pictures, backbone=None,
-               extractor=None) -> Objective:
-    """The ``Objective`` of ``config`` for RGB pictures already sized."""
+               extractor=None, target_cache=None) -> Objective:
+    """The ``Objective`` of ``config`` for RGB pictures already sized.
+
+    ``target_cache``: a mapping that keeps style Gram targets across calls
+    (``objective.style_grams``), e.g. one per process for a batch of runs.
+    """
     content_layers, style_layers = config.active_layers()
     return build_objective(
         extractor if extractor is not None else build_extractor(config, backbone),
@@ -238,7 +242,9 @@ def build_loss(config: Config, content_picture, style_pictures, backbone=None,
         normalization=config.loss_normalization,
         blend_weights=config.style_blend_weights,
         layer_weights=config.style_layer_weights if style_layers else None,
-        jit_compile=config.jit_compile)
+        jit_compile=config.jit_compile, target_cache=target_cache,
+        network_key=(config.model, config.weights, config.seed, config.precision,
+                     config.pooling, config.padding))
 
 
 # --------------------------------------------------------------------------
@@ -268,6 +274,9 @@ class Run:
         self.stage: Optional[Stage] = None
         self.image = self.optimizer = self.average = self.inputs = None
         self.losses: Optional[Dict[str, float]] = None
+        # A dict keeping style Gram targets across runs (``build_loss``); a
+        # callback's on_start may set it (``batch.SharedTargets``).
+        self.target_cache = None
 
     @property
     def first_stage(self) -> int:
@@ -383,7 +392,8 @@ def run_stage(run: Run, stage: Stage, inputs: StageInputs, start: np.ndarray, ex
               previous: Optional[StageResult] = None) -> StageResult:
     """Optimises one stage's image from ``start`` (network image at its size)."""
     config = run.config
-    objective = build_loss(config, inputs.content, inputs.styles, extractor=extractor)
+    objective = build_loss(config, inputs.content, inputs.styles, extractor=extractor,
+                           target_cache=run.target_cache)
     image = tf.Variable(start, dtype=tf.float32)
     optimizer = optim.make_optimizer(
         config.optimizer, objective, image, config.resolved_learning_rate(),

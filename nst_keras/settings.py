@@ -30,7 +30,7 @@ ImageSource = Union[str, "numpy.ndarray"]  # noqa: F821  (path, URL or RGB array
 MODELS = ("vgg19", "vgg16")
 OPTIMIZERS = ("sgd", "adam", "lbfgs")
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
-LOSS_NORMALIZATIONS = ("keras_io", "scaled")
+LOSS_NORMALIZATIONS = ("keras_io", "scaled", "gap")
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos", "box", "hamming")
 COLOR_MODES = ("none", "luminance", "histogram")
 INITS = ("content", "noise", "style")
@@ -306,8 +306,9 @@ class Config:
         None, "One weight per --style_layers entry (normalised; default equal).",
         flag="floats", check=_weights_list)
     loss_normalization: str = _objective(
-        "keras_io", "keras_io (the tutorial's objective) or scaled (each term a relative "
-        "error: one set of weights for any network, size and layers).",
+        "keras_io", "keras_io (the tutorial's objective), scaled (each term a relative error: "
+        "one set of weights for any network, size and layers) or gap (scaled, with style "
+        "measured against the photo's own distance from the painting).",
         choices=LOSS_NORMALIZATIONS)
     model: str = _objective("vgg19", "Backbone (VGG, include_top=False).", choices=MODELS)
     weights: str = _objective(
@@ -383,8 +384,7 @@ class Config:
         """Returns a copy with ``changes`` applied."""
         return dataclasses.replace(self, **changes)
 
-    def validate(self) -> "Config":
-        """``settings.validate(self)``: parsed copy, or ``UserError``."""
+    def validate(self) -> "Config":  # parsed copy, or UserError
         return validate(self)
 
     def resolved_learning_rate(self) -> Optional[float]:

@@ -259,3 +259,24 @@ def test_loss_plot_is_skipped_without_matplotlib(tmp_path, monkeypatch):
     pytest.importorskip("matplotlib")
     assert manifest.plot_losses(str(tmp_path / "loss.png"), history, weights) is None
     assert Image.open(tmp_path / "loss.png").size == (700, 420)
+
+
+def test_run_json_records_the_precision_auto_chose_and_the_threads(
+        tmp_path, content_path, style_path, monkeypatch):
+    from nst_keras import hardware
+    from nst_keras.pipeline import stylize as run_stylize
+
+    monkeypatch.delenv(hardware.PIN_VARIABLE, raising=False)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))  # a fresh precision cache
+    out = tmp_path / "run"
+    lines = []
+    run_stylize(Config(content_image=content_path, style_image=style_path, weights="random",
+                       img_nrows=48, iterations=2, log_every=1, save_every=0,
+                       output_dir=str(out)), log=lines.append)
+    manifest_data = json.loads((out / "run.json").read_text())
+    device = manifest_data["device"]
+    want, _ = hardware.auto_precision()  # answered from the cache the run wrote
+    assert device["precision_requested"] == "auto" == manifest_data["flags"]["precision"]
+    assert device["precision"] == want and want in hardware.PRECISIONS
+    assert device["threads"] >= 1 and device["precision_reason"]
+    assert f"{want} (auto: " in lines[0]

@@ -1,0 +1,212 @@
+"""What the page sends, checked: uploaded pictures and the settings form.
+
+Everything here raises ``UserError`` with one readable line, which the page
+shows as is.  Nothing here touches a file: uploads arrive as bytes and
+become arrays.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import warnings
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+from PIL import Image
+
+from nst_keras import imaging, settings, vgg
+from nst_keras.errors import UserError
+from nst_keras.settings import Config
+
+MAX_ROWS = 2048          # the largest output height the page accepts
+MAX_ITERATIONS = 20000   # per scale
+STRENGTH_RANGE = (-2.0, 2.0)  # style strength: log10 of the style weight's factor
+
+_TUTORIAL = dict(
+    loss_normalization="keras_io", content_weight=2.5e-8, style_weight=1e-6,
+    total_variation_weight=1e-6, interpolation="nearest", pooling="max", padding="zero",
+    learning_rate=100.0, ema_decay=0.0, clamp_pixels=False, precision="float32")
+
+# Each preset: what the page fills in (``form``) and the other settings it
+# stands for (``config``), taken from configs/<name>.cfg (tests/test_app.py
+# checks they agree).  ``scales``: fractions of the output height, coarse to fine.
+PRESETS: Dict[str, Dict] = {
+    "fast": dict(
+        label="Fast (L-BFGS, 20 iterations)", cfg="fast.cfg",
+        form=dict(rows=400, iterations="20", optimizer="lbfgs", preserve_colors="none",
+                  init="content"),
+        config=dict(_TUTORIAL, loss_normalization="scaled", content_weight=1.0,
+                    style_weight=10.0, total_variation_weight=1.0, pooling="avg",
+                    precision="auto", learning_rate=None)),
+    "tutorial": dict(
+        label="keras.io tutorial (slow)", cfg="default.cfg",
+        form=dict(rows=400, iterations="4000", optimizer="sgd", preserve_colors="none",
+                  init="content"),
+        config=dict(_TUTORIAL)),
+    "keep_colors": dict(
+        label="Keep the photo's colours", cfg="keep_colors.cfg",
+        form=dict(rows=400, iterations="1000", optimizer="adam",
+                  preserve_colors="luminance", init="content"),
+        config=dict(_TUTORIAL, pooling="avg", ema_decay=0.99, precision="auto")),
+    "high_res": dict(
+        label="High resolution (coarse to fine)", cfg="high_res.cfg",
+        form=dict(rows=2048, iterations="600,200,100", optimizer="adam",
+                  preserve_colors="none", init="content"),
+        config=dict(_TUTORIAL, interpolation="lanczos", clamp_pixels=True, ema_decay=0.99,
+                    padding="replicate", precision="auto"),
+        scales=(0.25, 0.5, 1.0)),
+}
+
+
+class Limits:
+    """What an upload may be: bytes per request and pixels per picture."""
+
+    def __init__(self, max_bytes: int = 25 * 2 ** 20, max_pixels: int = 40_000_000):
+        self.max_bytes, self.max_pixels = int(max_bytes), int(max_pixels)
+
+    def describe_bytes(self) -> str:
+        return size_text(self.max_bytes)
+
+
+def size_text(n: int) -> str:
+    """``25 MB``, ``1.5 MB`` or ``4000 bytes``."""
+    return f"{n / 2 ** 20:.3g} MB" if n >= 2 ** 20 else f"{n} bytes"
+
+
+def decode_picture(data: bytes, name: str, what: str, limits: Limits) -> np.ndarray:
+    """The RGB ``uint8`` array of an uploaded picture; ``UserError`` if unusable.
+
+    The size is read from the header and checked against ``limits`` (and
+    Pillow's decompression-bomb check) before the pixels are decoded.
+    """
+    label = f"the {what} ({name})" if name else f"the {what}"
+    if not data:
+        raise UserError(f"{label} is empty; choose a picture file")
+    if len(data) > limits.max_bytes:
+        raise UserError(f"{label} is {size_text(len(data))}; the limit is "
+                        f"{limits.describe_bytes()}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            picture = Image.open(io.BytesIO(data))
+            _check_pixels(picture.size, label, limits)
+            picture.seek(0)
+            picture.load()
+    except UserError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise UserError(f"{label} has too many pixels (over {limits.max_pixels:,}); "
+                        "use a smaller picture") from None
+    except Exception as e:  # noqa: BLE001 - Pillow raises many kinds here
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if isinstance(e, Image.UnidentifiedImageError):
+            raise UserError(f"cannot read {label}: it is not an image; give a JPEG, PNG, "
+                            "GIF, WebP, BMP or TIFF file") from None
+        raise UserError(f"cannot read {label}: the file is truncated or damaged ({reason}); "
+                        "export it again") from None
+    array = np.asarray(imaging.open_picture(picture))
+    if min(array.shape[:2]) < vgg.MIN_SIDE:
+        raise UserError(f"{label} is {array.shape[1]}x{array.shape[0]} pixels; give a "
+                        f"picture at least {vgg.MIN_SIDE} pixels on each side")
+    return array
+
+
+def _check_pixels(size, label: str, limits: Limits) -> None:
+    width, height = size
+    if width * height > limits.max_pixels:
+        raise UserError(f"{label} is {width}x{height} pixels, over the limit of "
+                        f"{limits.max_pixels:,} pixels; use a smaller picture")
+
+
+def _field(form: Dict[str, List[str]], name: str, default: Optional[str] = None) -> str:
+    values = form.get(name) or []
+    if not values or not str(values[0]).strip():
+        if default is None:
+            raise UserError(f"the form has no {name.replace('_', ' ')}; reload the page")
+        return default
+    return str(values[0]).strip()
+
+
+def _number(text: str, what: str, kind=float, low=None, high=None):
+    try:
+        value = kind(text)
+    except ValueError:
+        raise UserError(f"{what} must be a number, not {text!r}") from None
+    if not math.isfinite(value) or (low is not None and value < low) or \
+            (high is not None and value > high):
+        raise UserError(f"{what} must be between {low} and {high}, not {text}")
+    return value
+
+
+def _iterations(text: str):
+    parts = [p.strip() for p in text.split(",") if p.strip()] or [""]
+    counts = tuple(_number(p, "Iterations", int, 1, MAX_ITERATIONS) for p in parts)
+    return counts[0] if len(counts) == 1 else counts
+
+
+def _blend(form: Dict[str, List[str]], n_styles: int):
+    texts = form.get("blend") or []
+    if n_styles < 2:
+        return None
+    if len(texts) != n_styles:
+        raise UserError(f"give one blend weight per style picture ({n_styles})")
+    weights = tuple(_number(t or "1", "A blend weight", float, 0, 1000) for t in texts)
+    if not sum(weights) > 0:
+        raise UserError("the blend weights are all 0; make at least one positive")
+    return weights
+
+
+def _scales(preset: Dict, rows: int):
+    if "scales" not in preset:
+        return None
+    heights = sorted({max(vgg.MIN_SIDE, int(round(rows * f))) for f in preset["scales"]})
+    return tuple(heights) if len(heights) > 1 else None
+
+
+def build_config(base: Config, explicit: Sequence[str], form: Dict[str, List[str]],
+                 n_styles: int, init: Optional[str] = None) -> Config:
+    """The validated ``Config`` of the page's form.
+
+    Args:
+      base: the server's settings (its command line).
+      explicit: settings given on the server's command line: they win over
+        the preset's (e.g. ``--precision``).
+      form: the form's fields, each a list of texts.
+      n_styles: how many style pictures came with it.
+      init: the starting picture's server-side path when the form names a
+        result of the gallery (``init=result:<id>``), else ``None``.
+    """
+    name = _field(form, "preset", "fast")
+    if name not in PRESETS:
+        raise UserError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    preset = PRESETS[name]
+    changes = {k: v for k, v in preset["config"].items() if k not in explicit}
+    rows = _number(_field(form, "rows"), "The output size (rows)", int, vgg.MIN_SIDE, MAX_ROWS)
+    strength = _number(_field(form, "strength", "0"), "The style strength", float,
+                       *STRENGTH_RANGE)
+    style_weight = changes.pop("style_weight", base.style_weight) * 10 ** strength
+    init_choice = _field(form, "init", "content")
+    if init is None and init_choice not in settings.INITS:
+        raise UserError(f"unknown starting picture {init_choice!r}; choose content, noise, "
+                        "style or a result of the gallery")
+    config = base.replace(
+        **changes, img_nrows=rows, scales=_scales(preset, rows),
+        iterations=_iterations(_field(form, "iterations")),
+        optimizer=_field(form, "optimizer"), preserve_colors=_field(form, "preserve_colors"),
+        init=init if init is not None else init_choice, style_weight=style_weight,
+        style_blend_weights=_blend(form, n_styles), content_image="<upload>",
+        style_image=["<upload>"] * n_styles if n_styles > 1 else "<upload>",
+        output_dir=None, resume=None, result_prefix="result", save_every=0, log_every=1,
+        overwrite=False, experiment="none")
+    return settings.validate(config)
+
+
+def summary(form: Dict[str, List[str]], config: Config, names: Sequence[str]) -> Dict:
+    """The settings a gallery entry shows."""
+    return {"preset": _field(form, "preset", "fast"), "rows": config.img_nrows,
+            "iterations": settings.show_value(config.iterations),
+            "optimizer": config.optimizer, "preserve_colors": config.preserve_colors,
+            "init": _field(form, "init", "content"),
+            "strength": float(_field(form, "strength", "0")),
+            "style_weight": config.style_weight, "pictures": list(names)}

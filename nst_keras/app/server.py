@@ -1,0 +1,354 @@
+"""The web app's server: Starlette routes, server-sent events, command line.
+
+Routes (all under the server's own origin; the page needs nothing else):
+
+* ``GET /``, ``/static/app.js``, ``/static/app.css``: the page;
+* ``GET /api/presets``: the presets and limits the page's form offers;
+* ``POST /api/jobs``: uploads (``content``, ``style`` one or more, ``blend``)
+  and the form; answers ``{"id", "position"}`` or ``400 {"error"}``;
+* ``GET /api/jobs/{id}/events``: the job's progress as server-sent events;
+* ``POST /api/jobs/{id}/stop`` and ``/continue``;
+* ``GET /api/jobs/{id}/result.png`` and ``/run.json``: the downloads;
+* ``GET /api/gallery``: the results made since the server started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import socket
+import sys
+import tempfile
+import threading
+from typing import Dict, List, Optional
+
+import uvicorn
+from absl import flags
+from starlette.applications import Starlette
+from starlette.formparsers import MultiPartException
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from nst_keras import cli, settings
+from nst_keras.app import forms, jobs
+from nst_keras.errors import UserError
+
+STATIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
+PAGE_FILES = {"index.html": "text/html; charset=utf-8",
+              "app.js": "text/javascript; charset=utf-8",
+              "app.css": "text/css; charset=utf-8"}
+POLL_S = 0.05        # how often an event stream looks for news
+KEEPALIVE_S = 5.0    # a comment line this often, so a closed page is noticed
+MAX_STYLES = 8
+HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+
+
+def _error(message: str, status: int = 400) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=HEADERS)
+
+
+def _page(name: str):
+    with open(os.path.join(STATIC, name), "rb") as f:
+        body = f.read()
+
+    async def serve(request: Request) -> Response:
+        return Response(body, media_type=PAGE_FILES[name], headers=HEADERS)
+    return serve
+
+
+class Handlers:
+    """The routes' handlers over one ``jobs.Manager``."""
+
+    def __init__(self, manager: jobs.Manager, limits: forms.Limits):
+        self.manager, self.limits = manager, limits
+
+    def _job(self, request: Request) -> jobs.Job:
+        job = self.manager.result(request.path_params["job_id"])
+        if job is None:
+            raise UserError("no such run (the server may have restarted); start a new one")
+        return job
+
+    async def presets(self, request: Request) -> Response:
+        return JSONResponse({
+            "presets": [{"name": n, "label": p["label"], "form": p["form"]}
+                        for n, p in forms.PRESETS.items()],
+            "limits": {"max_rows": forms.MAX_ROWS, "max_bytes": self.limits.max_bytes,
+                       "max_pixels": self.limits.max_pixels, "max_styles": MAX_STYLES,
+                       "strength": forms.STRENGTH_RANGE},
+            "options": {"optimizer": list(settings.OPTIMIZERS),
+                        "preserve_colors": list(settings.COLOR_MODES)}}, headers=HEADERS)
+
+    async def _read_form(self, request: Request):
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > self.limits.max_bytes:
+            raise UserError(f"the upload is {forms.size_text(int(length))}; the limit is "
+                            f"{self.limits.describe_bytes()} in all")
+        try:
+            form = await request.form(max_files=MAX_STYLES + 1, max_fields=64,
+                                      max_part_size=self.limits.max_bytes)
+        except MultiPartException as e:
+            raise UserError(f"the upload could not be read ({e.message})") from None
+        fields: Dict[str, List[str]] = {}
+        files: Dict[str, list] = {"content": [], "style": []}
+        for key, value in form.multi_items():
+            if hasattr(value, "read"):
+                if key in files:
+                    files[key].append((value.filename or "", await value.read()))
+            else:
+                fields.setdefault(key, []).append(str(value))
+        await form.close()
+        return fields, files
+
+    def _pictures(self, files):
+        if not files["content"] or not files["content"][0][1]:
+            raise UserError("choose a content photo first")
+        styles = [f for f in files["style"] if f[1]]
+        if not styles:
+            raise UserError("choose at least one style picture")
+        if len(styles) > MAX_STYLES:
+            raise UserError(f"at most {MAX_STYLES} style pictures, please")
+        name, data = files["content"][0]
+        content = forms.decode_picture(data, name, "content photo", self.limits)
+        arrays = [forms.decode_picture(d, n, f"style picture {i + 1}", self.limits)
+                  for i, (n, d) in enumerate(styles)]
+        return content, arrays, [name] + [n for n, _ in styles]
+
+    def _init_path(self, fields) -> Optional[str]:
+        choice = (fields.get("init") or ["content"])[0]
+        if not choice.startswith("result:"):
+            return None
+        source = self.manager.result(choice[len("result:"):])
+        if source is None or source.image_path is None or not os.path.isfile(source.image_path):
+            raise UserError("that gallery result is gone; choose another starting picture")
+        return source.image_path
+
+    async def create(self, request: Request) -> Response:
+        try:
+            fields, files = await self._read_form(request)
+            content, styles, names = self._pictures(files)
+            config = forms.build_config(self.manager.base, self.manager.explicit, fields,
+                                        len(styles), self._init_path(fields))
+            job = self.manager.new_job(config, content, styles[0] if len(styles) == 1
+                                       else styles, forms.summary(fields, config, names))
+            position = self.manager.submit(job)
+        except UserError as e:
+            return _error(str(e))
+        return JSONResponse({"id": job.id, "position": position}, status_code=201,
+                            headers=HEADERS)
+
+    async def stop(self, request: Request) -> Response:
+        try:
+            job = self._job(request)
+        except UserError as e:
+            return _error(str(e), 404)
+        self.manager.stop(job)
+        return JSONResponse(job.public(), headers=HEADERS)
+
+    async def resume(self, request: Request) -> Response:
+        try:
+            new = self.manager.continue_job(self._job(request))
+        except UserError as e:
+            return _error(str(e))
+        return JSONResponse({"id": new.id, "position": self.manager.position(new)},
+                            status_code=201, headers=HEADERS)
+
+    async def download(self, request: Request) -> Response:
+        try:
+            job = self._job(request)
+        except UserError as e:
+            return _error(str(e), 404)
+        what = request.path_params["what"]
+        if what not in ("result.png", "run.json"):
+            return _error("not found", 404)
+        path = job.image_path if what == "result.png" else job.run_json()
+        if path is None or not os.path.isfile(path):
+            return _error("this run has no result yet", 404)
+        kind = "image/png" if what == "result.png" else "application/json"
+        return FileResponse(path, media_type=kind, filename=f"nst_keras_run{job.id}_{what}",
+                            headers=HEADERS)
+
+    async def gallery(self, request: Request) -> Response:
+        return JSONResponse({"results": self.manager.gallery()}, headers=HEADERS)
+
+    async def events(self, request: Request) -> Response:
+        try:
+            job = self._job(request)
+        except UserError as e:
+            return _error(str(e), 404)
+        return StreamingResponse(event_stream(self.manager, job), headers=HEADERS,
+                                 media_type="text/event-stream")
+
+
+def _sse(kind: str, data: Dict) -> str:
+    return f"event: {kind}\ndata: {json.dumps(data)}\n\n"
+
+
+def _with_preview(job: jobs.Job, batch: List[Dict]) -> List[Dict]:
+    """The batch with the latest preview attached to its last preview event."""
+    last = max((i for i, e in enumerate(batch) if e.get("preview")), default=None)
+    picture = job.preview
+    if last is None or picture is None:
+        return batch
+    batch = list(batch)
+    batch[last] = dict(batch[last], image="data:image/png;base64," +
+                       base64.b64encode(picture).decode("ascii"))
+    return batch
+
+
+async def event_stream(manager: jobs.Manager, job: jobs.Job):
+    """A job's events as server-sent events, until it ends (or the server stops)."""
+    index, position, quiet = 0, None, 0.0
+    with job.listening():
+        while True:
+            job.heard()
+            place = manager.position(job)
+            if place != position:
+                position = place
+                yield _sse("queue", {"position": place})
+            batch = job.events_since(index)
+            index += len(batch)
+            for event in _with_preview(job, batch):
+                yield _sse(event["type"], event)
+            if batch and batch[-1]["type"] == "end" or manager.closed and job.done:
+                return
+            quiet = 0.0 if batch else quiet + POLL_S
+            if quiet >= KEEPALIVE_S:
+                quiet = 0.0
+                yield ": keep-alive\n\n"
+            await asyncio.sleep(POLL_S)
+
+
+def create_app(manager: jobs.Manager, limits: Optional[forms.Limits] = None) -> Starlette:
+    """The Starlette application over ``manager``."""
+    h = Handlers(manager, limits or forms.Limits())
+    routes = [Route("/", _page("index.html")),
+              Route("/static/app.js", _page("app.js")),
+              Route("/static/app.css", _page("app.css")),
+              Route("/api/presets", h.presets),
+              Route("/api/gallery", h.gallery),
+              Route("/api/jobs", h.create, methods=["POST"]),
+              Route("/api/jobs/{job_id}/events", h.events),
+              Route("/api/jobs/{job_id}/stop", h.stop, methods=["POST"]),
+              Route("/api/jobs/{job_id}/continue", h.resume, methods=["POST"]),
+              Route("/api/jobs/{job_id}/{what:str}", h.download)]
+    app = Starlette(routes=routes)
+    app.state.manager = manager
+    return app
+
+
+# --------------------------------------------------------------------------
+# Command line
+
+
+APP_FLAGS = ("port", "host", "results_dir", "abandon_s", "max_upload_mb", "max_pixels")
+
+
+def make_flags() -> flags.FlagValues:
+    """The engine's flags (``cli.define_flags``) plus the server's own."""
+    f = flags.FlagValues()
+    cli.define_flags(f)
+    flags.DEFINE_integer("port", 7860, "Port to serve on (0: any free port).", flag_values=f)
+    flags.DEFINE_string("host", "127.0.0.1", "Address to bind; anything but 127.0.0.1 "
+                        "lets other machines use the app (see the README).", flag_values=f)
+    flags.DEFINE_string("results_dir", None, "Directory for the results (default: a new "
+                        "temporary directory).", flag_values=f)
+    flags.DEFINE_float("abandon_s", 15.0, "Stop a run when no page has listened to it for "
+                       "this many seconds.", flag_values=f)
+    flags.DEFINE_integer("max_upload_mb", 25, "Largest upload, in MB.", flag_values=f)
+    flags.DEFINE_integer("max_pixels", 40_000_000, "Most pixels an uploaded picture may "
+                         "have.", flag_values=f)
+    return f
+
+
+def base_config(f: flags.FlagValues):
+    """The server's ``Config`` and the engine settings given on its command line."""
+    for name in ("content_image", "style_image"):
+        if f[name].value is None:  # the page uploads them
+            f[name].value = "<upload>" if name == "content_image" else ["<upload>"]
+    explicit = [n for n in settings.FIELDS if f[n].present]
+    return cli.config_from_flags(f).replace(output_dir=None, resume=None), explicit
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket (``port=0``: a free one); ``UserError`` if taken."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except (OSError, OverflowError) as e:
+        sock.close()
+        why = getattr(e, "strerror", None) or str(e)
+        raise UserError(f"cannot listen on {host}:{port} ({why}); choose another "
+                        "--port (or --port=0 for any free one)") from None
+    sock.listen(64)
+    sock.set_inheritable(True)
+    return sock
+
+
+def url_of(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://{'[' + host + ']' if ':' in host else host}:{port}/"
+
+
+class Serving:
+    """A server running in a thread (for tests and scripts); ``close()`` ends it."""
+
+    def __init__(self, app: Starlette, host: str = "127.0.0.1", port: int = 0):
+        self.socket = bind(host, port)
+        self.url = url_of(self.socket)
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning",
+                                                    timeout_graceful_shutdown=2))
+        self.manager = app.state.manager
+        self.thread = threading.Thread(target=self.server.run,
+                                       kwargs={"sockets": [self.socket]}, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.manager.close()
+        self.server.should_exit = True
+        self.thread.join(10)
+        self.socket.close()
+
+
+def _parse(f: flags.FlagValues, argv) -> None:
+    try:
+        f(list(argv))
+    except flags.Error as e:
+        raise UserError(str(e).splitlines()[0]) from None
+
+
+def main(argv=None) -> int:
+    """Serves the app until Ctrl-C; returns the exit status (2: bad flags)."""
+    argv = sys.argv if argv is None else argv
+    f = make_flags()
+    if any(a in ("-h", "--help", "--helpfull") for a in argv[1:]):
+        print(__doc__.strip() + "\n\nflags:\n" + f.get_help(), flush=True)
+        return 0
+    try:
+        _parse(f, argv)
+        config, explicit = base_config(f)
+        sock = bind(f.host, f.port)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        return 2
+    results = f.results_dir or tempfile.mkdtemp(prefix="nst_keras_app_")
+    os.makedirs(results, exist_ok=True)
+    if f.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"warning: --host={f.host}: anyone who can reach this address can use the "
+              "app and its results; there is no login", file=sys.stderr, flush=True)
+    cli.import_tensorflow_quietly()
+    manager = jobs.Manager(config, explicit, results, f.abandon_s)
+    app = create_app(manager, forms.Limits(f.max_upload_mb * 2 ** 20, f.max_pixels))
+    print(f"nst_keras app: {url_of(sock)} (results in {results}; Ctrl-C to stop)", flush=True)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning",
+                                           timeout_graceful_shutdown=2))
+    try:
+        server.run(sockets=[sock])
+    finally:
+        manager.close()
+        sock.close()
+    return 0

@@ -1,0 +1,377 @@
+"""The web app (``python -m nst_keras.app``): its handlers with Starlette's test
+client, and the page itself in headless Chromium.
+
+Random weights, tiny pictures; every server, run and browser a test starts
+is stopped by it.
+"""
+
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import warnings
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import REPO, config_for, make_picture
+
+pytest.importorskip("starlette")
+pytest.importorskip("uvicorn")
+
+with warnings.catch_warnings():  # Starlette's note about httpx's successor
+    warnings.simplefilter("ignore")
+    from starlette.testclient import TestClient  # noqa: E402
+
+import nst_keras.app as launcher  # noqa: E402
+from nst_keras.app import forms, jobs, server  # noqa: E402
+from nst_keras.settings import Config  # noqa: E402
+
+# Shallow layers keep the unit tests' runs short; the browser test uses the defaults.
+ENGINE = dict(weights="random", seed=3, content_layers=("block2_conv2",),
+              style_layers=("block1_conv1", "block2_conv1"))
+FORM = {"preset": "fast", "rows": "48", "iterations": "6", "optimizer": "adam",
+        "preserve_colors": "none", "init": "content", "strength": "0"}
+
+
+def png(array, fmt="PNG"):
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+CONTENT, STYLE = png(make_picture(48, 64, 0)), png(make_picture(40, 56, 1))
+
+
+def uploads(content=("photo.png", CONTENT), styles=(("painting.png", STYLE),)):
+    files = [("content", (content[0], content[1], "application/octet-stream"))]
+    return files + [("style", (n, d, "application/octet-stream")) for n, d in styles]
+
+
+@pytest.fixture
+def app_client(tmp_path):
+    """``make(abandon_s=..., limits=...)``: a client over a fresh manager."""
+    made = []
+
+    def make(abandon_s=15.0, limits=None):
+        base = Config(content_image="<upload>", style_image="<upload>", **ENGINE)
+        manager = jobs.Manager(base, ENGINE, str(tmp_path / "results"), abandon_s,
+                               log=lambda line: None)
+        client = TestClient(server.create_app(manager, limits))
+        made.append((manager, client))
+        return manager, client
+
+    yield make
+    for manager, client in made:
+        manager.close()
+        client.close()
+
+
+def read_events(client, job_id):
+    """The job's server-sent events until it ends: ``[(type, data)]``."""
+    with client.stream("GET", f"/api/jobs/{job_id}/events") as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        text = "".join(response.iter_text())
+    events = []
+    for block in text.split("\n\n"):
+        lines = dict(line.split(": ", 1) for line in block.splitlines()
+                     if not line.startswith(":"))
+        if "event" in lines:
+            events.append((lines["event"], json.loads(lines["data"])))
+    return events
+
+
+def wait_for(condition, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def start(client, form=None, files=None):
+    response = client.post("api/jobs", data=dict(FORM, **(form or {})),
+                           files=files or uploads())
+    assert response.status_code == 201, response.text
+    return response.json()["id"]
+
+
+def picture_of(response):
+    assert response.status_code == 200 and response.headers["content-type"] == "image/png"
+    return np.asarray(Image.open(io.BytesIO(response.content)))
+
+
+@pytest.mark.parametrize("name", list(forms.PRESETS))
+def test_presets_are_their_config_files(name, monkeypatch):
+    monkeypatch.chdir(REPO)
+    preset = forms.PRESETS[name]
+    cfg = config_for(f"--flagfile=configs/{preset['cfg']}")
+    for key, value in preset["config"].items():
+        assert getattr(cfg, key) == value, key
+    form = preset["form"]
+    assert (form["optimizer"], form["preserve_colors"]) == (cfg.optimizer, cfg.preserve_colors)
+    assert form["iterations"] == ",".join(str(n) for n in cfg.iteration_counts())
+    assert form["rows"] == cfg.stage_heights()[-1]
+    if cfg.scales:
+        assert forms._scales(preset, form["rows"]) == tuple(cfg.scales)
+
+
+def test_the_page_is_served_whole_and_offline(app_client):
+    _, client = app_client()
+    page = client.get("/")
+    assert page.status_code == 200 and 'id="stylize"' in page.text
+    for name in ("app.js", "app.css"):
+        assert client.get(f"/static/{name}").status_code == 200
+    for name in server.PAGE_FILES:  # nothing fetched from elsewhere
+        with open(os.path.join(server.STATIC, name)) as f:
+            text = f.read()
+        assert "http://" not in text and "https://" not in text and "//cdn" not in text
+    assert client.get("/static/../server.py").status_code == 404
+    assert {p["name"] for p in client.get("/api/presets").json()["presets"]} == set(forms.PRESETS)
+
+
+def test_a_run_streams_previews_then_the_result(app_client):
+    manager, client = app_client()
+    job_id = start(client)
+    events = read_events(client, job_id)
+    kinds = [k for k, _ in events]
+    assert kinds[-1] == "end" and "start" in kinds
+    steps = [d for k, d in events if k == "progress"]
+    assert [d["step"] for d in steps] == list(range(1, 7))
+    assert all(d["loss"] > 0 and d["eta_s"] >= 0 for d in steps)
+    previews = [d["image"] for d in steps if "image" in d]
+    assert len(set(previews)) >= 2 and all(p.startswith("data:image/png;base64,") for p in previews)
+    end = events[-1][1]
+    assert end["status"] == "finished" and end["step"] == 6
+    picture = picture_of(client.get(end["image"].replace("api", "/api", 1)))
+    assert picture.shape[0] == 48
+    run = client.get(f"/api/jobs/{job_id}/run.json").json()
+    assert run["status"] == "finished"
+    gallery = client.get("/api/gallery").json()["results"]
+    assert [g["id"] for g in gallery] == [job_id] and gallery[0]["summary"]["rows"] == 48
+    # A result of the gallery is a starting picture for the next run.
+    second = start(client, {"init": f"result:{job_id}", "iterations": "2"})
+    assert read_events(client, second)[-1][1]["status"] == "finished"
+    assert os.path.samefile(manager.jobs[second].config.init, manager.jobs[job_id].image_path)
+
+
+def test_stop_keeps_the_picture_and_continue_finishes_it(app_client):
+    manager, client = app_client()
+    job_id = start(client, {"iterations": "40"})
+    job = manager.jobs[job_id]
+    wait_for(lambda: job.step >= 2)
+    assert client.post(f"/api/jobs/{job_id}/stop").status_code == 200
+    wait_for(lambda: job.done)
+    assert job.status == "stopped" and job.step < 40
+    assert picture_of(client.get(f"/api/jobs/{job_id}/result.png")).shape[0] == 48
+    assert job.public()["can_continue"]
+    response = client.post(f"/api/jobs/{job_id}/continue")
+    assert response.status_code == 201
+    events = read_events(client, response.json()["id"])
+    start_event = next(d for k, d in events if k == "start")
+    assert start_event["step"] == job.step and len(start_event["losses"]) == job.step
+    assert events[-1][1]["status"] == "finished" and events[-1][1]["step"] == 40
+    assert os.path.isfile(job.image_path)  # the stopped result is kept as it was
+
+
+def test_a_run_no_page_listens_to_is_stopped(app_client):
+    manager, client = app_client(abandon_s=0.3)
+    job = manager.jobs[start(client, {"iterations": "5000"})]
+    wait_for(lambda: job.done)
+    assert job.status == "stopped" and "no page listened" in job.reason
+    assert job.step < 5000
+
+
+def test_a_page_that_closes_mid_run_stops_it(tmp_path):
+    """A real server: the event stream's client goes away, the run stops."""
+    import httpx
+
+    base = Config(content_image="<upload>", style_image="<upload>", **ENGINE)
+    manager = jobs.Manager(base, ENGINE, str(tmp_path), abandon_s=0.5, log=lambda line: None)
+    serving = server.Serving(server.create_app(manager))
+    try:
+        with httpx.Client(base_url=serving.url, timeout=30) as client:
+            job = manager.jobs[start(client, {"iterations": "5000"})]
+            with client.stream("GET", f"api/jobs/{job.id}/events") as events:
+                for line in events.iter_lines():
+                    if line.startswith("event: progress"):
+                        break
+            assert job.status == "running"
+            wait_for(lambda: job.done)
+        assert job.status == "stopped" and "no page listened" in job.reason
+    finally:
+        serving.close()
+    assert not serving.thread.is_alive()
+
+
+def test_a_second_run_waits_in_the_queue(app_client):
+    manager, client = app_client()
+    first = manager.jobs[start(client, {"iterations": "5000"})]
+    second = manager.jobs[start(client, {"iterations": "5000"})]
+    wait_for(lambda: first.status == "running")
+    assert manager.position(second) == 1 and manager.position(first) == 0
+    client.post(f"/api/jobs/{second.id}/stop")
+    assert second.status == "cancelled"
+    client.post(f"/api/jobs/{first.id}/stop")
+    wait_for(lambda: first.done)
+    assert first.status == "stopped"
+
+
+def truncated_jpeg():
+    return png(make_picture(64, 64, 0), "JPEG")[:300]
+
+
+BAD = {
+    "text": (dict(files=uploads(content=("notes.txt", b"just some words\n"))), "not an image"),
+    "truncated": (dict(files=uploads(content=("cut.jpg", truncated_jpeg()))), "truncated"),
+    "tiny": (dict(files=uploads(content=("tiny.png", png(make_picture(10, 10))))),
+             "at least 32 pixels"),
+    "absurd_size": (dict(form={"rows": "100000"}), "between 32 and 2048"),
+    "no_style": (dict(files=uploads(styles=())), "at least one style picture"),
+    "bad_iterations": (dict(form={"iterations": "many"}), "must be a number"),
+    "too_big": (dict(limits=forms.Limits(max_bytes=4000)), "the limit is"),
+    "too_many_pixels": (dict(limits=forms.Limits(max_pixels=1000)), "over the limit"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_input_gives_one_readable_line_and_writes_nothing(case, app_client, tmp_path):
+    given, words = BAD[case]
+    manager, client = app_client(limits=given.get("limits"))
+    response = client.post("/api/jobs", data=dict(FORM, **given.get("form", {})),
+                           files=given.get("files", uploads()))
+    assert response.status_code in (400, 413), response.text
+    message = response.json()["error"]
+    assert words in message and "\n" not in message and len(message) < 300
+    assert not manager.jobs and not os.path.exists(tmp_path / "results")
+    assert client.get("/api/presets").status_code == 200  # still serving
+
+
+def test_the_command_says_what_to_install_without_the_extra(monkeypatch, capsys):
+    monkeypatch.setattr(launcher.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(SystemExit) as stop:
+        launcher.console_main(["nst-keras-app"])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "pip install 'nst_keras[app]'" in err
+
+
+# --------------------------------------------------------------------------
+# The page in a real browser
+
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+
+
+def start_server(results):
+    """``python -m nst_keras.app --port=0`` with random weights; ``(process, url)``."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "nst_keras.app", "--port=0", "--weights=random",
+         "--precision=float32", f"--results_dir={results}", "--abandon_s=30"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO, env=env)
+    return process
+
+
+def server_url(process, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if "http://127.0.0.1:" in line:
+            return line.split()[2]
+        assert line or process.poll() is None, "the app exited before serving"
+    raise AssertionError("the app printed no URL")
+
+
+def chromium(user_dir, downloads):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync",
+                 f"--user-data-dir={user_dir}", "--window-size=1280,1000"):
+        options.add_argument(flag)
+    options.add_experimental_option("prefs", {"download.default_directory": str(downloads),
+                                              "download.prompt_for_download": False})
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    driver.execute_cdp_cmd("Page.setDownloadBehavior",
+                           {"behavior": "allow", "downloadPath": str(downloads)})
+    return driver
+
+
+def fill(driver, element_id, value):
+    element = driver.find_element("id", element_id)
+    element.clear()
+    element.send_keys(value)
+
+
+@pytest.mark.skipif(not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)),
+                    reason="needs the Debian packages chromium and chromium-driver "
+                           "(/usr/bin/chromium, /usr/bin/chromedriver)")
+def test_the_page_in_a_real_browser(tmp_path):
+    pytest.importorskip("selenium")
+    from selenium.webdriver.support.ui import Select
+
+    for name, seed in (("photo.png", 0), ("painting.png", 1)):
+        Image.fromarray(make_picture(60, 80, seed)).save(tmp_path / name)
+    (tmp_path / "notes.txt").write_text("not a picture\n")
+    (tmp_path / "downloads").mkdir()
+    process = start_server(tmp_path / "results")
+    driver = None
+    try:
+        driver = chromium(tmp_path / "profile", tmp_path / "downloads")
+        driver.set_script_timeout(30)
+        driver.get(server_url(process))
+        wait_for(lambda: driver.execute_script("return document.body.dataset.ready") == "1")
+        driver.find_element("id", "content-input").send_keys(str(tmp_path / "photo.png"))
+        driver.find_element("id", "style-input").send_keys(str(tmp_path / "painting.png"))
+        Select(driver.find_element("id", "preset")).select_by_value("fast")
+        Select(driver.find_element("id", "optimizer")).select_by_value("adam")
+        fill(driver, "rows", "64")
+        fill(driver, "iterations", "6")
+        driver.find_element("id", "stylize").click()
+        seen = set()
+
+        def finished():
+            state = driver.execute_script(
+                "const p = document.getElementById('preview');"
+                "return [document.body.dataset.result, p.dataset.updates, p.src];")
+            if state[2]:
+                seen.add(state[2])
+            return state[0] in ("finished", "failed", "stopped")
+
+        wait_for(finished, 60)
+        assert driver.execute_script("return document.body.dataset.result") == "finished", \
+            driver.find_element("id", "message").text
+        updates = int(driver.find_element("id", "preview").get_attribute("data-updates"))
+        assert updates >= 2 and len(seen) >= 2  # the preview changed while it formed
+        wait_for(lambda: driver.execute_script(
+            "const p = document.getElementById('preview');"
+            "return p.complete && p.naturalHeight === 64 && p.src.includes('result.png');"))
+        assert "Finished at step 6 of 6" in driver.find_element("id", "status").text
+        driver.find_element("id", "download-png").click()
+        downloaded = tmp_path / "downloads" / "nst_keras_run1_result.png"
+        wait_for(lambda: downloaded.exists() and downloaded.stat().st_size > 0)
+        with Image.open(downloaded) as result:
+            assert result.format == "PNG" and result.size[1] == 64
+        assert driver.find_elements("css selector", "#gallery .card img")
+        driver.find_element("id", "content-input").send_keys(str(tmp_path / "notes.txt"))
+        driver.find_element("id", "stylize").click()
+        message = driver.find_element("id", "message")
+        wait_for(lambda: message.is_displayed() and "not an image" in message.text)
+        assert "notes.txt" in message.text
+    finally:
+        if driver is not None:
+            driver.quit()
+        process.terminate()
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        shutil.rmtree(tmp_path / "profile", ignore_errors=True)
