@@ -321,6 +321,11 @@ def run_benchmark(args, scorer=None, log=print):
     return out
 
 
+def settings_text(value):
+    """``[20, 15]`` -> ``20,15`` (per-scale step counts)."""
+    return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+
+
 def print_table(out, log=print):
     log(f"\nQuality at {out['rows']} rows through VGG16 ({out['weights']}); "
         "style_sim / content_ssim from quality_score.py")
@@ -331,15 +336,15 @@ def print_table(out, log=print):
         log(f"{pair:<30}{'(the photo itself)':<22}{p['photo']['style_sim']:>10.4f}"
             f"{p['photo']['content_ssim']:>14.4f}")
         for name, r in p["results"].items():
-            if "error" in r:
-                log(f"{'':<30}{name:<22}  failed: {r['error']}")
+            if "error" in r or "style_sim" not in r:
+                log(f"{'':<30}{name:<22}  failed: {r.get('error', 'not scored')}")
                 continue
             wall = r["wall_s"]
             note = r.get("note", "")
             if "wall_s_full_schedule" in r:
                 note = f"{TUTORIAL_STEPS} steps ~{r['wall_s_full_schedule']:.0f} s ({note})"
             log(f"{'':<30}{name:<22}{r['style_sim']:>10.4f}{r['content_ssim']:>14.4f}"
-                f"{r['steps']:>7}{wall:>9.1f}  {note}")
+                f"{settings_text(r['steps']):>7}{wall:>9.1f}  {note}")
     log(f"\n{'config':<24}{'pairs':>6}{'gap min':>9}{'gap med':>9}{'ssim min':>10}"
         f"{'ssim med':>10}{'wall med':>10}{'wall max':>10}")
     for name, s in out.get("summary", {}).items():

@@ -161,6 +161,32 @@ class PrintLog(Callback):
                  f"tv={v['tv_loss']:.4g} [{progress.record['elapsed_s']:.1f}s]{extra}")
 
 
+class StopWhenStyleClose(Callback):
+    """Ends the run as finished once the style loss has fallen to ``fraction`` of
+    its value at the first step of the last scale (``--style_stop_fraction``).
+
+    With ``--loss_normalization=gap`` the style loss measures the distance
+    from the painting in units of the photo's own distance, so the rule stops
+    every pairing at the same share of the way: a pairing that gets there in
+    ten iterations keeps more of the photo than a fixed iteration count would
+    leave it, and a hard one goes on up to ``--iterations``.
+    """
+
+    def __init__(self, fraction: float):
+        self.fraction = float(fraction)
+        self.reference: Optional[float] = None
+
+    def on_step(self, progress: Progress) -> None:
+        if progress.scale_index != progress.scale_count - 1:
+            return
+        style = progress.losses["style_loss"]
+        if self.reference is None:
+            self.reference = style
+        elif style <= self.fraction * self.reference:
+            progress.run.request_stop(
+                f"style loss at {style / self.reference:.0%} of its first value", "finished")
+
+
 class StopOnSignal(Callback):
     """SIGINT and SIGTERM ask the loop to stop after its step (status ``interrupted``).
 
@@ -179,7 +205,7 @@ class StopOnSignal(Callback):
     def _handle(self, signum, frame):  # noqa: ARG002
         name = signal.Signals(signum).name
         self._restore()
-        self._run.request_stop(name, interrupted=True)
+        self._run.request_stop(name, "interrupted")
         if self._log is not None:
             self._log(f"{name}: stopping after this step and saving a checkpoint "
                       "(send it again to quit at once)")

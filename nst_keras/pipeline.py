@@ -36,7 +36,7 @@ import tensorflow as tf
 
 from nst_keras import hardware, imaging, memory, optim, rundir, settings, vgg
 from nst_keras.callbacks import FiniteGuard, Outcome, PrintLog, Progress, RunState, \
-    StopOnSignal
+    StopOnSignal, StopWhenStyleClose
 from nst_keras.errors import UserError
 from nst_keras.objective import Objective, build_objective
 from nst_keras.settings import Config
@@ -270,7 +270,7 @@ class Run:
         self.start_time = time.perf_counter() - (start.elapsed_s if start else 0.0)
         self.guard = FiniteGuard(lag=0 if config.optimizer == "lbfgs" else 1)
         self.stop_reason: Optional[str] = None
-        self.interrupted = False
+        self.stop_status = "stopped"
         self.stage: Optional[Stage] = None
         self.image = self.optimizer = self.average = self.inputs = None
         self.losses: Optional[Dict[str, float]] = None
@@ -286,10 +286,11 @@ class Run:
     def stopping(self) -> bool:
         return self.stop_reason is not None or self.guard.stopped
 
-    def request_stop(self, reason: str, interrupted: bool = False) -> None:
-        """Ends the loop after the current step (``interrupted``: by a signal)."""
+    def request_stop(self, reason: str, status: str = "stopped") -> None:
+        """Ends the loop after the current step with ``status``: ``stopped``,
+        ``interrupted`` (a signal) or ``finished`` (a stopping rule was met)."""
         if self.stop_reason is None:
-            self.stop_reason, self.interrupted = reason, interrupted
+            self.stop_reason, self.stop_status = reason, status
 
     def output(self):
         """The network image the stage hands on and saves (the average, if any)."""
@@ -374,8 +375,7 @@ class Run:
         else:
             outcome.tensor = self.output().numpy()
             if self.stop_reason is not None:
-                outcome.status = "interrupted" if self.interrupted else "stopped"
-                outcome.reason = self.stop_reason
+                outcome.status, outcome.reason = self.stop_status, self.stop_reason
         for callback in self.callbacks:
             callback.on_end(self, outcome)
         return outcome
@@ -506,8 +506,9 @@ def stylize(config: Config, content=None, style=None, callbacks: Sequence = (),
         + (f" (auto: {why})" if config.precision == "auto" else ""))
     device = {"precision": precision, "precision_requested": config.precision,
               "precision_reason": why, "threads": threads}
+    rules = [StopWhenStyleClose(config.style_stop_fraction)] if config.style_stop_fraction else []
     run = Run(config.replace(precision=precision), stages, weights,
-              [StopOnSignal(log), *([directory] if directory else []), PrintLog(log),
+              [StopOnSignal(log), *rules, *([directory] if directory else []), PrintLog(log),
                *callbacks], start, log, device)
     run.begin()
     try:

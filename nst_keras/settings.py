@@ -97,7 +97,7 @@ def _positive_finite(name, value):
         _fail(name, value, "must be a positive number")
 
 
-def _ema(name, value):
+def _off_or_fraction(name, value):
     if not 0 <= float(value) < 1:
         _fail(name, value, "must be in [0, 1) (0 = off)")
 
@@ -263,7 +263,6 @@ class Config:
     ``style_image`` may be a list or a comma-separated string of several.
     """
 
-    # --- Inputs and size ---
     content_image: Optional[ImageSource] = _inputs(
         None, "Content photo: a path or an http(s) URL (fetched into the Keras cache).")
     style_image: Optional[Union[ImageSource, Sequence[ImageSource]]] = _inputs(
@@ -291,13 +290,12 @@ class Config:
         None, "Output heights of a coarse-to-fine run, e.g. 256,512,1024 (overrides "
         "--img_nrows).", flag="integers", check=_scales)
 
-    # --- Objective and network ---
-    content_weight: float = _objective(
-        2.5e-8, "Weight of the content loss.", flag="float", check=_weight)
-    style_weight: float = _objective(
-        1e-6, "Weight of the style loss.", flag="float", check=_weight)
-    total_variation_weight: float = _objective(
-        1e-6, "Weight of the total-variation loss.", flag="float", check=_weight)
+    content_weight: float = _objective(2.5e-8, "Weight of the content loss.", flag="float",
+                                       check=_weight)
+    style_weight: float = _objective(1e-6, "Weight of the style loss.", flag="float",
+                                     check=_weight)
+    total_variation_weight: float = _objective(1e-6, "Weight of the total-variation loss.",
+                                               flag="float", check=_weight)
     content_layers: Sequence[str] = _objective(
         vgg.CONTENT_LAYERS, "VGG layers of the content loss.", flag="strings")
     style_layers: Sequence[str] = _objective(
@@ -322,7 +320,6 @@ class Config:
         "border seams).", choices=PADDINGS)
     seed: int = _objective(0, "Seed of random weights and noise.", flag="integer")
 
-    # --- Optimiser and speed ---
     optimizer: str = _optimizer("sgd", "Optimiser: sgd (keras.io), adam, or lbfgs (SciPy L-BFGS-B).", choices=OPTIMIZERS)
     iterations: Union[int, Sequence[int]] = _optimizer(
         4000, "Optimiser steps; with --scales one number per scale or one for all.",
@@ -334,9 +331,12 @@ class Config:
                                flag="integer", check=_positive_int)
     decay_rate: float = _optimizer(0.96, "ExponentialDecay decay_rate (sgd, adam).",
                                 flag="float", check=_decay_rate)
+    style_stop_fraction: float = _optimizer(
+        0.0, "End the run once the style loss falls to this fraction of its first value "
+        "(0: run every iteration).", flag="float", check=_off_or_fraction)
     ema_decay: float = _optimizer(
         0.0, "Save an exponential moving average of the image with this decay, e.g. 0.99 "
-        "(0: off).", flag="float", check=_ema)
+        "(0: off).", flag="float", check=_off_or_fraction)
     clamp_pixels: bool = _optimizer(False, "Keep every pixel in 0..255 after each step.",
                                  flag="boolean")
     precision: str = _optimizer("auto", "Network precision: auto measures once per machine "
@@ -344,7 +344,6 @@ class Config:
                                 "losses and the image stay float32.", choices=PRECISIONS)
     jit_compile: bool = _optimizer(False, "Compile the step with XLA.", flag="boolean")
 
-    # --- Output, resume, safety ---
     output_dir: Optional[str] = _output(
         None, "Directory for images, run.json, metrics.jsonl and checkpoint.npz (Python: "
         "None writes nothing).", result=False, flag_default="outputs")
@@ -366,7 +365,6 @@ class Config:
         True, "Refuse image sizes whose memory estimate exceeds the free memory.",
         flag="boolean", result=False)
 
-    # --- Experiments (nst_keras.experiments) ---
     experiment: str = _experiments(
         "none", "What to run: none (a style transfer) or an experiment (see Experiments).",
         choices=EXPERIMENTS)

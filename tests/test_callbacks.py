@@ -120,3 +120,20 @@ def test_a_callback_error_fails_the_run_and_is_raised(tmp_path, content_path, st
     assert rec.events[-1] == ("end", "failed")
     manifest = json.loads((out / "run.json").read_text())
     assert manifest["status"] == "failed" and "preview window closed" in manifest["message"]
+
+
+def test_the_style_stopping_rule_ends_the_run_as_finished(tmp_path, content_path, style_path):
+    rec = Recorder()
+    out = tmp_path / "run"
+    result = stylize(settings_for(content_path, style_path, iterations=40, style_weight=1e-2,
+                                  learning_rate=20.0, style_stop_fraction=0.5,
+                                  output_dir=str(out)), callbacks=[rec], **QUIET)
+    styles = [p.losses["style_loss"] for p in rec.progress]
+    assert result.status == "finished" and rec.outcome.reason.startswith("style loss at")
+    assert len(styles) < 40 and styles[-1] <= 0.5 * styles[0] < styles[-2]
+    assert (out / "content_stylized.png").exists()
+    assert json.loads((out / "run.json").read_text())["status"] == "finished"
+    # Off (0), every iteration runs.
+    rec = Recorder()
+    stylize(settings_for(content_path, style_path, iterations=8), callbacks=[rec], **QUIET)
+    assert len(rec.progress) == 8
