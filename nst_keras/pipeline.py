@@ -462,6 +462,13 @@ def _with_arrays(config: Config, content, style) -> Config:
     return config
 
 
+def _callbacks(config: Config, directory, log, extra: Sequence) -> list:
+    """Signals first, then the stopping rule, the run directory, the log, the caller's."""
+    rules = [StopWhenStyleClose(config.style_stop_fraction)] if config.style_stop_fraction else []
+    return [StopOnSignal(log), *rules, *([directory] if directory else []), PrintLog(log),
+            *extra]
+
+
 def stylize(config: Config, content=None, style=None, callbacks: Sequence = (),
             log=print) -> Result:
     """Runs one style transfer (coarse to fine when ``config.scales`` is set).
@@ -506,10 +513,8 @@ def stylize(config: Config, content=None, style=None, callbacks: Sequence = (),
         + (f" (auto: {why})" if config.precision == "auto" else ""))
     device = {"precision": precision, "precision_requested": config.precision,
               "precision_reason": why, "threads": threads}
-    rules = [StopWhenStyleClose(config.style_stop_fraction)] if config.style_stop_fraction else []
     run = Run(config.replace(precision=precision), stages, weights,
-              [StopOnSignal(log), *rules, *([directory] if directory else []), PrintLog(log),
-               *callbacks], start, log, device)
+              _callbacks(config, directory, log, callbacks), start, log, device)
     run.begin()
     try:
         result = _loop(run, all_inputs, first_image, extractor)
