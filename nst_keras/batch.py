@@ -1,0 +1,434 @@
+"""Many pictures: ``python -m nst_keras.batch --content_image=photos/ --style_image=art/
+--output_dir=out``.
+
+Every engine flag (and ``--flagfile``) applies to each item.
+``--content_image`` and ``--style_image`` take image files, folders (their
+image files, sorted) and globs, comma separated.  Every content is paired
+with every style (``--pairing=product``) or the lists are paired in order
+(``--pairing=zip``).  Item ``<content-stem>__<style-stem>`` is an ordinary
+run directory under ``--output_dir``; ``--output_dir/batch.jsonl`` gets one
+line per item as it ends (status, seconds, final losses, device, worker).
+
+Running the same command again skips finished items and resumes the others
+from their checkpoints.  A bad item (unreadable file, image too small,
+failed download) is recorded with its reason and the others go on.  Items
+sharing a style compute its Gram targets once per worker.
+
+``--workers=N`` runs the items on a local Ray runtime with N workers;
+``--ray_address=HOST:PORT`` (or ``auto``) on an existing Ray cluster whose
+workers all see ``--output_dir`` (``nst_keras.cluster``).  Without either,
+everything runs in this process and Ray is not needed.
+
+Exit status: 0 every item finished (or was already); 1 some items failed;
+2 bad flags or inputs (nothing written); 130 interrupted (finished items
+kept, the running one checkpointed).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import glob
+import importlib
+import importlib.util
+import json
+import os
+import socket
+import sys
+import time
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Union
+
+from absl import flags
+
+from nst_keras import checkpoint, cli, imaging, manifest, settings
+from nst_keras.callbacks import Callback
+from nst_keras.errors import Interrupted, NonFiniteLoss, UserError
+
+BATCH_LOG = "batch.jsonl"
+PAIRINGS = ("product", "zip")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff")
+RAY_MISSING = ("--workers and --ray_address need Ray; install it with "
+               "pip install 'nst_keras[ray]' (or pip install ray)")
+FAILED = ("failed", "non_finite")
+Sources = Union[str, Sequence[str]]
+
+FLAGS = flags.FlagValues()
+cli.define_flags(FLAGS)
+flags.DEFINE_enum("pairing", "product", PAIRINGS, "product: every content with every "
+                  "style; zip: the n-th content with the n-th style.", flag_values=FLAGS)
+flags.DEFINE_integer("workers", 0, "Run on a local Ray runtime with this many workers "
+                     "(one per GPU when there are GPUs); 0: in this process.",
+                     flag_values=FLAGS)
+flags.DEFINE_string("ray_address", None, "Submit to an existing Ray cluster (HOST:PORT or "
+                    "auto); every worker must see --output_dir.", flag_values=FLAGS)
+flags.DEFINE_integer("max_retries", 3, "Times an item whose worker died is retried (from "
+                     "its last checkpoint) on another worker.", flag_values=FLAGS)
+
+
+# --------------------------------------------------------------------------
+# Items
+
+
+@dataclasses.dataclass(frozen=True)
+class Item:
+    """One content x style pair and its run directory's name."""
+
+    name: str
+    content: str
+    style: str
+
+
+def _image_files(folder: str) -> List[str]:
+    names = sorted(n for n in os.listdir(folder) if not n.startswith(".") and
+                   n.lower().endswith(IMAGE_EXTENSIONS))
+    return [os.path.join(folder, n) for n in names if os.path.isfile(os.path.join(folder, n))]
+
+
+def expand(sources: Sources, flag: str) -> List[str]:
+    """Image files, URLs, folders and globs (a list or comma separated) -> sources.
+
+    A folder gives its image files by extension, sorted (a damaged file among
+    them becomes a failed item); a name or pattern that matches nothing is a
+    ``UserError``.
+    """
+    parts = sources.split(",") if isinstance(sources, str) else list(sources or [])
+    out = []
+    for part in (str(p).strip() for p in parts):
+        if not part:
+            continue
+        if imaging.is_url(part) or os.path.isfile(part):
+            found = [part]
+        elif os.path.isdir(part):
+            found = _image_files(part)
+        elif glob.has_magic(part):
+            found = sorted(p for p in glob.glob(part) if os.path.isfile(p))
+        else:
+            raise UserError(f"--{flag}: {part!r} does not exist; give image files, "
+                            "folders or globs (comma separated)")
+        if not found:
+            raise UserError(f"--{flag}: {part!r} holds no image file (.jpg, .png, ...); "
+                            "check the folder or pattern")
+        out.extend(found)
+    if not out:
+        raise UserError(f"no --{flag} given; give image files, folders or globs")
+    return out
+
+
+def _stem(source: str) -> str:
+    path = source.split("?", 1)[0].rstrip("/")
+    return os.path.splitext(os.path.basename(path))[0] or "image"
+
+
+def make_items(contents: Sources, styles: Sources, pairing: str = "product") -> List[Item]:
+    """The batch's items, named ``<content-stem>__<style-stem>`` (made unique)."""
+    if pairing not in PAIRINGS:
+        raise UserError(f"--pairing={pairing!r} is not known; use one of: "
+                        f"{', '.join(PAIRINGS)}")
+    cs, ss = expand(contents, "content_image"), expand(styles, "style_image")
+    if pairing == "zip":
+        if len(cs) != len(ss):
+            raise UserError(f"--pairing=zip needs as many content as style images (got "
+                            f"{len(cs)} and {len(ss)}); use --pairing=product or fix the lists")
+        pairs = list(zip(cs, ss))
+    else:
+        pairs = [(c, s) for c in cs for s in ss]
+    items, seen = [], collections.Counter()
+    for c, s in pairs:
+        name = f"{_stem(c)}__{_stem(s)}"
+        seen[name] += 1
+        items.append(Item(name if seen[name] == 1 else f"{name}_{seen[name]}", c, s))
+    return items
+
+
+# --------------------------------------------------------------------------
+# One item (in whichever process runs it)
+
+
+class TargetCache(collections.OrderedDict):
+    """The style Gram targets of one worker, least recently used dropped first."""
+
+    def __init__(self, limit: int = 64):
+        super().__init__()
+        self.limit, self.hits, self.misses = limit, 0, 0
+
+    def __getitem__(self, key):
+        value = super().__getitem__(key)
+        self.move_to_end(key)
+        self.hits += 1
+        return value
+
+    def __setitem__(self, key, value):
+        super().__setitem__(key, value)
+        self.misses += 1
+        while len(self) > self.limit:
+            self.popitem(last=False)
+
+
+class SharedTargets(Callback):
+    """Hands a run the worker's ``TargetCache`` (``pipeline.Run.target_cache``)."""
+
+    def __init__(self, cache):
+        self.cache = cache
+
+    def on_start(self, run) -> None:
+        run.target_cache = self.cache
+
+
+def read_json(path: str) -> Dict:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {}
+
+
+def item_config(config: settings.Config, item: Item, out_dir: str):
+    """``(config, resumed_from)`` for the item, or ``(None, steps)`` if it is finished."""
+    run_dir = os.path.join(out_dir, item.name)
+    config = config.replace(content_image=item.content, style_image=item.style,
+                            output_dir=run_dir, resume=None)
+    previous = read_json(os.path.join(run_dir, manifest.RUN_JSON))
+    if previous.get("status") == "finished":
+        return None, previous.get("steps")
+    if os.path.isfile(checkpoint.path_in(run_dir)):
+        try:
+            step = checkpoint.load(run_dir).step
+        except UserError:
+            step = None
+        if step is not None and step < sum(config.iteration_counts()):
+            return config.replace(resume=run_dir), step
+    return config.replace(overwrite=True), 0
+
+
+def worker_label() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _stylize(config, cache, record: Dict, callbacks: Sequence = ()) -> None:
+    """Runs one item; fills ``record``'s status and reason."""
+    from nst_keras import pipeline  # late: TensorFlow starts with the first item
+
+    try:
+        result = pipeline.stylize(config, callbacks=[SharedTargets(cache), *callbacks],
+                                  log=lambda s: None)
+        record["status"] = result.status
+    except Interrupted as e:
+        record.update(status="interrupted", reason=e.signal_name)
+    except (UserError, NonFiniteLoss) as e:
+        record.update(status="failed" if isinstance(e, UserError) else "non_finite",
+                      reason=str(e).splitlines()[0])
+    except Exception as e:  # noqa: BLE001 - one broken item must not stop the batch
+        text = str(e).strip().splitlines()
+        record.update(status="failed", reason=f"{type(e).__name__}: {text[0] if text else ''}")
+
+
+def run_item(config: settings.Config, item: Item, out_dir: str, cache=None,
+             worker: Optional[str] = None, callbacks: Sequence = ()) -> Dict:
+    """Runs (or skips, or resumes) one item; returns its ``batch.jsonl`` record."""
+    started = time.perf_counter()
+    record = {"item": item.name, "content": item.content, "style": item.style,
+              "worker": worker or worker_label()}
+    item_cfg, resumed_from = item_config(config, item, out_dir)
+    if item_cfg is None:
+        record.update(status="skipped", steps=resumed_from)
+    else:
+        hits = cache.hits if cache is not None else 0
+        record["resumed_from"] = resumed_from
+        _stylize(item_cfg, cache, record, callbacks)
+        record["targets_cached"] = cache is not None and cache.hits > hits
+    info = read_json(os.path.join(out_dir, item.name, manifest.RUN_JSON))
+    device = info.get("device") or {}
+    record.update(seconds=round(time.perf_counter() - started, 3),
+                  steps=info.get("steps", record.get("steps")),
+                  final_losses=info.get("final_losses"),
+                  device=device.get("device"), threads=device.get("threads"))
+    return record
+
+
+def run_serial(config: settings.Config, items: Sequence[Item], out_dir: str) -> Iterator[Dict]:
+    """Runs the items one after another in this process (one shared target cache)."""
+    cli.import_tensorflow_quietly()
+    cache = TargetCache()
+    for item in items:
+        record = run_item(config, item, out_dir, cache)
+        yield record
+        if record["status"] == "interrupted":
+            return
+
+
+# --------------------------------------------------------------------------
+# The batch
+
+
+def load_cluster():
+    """``nst_keras.cluster`` (imports Ray); ``UserError`` if Ray is not installed."""
+    if importlib.util.find_spec("ray") is None:
+        raise UserError(RAY_MISSING)
+    return importlib.import_module("nst_keras.cluster")
+
+
+def _check_output_dir(out: Optional[str]) -> None:
+    if not out:
+        raise UserError("a batch needs --output_dir (the folder for every item's results)")
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise UserError(f"--output_dir={out} is a file, not a directory; choose another "
+                        "--output_dir")
+    parent = os.path.abspath(out)
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write --output_dir={out} ({parent} is not writable); "
+                        "choose another --output_dir")
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}h{seconds // 60 % 60:02d}m" if seconds >= 3600 else \
+        f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+class Tally:
+    """Counts the items as they end; writes the progress and summary lines."""
+
+    def __init__(self, total: int, log: Callable[[str], None]):
+        self.total, self.log, self.started = total, log, time.perf_counter()
+        self.counts = collections.Counter()
+
+    def group(self, status: str) -> str:
+        return "failed" if status in FAILED else "finished" if status == "stopped" else status
+
+    def add(self, record: Dict) -> None:
+        self.counts[self.group(record["status"])] += 1
+        done = sum(self.counts.values())
+        ran = done - self.counts["skipped"]
+        elapsed = time.perf_counter() - self.started
+        eta = elapsed / ran * (self.total - done) if ran else 0.0
+        reason = f" ({record['reason']})" if record.get("reason") else ""
+        self.log(f"[{done}/{self.total}] {record['item']}: {record['status']}{reason} in "
+                 f"{record['seconds']:.1f}s; ETA {_duration(eta)}")
+
+    @property
+    def exit_status(self) -> int:
+        if self.counts["interrupted"] or sum(self.counts.values()) < self.total:
+            return 130
+        return 1 if self.counts["failed"] else 0
+
+    def summary(self, out_dir: str) -> str:
+        c = self.counts
+        left = self.total - sum(c.values())
+        rest = f", {c['interrupted'] + left} not done (interrupted)" if self.exit_status == 130 \
+            else ""
+        return (f"batch: {c['finished']} finished, {c['failed']} failed, {c['skipped']} "
+                f"skipped of {self.total} items{rest} in "
+                f"{_duration(time.perf_counter() - self.started)}; see "
+                f"{os.path.join(out_dir, BATCH_LOG)}")
+
+
+class Batch:
+    """A planned batch: the checked settings and items (``UserError`` if bad)."""
+
+    def __init__(self, config: settings.Config, contents: Sources, styles: Sources,
+                 pairing: str = "product", workers: int = 0,
+                 ray_address: Optional[str] = None, max_retries: int = 3, log=print):
+        if config.resume:
+            raise UserError("--resume does not apply to a batch; run the same command "
+                            "again to resume its items")
+        if workers < 0 or max_retries < 0:
+            raise UserError("--workers and --max_retries must be 0 or more")
+        _check_output_dir(config.output_dir)
+        self.items = make_items(contents, styles, pairing)
+        first = self.items[0]
+        self.config = settings.validate(config.replace(content_image=first.content,
+                                                       style_image=first.style))
+        self.out_dir, self.log = config.output_dir, log
+        self.workers, self.ray_address, self.max_retries = workers, ray_address, max_retries
+        self.cluster = load_cluster() if workers or ray_address else None
+        if ray_address:
+            self.cluster.check_address(ray_address)
+        self.tally = Tally(len(self.items), log)
+
+    def records(self) -> Iterator[Dict]:
+        if self.cluster is None:
+            return run_serial(self.config, self.items, self.out_dir)
+        return self.cluster.run_items(self.config, self.items, self.out_dir, self.workers,
+                                      self.ray_address, self.max_retries, self.log)
+
+    def run(self) -> Iterator[Dict]:
+        """Runs the items; yields each record after writing it to ``batch.jsonl``."""
+        path = os.path.join(self.out_dir, BATCH_LOG)
+        for record in self.records():
+            os.makedirs(self.out_dir, exist_ok=True)
+            record["ended"] = manifest.now()
+            manifest.append_json_line(path, record)
+            self.tally.add(record)
+            yield record
+
+
+def stylize_many(config: settings.Config, contents: Sources, styles: Sources,
+                 workers: int = 0, ray_address: Optional[str] = None,
+                 pairing: str = "product", max_retries: int = 3, log=print) -> Iterator[Dict]:
+    """Stylises every content x style pair (or zip) into ``config.output_dir``.
+
+    Checks everything first (``UserError``, nothing written), then returns an
+    iterator over each item's record as it ends (the ``batch.jsonl`` line):
+    ``item``, ``status`` (finished, skipped, failed, non_finite, interrupted),
+    ``reason``, ``seconds``, ``steps``, ``final_losses``, ``device``, ``worker``.
+    """
+    return Batch(config, contents, styles, pairing, workers, ray_address, max_retries,
+                 log).run()
+
+
+# --------------------------------------------------------------------------
+# Command line
+
+
+def parse(argv) -> None:
+    """Parses ``argv`` (program name first) into ``FLAGS``, from defaults."""
+    FLAGS.unparse_flags()
+    try:
+        FLAGS(list(argv))
+    except flags.CantOpenFlagFileError as e:
+        name = str(e).rsplit(": ", 1)[-1]
+        raise UserError(f"cannot open flagfile {name}; check the --flagfile path") from None
+    except flags.Error as e:
+        raise UserError(str(e).splitlines()[0]) from None
+
+
+def _batch_from_flags() -> Batch:
+    config = cli.config_from_flags(FLAGS) if not FLAGS["resume"].value else \
+        settings.Config(resume=FLAGS["resume"].value)
+    return Batch(config, config.content_image, config.style_image, FLAGS.pairing,
+                 FLAGS.workers, FLAGS.ray_address, FLAGS.max_retries)
+
+
+def main(argv=None) -> int:
+    """Entry point; returns the exit status (see the module docstring)."""
+    argv = sys.argv if argv is None else argv
+    if any(a in ("-h", "--help", "--helpshort", "--helpfull") for a in argv[1:]):
+        print(__doc__.strip() + "\n\nflags:\n" + FLAGS.get_help(), flush=True)
+        return 0
+    try:
+        parse(argv)
+        batch = _batch_from_flags()
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        return 2
+    try:
+        for _ in batch.run():
+            pass
+    except UserError as e:  # e.g. the Ray cluster cannot be reached
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        return 2
+    except KeyboardInterrupt:
+        print("stopped: interrupted; finished items are kept, run the same command "
+              "again to go on", file=sys.stderr, flush=True)
+    print(batch.tally.summary(batch.out_dir), flush=True)
+    return batch.tally.exit_status
+
+
+def console_main() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    console_main()

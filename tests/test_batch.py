@@ -1,0 +1,253 @@
+"""Batch stylisation: folders and globs, bad items, re-runs that skip and resume,
+interrupts, and the Ray workers (local, a killed worker, two nodes)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from PIL import Image
+
+from conftest import REPO, make_picture
+from nst_keras import batch
+
+FAST = ["--weights=random", "--seed=3", "--img_nrows=48", "--log_every=1", "--save_every=0",
+        "--content_layers=block2_conv2", "--style_layers=block1_conv1,block2_conv1"]
+RAY_MISSING_REASON = "Ray is not installed (pip install 'nst_keras[ray]')"
+
+
+def lines(out):
+    with open(os.path.join(out, batch.BATCH_LOG)) as f:
+        return [json.loads(line) for line in f]
+
+
+def png(out, item):
+    name = [n for n in os.listdir(os.path.join(out, item)) if n.endswith("_stylized.png")]
+    with open(os.path.join(out, item, name[0]), "rb") as f:
+        return f.read()
+
+
+def config_of(out, *extra):
+    """The ``Config`` the batch's flags give (inputs are passed separately)."""
+    from nst_keras import cli
+
+    batch.parse(["prog", "--content_image=x", "--style_image=y", f"--output_dir={out}",
+                 *FAST, *extra])
+    return cli.config_from_flags(batch.FLAGS)
+
+
+def run_batch(*args):
+    return batch.main(["nst_keras.batch", *args])
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    """Three content pictures, a text file named .jpg, a note, and a style."""
+    d = tmp_path_factory.mktemp("batch")
+    photos = d / "photos"
+    photos.mkdir()
+    for i in range(3):
+        Image.fromarray(make_picture(48, 64, i)).save(photos / f"p{i}.png")
+    (photos / "broken.jpg").write_text("this is not a picture")
+    (photos / "notes.txt").write_text("not an image extension: ignored")
+    Image.fromarray(make_picture(40, 56, 7)).save(d / "wave.png")
+    return d
+
+
+def flags(folder, out, *extra, content=None):
+    return [f"--content_image={content or folder / 'photos'}",
+            f"--style_image={folder / 'wave.png'}", f"--output_dir={out}", *FAST, *extra]
+
+
+# --------------------------------------------------------------------------
+# Items
+
+
+def test_items_from_files_folders_globs_and_zip(folder):
+    photos = folder / "photos"
+    items = batch.make_items(f"{photos},{photos}/p1.*", str(folder / "wave.png"))
+    assert [i.name for i in items] == ["broken__wave", "p0__wave", "p1__wave", "p2__wave",
+                                       "p1__wave_2"]
+    zipped = batch.make_items([str(photos / "p0.png"), str(photos / "p1.png")],
+                              [str(folder / "wave.png"), str(photos / "p2.png")], "zip")
+    assert [i.name for i in zipped] == ["p0__wave", "p1__p2"]
+    with pytest.raises(batch.UserError, match="as many content as style"):
+        batch.make_items(str(photos), str(folder / "wave.png"), "zip")
+    with pytest.raises(batch.UserError, match="holds no image"):
+        batch.make_items(str(folder / "*.gif"), str(folder / "wave.png"))
+
+
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(folder, tmp_path, capsys,
+                                                         monkeypatch):
+    out = tmp_path / "out"
+    assert run_batch(*flags(folder, out, content=folder / "missing")) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "missing" in err and "does not exist" in err
+    assert run_batch(*flags(folder, out, "--iterations=0")) == 2
+    assert "--iterations" in capsys.readouterr().err
+    if batch.importlib.util.find_spec("ray") is not None:  # nobody listens on port 1
+        assert run_batch(*flags(folder, out, "--ray_address=127.0.0.1:1")) == 2
+        assert "cannot reach the Ray cluster" in capsys.readouterr().err
+    monkeypatch.setattr(batch.importlib.util, "find_spec", lambda name: None)
+    assert run_batch(*flags(folder, out, "--workers=2")) == 2
+    assert "pip install" in capsys.readouterr().err
+    assert not out.exists()
+
+
+# --------------------------------------------------------------------------
+# In this process
+
+
+@pytest.fixture(scope="module")
+def serial_run(folder, tmp_path_factory):
+    out = tmp_path_factory.mktemp("serial") / "out"
+    status = run_batch(*flags(folder, out, "--iterations=4"))
+    return out, status
+
+
+def test_a_bad_file_fails_alone_and_a_rerun_skips_the_finished(folder, serial_run, capsys):
+    out, status = serial_run
+    assert status == 1
+    first = lines(out)
+    by_status = {r["item"]: r["status"] for r in first}
+    assert by_status == {"broken__wave": "failed", "p0__wave": "finished",
+                         "p1__wave": "finished", "p2__wave": "finished"}
+    broken = next(r for r in first if r["item"] == "broken__wave")
+    assert "broken.jpg" in broken["reason"] and "\n" not in broken["reason"]
+    done = [r for r in first if r["status"] == "finished"]
+    assert all(r["steps"] == 4 and r["final_losses"]["loss"] > 0 for r in done)
+    assert [r["targets_cached"] for r in done] == [False, True, True]  # one style
+    metrics = {r["item"]: open(os.path.join(out, r["item"], "metrics.jsonl")).read()
+               for r in done}
+
+    capsys.readouterr()
+    assert run_batch(*flags(folder, out, "--iterations=4")) == 1
+    summary = capsys.readouterr().out.strip().splitlines()[-1]
+    assert "0 finished, 1 failed, 3 skipped of 4 items" in summary
+    again = lines(out)[len(first):]
+    assert sorted(r["status"] for r in again) == ["failed", "skipped", "skipped", "skipped"]
+    for item, text in metrics.items():  # no step was run again
+        assert open(os.path.join(out, item, "metrics.jsonl")).read() == text
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_an_interrupted_batch_resumes_to_the_same_images(folder, tmp_path, optimizer):
+    photos = folder / "photos"
+    content = f"{photos / 'p0.png'},{photos / 'p1.png'}"
+    extra = [f"--optimizer={optimizer}", "--iterations=60", "--style_weight=1e-4"]
+    stopped = tmp_path / "stopped"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nst_keras.batch", *flags(folder, stopped, *extra,
+                                                         content=content)],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = stopped / "p1__wave" / "metrics.jsonl"
+    deadline = time.time() + 60
+    while time.time() < deadline and proc.poll() is None:
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= 5:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    first = lines(stopped)
+    assert [r["status"] for r in first] == ["finished", "interrupted"]
+    assert run_batch(*flags(folder, stopped, *extra, content=content)) == 0
+    resumed = lines(stopped)[2:]
+    assert [r["status"] for r in resumed] == ["skipped", "finished"]
+    assert resumed[1]["resumed_from"] >= 4
+
+    straight = tmp_path / "straight"
+    assert run_batch(*flags(folder, straight, *extra, content=content)) == 0
+    for item in ("p0__wave", "p1__wave"):
+        assert png(stopped, item) == png(straight, item)
+
+
+# --------------------------------------------------------------------------
+# Ray
+
+
+@pytest.fixture
+def ray_module():
+    ray = pytest.importorskip("ray", reason=RAY_MISSING_REASON)
+    yield ray
+    ray.shutdown()
+
+
+def test_two_local_ray_workers_give_the_serial_images(ray_module, folder, serial_run,
+                                                      tmp_path):
+    serial_out, _ = serial_run
+    out = tmp_path / "ray"
+    assert run_batch(*flags(folder, out, "--iterations=4", "--workers=2")) == 1
+    records = lines(out)
+    assert sorted(r["status"] for r in records) == ["failed", "finished", "finished",
+                                                    "finished"]
+    assert len({r["worker"] for r in records}) == 2
+    for item in ("p0__wave", "p1__wave", "p2__wave"):
+        assert png(out, item) == png(serial_out, item)
+    assert not ray_module.is_initialized()
+
+
+def test_a_killed_worker_has_its_item_finished_elsewhere(ray_module, folder, tmp_path):
+    out, pids, killed = tmp_path / "out", [], []
+
+    def log(text):
+        if text.startswith("ray worker"):
+            pids.append(int(text.split("(pid ")[1].split(")")[0]))
+
+    def busy_past_a_checkpoint():
+        """Items running (no final image yet) that have checkpointed at step 4."""
+        found = out.glob("*/metrics.jsonl") if out.exists() else []
+        return [m.parent.name for m in found if len(m.read_text().splitlines()) >= 6
+                and not list(m.parent.glob("*_stylized.png"))]
+
+    def killer():  # kills a worker once both workers' items are past step 4
+        deadline = time.time() + 90
+        while time.time() < deadline and not killed:
+            if len(pids) == 2 and len(busy_past_a_checkpoint()) == 2:
+                os.kill(pids[0], signal.SIGKILL)
+                killed.append(pids[0])
+                return
+            time.sleep(0.05)
+
+    config = config_of(out, "--iterations=40", "--save_every=4")
+    thread = threading.Thread(target=killer)
+    thread.start()
+    records = list(batch.stylize_many(config, str(folder / "photos/p*.png"),
+                                      str(folder / "wave.png"), workers=2, log=log))
+    thread.join()
+    assert killed, "no worker was killed"
+    names = sorted(r["item"] for r in records)
+    assert names == ["p0__wave", "p1__wave", "p2__wave"]  # each item once
+    assert all(r["status"] == "finished" and r["steps"] == 40 for r in records)
+    assert max(r["attempts"] for r in records) == 2
+    retried = next(r for r in records if r["attempts"] == 2)
+    assert retried["resumed_from"] >= 4  # from its checkpoint, not from scratch
+
+
+def test_items_run_on_both_nodes_of_a_two_node_cluster(ray_module, folder, tmp_path,
+                                                       monkeypatch):
+    from ray._private import ray_constants
+    from ray.cluster_utils import Cluster
+
+    # Two nodes on 127.0.0.1: keep the driver on the loopback address too (Ray
+    # would otherwise dial this machine's network address, which may be closed).
+    monkeypatch.setattr(ray_constants, "ENABLE_RAY_CLUSTER", False)
+
+    node = dict(num_cpus=1, object_store_memory=100 * 1024 * 1024,
+                node_ip_address="127.0.0.1", include_dashboard=False)
+    cluster = Cluster(initialize_head=True, head_node_args=node)
+    try:
+        cluster.add_node(**{**node, "resources": {"second_node": 1}})
+        config = config_of(tmp_path / "out", "--iterations=3")
+        records = list(batch.stylize_many(
+            config, str(folder / "photos/p*.png"), str(folder / "wave.png"),
+            ray_address=cluster.address, log=lambda s: None))
+        assert sorted(r["status"] for r in records) == ["finished"] * 3
+        assert len({r["node"] for r in records}) == 2
+    finally:
+        ray_module.shutdown()
+        cluster.shutdown()
