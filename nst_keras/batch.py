@@ -40,7 +40,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Union
 
 from absl import flags
 
-from nst_keras import checkpoint, cli, imaging, manifest, settings
+from nst_keras import checkpoint, cli, imaging, manifest, rundir, settings
 from nst_keras.callbacks import Callback
 from nst_keras.errors import Interrupted, NonFiniteLoss, UserError
 
@@ -270,15 +270,7 @@ def load_cluster():
 def _check_output_dir(out: Optional[str]) -> None:
     if not out:
         raise UserError("a batch needs --output_dir (the folder for every item's results)")
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise UserError(f"--output_dir={out} is a file, not a directory; choose another "
-                        "--output_dir")
-    parent = os.path.abspath(out)
-    while not os.path.exists(parent):
-        parent = os.path.dirname(parent)
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise UserError(f"cannot write --output_dir={out} ({parent} is not writable); "
-                        "choose another --output_dir")
+    rundir.check_writable(out)
 
 
 def _duration(seconds: float) -> str:
@@ -382,18 +374,6 @@ def stylize_many(config: settings.Config, contents: Sources, styles: Sources,
 # Command line
 
 
-def parse(argv) -> None:
-    """Parses ``argv`` (program name first) into ``FLAGS``, from defaults."""
-    FLAGS.unparse_flags()
-    try:
-        FLAGS(list(argv))
-    except flags.CantOpenFlagFileError as e:
-        name = str(e).rsplit(": ", 1)[-1]
-        raise UserError(f"cannot open flagfile {name}; check the --flagfile path") from None
-    except flags.Error as e:
-        raise UserError(str(e).splitlines()[0]) from None
-
-
 def _batch_from_flags() -> Batch:
     config = cli.config_from_flags(FLAGS) if not FLAGS["resume"].value else \
         settings.Config(resume=FLAGS["resume"].value)
@@ -408,7 +388,7 @@ def main(argv=None) -> int:
         print(__doc__.strip() + "\n\nflags:\n" + FLAGS.get_help(), flush=True)
         return 0
     try:
-        parse(argv)
+        cli.parse(argv, FLAGS)
         batch = _batch_from_flags()
     except UserError as e:
         print(f"error: {e}", file=sys.stderr, flush=True)

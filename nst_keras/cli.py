@@ -63,27 +63,30 @@ def config_from_flags(f: flags.FlagValues = FLAGS) -> settings.Config:
     return settings.validate(config)
 
 
-def parse(argv) -> None:
-    """Parses ``argv`` (program name first) into ``FLAGS``, from defaults."""
-    FLAGS.unparse_flags()
+def parse(argv, flag_values: flags.FlagValues = FLAGS) -> None:
+    """Parses ``argv`` (program name first) into ``flag_values``, from defaults.
+
+    Raises ``UserError`` with one line for a bad flag, value or flagfile.
+    """
+    flag_values.unparse_flags()
     try:
-        FLAGS(list(argv))
+        flag_values(list(argv))
     except flags.CantOpenFlagFileError as e:
         name = str(e).rsplit(": ", 1)[-1]
         raise UserError(f"cannot open flagfile {name}; check the --flagfile path") from None
     except flags.IllegalFlagValueError as e:
-        raise UserError(_bad_value(str(e).splitlines()[0])) from None
+        raise UserError(_bad_value(str(e).splitlines()[0], flag_values)) from None
     except flags.Error as e:
         raise UserError(str(e).splitlines()[0]) from None
 
 
-def _bad_value(text: str) -> str:
+def _bad_value(text: str, flag_values: flags.FlagValues) -> str:
     """``flag --iterations=abc: invalid literal ...`` -> ``--iterations=abc is not an integer (...)``."""
     if not (text.startswith("flag --") and ": " in text):
         return text
     setting, reason = text[len("flag "):].split(": ", 1)
     name = setting[2:].split("=", 1)[0]
-    kind = FLAGS[name].flag_type() if name in FLAGS else ""
+    kind = flag_values[name].flag_type() if name in flag_values else ""
     kind = {"int": "an integer", "float": "a number"}.get(kind, "a valid value")
     return f"{setting} is not {kind} ({reason})"
 

@@ -18,7 +18,7 @@ import platform
 from importlib import metadata
 from typing import Dict, List, Optional
 
-from nst_keras import settings, vgg
+from nst_keras import hardware, settings, vgg
 from nst_keras.imaging import atomic_write_bytes, fetch
 
 RUN_JSON = "run.json"
@@ -73,20 +73,9 @@ def versions() -> Dict[str, Optional[str]]:
     return out
 
 
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def device() -> Dict:
     """The device TensorFlow runs on (first GPU if any, else the CPU)."""
-    info = {"platform": platform.platform(), "cpu": _cpu_name(), "cpu_count": os.cpu_count()}
+    info = {"platform": platform.platform(), "cpu": hardware.cpu_name(), "cpu_count": os.cpu_count()}
     try:
         import tensorflow as tf  # late: the rest of this module runs without TensorFlow
 

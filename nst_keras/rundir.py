@@ -44,7 +44,8 @@ def existing_results(output_dir: str, prefix: str) -> List[str]:
     return [n for n in RUN_FILES if n in names] + [n for n in names if pattern.match(n)]
 
 
-def _check_writable(out: str) -> None:
+def check_writable(out: str) -> None:
+    """``UserError`` unless ``out`` is, or can be made, a writable directory."""
     if os.path.exists(out) and not os.path.isdir(out):
         raise UserError(f"--output_dir={out} is a file, not a directory; choose another "
                         "--output_dir")
@@ -78,7 +79,7 @@ def _resuming_here(config) -> bool:
 def check_outputs(config) -> None:
     """Raises ``UserError`` before anything is written if the outputs are unsafe."""
     out = config.output_dir
-    _check_writable(out)
+    check_writable(out)
     _check_inputs_survive(config)
     if _resuming_here(config):
         return  # continuing a run in its own directory

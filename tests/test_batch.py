@@ -35,8 +35,8 @@ def config_of(out, *extra):
     """The ``Config`` the batch's flags give (inputs are passed separately)."""
     from nst_keras import cli
 
-    batch.parse(["prog", "--content_image=x", "--style_image=y", f"--output_dir={out}",
-                 *FAST, *extra])
+    cli.parse(["prog", "--content_image=x", "--style_image=y", f"--output_dir={out}",
+               *FAST, *extra], batch.FLAGS)
     return cli.config_from_flags(batch.FLAGS)
 
 

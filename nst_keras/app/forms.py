@@ -33,11 +33,11 @@ _TUTORIAL = dict(
 # checks they agree).  ``scales``: fractions of the output height, coarse to fine.
 PRESETS: Dict[str, Dict] = {
     "fast": dict(
-        label="Fast (L-BFGS, 20 iterations)", cfg="fast.cfg",
-        form=dict(rows=400, iterations="20", optimizer="lbfgs", preserve_colors="none",
+        label="Fast (L-BFGS, 50 iterations)", cfg="fast.cfg",
+        form=dict(rows=400, iterations="50", optimizer="lbfgs", preserve_colors="none",
                   init="content"),
-        config=dict(_TUTORIAL, loss_normalization="scaled", content_weight=1.0,
-                    style_weight=10.0, total_variation_weight=1.0, pooling="avg",
+        config=dict(_TUTORIAL, loss_normalization="gap", content_weight=1.0,
+                    style_weight=20.0, total_variation_weight=1.0, pooling="avg",
                     precision="auto", learning_rate=None)),
     "tutorial": dict(
         label="keras.io tutorial (slow)", cfg="default.cfg",

@@ -314,13 +314,6 @@ class Serving:
         self.socket.close()
 
 
-def _parse(f: flags.FlagValues, argv) -> None:
-    try:
-        f(list(argv))
-    except flags.Error as e:
-        raise UserError(str(e).splitlines()[0]) from None
-
-
 def main(argv=None) -> int:
     """Serves the app until Ctrl-C; returns the exit status (2: bad flags)."""
     argv = sys.argv if argv is None else argv
@@ -329,7 +322,7 @@ def main(argv=None) -> int:
         print(__doc__.strip() + "\n\nflags:\n" + f.get_help(), flush=True)
         return 0
     try:
-        _parse(f, argv)
+        cli.parse(argv, f)
         config, explicit = base_config(f)
         sock = bind(f.host, f.port)
     except UserError as e:
