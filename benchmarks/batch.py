@@ -54,9 +54,9 @@ def make_inputs(root: str, rows: int):
 
 
 def config_for(out: str, rows: int, iterations: int):
-    batch.parse(["prog", "--content_image=x", "--style_image=y", f"--output_dir={out}",
+    cli.parse(["prog", "--content_image=x", "--style_image=y", f"--output_dir={out}",
                  "--weights=random", f"--img_nrows={rows}", f"--iterations={iterations}",
-                 "--log_every=10", "--save_every=0", "--precision=float32"])
+                 "--log_every=10", "--save_every=0", "--precision=float32"], batch.FLAGS)
     return cli.config_from_flags(batch.FLAGS)
 
 
