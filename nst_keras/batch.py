@@ -384,8 +384,7 @@ def _batch_from_flags() -> Batch:
 def main(argv=None) -> int:
     """Entry point; returns the exit status (see the module docstring)."""
     argv = sys.argv if argv is None else argv
-    if any(a in ("-h", "--help", "--helpshort", "--helpfull") for a in argv[1:]):
-        print(__doc__.strip() + "\n\nflags:\n" + FLAGS.get_help(), flush=True)
+    if cli.print_help_if_asked(argv, __doc__, FLAGS):
         return 0
     try:
         cli.parse(argv, FLAGS)

@@ -91,6 +91,14 @@ def _bad_value(text: str, flag_values: flags.FlagValues) -> str:
     return f"{setting} is not {kind} ({reason})"
 
 
+def print_help_if_asked(argv, doc: str, flag_values: flags.FlagValues = FLAGS) -> bool:
+    """Prints ``doc`` and the flags when ``argv`` asks for help; True if it did."""
+    if any(a in ("-h", "--help", "--helpshort", "--helpfull") for a in argv[1:]):
+        print(doc.strip() + "\n\nflags:\n" + flag_values.get_help(), flush=True)
+        return True
+    return False
+
+
 def import_tensorflow_quietly() -> None:
     """Imports TensorFlow with file descriptor 2 closed to its C++ start-up chatter.
 
@@ -132,8 +140,7 @@ def _run(config: settings.Config) -> list:
 def main(argv=None) -> int:
     """Entry point; returns the exit status (see the module docstring)."""
     argv = sys.argv if argv is None else argv
-    if any(a in ("-h", "--help", "--helpshort", "--helpfull") for a in argv[1:]):
-        print(__doc__.strip() + "\n\nflags:\n" + FLAGS.get_help(), flush=True)
+    if print_help_if_asked(argv, __doc__):
         return 0
     try:
         parse(argv)

@@ -318,8 +318,7 @@ def main(argv=None) -> int:
     """Serves the app until Ctrl-C; returns the exit status (2: bad flags)."""
     argv = sys.argv if argv is None else argv
     f = make_flags()
-    if any(a in ("-h", "--help", "--helpfull") for a in argv[1:]):
-        print(__doc__.strip() + "\n\nflags:\n" + f.get_help(), flush=True)
+    if cli.print_help_if_asked(argv, __doc__, f):
         return 0
     try:
         cli.parse(argv, f)
