@@ -49,6 +49,15 @@ Three normalisations fill in the factors (``--loss_normalization``):
   small gap) then pulls as hard as a distant one, so one style weight gives a
   similar share of the way from photo to painting for every pairing.
 
+``gap_total``
+  as ``scaled``, with the whole style term measured in units of the photo's
+  total distance from the painting: ``c_l = P / (||A_l||^2 * D)`` with
+  ``D = sum_l w_l ||A_l - G_l(photo) / n_l||^2 / ||A_l||^2``, so the style
+  term starts at exactly ``P`` at the photo (as under ``gap``) while each
+  layer keeps the share ``scaled`` gives it: layers where the photo is
+  already close to the painting pull little, instead of as hard as the
+  others (under ``gap`` a nearly closed layer is blown up to a full share).
+
 ``Objective`` computes the targets once, pushes one image per step through
 the cut network, and returns the weighted total and each term as float32
 scalars, compiled with ``tf.function``.
@@ -62,7 +71,8 @@ from typing import Dict, Mapping, MutableMapping, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
-NORMALIZATIONS = ("keras_io", "scaled", "gap")
+NORMALIZATIONS = ("keras_io", "scaled", "gap", "gap_total")
+RELATIVE = ("scaled", "gap", "gap_total")  # terms as relative errors, Gram of the mean
 _EPS = 1e-12
 Features = Mapping[str, tf.Tensor]
 
@@ -161,7 +171,7 @@ class ContentTerm:
 
     @classmethod
     def build(cls, targets: Dict[str, tf.Tensor], normalization: str, pixels: float):
-        if normalization in ("scaled", "gap"):
+        if normalization in RELATIVE:
             return cls(targets, {k: pixels / _squared_norm(v) for k, v in targets.items()})
         return cls(targets, {k: 1.0 for k in targets})
 
@@ -204,7 +214,7 @@ class StyleTerm:
         computed before (``style_features`` is then not used).
         """
         names = list(output_positions)
-        scaled = normalization in ("scaled", "gap")
+        scaled = normalization in RELATIVE
         if grams is None:
             grams = [cls.image_grams(f, output_positions, scaled) for f in style_features]
         targets = blend_grams(grams, blend_weights or [1.0] * len(grams))
@@ -213,6 +223,11 @@ class StyleTerm:
         if normalization == "gap":  # the photo's own distance from the style is 1
             factors = {k: pixels / _squared_norm(v - mean_gram(content_features[k][0]))
                        for k, v in targets.items()}
+        elif normalization == "gap_total":  # ... summed over the layers
+            gaps = {k: _squared_norm(v - mean_gram(content_features[k][0])) / _squared_norm(v)
+                    for k, v in targets.items()}
+            total = tf.add_n([weights[k] * gaps[k] for k in names])
+            factors = {k: pixels / (_squared_norm(v) * total) for k, v in targets.items()}
         elif scaled:
             factors = {k: pixels / _squared_norm(v) for k, v in targets.items()}
         else:
@@ -246,7 +261,7 @@ class TotalVariationTerm:
 
     @classmethod
     def build(cls, content_image, normalization: str):
-        if normalization in ("scaled", "gap"):
+        if normalization in RELATIVE:
             pixels = float(content_image.shape[1] * content_image.shape[2])
             return cls(pixels / tf.maximum(total_variation_loss(tf.constant(content_image)),
                                            _EPS))
@@ -351,7 +366,7 @@ def style_grams(objective: Objective, style_image, output_positions: Mapping[str
     a digest of the network image, the layers with their output positions and
     the normalisation; a hit gives exactly the matrices computing them would.
     """
-    scaled = normalization in ("scaled", "gap")
+    scaled = normalization in RELATIVE
     key = None
     if cache is not None:
         image = np.ascontiguousarray(style_image, dtype=np.float32)

@@ -30,7 +30,7 @@ ImageSource = Union[str, "numpy.ndarray"]  # noqa: F821  (path, URL or RGB array
 MODELS = ("vgg19", "vgg16")
 OPTIMIZERS = ("sgd", "adam", "lbfgs")
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
-LOSS_NORMALIZATIONS = ("keras_io", "scaled", "gap")
+LOSS_NORMALIZATIONS = ("keras_io", "scaled", "gap", "gap_total")
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos", "box", "hamming")
 COLOR_MODES = ("none", "luminance", "histogram")
 INITS = ("content", "noise", "style")
@@ -305,8 +305,10 @@ class Config:
         flag="floats", check=_weights_list)
     loss_normalization: str = _objective(
         "keras_io", "keras_io (the tutorial's objective), scaled (each term a relative error: "
-        "one set of weights for any network, size and layers) or gap (scaled, with style "
-        "measured against the photo's own distance from the painting).",
+        "one set of weights for any network, size and layers), gap (scaled, with each style "
+        "layer measured against the photo's own distance from the painting there) or "
+        "gap_total (scaled, with the style term measured against the photo's total "
+        "distance from the painting).",
         choices=LOSS_NORMALIZATIONS)
     model: str = _objective("vgg19", "Backbone (VGG, include_top=False).", choices=MODELS)
     weights: str = _objective(

@@ -250,3 +250,38 @@ def test_loss_normalization_flag(tmp_path, content_path, style_path, capsys):
     assert cli.main(args + ["--loss_normalization=relative"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: --loss_normalization='relative' is not known")
+
+
+def _style_terms_per_layer(module, image):
+    """``{layer: w_l * c_l * ||A_l - G_l(image) / n_l||^2}`` of a loss's style term."""
+    feats = module.features(tf.constant(image))
+    style = module.style
+    return {k: float(style.layer_weights[k] * style.factors[k] * tf.reduce_sum(
+        tf.square(t - objective.mean_gram(feats[k][0])))) for k, t in style.targets.items()}
+
+
+def test_gap_normalizations_start_every_pairing_at_p():
+    """At the photo the style term is ``P`` under both gap normalisations: each layer
+    ``w_l * P`` under ``gap``; under ``gap_total`` a share of ``P`` proportional to
+    ``w_l`` times the layer's relative distance ``||A_l - G_l(photo)||^2 / ||A_l||^2``
+    (the shares ``scaled`` gives, rescaled to sum to ``P``)."""
+    backbone = load_backbone("vgg19", "random", 3)[0]
+    content, style = make_picture(ROWS, COLS, 0), make_picture(ROWS, COLS, 4)
+    photo, pixels = vgg.preprocess_image(content), float(ROWS * COLS)
+    layers = dict(style_layers=["block1_conv1", "block2_conv1", "block3_conv1"],
+                  content_layers=["block3_conv2"], style_layer_weights=[1.0, 2.0, 1.0])
+    losses = {n: build_loss(Config(content_image="c", style_image="s", loss_normalization=n,
+                                   content_weight=0.0, style_weight=1.0,
+                                   total_variation_weight=0.0, **layers),
+                            content, [style], backbone) for n in ("scaled", "gap", "gap_total")}
+    shares = {n: _style_terms_per_layer(m, photo) for n, m in losses.items()}
+    for name in ("gap", "gap_total"):
+        assert float(losses[name].terms(tf.constant(photo))["style_loss"]) == \
+            pytest.approx(pixels, rel=1e-4)
+        assert sum(shares[name].values()) == pytest.approx(pixels, rel=1e-4)
+    weights = dict(zip(layers["style_layers"], [0.25, 0.5, 0.25]))
+    for k, w in weights.items():
+        assert shares["gap"][k] == pytest.approx(w * pixels, rel=1e-4)
+        want = shares["scaled"][k] * pixels / sum(shares["scaled"].values())
+        assert shares["gap_total"][k] == pytest.approx(want, rel=1e-4)
+    assert len({round(v / pixels, 3) for v in shares["gap_total"].values()}) == 3
