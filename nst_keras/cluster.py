@@ -11,7 +11,9 @@ given, so Ray is needed only then.  The model:
   style Gram targets (``batch.TargetCache``) from item to item, runs one item
   at a time, and is pinned to one GPU when the cluster has GPUs (Ray sets
   its ``CUDA_VISIBLE_DEVICES``), or on CPUs gets its share of the cores as
-  TensorFlow intra-op threads;
+  TensorFlow intra-op threads; on a local runtime (``--workers`` without
+  ``--ray_address``) each CPU worker is also pinned to its own cores, so two
+  one-thread workers do not share one core while another idles;
 * when a worker dies (killed, out of memory, its node lost) its item goes
   back to the front of the queue, a new worker is started, and the item
   continues from its last checkpoint on whichever worker takes it;
@@ -52,7 +54,9 @@ class StopOnCancel(Callback):
 class Worker:
     """One Ray worker process: runs items one at a time, caching what it can."""
 
-    def __init__(self, threads: int = 0):
+    def __init__(self, threads: int = 0, cores: Sequence[int] = ()):
+        if cores:  # before TensorFlow starts its thread pools
+            os.sched_setaffinity(0, cores)
         cli.import_tensorflow_quietly()
         if threads:
             hardware.configure_threads(threads)
@@ -68,6 +72,8 @@ class Worker:
         record = batch.run_item(config, item, out_dir, self.cache, self.label,
                                 callbacks=[StopOnCancel()])
         record["node"] = self.node
+        if hasattr(os, "sched_getaffinity"):
+            record["cores"] = sorted(os.sched_getaffinity(0))
         return record
 
 
@@ -111,34 +117,50 @@ def connect(workers: int, address: Optional[str]) -> bool:
     return True
 
 
-def plan_workers(workers: int) -> List[Dict]:
-    """Ray options and thread counts of each worker (``workers`` 0: one per GPU or node)."""
+def split_cores(cores: Sequence[int], count: int) -> List[List[int]]:
+    """``cores`` cut into ``count`` contiguous, disjoint groups (empty groups when too few)."""
+    cores = sorted(cores)
+    if count > len(cores):
+        return [[] for _ in range(count)]
+    bounds = [round(i * len(cores) / count) for i in range(count + 1)]
+    return [cores[bounds[i]:bounds[i + 1]] for i in range(count)]
+
+
+def plan_workers(workers: int, pin: bool = False) -> List[Dict]:
+    """Ray options, thread counts and cores of each worker (``workers`` 0: one per GPU
+    or node).  ``pin``: the runtime is local, so CPU workers get disjoint cores of
+    this process's affinity."""
     resources = ray.cluster_resources()
     gpus = int(resources.get("GPU", 0))
     cpus = float(resources.get("CPU", 1))
     if gpus:
         count = workers or gpus
         return [{"options": {"num_gpus": 1, "num_cpus": min(1.0, cpus / count)},
-                 "threads": 0}] * count
+                 "threads": 0, "cores": []} for _ in range(count)]
     count = workers or max(1, len([n for n in ray.nodes() if n.get("Alive")]))
     share = cpus / count
-    return [{"options": {"num_cpus": share}, "threads": max(1, math.floor(share))}] * count
+    pin = pin and hasattr(os, "sched_setaffinity")  # Linux
+    groups = split_cores(os.sched_getaffinity(0), count) if pin else [[]] * count
+    return [{"options": {"num_cpus": share}, "threads": max(1, math.floor(share)),
+             "cores": group} for group in groups]
 
 
 class Pool:
     """The workers, the queue of items and the items in flight."""
 
     def __init__(self, plans: Sequence[Dict], config, out_dir: str, log):
-        self.plan, self.config, self.out_dir, self.log = plans[0], config, out_dir, log
+        self.config, self.out_dir, self.log = config, out_dir, log
         self.infos: Dict = {}  # worker -> object ref of its info()
+        self.plans: Dict = {}  # worker -> its plan (a replacement takes the same)
         self.idle = [self.start_worker(p) for p in plans]
         self.running: Dict = {}  # object ref -> (worker, item)
         self.queue: collections.deque = collections.deque()
         self.attempts: collections.Counter = collections.Counter()
 
     def start_worker(self, plan: Dict):
-        worker = Worker.options(**plan["options"]).remote(plan["threads"])
+        worker = Worker.options(**plan["options"]).remote(plan["threads"], plan["cores"])
         self.infos[worker] = worker.info.remote()
+        self.plans[worker] = plan
         return worker
 
     def dispatch(self) -> None:
@@ -157,7 +179,7 @@ class Pool:
             return {**self._failed(item, "cancelled"), "status": "interrupted"}
         except WORKER_DEATHS as e:
             why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            self.idle.append(self.start_worker(self.plan))
+            self.idle.append(self.start_worker(self.plans.pop(worker)))
             if self.attempts[item] <= max_retries:
                 self.log(f"worker died running {item.name} ({type(e).__name__}); "
                          "retrying it from its last checkpoint")
@@ -200,9 +222,10 @@ def run_items(config, items: Sequence[batch.Item], out_dir: str, workers: int,
     """Runs ``items`` on Ray workers; yields each record as its item ends."""
     started = connect(workers, address)
     try:
-        plans = plan_workers(workers)
+        plans = plan_workers(workers, pin=started and not address)
         log(f"ray: {len(plans)} worker(s) on {len(ray.nodes())} node(s), "
-            f"{plans[0]['options']}, {plans[0]['threads'] or 'default'} thread(s) each")
+            f"{plans[0]['options']}, {plans[0]['threads'] or 'default'} thread(s) each"
+            + (f", cores {[p['cores'] for p in plans]}" if plans[0]["cores"] else ""))
         pool = Pool(plans, config, out_dir, log)
         for info in ray.get(list(pool.infos.values())):
             log(f"ray worker {info['worker']} (pid {info['pid']}) ready")

@@ -189,6 +189,18 @@ def test_two_local_ray_workers_give_the_serial_images(ray_module, folder, serial
     for item in ("p0__wave", "p1__wave", "p2__wave"):
         assert png(out, item) == png(serial_out, item)
     assert not ray_module.is_initialized()
+    if len(os.sched_getaffinity(0)) >= 2:  # each local worker on its own core(s)
+        cores = {r["worker"]: frozenset(r["cores"]) for r in records if "cores" in r}
+        first, second = cores.values()
+        assert first and second and not first & second
+
+
+def test_cores_are_split_into_disjoint_groups(ray_module):
+    cluster = batch.load_cluster()
+
+    assert cluster.split_cores([3, 0, 2, 1], 2) == [[0, 1], [2, 3]]
+    assert cluster.split_cores(range(5), 2) == [[0, 1], [2, 3, 4]]
+    assert cluster.split_cores([0], 2) == [[], []]   # too few: nobody is pinned
 
 
 def test_a_killed_worker_has_its_item_finished_elsewhere(ray_module, folder, tmp_path):
