@@ -80,7 +80,7 @@ def test_fast_cfg_is_valid_and_lowers_the_loss(tmp_path, content_path, style_pat
     cli.parse(["prog", f"--flagfile={cfg}"])
     config = cli.config_from_flags()
     assert (config.optimizer, config.precision, config.loss_normalization) == (
-        "lbfgs", "auto", "gap")
+        "lbfgs", "auto", "gap_total")
     out = str(tmp_path / "out")
     assert cli.main(["prog", f"--flagfile={cfg}", f"--content_image={content_path}",
                      f"--style_image={style_path}", f"--output_dir={out}",

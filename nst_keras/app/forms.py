@@ -36,8 +36,8 @@ PRESETS: Dict[str, Dict] = {
         label="Fast (L-BFGS, 50 iterations)", cfg="fast.cfg",
         form=dict(rows=400, iterations="50", optimizer="lbfgs", preserve_colors="none",
                   init="content"),
-        config=dict(_TUTORIAL, loss_normalization="gap", content_weight=1.0,
-                    style_weight=20.0, total_variation_weight=1.0, pooling="avg",
+        config=dict(_TUTORIAL, loss_normalization="gap_total", content_weight=1.0,
+                    style_weight=160.0, total_variation_weight=1.0, pooling="avg",
                     precision="auto", learning_rate=None)),
     "tutorial": dict(
         label="keras.io tutorial (slow)", cfg="default.cfg",
