@@ -166,9 +166,14 @@ class ContentTerm:
         return cls(targets, {k: 1.0 for k in targets})
 
     def __call__(self, features: Features) -> tf.Tensor:
+        return self.combine({name: content_loss(target, features[name][0])
+                             for name, target in self.targets.items()})
+
+    def combine(self, losses: Mapping[str, tf.Tensor]) -> tf.Tensor:
+        """The term from each layer's ``||F_l(x) - P_l||^2`` (``losses``)."""
         total = tf.zeros((), tf.float32)
-        for name, target in self.targets.items():
-            total += self.factors[name] * content_loss(target, features[name][0])
+        for name in self.targets:
+            total += self.factors[name] * losses[name]
         return total / float(max(len(self.targets), 1))
 
 
@@ -193,7 +198,8 @@ class StyleTerm:
               blend_weights: Optional[Sequence[float]] = None,
               layer_weights: Optional[Sequence[float]] = None,
               content_features: Optional[Features] = None,
-              grams: Optional[Sequence[Dict[str, tf.Tensor]]] = None):
+              grams: Optional[Sequence[Dict[str, tf.Tensor]]] = None,
+              photo_grams: Optional[Mapping[str, tf.Tensor]] = None):
         """Targets from the style images' features (one dict per style image).
 
         keras.io compares plain Gram matrices, so a style image of another
@@ -201,7 +207,9 @@ class StyleTerm:
         to the output's number of positions per layer (``output_positions``);
         the scaled normalisation compares Gram matrices of the mean, which do
         not depend on the size.  ``grams``: each style image's ``image_grams``
-        computed before (``style_features`` is then not used).
+        computed before (``style_features`` is then not used).  ``photo_grams``:
+        the content image's Gram matrices of the mean, which ``gap`` needs
+        (default: from ``content_features``).
         """
         names = list(output_positions)
         scaled = normalization in ("scaled", "gap")
@@ -211,7 +219,9 @@ class StyleTerm:
         weights = list(layer_weights) if layer_weights is not None else [1.0] * len(names)
         weights = {k: float(w) / float(sum(weights)) for k, w in zip(names, weights)}
         if normalization == "gap":  # the photo's own distance from the style is 1
-            factors = {k: pixels / _squared_norm(v - mean_gram(content_features[k][0]))
+            if photo_grams is None:
+                photo_grams = {k: mean_gram(content_features[k][0]) for k in targets}
+            factors = {k: pixels / _squared_norm(v - photo_grams[k])
                        for k, v in targets.items()}
         elif scaled:
             factors = {k: pixels / _squared_norm(v) for k, v in targets.items()}
@@ -230,12 +240,15 @@ class StyleTerm:
     def __call__(self, features: Features) -> tf.Tensor:
         """``features`` may be in the network's dtype: Gram matrices are float32."""
         total = tf.zeros((), tf.float32)
-        for name, target in self.targets.items():
+        for name in self.targets:
             x = features[name][0]
-            gram = mean_gram(x) if self.mean else fast_gram_matrix(x)
-            total += self.layer_weights[name] * self.factors[name] * tf.reduce_sum(
-                tf.square(target - gram))
+            total += self.distance(name, mean_gram(x) if self.mean else fast_gram_matrix(x))
         return total
+
+    def distance(self, name: str, gram) -> tf.Tensor:
+        """``w_l * c_l * ||A_l - gram||^2``: one layer's share of the term."""
+        return self.layer_weights[name] * self.factors[name] * tf.reduce_sum(
+            tf.square(self.targets[name] - gram))
 
 
 class TotalVariationTerm:
