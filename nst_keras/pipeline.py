@@ -409,6 +409,10 @@ def run_stage(run: Run, stage: Stage, inputs: StageInputs, start: np.ndarray, ex
     config = run.config
     objective = build_loss(config, inputs.content, inputs.styles, extractor=extractor,
                            target_cache=run.target_cache, strategy=run.strategy)
+    if isinstance(objective, tiling.TiledObjective):
+        tiles = objective.tiles(start)
+        run.log(f"tiled: {len(tiles)} tiles of {objective.tile_size} pixels, halo "
+                f"{objective.halo}, on {objective.spread.replicas} replica(s)")
     image = tf.Variable(start, dtype=tf.float32)
     optimizer = optim.make_optimizer(
         config.optimizer, objective, image, config.resolved_learning_rate(),

@@ -396,7 +396,8 @@ class Config:
         flag="integer", check=_tile_halo)
     devices: Optional[str] = _optimizer(
         None, "Spread the tiles of each step over these devices: all (local GPUs, else CPU "
-        "devices) or a list like GPU:0,GPU:1 (MirroredStrategy; needs --tile_size).")
+        "devices) or a list like GPU:0,GPU:1 (MirroredStrategy; needs --tile_size).",
+        check=_devices)
     distribute: str = _optimizer(
         "mirrored", "mirrored (one process, --devices) or multi_worker (one process per "
         "machine, TF_CONFIG; MultiWorkerMirroredStrategy).", choices=DISTRIBUTIONS)
