@@ -172,8 +172,20 @@ class Spread:
     def __init__(self, strategy=None):
         self.strategy = strategy or tf.distribute.get_strategy()
         self.replicas = int(self.strategy.num_replicas_in_sync)
+        self.local = strategy is None  # the default device: one trace serves all tiles
+        self.traced = set()
+
+    def _trace_once(self, fn, packed) -> None:
+        """Traces ``fn`` for tensors of any size, so tiles of other shapes reuse it."""
+        spec = tf.nest.map_structure(
+            lambda t: tf.TensorSpec([None] * len(t.shape), t.dtype), packed)
+        key = (id(fn), repr(spec))
+        if self.local and key not in self.traced:
+            self.traced.add(key)
+            fn.get_concrete_function(spec)
 
     def _rounds(self, fn, tiles, make_args):
+        self._trace_once(fn, (*make_args(tiles[0]), tf.constant(1.0)))
         k = self.replicas
         for start in range(0, len(tiles), k):
             group = list(tiles[start:start + k])
@@ -220,8 +232,9 @@ def _tv_grad_fn(window):
     return tape.gradient(tv, window)
 
 
-_tv_value = tf.function(_tv_value_fn, reduce_retracing=True)
-_tv_grad = tf.function(_tv_grad_fn, reduce_retracing=True)
+_ANY_IMAGE = [tf.TensorSpec([1, None, None, 3], tf.float32)]
+_tv_value = tf.function(_tv_value_fn, input_signature=_ANY_IMAGE)
+_tv_grad = tf.function(_tv_grad_fn, input_signature=_ANY_IMAGE)
 
 
 def tiled_total_variation(image, tiles: Sequence[Tile]) -> tf.Tensor:
