@@ -271,10 +271,12 @@ class Run:
 
     Args:
       start: a ``RunState`` to continue from (``--resume``), or ``None``.
+      strategy: the ``tf.distribute`` strategy tiled stages spread tiles over.
     """
 
     def __init__(self, config: Config, stages: List[Stage], weights: str, callbacks,
-                 start: Optional[RunState], log, device: Optional[Dict] = None):
+                 start: Optional[RunState], log, device: Optional[Dict] = None,
+                 strategy=None):
         self.config, self.stages, self.weights = config, stages, weights
         self.device = device or {}  # precision chosen and why, threads
         self.callbacks, self.start, self.log = list(callbacks), start, log
@@ -291,7 +293,7 @@ class Run:
         # A dict keeping style Gram targets across runs (``build_loss``); a
         # callback's on_start may set it (``batch.SharedTargets``).
         self.target_cache = None
-        self.strategy = None  # the tf.distribute strategy tiles are spread over
+        self.strategy = strategy  # the tf.distribute strategy tiles are spread over
 
     @property
     def first_stage(self) -> int:
@@ -518,8 +520,8 @@ def stylize(config: Config, content=None, style=None, callbacks: Sequence = (),
         raise UserError(f"--resume={config.resume}: the checkpoint is of scale "
                         f"{start.scale_index + 1} but the run has {len(stages)}; keep "
                         "--scales as it was")
-    memory.check(stages[-1].rows, stages[-1].cols, config,  # before resizing anything
-                 halo=tiling.halo_for(config))
+    last = stages[-1]
+    memory.check(last.rows, last.cols, config, tiling.halo_for(config))  # before resizing
     # Every stage's inputs first, so size errors come before anything is written.
     all_inputs = [stage_inputs(config, sources, stage) for stage in stages]
     first_image = initial_image(config, sources, stages[0], all_inputs[0])
@@ -528,15 +530,13 @@ def stylize(config: Config, content=None, style=None, callbacks: Sequence = (),
     precision, why = hardware.resolve_precision(config.precision, config.model)
     backbone, weights = vgg.load_backbone(config.model, config.weights, config.seed)
     extractor = build_extractor(config.replace(precision=precision), backbone, strategy)
-    last = stages[-1]
     log(f"{config.model} weights: {weights}; image {last.rows}x{last.cols}; "
         f"{config.optimizer}, {last.last_step} iterations, {precision}"
         + (f" (auto: {why})" if config.precision == "auto" else ""))
     device = {"precision": precision, "precision_requested": config.precision,
               "precision_reason": why, "threads": threads}
     run = Run(config.replace(precision=precision), stages, weights,
-              _callbacks(config, directory, log, callbacks), start, log, device)
-    run.strategy = strategy
+              _callbacks(config, directory, log, callbacks), start, log, device, strategy)
     run.begin()
     try:
         result = _loop(run, all_inputs, first_image, extractor)

@@ -294,8 +294,20 @@ def _group(name: str):
     return lambda *args, **kwargs: setting(*args, group=name, **kwargs)
 
 
-_inputs, _objective, _optimizer, _output, _experiments = (
-    _group(n) for n in ("inputs", "objective", "optimizer", "output", "experiments"))
+_inputs, _objective, _optimizer, _tiling, _output, _experiments = (
+    _group(n) for n in ("inputs", "objective", "optimizer", "tiling", "output", "experiments"))
+
+TILING_HELP = {
+    "tile_size": "Optimise in tiles with interiors of this many pixels a side (exact; see "
+                 "Tiling): 0 off, auto when the memory estimate says the untiled step won't "
+                 "fit, or a multiple of 16 >= 64.",
+    "tile_halo": "Pixels each tile's crop reaches beyond its interior (a multiple of 16; "
+                 "default: what the layers' receptive field needs for an exact gradient).",
+    "devices": "Spread the tiles of each step over these devices: all (local GPUs, else CPU "
+               "devices) or a list like GPU:0,GPU:1 (MirroredStrategy; needs --tile_size).",
+    "distribute": "mirrored (one process, --devices) or multi_worker (one process per "
+                  "machine, TF_CONFIG; MultiWorkerMirroredStrategy).",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -370,10 +382,8 @@ class Config:
     learning_rate: Optional[float] = _optimizer(
         None, "Initial learning rate (default: 100 for sgd, 5 pixel units for adam).",
         flag="float", check=_positive_or_none)
-    decay_steps: int = _optimizer(100, "ExponentialDecay decay_steps (sgd, adam).",
-                               flag="integer", check=_positive_int)
-    decay_rate: float = _optimizer(0.96, "ExponentialDecay decay_rate (sgd, adam).",
-                                flag="float", check=_decay_rate)
+    decay_steps: int = _optimizer(100, "ExponentialDecay decay_steps (sgd, adam).", flag="integer", check=_positive_int)
+    decay_rate: float = _optimizer(0.96, "ExponentialDecay decay_rate (sgd, adam).", flag="float", check=_decay_rate)
     style_stop_fraction: float = _optimizer(
         0.0, "End the run once the style loss falls to this fraction of its first value "
         "(0: run every iteration).", flag="float", check=_off_or_fraction)
@@ -386,21 +396,10 @@ class Config:
                                 "which is fastest (bfloat16 only where the hardware has it); "
                                 "losses and the image stay float32.", choices=PRECISIONS)
     jit_compile: bool = _optimizer(False, "Compile the step with XLA.", flag="boolean")
-    tile_size: Union[int, str] = _optimizer(
-        0, "Optimise in tiles of this many pixels a side (exact; see Tiling): 0 off, auto "
-        "when the memory estimate says the untiled step won't fit, or a multiple of 16 "
-        ">= 64.", flag="size", check=_tile_size)
-    tile_halo: Optional[int] = _optimizer(
-        None, "Pixels each tile's crop reaches beyond its interior (a multiple of 16; "
-        "default: what the layers' receptive field needs for an exact gradient).",
-        flag="integer", check=_tile_halo)
-    devices: Optional[str] = _optimizer(
-        None, "Spread the tiles of each step over these devices: all (local GPUs, else CPU "
-        "devices) or a list like GPU:0,GPU:1 (MirroredStrategy; needs --tile_size).",
-        check=_devices)
-    distribute: str = _optimizer(
-        "mirrored", "mirrored (one process, --devices) or multi_worker (one process per "
-        "machine, TF_CONFIG; MultiWorkerMirroredStrategy).", choices=DISTRIBUTIONS)
+    tile_size: Union[int, str] = _tiling(0, TILING_HELP["tile_size"], flag="size", check=_tile_size)
+    tile_halo: Optional[int] = _tiling(None, TILING_HELP["tile_halo"], flag="integer", check=_tile_halo)
+    devices: Optional[str] = _tiling(None, TILING_HELP["devices"], check=_devices)
+    distribute: str = _tiling("mirrored", TILING_HELP["distribute"], choices=DISTRIBUTIONS)
 
     output_dir: Optional[str] = _output(
         None, "Directory for images, run.json, metrics.jsonl and checkpoint.npz (Python: "
@@ -648,6 +647,7 @@ GROUP_TITLES = {
     "inputs": "Inputs, size and artist controls",
     "objective": "Objective and network",
     "optimizer": "Optimiser and speed",
+    "tiling": "Tiling and devices",
     "output": "Output, resume and safety",
     "experiments": "Experiments",
 }
