@@ -521,7 +521,7 @@ def stylize(config: Config, content=None, style=None, callbacks: Sequence = (),
                         f"{start.scale_index + 1} but the run has {len(stages)}; keep "
                         "--scales as it was")
     last = stages[-1]
-    memory.check(last.rows, last.cols, config, tiling.halo_for(config))  # before resizing
+    memory.check(last.rows, last.cols, config, tiling.check_settings(config))  # before resizing
     # Every stage's inputs first, so size errors come before anything is written.
     all_inputs = [stage_inputs(config, sources, stage) for stage in stages]
     first_image = initial_image(config, sources, stages[0], all_inputs[0])

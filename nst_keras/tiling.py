@@ -454,11 +454,23 @@ def _image_grams(raw, rows: int, cols: int, strides, output_positions, scaled: b
 
 
 def check_tiling(strides: Dict[str, int], layers, tile_size: int, halo: int) -> None:
-    stride = max(strides[k] for k in layers)
+    """Raises ``UserError`` unless tiles and halo start on the deepest layer's stride."""
+    deepest = max(layers, key=lambda k: strides[k])
     for name, value in (("tile_size", tile_size), ("tile_halo", halo)):
-        if value % stride:
-            raise UserError(f"--{name}={value} must be a multiple of {stride}, the stride "
-                            f"of layer {max(layers, key=lambda k: strides[k])}")
+        if value % strides[deepest]:
+            raise UserError(f"--{name}={value} must be a multiple of {strides[deepest]}, the "
+                            f"stride of layer {deepest}")
+
+
+def check_settings(config) -> int:
+    """``check_tiling`` from the settings alone (before anything is written);
+    returns the halo (``halo_for``)."""
+    content_layers, style_layers = config.active_layers()
+    layers, halo = content_layers + style_layers, halo_for(config)
+    if layers and config.tile_size not in (0, "auto"):
+        strides = {k: reach_and_stride(config.model, [k])[1] for k in layers}
+        check_tiling(strides, layers, int(config.tile_size), halo)
+    return halo
 
 
 def build_tiled_objective(extractor, content_image, style_images, *, content_layers,

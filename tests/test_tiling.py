@@ -296,12 +296,14 @@ def test_memory_check_knows_tiles(monkeypatch):
     ("--devices=all", "set --tile_size too"),
     ("--devices=TPU:0", "'TPU:0' is not a device"),
     ("--devices=GPU:7", "there is no device GPU:7 here"),
+    ("--style_layers=block5_pool", "--tile_size=80 must be a multiple of 32, the stride of "
+                                   "layer block5_pool"),
 ])
 def test_bad_tiling_settings_fail_in_one_line(tmp_path, content_path, style_path, capsys,
                                               flag, message):
     out = tmp_path / "out"
     extra = ["--tile_size=64"] if flag.startswith("--devices=") and flag != "--devices=all" \
-        else []
+        else ["--tile_size=80"] if flag.startswith("--style_layers") else []
     assert run_cli(*flags_for(content_path, style_path, out, flag, *extra)) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0], err
