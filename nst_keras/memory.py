@@ -10,6 +10,13 @@ guide), otherwise the host's available memory (``MemAvailable`` in
 ``/proc/meminfo``).
 Where neither can be read, the check is skipped.
 
+A tiled step (``--tile_size``, ``nst_keras.tiling``) keeps one crop's
+activations, plus what grows with the full image: the image, its gradient and
+snapshots, the optimiser's state (``OPTIMIZER_BYTES``; L-BFGS-B's float64
+vectors dominate) and the content targets.  ``tile_size_for`` decides which
+stages are tiled (``--tile_size=auto``: those whose untiled estimate does not
+fit), and the check's message suggests tiles when the untiled step will not fit.
+
 Measured on CPU (TensorFlow 2.21, VGG19, default layers, sgd): peak resident
 memory grows by about 2.4 KB per output pixel (400x600 adds ~0.42 GB over
 200x300); the activations alone are 1.29 KB per pixel, hence the factor below.
