@@ -261,9 +261,10 @@ class FeatureSums:
                  jit_compile: bool = False):
         self.extractor, self.strides = extractor, strides
         self.gram_layers = tuple(gram_layers)
-        self.fn = tf.function(self.fn_, jit_compile=jit_compile, reduce_retracing=True)
+        self.tile_sums = tf.function(self.tile_sums_fn, jit_compile=jit_compile,
+                                     reduce_retracing=True)
 
-    def fn_(self, packed):
+    def tile_sums_fn(self, packed):
         """``(crop, inner, {layer: target crop}, weight)`` ->
         ``({layer: F^T F}, {layer: ||F - P||^2})`` over the interior."""
         crop, inner, targets, weight = packed
@@ -280,7 +281,8 @@ class FeatureSums:
     def grams(self, image, tiles, spread: Spread) -> Dict[str, tf.Tensor]:
         """``{layer: F^T F}`` of a full network image, summed over the tiles."""
         image = tf.convert_to_tensor(image, tf.float32)
-        grams, _ = spread.sum(self.fn, tiles, lambda t: (t.crop(image), tf.constant(t.inner), {}))
+        grams, _ = spread.sum(self.tile_sums, tiles,
+                              lambda t: (t.crop(image), tf.constant(t.inner), {}))
         return grams
 
     def features(self, image, tiles, names) -> Dict[str, tf.Tensor]:
@@ -355,7 +357,7 @@ class TiledObjective:
 
     def _step_one(self, image):
         """Pass 1: the terms and ``{layer: d(style_weight * S)/dG}`` at ``image``."""
-        grams, errors = self.spread.sum(self.sums.fn, self.tiles(image), lambda t: (
+        grams, errors = self.spread.sum(self.sums.tile_sums, self.tiles(image), lambda t: (
             t.crop(image), tf.constant(t.inner), self._targets(t)))
         zero = tf.zeros((), tf.float32)
         c = self.content.combine(errors) if self.content else zero
