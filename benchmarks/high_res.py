@@ -11,6 +11,11 @@ scale.  Two modes:
   # 2. One real multi-scale run with few steps per scale (confirmation).
   python benchmarks/high_res.py run --scales=512,1024,2048 --iterations=2,1,1
 
+  # 3. Tiled against untiled (--tile_size): peak memory and seconds per step
+  #    of square pictures, each size and mode in its own process; writes JSON.
+  python benchmarks/high_res.py tiled --sizes=2048,4096,8192 --steps=2,2,1 \
+      --tile_size=1024 --json=benchmarks/high_res_tiled_cpu.json
+
 Defaults: VGG19 with seeded random weights (memory and speed do not depend on
 the weight values; pass --weights=PATH for real ones), --precision=
 mixed_bfloat16, Adam, synthetic 4:3 content and style pictures (pass
@@ -80,6 +85,95 @@ def child(args) -> None:
     }), flush=True)
 
 
+class StepClock:
+    """A callback recording when each step ends (perf_counter seconds)."""
+
+    def __init__(self):
+        self.ends = []
+
+    def on_start(self, run):
+        pass
+
+    def on_step(self, progress):
+        self.ends.append(time.perf_counter())
+
+    def on_end(self, run, outcome):
+        pass
+
+
+def tiled_child(args) -> None:
+    """One square run at ``--size`` (tiled when ``--tile_size`` > 0); prints a JSON line.
+
+    ``targets_s``: building the objective (content features, style Gram
+    matrices, tiled when the step is); ``step_s``: the last step.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.path.insert(0, REPO)
+    from nst_keras import Config, pipeline, stylize
+
+    built = {}
+    build_loss = pipeline.build_loss
+
+    def timed_build_loss(*a, **k):
+        start = time.perf_counter()
+        loss = build_loss(*a, **k)
+        built["end"], built["s"] = time.perf_counter(), time.perf_counter() - start
+        return loss
+
+    pipeline.build_loss = timed_build_loss
+    clock = StepClock()
+    config = Config(
+        content_image=synthetic(768, 768, 0), style_image=synthetic(768, 768, 1),
+        img_nrows=args.size, iterations=args.steps, optimizer=args.optimizer,
+        precision=args.precision, weights=args.weights, log_every=1, save_every=0,
+        interpolation="bicubic", tile_size=args.tile_size)
+    start = time.perf_counter()
+    result = stylize(config, callbacks=[clock], log=lambda line: print("  " + line,
+                                                                       file=sys.stderr))
+    ends = [built["end"]] + clock.ends
+    print(json.dumps({
+        "size": list(result.image.shape[:2]), "tile_size": args.tile_size,
+        "optimizer": args.optimizer, "precision": args.precision, "steps": args.steps,
+        "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
+        "targets_s": round(built["s"], 1), "step_s": round(ends[-1] - ends[-2], 1),
+        "total_s": round(time.perf_counter() - start, 1),
+        "loss_first": result.history[0]["loss"] if result.history else None,
+    }), flush=True)
+
+
+def spawn_tiled(size: int, steps: int, tile_size: int, args) -> dict:
+    cmd = [sys.executable, os.path.abspath(__file__), "tiled_child", f"--size={size}",
+           f"--steps={steps}", f"--tile_size={tile_size}", f"--precision={args.precision}",
+           f"--weights={args.weights}", f"--optimizer={args.optimizer}"]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        tail = proc.stderr.strip().splitlines()[-1:] or [""]
+        return {"size": [size, size], "tile_size": tile_size, "failed": proc.returncode,
+                "reason": tail[0]}
+    return json.loads(lines[-1])
+
+
+def tiled(args) -> None:
+    """Every size tiled, and untiled where ``--untiled_up_to`` allows; JSON to ``--json``."""
+    from nst_keras import hardware  # noqa: E402  (the repository is on sys.path)
+
+    device = hardware.describe_device()
+    rows = []
+    for size, steps in zip((int(v) for v in args.sizes.split(",")),
+                           (int(v) for v in args.steps_list.split(","))):
+        modes = [args.tile_size] + ([0] if size <= args.untiled_up_to else [])
+        for tile in modes:
+            row = spawn_tiled(size, steps, tile, args)
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+            if args.json:
+                with open(args.json, "w") as f:
+                    json.dump({"cpu": device.name, "cpu_flags": sorted(
+                        f for f in device.cpu_flags if f.startswith(("avx512", "amx"))),
+                        "cores": os.cpu_count(), "rows": rows}, f, indent=1)
+
+
 def spawn(scales, iterations, args):
     cmd = [sys.executable, os.path.abspath(__file__), "child", f"--scales={scales}",
            f"--iterations={iterations}", f"--precision={args.precision}",
@@ -108,7 +202,15 @@ def available_gib():
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("mode", choices=["estimate", "run", "child"])
+    p.add_argument("mode", choices=["estimate", "run", "child", "tiled", "tiled_child"])
+    p.add_argument("--sizes", default="2048,4096,8192")
+    p.add_argument("--steps", dest="steps_list", default="2,2,1")
+    p.add_argument("--size", type=int, default=2048)
+    p.add_argument("--tile_size", type=int, default=1024)
+    p.add_argument("--untiled_up_to", type=int, default=2048,
+                   help="tiled mode: also run untiled up to this size")
+    p.add_argument("--optimizer", default="adam")
+    p.add_argument("--json")
     p.add_argument("--heights", default="256,384,512,768")
     p.add_argument("--memory_gib", type=float, default=22.0,
                    help="memory the process may use (leave room for the system)")
@@ -124,6 +226,12 @@ def main():
     args = p.parse_args()
     if args.mode == "child":
         return child(args)
+    if args.mode == "tiled_child":
+        args.steps = int(args.steps_list)
+        return tiled_child(args)
+    if args.mode == "tiled":
+        sys.path.insert(0, REPO)
+        return tiled(args)
     if args.mode == "run":
         free = available_gib()
         if free is not None and free < args.need_gib:

@@ -33,6 +33,7 @@ _DEFINE = {
     "floats": flags.DEFINE_list,
     "iterations": flags.DEFINE_list,
     "offsets": flags.DEFINE_string,
+    "size": flags.DEFINE_string,
 }
 
 

@@ -10,6 +10,13 @@ guide), otherwise the host's available memory (``MemAvailable`` in
 ``/proc/meminfo``).
 Where neither can be read, the check is skipped.
 
+A tiled step (``--tile_size``, ``nst_keras.tiling``) keeps one crop's
+activations, plus what grows with the full image: the image, its gradient and
+snapshots, the optimiser's state (``OPTIMIZER_BYTES``; L-BFGS-B's float64
+vectors dominate) and the content targets.  ``tile_size_for`` decides which
+stages are tiled (``--tile_size=auto``: those whose untiled estimate does not
+fit), and the check's message suggests tiles when the untiled step will not fit.
+
 Measured on CPU (TensorFlow 2.21, VGG19, default layers, sgd): peak resident
 memory grows by about 2.4 KB per output pixel (400x600 adds ~0.42 GB over
 200x300); the activations alone are 1.29 KB per pixel, hence the factor below.
@@ -33,8 +40,9 @@ ACTIVATION_FACTOR = 2.5  # peak / stored activations, measured (module docstring
 RUNTIME_BYTES = 400 * 2**20  # graph, Gram targets, optimiser slots, slack
 
 
-def _layer_plan(model: str):
-    """Yields ``(name, downscale, channels)`` for every layer of the backbone."""
+def layer_plan(model: str):
+    """Yields ``(name, downscale, channels)`` for every layer of the backbone
+    (``downscale``: image pixels per feature position along one side)."""
     for b, (convs, ch) in enumerate(zip(_BLOCKS[model], _CHANNELS), start=1):
         scale = 2 ** (b - 1)
         for c in range(1, convs + 1):
@@ -47,7 +55,7 @@ def activation_floats_per_pixel(model: str, layers: Iterable[str]) -> float:
     wanted = set(layers)
     total = 0.0
     seen = 0
-    for name, scale, channels in _layer_plan(model):
+    for name, scale, channels in layer_plan(model):
         if seen == len(wanted):
             break
         total += channels / float(scale * scale)
@@ -64,6 +72,55 @@ def estimate_bytes(rows: int, cols: int, model: str = "vgg19", layers=("block5_c
     per_pixel = activation_floats_per_pixel(model, layers) * itemsize * ACTIVATION_FACTOR
     per_pixel += 4 * 3 * 6  # the image, its gradient, optimiser slots, snapshots
     return int(per_pixel * rows * cols + 2 * _WEIGHT_BYTES.get(model, 0) + RUNTIME_BYTES)
+
+
+AUTO_TILE = 1024  # --tile_size=auto's tile side
+# Bytes per image value (pixel and channel) the optimiser keeps besides the
+# image and its gradient: Adam two float32 moments; SciPy's L-BFGS-B float64
+# copies (iterate, gradient, 2 x 10 correction pairs and work vectors).
+OPTIMIZER_BYTES = {"sgd": 4, "adam": 12, "lbfgs": 8 * 26}
+
+
+def image_bytes(rows: int, cols: int, optimizer: str = "adam") -> int:
+    """What the full image costs a tiled step: the image, its gradient (host
+    array and tensor), snapshots and the optimiser's state."""
+    return int(rows * cols * 3 * (4 * 5 + OPTIMIZER_BYTES.get(optimizer, 12)))
+
+
+def content_target_bytes(rows: int, cols: int, model: str, layers: Iterable[str]) -> int:
+    """The full-size content features (float32) a tiled step keeps as targets."""
+    wanted = set(layers)
+    return int(sum(4 * rows * cols * ch / float(scale * scale)
+                   for name, scale, ch in layer_plan(model) if name in wanted))
+
+
+def estimate_tiled_bytes(rows: int, cols: int, tile: int, halo: int, config) -> int:
+    """Estimated peak memory of one tiled step: one crop's step, the full image."""
+    content_layers, style_layers = config.active_layers()
+    layers = content_layers + style_layers or ["block1_conv1"]
+    crop_rows, crop_cols = min(rows, tile + 2 * halo), min(cols, tile + 2 * halo)
+    crop = estimate_bytes(crop_rows, crop_cols, config.model, layers, config.precision)
+    return crop + image_bytes(rows, cols, config.optimizer) + content_target_bytes(
+        rows, cols, config.model, content_layers)
+
+
+def untiled_bytes(rows: int, cols: int, config) -> int:
+    content_layers, style_layers = config.active_layers()
+    return estimate_bytes(rows, cols, config.model, content_layers + style_layers
+                          or ["block1_conv1"], config.precision)
+
+
+def tile_size_for(rows: int, cols: int, config) -> int:
+    """The tile side a stage of ``rows x cols`` uses (0: untiled).
+
+    A set ``--tile_size`` tiles the stages larger than one tile; ``auto`` tiles
+    at ``AUTO_TILE`` when the untiled step's estimate exceeds the memory there is.
+    """
+    size = config.tile_size
+    if size == "auto":
+        have, _ = available_bytes()
+        return AUTO_TILE if have is not None and untiled_bytes(rows, cols, config) > have else 0
+    return int(size) if size and max(rows, cols) > int(size) else 0
 
 
 def _gpu_total_bytes() -> Optional[int]:
@@ -115,23 +172,36 @@ def _gib(n: int) -> str:
     return f"{n / 2**30:.1f} GiB"
 
 
-def check(rows: int, cols: int, config) -> None:
-    """Raises ``UserError`` if a run at ``rows x cols`` will not fit in memory."""
+def check(rows: int, cols: int, config, halo: int = 192) -> None:
+    """Raises ``UserError`` if a run at ``rows x cols`` will not fit in memory.
+
+    ``halo``: the tiles' halo when the run is tiled (``--tile_size``).
+    """
     if not getattr(config, "check_memory", True):
         return
-    content_layers, style_layers = config.active_layers()
-    layers = content_layers + style_layers
-    need = estimate_bytes(rows, cols, config.model, layers or ["block1_conv1"], config.precision)
     have, where = available_bytes()
+    tile = tile_size_for(rows, cols, config)
+    if tile:
+        need = estimate_tiled_bytes(rows, cols, tile, halo, config)
+        if have is not None and need > have:
+            raise UserError(
+                f"a {rows}x{cols} image in {tile}-pixel tiles needs about {_gib(need)} "
+                f"(the image and optimiser state grow with it) but only {_gib(have)} of "
+                f"{where} is there; lower --img_nrows or --tile_size, or use --optimizer=sgd; "
+                "--nocheck_memory skips this check")
+        return
+    need = untiled_bytes(rows, cols, config)
     if have is None or need <= have:
         return
-    fixed = estimate_bytes(0, 0, config.model, layers or ["block1_conv1"], config.precision)
+    fixed = untiled_bytes(0, 0, config)
     per_pixel = (need - fixed) / float(rows * cols)
     fit_rows = int(math.sqrt(max(have - fixed, 0) / per_pixel * rows / cols)) if per_pixel else 0
     fit_rows = max(0, fit_rows - fit_rows % 8)
     hint = (f"lower --img_nrows (about {fit_rows} fits)" if fit_rows >= 32
             else "free memory or use a machine with more")
+    tiled = estimate_tiled_bytes(rows, cols, AUTO_TILE, halo, config)
     raise UserError(
         f"a {rows}x{cols} image needs about {_gib(need)} but only {_gib(have)} of {where} "
-        f"is there; {hint}, or the largest of --scales; --nocheck_memory skips this check"
+        f"is there; {hint} or the largest of --scales, or set --tile_size={AUTO_TILE} "
+        f"(exact tiles, about {_gib(tiled)}); --nocheck_memory skips this check"
     )

@@ -176,9 +176,14 @@ class ContentTerm:
         return cls(targets, {k: 1.0 for k in targets})
 
     def __call__(self, features: Features) -> tf.Tensor:
+        return self.combine({name: content_loss(target, features[name][0])
+                             for name, target in self.targets.items()})
+
+    def combine(self, losses: Mapping[str, tf.Tensor]) -> tf.Tensor:
+        """The term from each layer's ``||F_l(x) - P_l||^2`` (``losses``)."""
         total = tf.zeros((), tf.float32)
-        for name, target in self.targets.items():
-            total += self.factors[name] * content_loss(target, features[name][0])
+        for name in self.targets:
+            total += self.factors[name] * losses[name]
         return total / float(max(len(self.targets), 1))
 
 
@@ -203,7 +208,8 @@ class StyleTerm:
               blend_weights: Optional[Sequence[float]] = None,
               layer_weights: Optional[Sequence[float]] = None,
               content_features: Optional[Features] = None,
-              grams: Optional[Sequence[Dict[str, tf.Tensor]]] = None):
+              grams: Optional[Sequence[Dict[str, tf.Tensor]]] = None,
+              photo_grams: Optional[Mapping[str, tf.Tensor]] = None):
         """Targets from the style images' features (one dict per style image).
 
         keras.io compares plain Gram matrices, so a style image of another
@@ -211,7 +217,9 @@ class StyleTerm:
         to the output's number of positions per layer (``output_positions``);
         the scaled normalisation compares Gram matrices of the mean, which do
         not depend on the size.  ``grams``: each style image's ``image_grams``
-        computed before (``style_features`` is then not used).
+        computed before (``style_features`` is then not used).  ``photo_grams``:
+        the content image's Gram matrices of the mean, which ``gap`` and
+        ``gap_total`` need (default: from ``content_features``).
         """
         names = list(output_positions)
         scaled = normalization in RELATIVE
@@ -220,13 +228,14 @@ class StyleTerm:
         targets = blend_grams(grams, blend_weights or [1.0] * len(grams))
         weights = list(layer_weights) if layer_weights is not None else [1.0] * len(names)
         weights = {k: float(w) / float(sum(weights)) for k, w in zip(names, weights)}
+        if normalization in ("gap", "gap_total") and photo_grams is None:
+            photo_grams = {k: mean_gram(content_features[k][0]) for k in targets}
         if normalization == "gap":  # the photo's own distance from the style is 1
-            factors = {k: pixels / _squared_norm(v - mean_gram(content_features[k][0]))
+            factors = {k: pixels / _squared_norm(v - photo_grams[k])
                        for k, v in targets.items()}
         elif normalization == "gap_total":  # ... summed over the layers
-            gaps = {k: _squared_norm(v - mean_gram(content_features[k][0])) / _squared_norm(v)
-                    for k, v in targets.items()}
-            total = tf.add_n([weights[k] * gaps[k] for k in names])
+            total = tf.add_n([weights[k] * _squared_norm(v - photo_grams[k]) / _squared_norm(v)
+                              for k, v in targets.items()])
             factors = {k: pixels / (_squared_norm(v) * total) for k, v in targets.items()}
         elif scaled:
             factors = {k: pixels / _squared_norm(v) for k, v in targets.items()}
@@ -245,12 +254,15 @@ class StyleTerm:
     def __call__(self, features: Features) -> tf.Tensor:
         """``features`` may be in the network's dtype: Gram matrices are float32."""
         total = tf.zeros((), tf.float32)
-        for name, target in self.targets.items():
+        for name in self.targets:
             x = features[name][0]
-            gram = mean_gram(x) if self.mean else fast_gram_matrix(x)
-            total += self.layer_weights[name] * self.factors[name] * tf.reduce_sum(
-                tf.square(target - gram))
+            total += self.distance(name, mean_gram(x) if self.mean else fast_gram_matrix(x))
         return total
+
+    def distance(self, name: str, gram) -> tf.Tensor:
+        """``w_l * c_l * ||A_l - gram||^2``: one layer's share of the term."""
+        return self.layer_weights[name] * self.factors[name] * tf.reduce_sum(
+            tf.square(self.targets[name] - gram))
 
 
 class TotalVariationTerm:

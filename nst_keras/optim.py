@@ -56,11 +56,23 @@ class GradientDescent:
         self.loss = loss
         self.image = image
         self.evaluations = 0
-        self._step = tf.function(self._step_fn, jit_compile=jit_compile)
+        if getattr(loss, "host_loop", False):  # a tiled loss loops over tiles in Python
+            self._apply = tf.function(self._apply_fn, jit_compile=jit_compile)
+            self._step = self._host_step
+        else:
+            self._step = tf.function(self._step_fn, jit_compile=jit_compile)
 
     def _step_fn(self):
         terms, grad = self.loss.value_and_grad_fn(self.image)
         self.optimizer.apply_gradients([(grad, self.image)])
+        return terms
+
+    def _apply_fn(self, grad):
+        self.optimizer.apply_gradients([(grad, self.image)])
+
+    def _host_step(self):
+        terms, grad = self.loss.value_and_grad(self.image)
+        self._apply(grad)
         return terms
 
     def state(self):

@@ -27,6 +27,7 @@ attaches ``rundir.RunDirectory``, the callback that writes images,
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from typing import Dict, List, Optional, Sequence
@@ -34,7 +35,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
-from nst_keras import hardware, imaging, memory, optim, rundir, settings, vgg
+from nst_keras import hardware, imaging, memory, optim, rundir, settings, tiling, vgg
 from nst_keras.callbacks import FiniteGuard, Outcome, PrintLog, Progress, RunState, \
     StopOnSignal, StopWhenStyleClose
 from nst_keras.errors import UserError
@@ -207,10 +208,12 @@ def picture_of(tensor, config: Config, content_colour: Optional[np.ndarray]) -> 
 # 3. Targets and objective
 
 
-def build_extractor(config: Config, backbone=None):
+def build_extractor(config: Config, backbone=None, strategy=None):
     """The cut VGG extractor for the configured layers (checks their names).
 
     ``precision="auto"`` is resolved here (``hardware.resolve_precision``).
+    Under a ``tf.distribute`` ``strategy`` its weights are mirrored on every
+    replica.
     """
     if backbone is None:
         backbone, _ = vgg.load_backbone(config.model, config.weights, config.seed)
@@ -219,30 +222,41 @@ def build_extractor(config: Config, backbone=None):
     if not content_layers + style_layers:  # total variation alone needs no network
         return None
     precision, _ = hardware.resolve_precision(config.precision, config.model)
-    return vgg.build_extractor(backbone, content_layers + style_layers,
-                               precision=precision, pooling=config.pooling,
-                               padding=config.padding)
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():
+        return vgg.build_extractor(backbone, content_layers + style_layers,
+                                   precision=precision, pooling=config.pooling,
+                                   padding=config.padding)
 
 
 def build_loss(config: Config, content_picture, style_pictures, backbone=None,
-               extractor=None, target_cache=None) -> Objective:
+               extractor=None, target_cache=None, strategy=None) -> Objective:
     """The ``Objective`` of ``config`` for RGB pictures already sized.
 
     ``target_cache``: a mapping that keeps style Gram targets across calls
     (``objective.style_grams``), e.g. one per process for a batch of runs.
+    When ``memory.tile_size_for`` says the size is tiled, a
+    ``tiling.TiledObjective`` (same interface), its tiles spread over
+    ``strategy``'s replicas.
     """
     content_layers, style_layers = config.active_layers()
-    return build_objective(
-        extractor if extractor is not None else build_extractor(config, backbone),
-        vgg.preprocess_image(content_picture),
-        [vgg.preprocess_image(p) for p in style_pictures],
+    extractor = extractor if extractor is not None else build_extractor(config, backbone)
+    common = dict(
         content_layers=content_layers, style_layers=style_layers,
         content_weight=config.content_weight, style_weight=config.style_weight,
         total_variation_weight=config.total_variation_weight,
         normalization=config.loss_normalization,
         blend_weights=config.style_blend_weights,
         layer_weights=config.style_layer_weights if style_layers else None,
-        jit_compile=config.jit_compile, target_cache=target_cache,
+        jit_compile=config.jit_compile)
+    content = vgg.preprocess_image(content_picture)
+    styles = [vgg.preprocess_image(p) for p in style_pictures]
+    tile = memory.tile_size_for(content.shape[1], content.shape[2], config)
+    if tile and extractor is not None:
+        return tiling.build_tiled_objective(extractor, content, styles, tile_size=tile,
+                                            halo=tiling.halo_for(config), strategy=strategy,
+                                            **common)
+    return build_objective(
+        extractor, content, styles, **common, target_cache=target_cache,
         network_key=(config.model, config.weights, config.seed, config.precision,
                      config.pooling, config.padding))
 
@@ -257,10 +271,12 @@ class Run:
 
     Args:
       start: a ``RunState`` to continue from (``--resume``), or ``None``.
+      strategy: the ``tf.distribute`` strategy tiled stages spread tiles over.
     """
 
     def __init__(self, config: Config, stages: List[Stage], weights: str, callbacks,
-                 start: Optional[RunState], log, device: Optional[Dict] = None):
+                 start: Optional[RunState], log, device: Optional[Dict] = None,
+                 strategy=None):
         self.config, self.stages, self.weights = config, stages, weights
         self.device = device or {}  # precision chosen and why, threads
         self.callbacks, self.start, self.log = list(callbacks), start, log
@@ -277,6 +293,7 @@ class Run:
         # A dict keeping style Gram targets across runs (``build_loss``); a
         # callback's on_start may set it (``batch.SharedTargets``).
         self.target_cache = None
+        self.strategy = strategy  # the tf.distribute strategy tiles are spread over
 
     @property
     def first_stage(self) -> int:
@@ -393,7 +410,11 @@ def run_stage(run: Run, stage: Stage, inputs: StageInputs, start: np.ndarray, ex
     """Optimises one stage's image from ``start`` (network image at its size)."""
     config = run.config
     objective = build_loss(config, inputs.content, inputs.styles, extractor=extractor,
-                           target_cache=run.target_cache)
+                           target_cache=run.target_cache, strategy=run.strategy)
+    if isinstance(objective, tiling.TiledObjective):
+        tiles = objective.tiles(start)
+        run.log(f"tiled: {len(tiles)} tiles of {objective.tile_size} pixels, halo "
+                f"{objective.halo}, on {objective.spread.replicas} replica(s)")
     image = tf.Variable(start, dtype=tf.float32)
     optimizer = optim.make_optimizer(
         config.optimizer, objective, image, config.resolved_learning_rate(),
@@ -499,22 +520,23 @@ def stylize(config: Config, content=None, style=None, callbacks: Sequence = (),
         raise UserError(f"--resume={config.resume}: the checkpoint is of scale "
                         f"{start.scale_index + 1} but the run has {len(stages)}; keep "
                         "--scales as it was")
-    memory.check(stages[-1].rows, stages[-1].cols, config)  # before resizing anything
+    last = stages[-1]
+    memory.check(last.rows, last.cols, config, tiling.check_settings(config))  # before resizing
     # Every stage's inputs first, so size errors come before anything is written.
     all_inputs = [stage_inputs(config, sources, stage) for stage in stages]
     first_image = initial_image(config, sources, stages[0], all_inputs[0])
     threads = hardware.configure_threads()
+    strategy = tiling.make_strategy(config.devices, config.distribute)  # before any op
     precision, why = hardware.resolve_precision(config.precision, config.model)
     backbone, weights = vgg.load_backbone(config.model, config.weights, config.seed)
-    extractor = build_extractor(config.replace(precision=precision), backbone)
-    last = stages[-1]
+    extractor = build_extractor(config.replace(precision=precision), backbone, strategy)
     log(f"{config.model} weights: {weights}; image {last.rows}x{last.cols}; "
         f"{config.optimizer}, {last.last_step} iterations, {precision}"
         + (f" (auto: {why})" if config.precision == "auto" else ""))
     device = {"precision": precision, "precision_requested": config.precision,
               "precision_reason": why, "threads": threads}
     run = Run(config.replace(precision=precision), stages, weights,
-              _callbacks(config, directory, log, callbacks), start, log, device)
+              _callbacks(config, directory, log, callbacks), start, log, device, strategy)
     run.begin()
     try:
         result = _loop(run, all_inputs, first_image, extractor)

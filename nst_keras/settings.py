@@ -53,6 +53,11 @@ DEFAULT_TRADEOFF_RATIOS = (0.4, 4.0, 40.0, 400.0, 4000.0)  # keras.io's is 1e-6 
 # scale, so this default holds whatever the loss weights.  L-BFGS has none.
 DEFAULT_LEARNING_RATES = {"sgd": 100.0, "adam": 5.0, "lbfgs": None}
 
+# Tiles (``--tile_size``): interiors and halos start on block5's stride.
+TILE_ALIGN = 16
+MIN_TILE = 64
+DISTRIBUTIONS = ("mirrored", "multi_worker")
+
 
 # --------------------------------------------------------------------------
 # Field checks: each takes the value and raises UserError with the fix.
@@ -146,6 +151,32 @@ def _offsets(name, value):
                         "separated by ';'")
 
 
+def _tile_size(name, value):
+    if value in (0, "auto"):
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < MIN_TILE or \
+            value % TILE_ALIGN:
+        _fail(name, value, f"must be 0 (off), auto, or a multiple of {TILE_ALIGN} of at least "
+                           f"{MIN_TILE} pixels, e.g. 1024")
+
+
+def _tile_halo(name, value):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0 or \
+            value % TILE_ALIGN:
+        _fail(name, value, f"must be a multiple of {TILE_ALIGN} (0 or more); leave it unset for "
+                           "the layers' receptive field")
+
+
+def _devices(name, value):
+    if value == "all":
+        return
+    for item in str(value).split(","):
+        kind, _, index = item.strip().upper().partition(":")
+        if kind not in ("CPU", "GPU") or not index.isdigit():
+            raise UserError(f"--{name}={value}: {item.strip()!r} is not a device; write all or "
+                            "a list like GPU:0,GPU:1")
+
+
 def _ratios(name, value):
     if not value or any(not (0 < float(r) < math.inf) for r in value):
         _fail(name, value, "needs one or more positive numbers (style_weight / "
@@ -173,6 +204,17 @@ def _numbers(kind: Callable, what: str):
 
 def _texts(name, items):
     return tuple(str(v).strip() for v in items if str(v).strip())
+
+
+def _size_text(name, text):
+    text = str(text).strip()
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise UserError(f"--{name}={text} must be 0 (off), auto or a tile side in pixels "
+                        "like 1024") from None
 
 
 def _iterations_text(name, items):
@@ -222,6 +264,7 @@ FLAG_KINDS: Dict[str, Optional[Callable]] = {
     "floats": _numbers(float, "numbers"),
     "iterations": _iterations_text,
     "offsets": lambda name, text: parse_offsets(text, name),
+    "size": _size_text,
 }
 
 
@@ -251,8 +294,20 @@ def _group(name: str):
     return lambda *args, **kwargs: setting(*args, group=name, **kwargs)
 
 
-_inputs, _objective, _optimizer, _output, _experiments = (
-    _group(n) for n in ("inputs", "objective", "optimizer", "output", "experiments"))
+_inputs, _objective, _optimizer, _tiling, _output, _experiments = (
+    _group(n) for n in ("inputs", "objective", "optimizer", "tiling", "output", "experiments"))
+
+TILING_HELP = {
+    "tile_size": "Optimise in tiles with interiors of this many pixels a side (exact; see "
+                 "Tiling): 0 off, auto when the memory estimate says the untiled step won't "
+                 "fit, or a multiple of 16 >= 64.",
+    "tile_halo": "Pixels each tile's crop reaches beyond its interior (a multiple of 16; "
+                 "default: what the layers' receptive field needs for an exact gradient).",
+    "devices": "Spread the tiles of each step over these devices: all (local GPUs, else CPU "
+               "devices) or a list like GPU:0,GPU:1 (MirroredStrategy; needs --tile_size).",
+    "distribute": "mirrored (one process, --devices) or multi_worker (one process per "
+                  "machine, TF_CONFIG; MultiWorkerMirroredStrategy).",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -329,10 +384,8 @@ class Config:
     learning_rate: Optional[float] = _optimizer(
         None, "Initial learning rate (default: 100 for sgd, 5 pixel units for adam).",
         flag="float", check=_positive_or_none)
-    decay_steps: int = _optimizer(100, "ExponentialDecay decay_steps (sgd, adam).",
-                               flag="integer", check=_positive_int)
-    decay_rate: float = _optimizer(0.96, "ExponentialDecay decay_rate (sgd, adam).",
-                                flag="float", check=_decay_rate)
+    decay_steps: int = _optimizer(100, "ExponentialDecay decay_steps (sgd, adam).", flag="integer", check=_positive_int)
+    decay_rate: float = _optimizer(0.96, "ExponentialDecay decay_rate (sgd, adam).", flag="float", check=_decay_rate)
     style_stop_fraction: float = _optimizer(
         0.0, "End the run once the style loss falls to this fraction of its first value "
         "(0: run every iteration).", flag="float", check=_off_or_fraction)
@@ -345,6 +398,10 @@ class Config:
                                 "which is fastest (bfloat16 only where the hardware has it); "
                                 "losses and the image stay float32.", choices=PRECISIONS)
     jit_compile: bool = _optimizer(False, "Compile the step with XLA.", flag="boolean")
+    tile_size: Union[int, str] = _tiling(0, TILING_HELP["tile_size"], flag="size", check=_tile_size)
+    tile_halo: Optional[int] = _tiling(None, TILING_HELP["tile_halo"], flag="integer", check=_tile_halo)
+    devices: Optional[str] = _tiling(None, TILING_HELP["devices"], check=_devices)
+    distribute: str = _tiling("mirrored", TILING_HELP["distribute"], choices=DISTRIBUTIONS)
 
     output_dir: Optional[str] = _output(
         None, "Directory for images, run.json, metrics.jsonl and checkpoint.npz (Python: "
@@ -426,7 +483,7 @@ def coerce(config: Config) -> Config:
         parse = FLAG_KINDS[field.metadata["flag"]]
         value = getattr(config, name)
         if parse is not None and isinstance(value, str):
-            text = value if field.metadata["flag"] == "offsets" else value.split(",")
+            text = value if field.metadata["flag"] in ("offsets", "size") else value.split(",")
             changes[name] = parse(name, text)
     return config.replace(**changes) if changes else config
 
@@ -493,6 +550,9 @@ def _check_together(config: Config) -> None:
         raise UserError(f"--iterations={show_value(counts)} has {len(counts)} values for "
                         f"{stages} scale(s); give one number (used at every scale) or one "
                         "per scale")
+    if (config.devices or config.distribute == "multi_worker") and not config.tile_size:
+        raise UserError("--devices and --distribute=multi_worker spread tiles over devices; "
+                        "set --tile_size too (e.g. 1024)")
     n_styles = len(style_sources(config.style_image))
     if n_styles:
         _count("style_blend_weights", config.style_blend_weights, n_styles, "style images")
@@ -589,6 +649,7 @@ GROUP_TITLES = {
     "inputs": "Inputs, size and artist controls",
     "objective": "Objective and network",
     "optimizer": "Optimiser and speed",
+    "tiling": "Tiling and devices",
     "output": "Output, resume and safety",
     "experiments": "Experiments",
 }

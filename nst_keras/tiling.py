@@ -1,0 +1,560 @@
+"""Exact tiled optimisation: pictures larger than one step's memory.
+
+Every term of the objective is a sum over positions.  A Gram matrix
+``G_l = sum_p F_l(p)^T F_l(p)`` is the sum of its tiles' Gram matrices when
+each position is counted in exactly one tile; the content loss and the total
+variation are sums over positions too.  So the loss of the full image is
+computed from tiles without approximation, provided every tile's features are
+those the full image has there.
+
+Layout: an *interior* is a ``tile_size x tile_size`` block of the image (the
+last row and column of blocks are smaller); the tiles' interiors partition
+the image.  Each tile's *crop* is its interior widened by ``halo`` pixels on
+every side and clipped at the image border.  Interiors and crops start at
+multiples of the network's stride (16 up to block5), so every pooling window
+of a crop is a pooling window of the full image.
+
+Exactness: VGG's convolutions are 3x3, so a feature at a layer of stride
+``s`` depends on the pixels up to ``reach`` beyond its own ``s x s`` block
+(``reach`` = the sum of the strides of the convolutions up to the layer: 86
+pixels for VGG19's block5_conv2).  A crop's features are exact where this
+window lies inside the crop, because the crop's zero padding stands where the
+image has pixels only at crop edges *inside* the image; at the image border
+the crop is clipped, so the padding (zero, or ``--padding=replicate``'s
+copies of the edge) is exactly the full image's.  The gradient at a pixel
+collects the features whose window holds it, within ``reach + s - 1``, and
+each of those must be exact, so a halo of ``2 * reach + s - 1`` rounded up to
+a multiple of 16 (192 for block5_conv2) makes the gradient of the interior
+exact (``default_halo``).
+
+One step (``TiledObjective.value_and_grad``):
+
+1. every tile forwards its crop (no activations kept) and adds, over its
+   interior positions only, the raw Gram matrices ``F^T F`` and each content
+   layer's ``||F - P||^2``; the total variation is summed over the interiors
+   on the full image.  These sums give the loss and ``dL/dG_l`` per style
+   layer (``channels x channels``);
+2. every tile forwards its crop again and backpropagates
+   ``content_weight * C(crop) + <dL/dG_l, F^T F (crop)>`` (whose Gram backward
+   is ``F (dG + dG^T)``), plus the total variation of its interior widened by
+   one pixel, and writes the gradient of its interior into the image's
+   gradient.
+
+Memory: one crop's activations, the image, its gradient, the optimiser's
+state and the content targets at the content layers.
+
+Several devices: the tiles of one step go round by round to the replicas of a
+``tf.distribute`` strategy (``MirroredStrategy`` over local GPUs or CPU
+devices, ``MultiWorkerMirroredStrategy`` over machines); the per-layer sums
+are all-reduced and the interiors' gradients gathered (``Spread``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from nst_keras import memory
+from nst_keras.errors import UserError
+from nst_keras.objective import (_EPS, NORMALIZATIONS, RELATIVE, ContentTerm, StyleTerm,
+                                 content_loss, fast_gram_matrix, total_variation_loss)
+
+ALIGN = 16  # the stride of block5: interiors, crops and halos start on it
+
+
+# --------------------------------------------------------------------------
+# Geometry (no TensorFlow)
+
+
+def round_up(n: int, multiple: int = ALIGN) -> int:
+    return -(-int(n) // multiple) * multiple
+
+
+def reach_and_stride(model: str, layers: Sequence[str]):
+    """``(reach, stride)`` of the deepest of ``layers``: pixels its window
+    extends beyond its own block, and image pixels per feature position."""
+    wanted, reach, seen = set(layers), 0, 0
+    for name, scale, _ in memory.layer_plan(model):
+        if seen == len(wanted):
+            break
+        if "_conv" in name:
+            reach += scale  # a 3x3 convolution at stride s widens the window by s
+        stride = scale
+        seen += name in wanted
+    return reach, stride
+
+
+def default_halo(model: str, layers: Sequence[str]) -> int:
+    """The smallest multiple of 16 that makes the tiled gradient exact."""
+    reach, stride = reach_and_stride(model, layers)
+    return round_up(2 * reach + stride - 1)
+
+
+@dataclasses.dataclass(frozen=True)
+class Tile:
+    """One tile: interior ``[top, bottom) x [left, right)`` and its crop, in pixels."""
+
+    top: int
+    bottom: int
+    left: int
+    right: int
+    crop_top: int
+    crop_bottom: int
+    crop_left: int
+    crop_right: int
+
+    @property
+    def inner(self) -> np.ndarray:
+        """The interior in crop coordinates: ``int32 [top, bottom, left, right]``."""
+        return np.array([self.top - self.crop_top, self.bottom - self.crop_top,
+                         self.left - self.crop_left, self.right - self.crop_left], np.int32)
+
+    def crop(self, image):
+        """The crop of a network image ``(1, rows, cols, 3)``."""
+        return image[:, self.crop_top:self.crop_bottom, self.crop_left:self.crop_right, :]
+
+    def feature_crop(self, features, stride: int):
+        """The crop's part of a full-image feature map ``(1, rows/s, cols/s, channels)``."""
+        t, left = self.crop_top // stride, self.crop_left // stride
+        return features[:, t:t + (self.crop_bottom - self.crop_top) // stride,
+                        left:left + (self.crop_right - self.crop_left) // stride, :]
+
+
+def tile_grid(rows: int, cols: int, tile_size: int, halo: int) -> List[Tile]:
+    """The tiles of a ``rows x cols`` image, row by row."""
+    def spans(n):
+        return [(a, min(a + tile_size, n)) for a in range(0, n, tile_size)]
+
+    return [Tile(t, b, lo, hi, max(t - halo, 0), min(b + halo, rows), max(lo - halo, 0),
+                 min(hi + halo, cols))
+            for t, b in spans(rows) for lo, hi in spans(cols)]
+
+
+def extractor_strides(extractor) -> Dict[str, int]:
+    """``{layer name: stride}`` of every layer of a cut extractor."""
+    strides, stride = {}, 1
+    for layer in extractor.layers:
+        if "pool" in type(layer).__name__.lower():
+            stride *= int(layer.strides[0])
+        strides[layer.name] = stride
+    return strides
+
+
+def interior(features, inner, stride: int):
+    """The positions of a crop's feature map ``(1, h, w, c)`` inside the tile's interior."""
+    return features[:, inner[0] // stride:inner[1] // stride,
+                    inner[2] // stride:inner[3] // stride, :]
+
+
+def tv_window(tile: Tile, rows: int, cols: int, before: int):
+    """Pixels whose total variation terms the tile needs: its interior, one more
+    row and column after (their differences), and ``before`` rows and columns
+    before (for the gradient), clipped at the image."""
+    return (max(tile.top - before, 0), min(tile.bottom + 1, rows),
+            max(tile.left - before, 0), min(tile.right + 1, cols))
+
+
+# --------------------------------------------------------------------------
+# Spreading tiles over replicas
+
+
+class Spread:
+    """Runs a per-tile function on the replicas of a ``tf.distribute`` strategy.
+
+    The tiles go out round by round, one per replica; where a round has fewer
+    tiles than replicas the rest compute tile 0 with weight 0.  ``fn`` takes
+    one tuple ``(*args, weight)`` and must multiply what it sums by ``weight``.
+    """
+
+    def __init__(self, strategy=None):
+        self.strategy = strategy or tf.distribute.get_strategy()
+        self.replicas = int(self.strategy.num_replicas_in_sync)
+        self.local = strategy is None  # the default device: one trace serves all tiles
+        self.traced = set()
+
+    def _trace_once(self, fn, packed) -> None:
+        """Traces ``fn`` for tensors of any size, so tiles of other shapes reuse it."""
+        spec = tf.nest.map_structure(
+            lambda t: tf.TensorSpec([None] * len(t.shape), t.dtype), packed)
+        key = (id(fn), repr(spec))
+        if self.local and key not in self.traced:
+            self.traced.add(key)
+            fn.get_concrete_function(spec)
+
+    def _rounds(self, fn, tiles, make_args):
+        self._trace_once(fn, (*make_args(tiles[0]), tf.constant(1.0)))
+        k = self.replicas
+        for start in range(0, len(tiles), k):
+            group = list(tiles[start:start + k])
+            real = len(group)
+            group += [tiles[0]] * (k - real)
+
+            def value(ctx, group=group, real=real):
+                i = ctx.replica_id_in_sync_group
+                return (*make_args(group[i]), tf.constant(1.0 if i < real else 0.0))
+
+            values = self.strategy.experimental_distribute_values_from_function(value)
+            yield group[:real], self.strategy.run(fn, args=(values,))
+
+    def sum(self, fn, tiles, make_args):
+        """The sum over ``tiles`` of ``fn``'s outputs (a nest of tensors), all-reduced."""
+        total = None
+        for _, out in self._rounds(fn, tiles, make_args):
+            reduced = tf.nest.map_structure(
+                lambda v: self.strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None), out)
+            total = reduced if total is None else tf.nest.map_structure(tf.add, total, reduced)
+        return total
+
+    def each(self, fn, tiles, make_args, sink) -> None:
+        """Calls ``sink(tile, output)`` for every tile; ``fn``'s outputs, one
+        ``(1, ...)`` tensor of one shape per tile, are gathered on every worker."""
+        for group, out in self._rounds(fn, tiles, make_args):
+            gathered = self.strategy.gather(out, axis=0).numpy()
+            for i, tile in enumerate(group):
+                sink(tile, gathered[i:i + 1])
+
+
+# --------------------------------------------------------------------------
+# Sums over tiles
+
+
+def _tv_value_fn(window):
+    return total_variation_loss(window)
+
+
+def _tv_grad_fn(window):
+    with tf.GradientTape() as tape:
+        tape.watch(window)
+        tv = total_variation_loss(window)
+    return tape.gradient(tv, window)
+
+
+_ANY_IMAGE = [tf.TensorSpec([1, None, None, 3], tf.float32)]
+_tv_value = tf.function(_tv_value_fn, input_signature=_ANY_IMAGE)
+_tv_grad = tf.function(_tv_grad_fn, input_signature=_ANY_IMAGE)
+
+
+def tiled_total_variation(image, tiles: Sequence[Tile]) -> tf.Tensor:
+    """``total_variation_loss`` of the full network image, summed over interiors."""
+    rows, cols = int(image.shape[1]), int(image.shape[2])
+    total = tf.zeros((), tf.float32)
+    for tile in tiles:
+        t, b, lo, hi = tv_window(tile, rows, cols, 0)
+        total += _tv_value(image[:, t:b, lo:hi, :])
+    return total
+
+
+class FeatureSums:
+    """Per-tile sums of one network's features: raw Gram matrices and content errors.
+
+    Args:
+      extractor: the cut extractor.
+      strides: ``{layer: stride}`` (``extractor_strides``).
+      gram_layers: the layers whose Gram matrices are summed (the style layers).
+      jit_compile: compile the per-tile function with XLA.
+    """
+
+    def __init__(self, extractor, strides: Dict[str, int], gram_layers: Sequence[str],
+                 jit_compile: bool = False):
+        self.extractor, self.strides = extractor, strides
+        self.gram_layers = tuple(gram_layers)
+        self.tile_sums = tf.function(self.tile_sums_fn, jit_compile=jit_compile,
+                                     reduce_retracing=True)
+
+    def tile_sums_fn(self, packed):
+        """``(crop, inner, {layer: target crop}, weight)`` ->
+        ``({layer: F^T F}, {layer: ||F - P||^2})`` over the interior."""
+        crop, inner, targets, weight = packed
+        raw = self.extractor(crop, training=False)
+        grams = {k: weight * fast_gram_matrix(interior(raw[k], inner, self.strides[k])[0])
+                 for k in self.gram_layers}
+        errors = {}
+        for k, target in targets.items():
+            s = self.strides[k]
+            errors[k] = weight * content_loss(interior(target, inner, s)[0],
+                                              interior(tf.cast(raw[k], tf.float32), inner, s)[0])
+        return grams, errors
+
+    def grams(self, image, tiles, spread: Spread) -> Dict[str, tf.Tensor]:
+        """``{layer: F^T F}`` of a full network image, summed over the tiles."""
+        image = tf.convert_to_tensor(image, tf.float32)
+        grams, _ = spread.sum(self.tile_sums, tiles,
+                              lambda t: (t.crop(image), tf.constant(t.inner), {}))
+        return grams
+
+    def features(self, image, tiles, names) -> Dict[str, tf.Tensor]:
+        """Full-image feature maps ``{layer: (1, rows/s, cols/s, c)}`` float32, from tiles."""
+        image = tf.convert_to_tensor(image, tf.float32)
+        rows, cols = int(image.shape[1]), int(image.shape[2])
+        out = {}
+        for tile in tiles:
+            raw = self.extractor(tile.crop(image), training=False)
+            for k in names:
+                s = self.strides[k]
+                part = interior(tf.cast(raw[k], tf.float32), tile.inner, s).numpy()
+                if k not in out:
+                    out[k] = np.zeros((1, rows // s, cols // s, part.shape[-1]), np.float32)
+                out[k][:, tile.top // s:tile.top // s + part.shape[1],
+                       tile.left // s:tile.left // s + part.shape[2]] = part
+        return {k: tf.constant(v) for k, v in out.items()}
+
+
+# --------------------------------------------------------------------------
+# The tiled objective
+
+
+class TiledObjective:
+    """The ``Objective``'s loss and gradient computed tile by tile (exact).
+
+    Args:
+      sums: ``FeatureSums`` of the extractor.
+      content, style: the terms (``None`` when their weight is 0), holding the
+        full-image targets and factors.
+      weights: ``(content_weight, style_weight, total_variation_weight)``.
+      tv_factor: the total-variation factor (``TotalVariationTerm``).
+      tile_size, halo: the tiling (``tile_grid``).
+      positions: ``{style layer: positions of the full output's map}``.
+      spread: the replicas the tiles go to.
+
+    ``terms(image)`` and ``value_and_grad(image)`` take a network image
+    ``(1, rows, cols, 3)`` float32 and return what ``Objective``'s do; they
+    run a Python loop over tiles, so ``host_loop`` tells optimisers to call
+    them eagerly.
+    """
+
+    host_loop = True
+
+    def __init__(self, sums: FeatureSums, content: Optional[ContentTerm],
+                 style: Optional[StyleTerm], weights, tv_factor, tile_size: int, halo: int,
+                 positions: Dict[str, int], spread: Spread):
+        self.sums, self.content, self.style = sums, content, style
+        self.content_weight, self.style_weight, self.total_variation_weight = (
+            float(w) for w in weights)
+        self.tv_factor, self.tile_size, self.halo = tv_factor, int(tile_size), int(halo)
+        self.positions, self.spread = positions, spread
+        layers = sums.extractor.layers
+        self.float16 = any(getattr(layer, "compute_dtype", "") == "float16" for layer in layers)
+        self.tile_gradient = tf.function(self.tile_gradient_fn, reduce_retracing=True)
+
+    def tiles(self, image) -> List[Tile]:
+        return tile_grid(int(image.shape[1]), int(image.shape[2]), self.tile_size, self.halo)
+
+    def _targets(self, tile: Tile):
+        if self.content is None:
+            return {}
+        return {k: tile.feature_crop(v, self.sums.strides[k])
+                for k, v in self.content.targets.items()}
+
+    def _style_loss(self, grams) -> tf.Tensor:
+        total = tf.zeros((), tf.float32)
+        for name in self.style.targets:
+            gram = grams[name] / float(self.positions[name]) if self.style.mean else grams[name]
+            total += self.style.distance(name, gram)
+        return total
+
+    def _step_one(self, image):
+        """Pass 1: the terms and ``{layer: d(style_weight * S)/dG}`` at ``image``."""
+        grams, errors = self.spread.sum(self.sums.tile_sums, self.tiles(image), lambda t: (
+            t.crop(image), tf.constant(t.inner), self._targets(t)))
+        zero = tf.zeros((), tf.float32)
+        c = self.content.combine(errors) if self.content else zero
+        dgrams = {}
+        if self.style:
+            with tf.GradientTape() as tape:
+                tape.watch(grams)
+                s = self._style_loss(grams)
+                weighted = self.style_weight * s
+            dgrams = tape.gradient(weighted, grams)
+        else:
+            s = zero
+        tv = self.tv_factor * tiled_total_variation(image, self.tiles(image)) \
+            if self.total_variation_weight else zero
+        total = self.content_weight * c + self.style_weight * s + \
+            self.total_variation_weight * tv
+        return {"loss": total, "content_loss": c, "style_loss": s, "tv_loss": tv}, dgrams
+
+    def terms(self, image) -> Dict[str, tf.Tensor]:
+        """The loss and its terms at ``image`` (float32 scalars)."""
+        return self._step_one(tf.convert_to_tensor(image, tf.float32))[0]
+
+    def value_and_grad(self, image):
+        """Returns ``(terms, gradient of terms["loss"])``, the gradient ``(1, rows, cols, 3)``."""
+        image = tf.convert_to_tensor(image, tf.float32)
+        terms, dgrams = self._step_one(image)
+        rows, cols = int(image.shape[1]), int(image.shape[2])
+        grad = np.zeros((1, rows, cols, 3), np.float32)
+        tv_scale = self.total_variation_weight * self.tv_factor
+
+        def sink(tile: Tile, g):
+            h, w = tile.bottom - tile.top, tile.right - tile.left
+            grad[:, tile.top:tile.bottom, tile.left:tile.right] = g[:, :h, :w]
+            if tv_scale:
+                t, b, lo, hi = tv_window(tile, rows, cols, 1)
+                g_tv = _tv_grad(image[:, t:b, lo:hi, :]).numpy()
+                grad[:, tile.top:tile.bottom, tile.left:tile.right] += float(tv_scale) * \
+                    g_tv[:, tile.top - t:tile.bottom - t, tile.left - lo:tile.right - lo]
+
+        self.spread.each(self.tile_gradient, self.tiles(image), lambda t: (
+            t.crop(image), tf.constant(t.inner), self._targets(t), dgrams), sink)
+        return terms, tf.constant(grad)
+
+    def tile_gradient_fn(self, packed):
+        """Pass 2 for one tile: the network part of the gradient at its interior,
+        zero-padded to ``(1, tile_size, tile_size, 3)``."""
+        crop, inner, targets, dgrams, weight = packed
+        with tf.GradientTape(persistent=self.float16) as tape:
+            tape.watch(crop)
+            feats = {k: tf.cast(v, tf.float32)
+                     for k, v in self.sums.extractor(crop, training=False).items()}
+            part = self._surrogate(feats, targets, dgrams)
+        grad = _backprop(tape, part, feats, crop, self.float16)
+        grad = weight * grad[:, inner[0]:inner[1], inner[2]:inner[3], :]
+        size = self.tile_size
+        return tf.pad(grad, [[0, 0], [0, size - tf.shape(grad)[1]],
+                             [0, size - tf.shape(grad)[2]], [0, 0]])
+
+    def _surrogate(self, feats, targets, dgrams):
+        """A scalar whose gradient at the interior is the loss's network part."""
+        total = tf.zeros((), tf.float32)
+        if self.content is not None and self.content_weight:
+            total += self.content_weight * self.content.combine(
+                {k: content_loss(t, feats[k]) for k, t in targets.items()})
+        for k, d in dgrams.items():
+            total += tf.reduce_sum(d * fast_gram_matrix(feats[k][0]))
+        return total
+
+
+def _backprop(tape, value, feats, crop, float16: bool):
+    """``d value / d crop``; for float16 networks through an exact per-tile loss
+    scale (as ``Objective.value_and_grad_fn``)."""
+    if not float16:
+        return tape.gradient(value, crop)
+    names = sorted(feats)
+    gf = tape.gradient(value, [feats[k] for k in names])
+    gf = [tf.zeros_like(feats[k]) if g is None else g for k, g in zip(names, gf)]
+    peak = tf.reduce_max(tf.stack([tf.reduce_max(tf.abs(g)) for g in gf]))
+    scale = tf.pow(2.0, tf.round(10.0 - tf.math.log(peak + 1e-30) / tf.math.log(2.0)))
+    grad = tape.gradient([feats[k] for k in names], crop,
+                         output_gradients=[g * scale for g in gf])
+    return grad / scale
+
+
+# --------------------------------------------------------------------------
+# Targets and the objective
+
+
+def _image_grams(raw, rows: int, cols: int, strides, output_positions, scaled: bool):
+    """``StyleTerm.image_grams`` from raw tiled Gram sums of a ``rows x cols`` image."""
+    out = {}
+    for k, gram in raw.items():
+        n = float((rows // strides[k]) * (cols // strides[k]))
+        out[k] = gram / n if scaled else gram * (output_positions[k] / n)
+    return out
+
+
+def check_tiling(strides: Dict[str, int], layers, tile_size: int, halo: int) -> None:
+    """Raises ``UserError`` unless tiles and halo start on the deepest layer's stride."""
+    deepest = max(layers, key=lambda k: strides[k])
+    for name, value in (("tile_size", tile_size), ("tile_halo", halo)):
+        if value % strides[deepest]:
+            raise UserError(f"--{name}={value} must be a multiple of {strides[deepest]}, the "
+                            f"stride of layer {deepest}")
+
+
+def check_settings(config) -> int:
+    """``check_tiling`` from the settings alone (before anything is written);
+    returns the halo (``halo_for``)."""
+    content_layers, style_layers = config.active_layers()
+    layers, halo = content_layers + style_layers, halo_for(config)
+    if layers and config.tile_size not in (0, "auto"):
+        strides = {k: reach_and_stride(config.model, [k])[1] for k in layers}
+        check_tiling(strides, layers, int(config.tile_size), halo)
+    return halo
+
+
+def build_tiled_objective(extractor, content_image, style_images, *, content_layers,
+                          style_layers, content_weight, style_weight, total_variation_weight,
+                          normalization="keras_io", blend_weights=None, layer_weights=None,
+                          tile_size=1024, halo=192, strategy=None,
+                          jit_compile=False) -> TiledObjective:
+    """``objective.build_objective`` computed in tiles (targets included).
+
+    Args are ``build_objective``'s (network images ``(1, rows, cols, 3)``), and
+    ``tile_size``, ``halo`` (``tile_grid``) and the ``tf.distribute`` strategy
+    the tiles of a step are spread over (``None``: the default device).
+    """
+    if normalization not in NORMALIZATIONS:
+        raise ValueError(f"unknown loss normalization {normalization!r}")
+    strides = extractor_strides(extractor)
+    check_tiling(strides, list(content_layers) + list(style_layers), tile_size, halo)
+    sums = FeatureSums(extractor, strides, style_layers, jit_compile)
+    spread = Spread(strategy)
+    rows, cols = int(content_image.shape[1]), int(content_image.shape[2])
+    tiles, pixels = tile_grid(rows, cols, tile_size, halo), float(rows * cols)
+    scaled = normalization in RELATIVE
+    content = style = None
+    if content_layers:
+        content = ContentTerm.build(sums.features(content_image, tiles, content_layers),
+                                    normalization, pixels)
+    positions = {k: (rows // strides[k]) * (cols // strides[k]) for k in style_layers}
+    if style_layers:
+        grams = []
+        for image in style_images:
+            r, c = int(image.shape[1]), int(image.shape[2])
+            raw = sums.grams(image, tile_grid(r, c, tile_size, halo), spread)
+            grams.append(_image_grams(raw, r, c, strides, positions, scaled))
+        photo = None
+        if normalization in ("gap", "gap_total"):
+            photo = _image_grams(sums.grams(content_image, tiles, spread),
+                                 rows, cols, strides, positions, True)
+        style = StyleTerm.build(None, normalization, positions, pixels, blend_weights,
+                                layer_weights, grams=grams, photo_grams=photo)
+    tv_factor = 1.0
+    if scaled:
+        tv = tiled_total_variation(tf.constant(content_image), tiles)
+        tv_factor = pixels / tf.maximum(tv, _EPS)
+    return TiledObjective(sums, content, style,
+                          (content_weight, style_weight, total_variation_weight), tv_factor,
+                          tile_size, halo, positions, spread)
+
+
+
+# --------------------------------------------------------------------------
+# Settings to tiles and devices
+
+
+def halo_for(config) -> int:
+    """``--tile_halo``, or ``default_halo`` of the run's layers."""
+    if config.tile_halo is not None:
+        return int(config.tile_halo)
+    content_layers, style_layers = config.active_layers()
+    return default_halo(config.model, content_layers + style_layers or ["block1_conv1"])
+
+
+def make_strategy(devices: Optional[str], distribute: str = "mirrored"):
+    """The ``tf.distribute`` strategy of ``--devices``/``--distribute`` (``None``: none).
+
+    ``multi_worker`` reads the cluster from ``TF_CONFIG``
+    (``MultiWorkerMirroredStrategy``, every local GPU or the CPU of each
+    worker); ``devices="all"`` is every local GPU, else every logical CPU.
+    """
+    if distribute == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if not devices:
+        return None
+    logical = {d.name.split("device:")[-1].upper(): d.name
+               for d in tf.config.list_logical_devices()}
+    if devices == "all":
+        names = [n for k, n in logical.items() if k.startswith("GPU")] or \
+            [n for k, n in logical.items() if k.startswith("CPU")]
+    else:
+        names = []
+        for item in (d.strip().upper() for d in devices.split(",")):
+            if item not in logical:
+                raise UserError(f"--devices={devices}: there is no device {item} here; this "
+                                f"machine has {', '.join(sorted(logical))}")
+            names.append(logical[item])
+    return tf.distribute.MirroredStrategy(names)
