@@ -360,10 +360,8 @@ class Config:
         flag="floats", check=_weights_list)
     loss_normalization: str = _objective(
         "keras_io", "keras_io (the tutorial's objective), scaled (each term a relative error: "
-        "one set of weights for any network, size and layers), gap (scaled, with each style "
-        "layer measured against the photo's own distance from the painting there) or "
-        "gap_total (scaled, with the style term measured against the photo's total "
-        "distance from the painting).",
+        "one set of weights for any network, size and layers), gap (scaled, each style layer "
+        "in units of the photo's distance from the painting) or gap_total (units of the total).",
         choices=LOSS_NORMALIZATIONS)
     model: str = _objective("vgg19", "Backbone (VGG, include_top=False).", choices=MODELS)
     weights: str = _objective(
