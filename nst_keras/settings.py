@@ -361,7 +361,7 @@ class Config:
     loss_normalization: str = _objective(
         "keras_io", "keras_io (the tutorial's objective), scaled (each term a relative error: "
         "one set of weights for any network, size and layers), gap (scaled, each style layer "
-        "in units of the photo's distance from the painting) or gap_total (units of the total).",
+        "in units of the photo's distance from the painting) or gap_total (of the total).",
         choices=LOSS_NORMALIZATIONS)
     model: str = _objective("vgg19", "Backbone (VGG, include_top=False).", choices=MODELS)
     weights: str = _objective(
