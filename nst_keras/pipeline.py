@@ -225,11 +225,13 @@ def build_extractor(config: Config, backbone=None):
 
 
 def build_loss(config: Config, content_picture, style_pictures, backbone=None,
-               extractor=None, target_cache=None) -> Objective:
+               extractor=None, target_cache=None, extra_terms=()) -> Objective:
     """The ``Objective`` of ``config`` for RGB pictures already sized.
 
     ``target_cache``: a mapping that keeps style Gram targets across calls
     (``objective.style_grams``), e.g. one per process for a batch of runs.
+    ``extra_terms``: ``(name, weight, term)`` triples added to the loss
+    (``objective.Objective.extra``).
     """
     content_layers, style_layers = config.active_layers()
     return build_objective(
@@ -244,7 +246,7 @@ def build_loss(config: Config, content_picture, style_pictures, backbone=None,
         layer_weights=config.style_layer_weights if style_layers else None,
         jit_compile=config.jit_compile, target_cache=target_cache,
         network_key=(config.model, config.weights, config.seed, config.precision,
-                     config.pooling, config.padding))
+                     config.pooling, config.padding), extra_terms=extra_terms)
 
 
 # --------------------------------------------------------------------------
@@ -277,6 +279,9 @@ class Run:
         # A dict keeping style Gram targets across runs (``build_loss``); a
         # callback's on_start may set it (``batch.SharedTargets``).
         self.target_cache = None
+        # ``(name, weight, term)`` triples each stage's objective adds to its
+        # loss; a callback's on_start may set them (``callbacks.ExtraTerms``).
+        self.extra_terms = ()
 
     @property
     def first_stage(self) -> int:
@@ -393,7 +398,7 @@ def run_stage(run: Run, stage: Stage, inputs: StageInputs, start: np.ndarray, ex
     """Optimises one stage's image from ``start`` (network image at its size)."""
     config = run.config
     objective = build_loss(config, inputs.content, inputs.styles, extractor=extractor,
-                           target_cache=run.target_cache)
+                           target_cache=run.target_cache, extra_terms=run.extra_terms)
     image = tf.Variable(start, dtype=tf.float32)
     optimizer = optim.make_optimizer(
         config.optimizer, objective, image, config.resolved_learning_rate(),
