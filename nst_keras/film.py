@@ -34,8 +34,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from nst_keras import batch, flow, imaging, manifest, pipeline, rundir, settings, temporal, \
-    vgg, videoio
+from nst_keras import batch, flow, imaging, manifest, memory, pipeline, rundir, settings, \
+    temporal, vgg, videoio
 from nst_keras.callbacks import ExtraTerms
 from nst_keras.errors import UserError
 
@@ -271,7 +271,8 @@ def run_chunk(config: settings.Config, options: Options, film: Film, chunk: Chun
         path = frame_path(folder, position)
         if os.path.isfile(path):
             continue
-        looked_at = [position - j for j in options.temporal_frames if position - j >= chunk.start]
+        looked_at = [position - j for j in options.temporal_frames
+                     if position - j >= chunk.start and options.temporal_weight > 0]
         previous = {p: imaging.load_image(frame_path(folder, p)) for p in looked_at}
         picture = stylize_frame(config, options, contents, previous, position, cache)
         imaging.save_image(path, picture)
@@ -312,6 +313,17 @@ def plan_film(config: settings.Config, options: Options) -> Tuple[settings.Confi
     return config, Film(sources, rows, cols, fps, first / fps, info.audio, chunks)
 
 
+def preflight(config: settings.Config, film: Film) -> None:
+    """Opens the style pictures, the network and its layers, and checks the
+    memory a frame needs, before anything is written (``UserError`` if bad)."""
+    frame = np.zeros((film.rows, film.cols, 3), np.uint8)
+    sources = pipeline.open_sources(config, content=frame)
+    for stage in pipeline.plan_stages(config, film.cols, film.rows):
+        pipeline.stage_inputs(config, sources, stage)
+    memory.check(film.rows, film.cols, config)
+    pipeline.build_extractor(config)
+
+
 def frames_key(config: settings.Config, options: Options, film: Film) -> Dict:
     """What fixes the frames: a rerun with another key cannot reuse them."""
     frame_settings = {k: v for k, v in settings.to_dict(config).items()
@@ -337,7 +349,7 @@ def prepare_output_dir(config: settings.Config, key: Dict, log) -> int:
     rundir.check_writable(out)
     held = _held_frames(out)
     previous = batch.read_json(os.path.join(out, MANIFEST))
-    if held and previous.get("key") != key:
+    if held and (previous.get("key") != key or config.overwrite):
         if not config.overwrite:
             raise UserError(f"--output_dir={out} holds the frames of another video run "
                             "(other settings, film or --workers); pass --overwrite to start "
@@ -390,6 +402,7 @@ def stylize_video(config: settings.Config, options: Options, log=print,
         raise UserError(f"--output={options.output} is the input film; choose another name")
     videoio.check_output(options.output, options.codec)
     config, film = plan_film(config, options)
+    preflight(config, film)
     prepare_output_dir(config, frames_key(config, options, film), log)
     total = len(film.sources)
     log(f"{total} frames at {film.rows}x{film.cols}, {film.fps:g} fps; first frame "

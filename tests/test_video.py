@@ -244,6 +244,8 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(clips, tmp_path, capsys
         (["--codec=no_such_codec"], "no such encoder"),
         ([f"--output={tmp_path / 'out.xyz'}"], "unknown film format"),
         (["--frames=9:3"], "--frames"),
+        ([f"--style_image={tmp_path / 'missing.png'}"], "does not exist"),
+        (["--style_layers=block9_conv1"], "block9_conv1"),
     ]
     for extra, message in cases:
         args = [f"--video={clips / 'clip.mp4'}", f"--output={out}", *extra]
