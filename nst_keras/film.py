@@ -218,7 +218,11 @@ def temporal_start(config: settings.Config, options: Options, contents: Dict[int
         forward = flow.optical_flow(contents[earlier], content, options.flow)
         weights.append(flow.consistency_weights(backward, forward))
         targets.append(flow.warp(previous[earlier], backward))
-    init = np.clip(np.round(targets[0]), 0, 255).astype(np.uint8)
+    # Where nothing trustworthy is warped in (pixels coming into view, occlusions)
+    # the start is the content frame, not the smear the warp leaves there.
+    seen = weights[0][..., None] > 0
+    init = np.where(seen, targets[0], content.astype(np.float32))
+    init = np.clip(np.round(init), 0, 255).astype(np.uint8)
     term = temporal.TemporalTerm.build(
         [vgg.preprocess_image(_loss_picture(config, t)) for t in targets],
         flow.long_term_weights(weights), config.loss_normalization,
