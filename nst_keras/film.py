@@ -317,15 +317,19 @@ def plan_film(config: settings.Config, options: Options) -> Tuple[settings.Confi
     return config, Film(sources, rows, cols, fps, first / fps, info.audio, chunks)
 
 
-def preflight(config: settings.Config, film: Film) -> None:
-    """Opens the style pictures, the network and its layers, and checks the
-    memory a frame needs, before anything is written (``UserError`` if bad)."""
+def preflight(config: settings.Config, options: Options, film: Film) -> None:
+    """Opens the style pictures, the network and its layers, checks the memory a
+    frame needs and the Ray cluster, before anything is written (``UserError``)."""
     frame = np.zeros((film.rows, film.cols, 3), np.uint8)
     sources = pipeline.open_sources(config, content=frame)
     for stage in pipeline.plan_stages(config, film.cols, film.rows):
         pipeline.stage_inputs(config, sources, stage)
     memory.check(film.rows, film.cols, config)
     pipeline.build_extractor(config)
+    if options.workers > 1 or options.ray_address:
+        cluster = batch.load_cluster()  # UserError without Ray
+        if options.ray_address:
+            cluster.check_address(options.ray_address)
 
 
 def frames_key(config: settings.Config, options: Options, film: Film) -> Dict:
@@ -406,7 +410,7 @@ def stylize_video(config: settings.Config, options: Options, log=print,
         raise UserError(f"--output={options.output} is the input film; choose another name")
     videoio.check_output(options.output, options.codec)
     config, film = plan_film(config, options)
-    preflight(config, film)
+    preflight(config, options, film)
     prepare_output_dir(config, frames_key(config, options, film), log)
     total = len(film.sources)
     log(f"{total} frames at {film.rows}x{film.cols}, {film.fps:g} fps; first frame "

@@ -77,10 +77,7 @@ def options_from_flags(f: flags.FlagValues = FLAGS):
     """The ``film.Options`` of the parsed flags (``film`` imported by the caller)."""
     from nst_keras import film  # late: after the quiet TensorFlow import
 
-    if not f.video:
-        raise UserError("no --video given; set --video=PATH to the film to stylise")
-    if not f.output:
-        raise UserError("no --output given; set --output=PATH.mp4 for the stylised film")
+    _check_named(f)
     rows = None
     if f["scales"].present and f.scales:
         rows = int(f.scales[-1])
@@ -94,8 +91,16 @@ def options_from_flags(f: flags.FlagValues = FLAGS):
         chunk_overlap=f.chunk_overlap)
 
 
+def _check_named(f: flags.FlagValues) -> None:
+    if not f.video:
+        raise UserError("no --video given; set --video=PATH to the film to stylise")
+    if not f.output:
+        raise UserError("no --output given; set --output=PATH.mp4 for the stylised film")
+
+
 def config_from_flags(f: flags.FlagValues = FLAGS) -> settings.Config:
     """The engine settings (the film stands in for ``--content_image``)."""
+    _check_named(f)
     if f.video:
         f.content_image = f.video
     if not f["output_dir"].present and f.output:

@@ -2,6 +2,7 @@
 masks; the temporal loss; resuming frame by frame; chunks on Ray workers cut and
 blended without a lost or doubled frame; bad input."""
 
+import importlib.util
 import os
 import subprocess
 
@@ -260,7 +261,10 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(clips, tmp_path, capsys
         (["--frames=9:3"], "--frames"),
         ([f"--style_image={tmp_path / 'missing.png'}"], "does not exist"),
         (["--style_layers=block9_conv1"], "block9_conv1"),
+        (["--video="], "no --video given"),
     ]
+    if importlib.util.find_spec("ray") is not None:  # nobody listens on port 1
+        cases.append((["--ray_address=127.0.0.1:1"], "cannot reach the Ray cluster"))
     for extra, message in cases:
         args = [f"--video={clips / 'clip.mp4'}", f"--output={out}", *extra]
         status = video.main(["nst_keras.video", f"--style_image={clips / 'style.png'}",
