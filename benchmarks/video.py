@@ -220,7 +220,9 @@ def report(args, device, cpu_flags, contents, results) -> None:
                "settings": {"iterations": args.iterations,
                             "frame_iterations": args.frame_iterations,
                             "temporal_weight": args.temporal_weight,
-                            "style_weight": args.style_weight, "flags": engine_flags(args)[1:]},
+                            "style_weight": args.style_weight,
+                            "flags": [f.replace(args.weights, os.path.basename(args.weights))
+                                      for f in engine_flags(args)[1:]]},
                "runs": records}
     if parallel:
         summary["speedup_workers"] = round(serial / parallel[0]["s_per_frame"], 3)
