@@ -411,7 +411,8 @@ def stylize_video(config: settings.Config, options: Options, log=print,
     videoio.check_output(options.output, options.codec)
     config, film = plan_film(config, options)
     preflight(config, options, film)
-    prepare_output_dir(config, frames_key(config, options, film), log)
+    key = frames_key(config, options, film)
+    prepare_output_dir(config, key, log)
     total = len(film.sources)
     log(f"{total} frames at {film.rows}x{film.cols}, {film.fps:g} fps; first frame "
         f"{sum(config.iteration_counts())} iterations, then {frame_iterations(config, options)} "
@@ -426,6 +427,9 @@ def stylize_video(config: settings.Config, options: Options, log=print,
     count = videoio.encode(options.output, film_frames(config.output_dir, film), film.fps,
                            (film.rows, film.cols), options.codec,
                            options.video if film.audio else None, film.start_s)
-    return {"output": options.output, "frames": count, "fps": film.fps,
-            "size": [film.rows, film.cols], "audio": film.audio, "chunks": records,
-            "seconds": round(time.perf_counter() - started, 3)}
+    summary = {"output": options.output, "frames": count, "fps": film.fps,
+               "size": [film.rows, film.cols], "audio": film.audio, "chunks": records,
+               "seconds": round(time.perf_counter() - started, 3)}
+    manifest.write_json(os.path.join(config.output_dir, MANIFEST),
+                        {"key": key, "finished": manifest.now(), **summary})
+    return summary

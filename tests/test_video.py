@@ -3,6 +3,7 @@ masks; the temporal loss; resuming frame by frame; chunks on Ray workers cut and
 blended without a lost or doubled frame; bad input."""
 
 import importlib.util
+import json
 import os
 import subprocess
 
@@ -175,6 +176,8 @@ def test_frame_count_rate_size_and_audio_are_kept(clips, straight):
     frames = sorted(os.listdir(str(straight).replace(".mp4", "_frames/frames")))
     assert frames == [f"frame_{i:06d}.png" for i in range(6)]
     assert not [n for n in os.listdir(straight.parent) if n.startswith(".tmp")]
+    record = json.load(open(str(straight).replace(".mp4", "_frames/video.json")))
+    assert (record["frames"], record["audio"], record["key"]["film"]["fps"]) == (6, True, 8.0)
 
 
 def test_part_of_a_film_at_another_rate_and_size(clips, tmp_path):
