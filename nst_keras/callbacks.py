@@ -144,6 +144,21 @@ class Callback:
         pass
 
 
+class ExtraTerms(Callback):
+    """Adds loss terms to every stage's objective (``pipeline.Run.extra_terms``).
+
+    ``terms``: ``(name, weight, term)`` triples; ``term(image)`` is a float32
+    scalar of the network image (e.g. ``temporal.TemporalTerm``), added to the
+    loss with ``weight`` and logged as ``name``.
+    """
+
+    def __init__(self, terms):
+        self.terms = tuple(terms)
+
+    def on_start(self, run) -> None:
+        run.extra_terms = self.terms
+
+
 class PrintLog(Callback):
     """Prints one line per logged step through ``log``."""
 

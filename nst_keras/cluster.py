@@ -76,6 +76,10 @@ class Worker:
             record["cores"] = sorted(os.sched_getaffinity(0))
         return record
 
+    def call(self, function, *args):
+        """``function(*args)`` in this worker (a module-level function, sent by name)."""
+        return function(*args)
+
 
 def _start_tensorflow() -> None:
     import tensorflow as tf  # late: the worker's TensorFlow, after its thread settings
@@ -242,6 +246,41 @@ def run_items(config, items: Sequence[batch.Item], out_dir: str, workers: int,
         except KeyboardInterrupt:
             log("stopping: asking the running items to save a checkpoint")
             yield from pool.interrupt()
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def run_calls(function, calls: Sequence[tuple], workers: int, address: Optional[str],
+              log) -> List:
+    """``function(*args)`` for every ``args`` of ``calls`` on Ray workers, in order.
+
+    One call per worker at a time (e.g. the chunks of a film,
+    ``nst_keras.film``); a worker that dies ends the run with ``UserError``
+    (what the calls saved is kept).  Returns the results in the order of ``calls``.
+    """
+    started = connect(workers, address)
+    try:
+        plans = plan_workers(workers, pin=started and not address)
+        idle = [Worker.options(**p["options"]).remote(p["threads"], p["cores"]) for p in plans]
+        log(f"ray: {len(idle)} worker(s), {plans[0]['threads'] or 'default'} thread(s) each")
+        queue, running = collections.deque(enumerate(calls)), {}
+        results: List = [None] * len(calls)
+        while queue or running:
+            while queue and idle:
+                index, args = queue.popleft()
+                worker = idle.pop()
+                running[worker.call.remote(function, *args)] = (index, worker)
+            done, _ = ray.wait(list(running), num_returns=1, timeout=0.5)
+            for ref in done:
+                index, worker = running.pop(ref)
+                try:
+                    results[index] = ray.get(ref)
+                except WORKER_DEATHS as e:
+                    raise UserError(f"a Ray worker died ({type(e).__name__}); what it saved "
+                                    "is kept: run the same command again to go on") from None
+                idle.append(worker)
+        return results
     finally:
         if started:
             ray.shutdown()

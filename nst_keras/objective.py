@@ -310,6 +310,9 @@ class Objective:
         self.content_weight, self.style_weight, self.total_variation_weight = (
             float(w) for w in weights)
         self.tv = TotalVariationTerm(1.0)
+        # Extra image-space terms ``(name, weight, term)``: ``term(image)`` is a
+        # float32 scalar, added to the loss with ``weight`` and reported as ``name``.
+        self.extra = []
         layers = extractor.layers if extractor is not None else []
         # float16 cannot hold the tiny gradients the keras.io weights give:
         # see value_and_grad_fn.
@@ -335,7 +338,11 @@ class Objective:
         tv = self.tv(image) if self.total_variation_weight else zero
         total = self.content_weight * c + self.style_weight * s + \
             self.total_variation_weight * tv
-        return {"loss": total, "content_loss": c, "style_loss": s, "tv_loss": tv}
+        out = {"loss": total, "content_loss": c, "style_loss": s, "tv_loss": tv}
+        for name, weight, term in self.extra:  # e.g. a video's temporal term
+            out[name] = term(image)
+            out["loss"] = out["loss"] + weight * out[name]
+        return out
 
     def terms_fn(self, image) -> Dict[str, tf.Tensor]:
         """The loss and its terms at ``image`` (uncompiled; see ``terms``)."""
@@ -365,6 +372,8 @@ class Objective:
         grad = g_net / scale
         if self.total_variation_weight:
             grad += self.total_variation_weight * tape.gradient(terms["tv_loss"], image)
+        for name, weight, _ in self.extra:
+            grad += weight * tape.gradient(terms[name], image)
         del tape
         return terms, grad
 
@@ -396,7 +405,8 @@ def style_grams(objective: Objective, style_image, output_positions: Mapping[str
 def build_objective(extractor, content_image, style_images, *, content_layers,
                     style_layers, content_weight, style_weight, total_variation_weight,
                     normalization="keras_io", blend_weights=None, layer_weights=None,
-                    jit_compile=False, target_cache=None, network_key=None) -> Objective:
+                    jit_compile=False, target_cache=None, network_key=None,
+                    extra_terms=()) -> Objective:
     """Computes the targets and returns the ``Objective``.
 
     Args:
@@ -409,6 +419,8 @@ def build_objective(extractor, content_image, style_images, *, content_layers,
       layer_weights: one weight per style layer (default equal; normalised).
       target_cache, network_key: a mapping that keeps the style images' Gram
         matrices across calls, and what identifies the network (``style_grams``).
+      extra_terms: ``(name, weight, term)`` triples added to the loss
+        (``Objective.extra``), e.g. ``temporal.TemporalTerm``.
     """
     if normalization not in NORMALIZATIONS:
         raise ValueError(f"unknown loss normalization {normalization!r}")
@@ -431,4 +443,5 @@ def build_objective(extractor, content_image, style_images, *, content_layers,
             None, normalization, out_positions, pixels, blend_weights, layer_weights,
             content_feats, grams=grams)
     objective.tv = TotalVariationTerm.build(content_image, normalization)
+    objective.extra = [(name, float(weight), term) for name, weight, term in extra_terms]
     return objective

@@ -229,14 +229,16 @@ def build_extractor(config: Config, backbone=None, strategy=None):
 
 
 def build_loss(config: Config, content_picture, style_pictures, backbone=None,
-               extractor=None, target_cache=None, strategy=None) -> Objective:
+               extractor=None, target_cache=None, strategy=None,
+               extra_terms=()) -> Objective:
     """The ``Objective`` of ``config`` for RGB pictures already sized.
 
     ``target_cache``: a mapping that keeps style Gram targets across calls
     (``objective.style_grams``), e.g. one per process for a batch of runs.
     When ``memory.tile_size_for`` says the size is tiled, a
     ``tiling.TiledObjective`` (same interface), its tiles spread over
-    ``strategy``'s replicas.
+    ``strategy``'s replicas.  ``extra_terms``: ``(name, weight, term)``
+    triples added to the loss (``objective.Objective.extra``; untiled only).
     """
     content_layers, style_layers = config.active_layers()
     extractor = extractor if extractor is not None else build_extractor(config, backbone)
@@ -252,13 +254,16 @@ def build_loss(config: Config, content_picture, style_pictures, backbone=None,
     styles = [vgg.preprocess_image(p) for p in style_pictures]
     tile = memory.tile_size_for(content.shape[1], content.shape[2], config)
     if tile and extractor is not None:
+        if extra_terms:
+            raise UserError(f"{', '.join(n for n, _, _ in extra_terms)} cannot be tiled; "
+                            "lower --img_nrows or set --tile_size=0")
         return tiling.build_tiled_objective(extractor, content, styles, tile_size=tile,
                                             halo=tiling.halo_for(config), strategy=strategy,
                                             **common)
     return build_objective(
         extractor, content, styles, **common, target_cache=target_cache,
         network_key=(config.model, config.weights, config.seed, config.precision,
-                     config.pooling, config.padding))
+                     config.pooling, config.padding), extra_terms=extra_terms)
 
 
 # --------------------------------------------------------------------------
@@ -294,6 +299,9 @@ class Run:
         # callback's on_start may set it (``batch.SharedTargets``).
         self.target_cache = None
         self.strategy = strategy  # the tf.distribute strategy tiles are spread over
+        # ``(name, weight, term)`` triples each stage's objective adds to its
+        # loss; a callback's on_start may set them (``callbacks.ExtraTerms``).
+        self.extra_terms = ()
 
     @property
     def first_stage(self) -> int:
@@ -410,7 +418,8 @@ def run_stage(run: Run, stage: Stage, inputs: StageInputs, start: np.ndarray, ex
     """Optimises one stage's image from ``start`` (network image at its size)."""
     config = run.config
     objective = build_loss(config, inputs.content, inputs.styles, extractor=extractor,
-                           target_cache=run.target_cache, strategy=run.strategy)
+                           target_cache=run.target_cache, strategy=run.strategy,
+                           extra_terms=run.extra_terms)
     if isinstance(objective, tiling.TiledObjective):
         tiles = objective.tiles(start)
         run.log(f"tiled: {len(tiles)} tiles of {objective.tile_size} pixels, halo "

@@ -14,7 +14,7 @@ PACKAGE = os.path.join(REPO, "nst_keras")
 # Imports allowed inside functions: TensorFlow and friends (slow to start, or
 # optional), and the package modules that import TensorFlow at their top.
 LATE_OK = ("tensorflow", "keras", "scipy", "matplotlib", "nst_keras.pipeline",
-           "nst_keras.experiments")
+           "nst_keras.experiments", "nst_keras.film")
 
 
 def modules():

@@ -1,0 +1,155 @@
+"""A stylised film: ``python -m nst_keras.video --video=in.mp4 --style_image=art.jpg
+--output=out.mp4``.
+
+Every engine flag (and ``--flagfile``) applies to each frame.  The output has
+the film's frame rate, frame count, size (or ``--img_nrows``) and audio;
+``--frames=START:END`` and ``--fps`` take part of a film or sample it more
+sparsely.  Each frame after the first starts from the previous stylised
+frame warped along the optical flow and keeps its non-occluded pixels
+through a temporal loss (``--temporal_weight``; 0: independent frames), so
+the film does not flicker (``nst_keras.film``).  Every stylised frame is
+kept as a PNG in ``--output_dir`` (default ``<output stem>_frames``): the
+same command again goes on from the first missing frame.
+
+``--workers=N`` cuts the film into N overlapping chunks run in parallel on a
+local Ray runtime (``--ray_address`` on a cluster) and cross-fades them over
+the overlap (``--chunk_overlap`` frames).
+
+Exit status: 0 the film was written; 2 bad input or settings (nothing
+written); 130 interrupted (the frames saved so far are kept).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+
+from absl import flags
+
+from nst_keras import cli, settings
+from nst_keras.errors import Interrupted, NonFiniteLoss, UserError
+
+FLOWS = ("dis", "farneback")
+VIDEO_MISSING = ("the video command needs OpenCV and imageio-ffmpeg; install them with "
+                 "pip install 'nst_keras[video]'")
+
+FLAGS = flags.FlagValues()
+cli.define_flags(FLAGS)
+flags.DEFINE_string("video", None, "The film to stylise (any format ffmpeg reads).",
+                    flag_values=FLAGS)
+flags.DEFINE_string("output", None, "The stylised film (.mp4, .mov, .mkv, .webm, .avi); "
+                    "written at the end, through a temporary file.", flag_values=FLAGS)
+flags.DEFINE_float("temporal_weight", 50.0, "Weight of the temporal loss (0: independent "
+                   "frames, each from --init).", flag_values=FLAGS)
+flags.DEFINE_integer("frame_iterations", 0, "Optimiser steps of every frame after the "
+                     "first (0: half of --iterations).", flag_values=FLAGS)
+flags.DEFINE_list("temporal_frames", ["1"], "Previous frames the temporal loss looks at "
+                  "(1: the previous one; 1,2,4 adds long-term consistency).",
+                  flag_values=FLAGS)
+flags.DEFINE_enum("flow", "dis", FLOWS, "Optical flow: dis (OpenCV DIS) or farneback.",
+                  flag_values=FLAGS)
+flags.DEFINE_string("frames", None, "START:END: only these frames (from 0, END excluded, "
+                    "at --fps).", flag_values=FLAGS)
+flags.DEFINE_float("fps", None, "Sample the film at this frame rate (default: its own).",
+                   flag_values=FLAGS)
+flags.DEFINE_string("codec", "libx264", "ffmpeg video encoder of the output.",
+                    flag_values=FLAGS)
+flags.DEFINE_integer("workers", 0, "Run the film as this many overlapping chunks on a "
+                     "local Ray runtime (0 or 1: one chain of frames, in this process).",
+                     flag_values=FLAGS)
+flags.DEFINE_string("ray_address", None, "Run the chunks on an existing Ray cluster "
+                    "(HOST:PORT or auto); every worker must see --output_dir and --video.",
+                    flag_values=FLAGS)
+flags.DEFINE_integer("chunk_overlap", 4, "Frames two neighbouring chunks share and "
+                     "cross-fade over.", flag_values=FLAGS)
+
+
+def _temporal_frames(values) -> tuple:
+    try:
+        return tuple(int(v) for v in values)
+    except ValueError:
+        raise UserError(f"--temporal_frames={','.join(values)} must be whole numbers "
+                        "separated by commas, e.g. 1,2,4") from None
+
+
+def options_from_flags(f: flags.FlagValues = FLAGS):
+    """The ``film.Options`` of the parsed flags (``film`` imported by the caller)."""
+    from nst_keras import film  # late: after the quiet TensorFlow import
+
+    _check_named(f)
+    rows = None
+    if f["scales"].present and f.scales:
+        rows = int(f.scales[-1])
+    elif f["img_nrows"].present:
+        rows = f.img_nrows
+    return film.Options(
+        video=f.video, output=f.output, temporal_weight=f.temporal_weight,
+        frame_iterations=f.frame_iterations, temporal_frames=_temporal_frames(
+            f.temporal_frames), flow=f.flow, rows=rows, frames=f.frames, fps=f.fps,
+        codec=f.codec, workers=f.workers, ray_address=f.ray_address,
+        chunk_overlap=f.chunk_overlap)
+
+
+def _check_named(f: flags.FlagValues) -> None:
+    if not f.video:
+        raise UserError("no --video given; set --video=PATH to the film to stylise")
+    if not f.output:
+        raise UserError("no --output given; set --output=PATH.mp4 for the stylised film")
+
+
+def config_from_flags(f: flags.FlagValues = FLAGS) -> settings.Config:
+    """The engine settings (the film stands in for ``--content_image``)."""
+    _check_named(f)
+    if f.video:
+        f.content_image = f.video
+    if not f["output_dir"].present and f.output:
+        f.output_dir = os.path.splitext(f.output)[0] + "_frames"
+    if f.resume:
+        raise UserError("--resume does not apply to a video; run the same command again "
+                        "to go on from the first missing frame")
+    return cli.config_from_flags(f)
+
+
+def _run(argv) -> dict:
+    cli.parse(argv, FLAGS)
+    for module in ("cv2", "imageio_ffmpeg"):
+        if importlib.util.find_spec(module) is None:
+            raise UserError(VIDEO_MISSING)
+    config = config_from_flags(FLAGS)
+    cli.import_tensorflow_quietly()
+    from nst_keras import film  # late: after the quiet TensorFlow import
+
+    return film.stylize_video(config, options_from_flags(FLAGS))
+
+
+def main(argv=None) -> int:
+    """Entry point; returns the exit status (see the module docstring)."""
+    argv = sys.argv if argv is None else argv
+    if cli.print_help_if_asked(argv, __doc__, FLAGS):
+        return 0
+    try:
+        summary = _run(argv)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        return 2
+    except NonFiniteLoss as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        return 1
+    except (Interrupted, KeyboardInterrupt):
+        print(f"stopped: interrupted; the frames saved so far are kept in "
+              f"{FLAGS.output_dir}; run the same command again to go on",
+              file=sys.stderr, flush=True)
+        return 130
+    print(f"saved {summary['output']} ({summary['frames']} frames, {summary['fps']:g} fps, "
+          f"{summary['size'][1]}x{summary['size'][0]}"
+          f"{', with audio' if summary['audio'] else ''})", flush=True)
+    return 0
+
+
+def console_main() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    console_main()
