@@ -200,8 +200,9 @@ def check(rows: int, cols: int, config, halo: int = 192) -> None:
     hint = (f"lower --img_nrows (about {fit_rows} fits)" if fit_rows >= 32
             else "free memory or use a machine with more")
     tiled = estimate_tiled_bytes(rows, cols, AUTO_TILE, halo, config)
+    hint += " or the largest of --scales"
+    if tiled <= have:  # tiling helps only where the activations are what does not fit
+        hint += f", or set --tile_size={AUTO_TILE} (exact tiles, about {_gib(tiled)})"
     raise UserError(
         f"a {rows}x{cols} image needs about {_gib(need)} but only {_gib(have)} of {where} "
-        f"is there; {hint} or the largest of --scales, or set --tile_size={AUTO_TILE} "
-        f"(exact tiles, about {_gib(tiled)}); --nocheck_memory skips this check"
-    )
+        f"is there; {hint}; --nocheck_memory skips this check")

@@ -217,7 +217,7 @@ def test_a_killed_worker_has_its_item_finished_elsewhere(ray_module, folder, tmp
                 and not list(m.parent.glob("*_stylized.png"))]
 
     def killer():  # kills a worker once both workers' items are past step 4
-        deadline = time.time() + 90
+        deadline = time.time() + 300  # Ray and two TensorFlows start first
         while time.time() < deadline and not killed:
             if len(pids) == 2 and len(busy_past_a_checkpoint()) == 2:
                 os.kill(pids[0], signal.SIGKILL)
