@@ -131,22 +131,40 @@ def split_cores(cores: Sequence[int], count: int) -> List[List[int]]:
 
 
 def plan_workers(workers: int, pin: bool = False) -> List[Dict]:
-    """Ray options, thread counts and cores of each worker (``workers`` 0: one per GPU
-    or node).  ``pin``: the runtime is local, so CPU workers get disjoint cores of
-    this process's affinity."""
-    resources = ray.cluster_resources()
+    """The plans of this cluster's workers (``plan``, from Ray's resources and nodes).
+
+    ``pin``: the runtime is local, so CPU workers get disjoint cores of this
+    process's affinity (Linux).
+    """
+    alive = len([n for n in ray.nodes() if n.get("Alive")])
+    cores = sorted(os.sched_getaffinity(0)) if pin and hasattr(os, "sched_setaffinity") else []
+    return plan(ray.cluster_resources(), alive, workers, cores)
+
+
+def plan(resources: Dict, nodes: int, workers: int, cores: Sequence[int] = ()) -> List[Dict]:
+    """Ray options, TensorFlow threads and cores of each worker.
+
+    Args:
+      resources: the cluster's ``{"CPU": n, "GPU": m, ...}``.
+      nodes: alive nodes; ``workers`` 0 means one per GPU, or one per node.
+      cores: cores to split between CPU workers (empty: nobody is pinned).
+
+    Returns:
+      One ``{"options", "threads", "cores"}`` per worker: on GPUs one GPU each
+      (Ray sets its ``CUDA_VISIBLE_DEVICES``) and TensorFlow's own threads; on
+      CPUs an equal share of the CPUs as intra-op threads.
+    """
     gpus = int(resources.get("GPU", 0))
     cpus = float(resources.get("CPU", 1))
     if gpus:
         count = workers or gpus
         return [{"options": {"num_gpus": 1, "num_cpus": min(1.0, cpus / count)},
                  "threads": 0, "cores": []} for _ in range(count)]
-    count = workers or max(1, len([n for n in ray.nodes() if n.get("Alive")]))
+    count = workers or max(1, nodes)
     share = cpus / count
-    pin = pin and hasattr(os, "sched_setaffinity")  # Linux
-    groups = split_cores(os.sched_getaffinity(0), count) if pin else [[]] * count
+    groups = split_cores(cores, count) if cores else [[]] * count
     return [{"options": {"num_cpus": share}, "threads": max(1, math.floor(share)),
-             "cores": group} for group in groups]
+             "cores": list(group)} for group in groups]
 
 
 class Pool:

@@ -203,6 +203,18 @@ def test_cores_are_split_into_disjoint_groups(ray_module):
     assert cluster.split_cores([0], 2) == [[], []]   # too few: nobody is pinned
 
 
+def test_worker_plans_for_gpus_cpus_and_nodes(ray_module):
+    cluster = batch.load_cluster()
+    gpus = cluster.plan({"CPU": 16.0, "GPU": 4.0}, nodes=2, workers=0, cores=range(16))
+    assert [p["options"] for p in gpus] == [{"num_gpus": 1, "num_cpus": 1.0}] * 4
+    assert all(p["threads"] == 0 and p["cores"] == [] for p in gpus)  # TensorFlow's own
+    cpus = cluster.plan({"CPU": 2.0}, nodes=1, workers=2, cores=[0, 1])
+    assert [(p["options"]["num_cpus"], p["threads"], p["cores"]) for p in cpus] == [
+        (1.0, 1, [0]), (1.0, 1, [1])]
+    remote = cluster.plan({"CPU": 24.0}, nodes=3, workers=0)  # one per node, not pinned
+    assert [(p["threads"], p["cores"]) for p in remote] == [(8, [])] * 3
+
+
 def test_a_killed_worker_has_its_item_finished_elsewhere(ray_module, folder, tmp_path):
     out, pids, killed = tmp_path / "out", [], []
 
