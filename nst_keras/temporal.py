@@ -16,7 +16,7 @@ other terms (``objective``):
 ``keras_io``
   ``1 / (3 P)``: the mean over the ``D = 3 P`` values of the image, the
   normalisation of the paper (``P = rows * cols``).
-``scaled``, ``gap``
+``scaled``, ``gap``, ``gap_total``
   ``1 / (3 var)``, ``var`` the variance of the content frame's network
   image: a relative error summed over the ``P`` pixels, like the scaled
   total variation ``P / tv(content)``.  It does not change when the image
@@ -34,6 +34,8 @@ from typing import Sequence
 
 import numpy as np
 import tensorflow as tf
+
+from nst_keras.objective import RELATIVE
 
 NAME = "temporal_loss"
 
@@ -79,7 +81,7 @@ class TemporalTerm:
 def normalization_factor(normalization: str, content_image: np.ndarray) -> float:
     """The factor of ``TemporalTerm`` under ``normalization`` (module docstring)."""
     content = np.asarray(content_image, np.float64)
-    if normalization in ("scaled", "gap"):
+    if normalization in RELATIVE:
         return 1.0 / (3.0 * max(float(content.var()), 1e-6))
     pixels = content.shape[-3] * content.shape[-2]
     return 1.0 / (3.0 * pixels)
