@@ -216,6 +216,27 @@ def test_an_interrupted_film_resumes_at_the_next_frame_to_the_same_frames(clips,
     assert ours == frame_bytes(str(straight).replace(".mp4", "_frames/frames"))
 
 
+def test_ctrl_c_exits_130_keeping_the_saved_frames_and_no_film(clips, tmp_path, capsys,
+                                                              monkeypatch):
+    made = []
+    real = film.stylize_frame
+
+    def interrupted_after_two(*args, **kwargs):
+        if len(made) == 2:
+            raise KeyboardInterrupt
+        made.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(film, "stylize_frame", interrupted_after_two)
+    out = tmp_path / "cut.mp4"
+    assert run_video(clips, out, "--img_nrows=32") == 130
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "run the same command again" in err
+    assert not out.exists()
+    assert sorted(os.listdir(tmp_path / "cut_frames" / "frames")) == [
+        "frame_000000.png", "frame_000001.png"]
+
+
 def test_two_ray_workers_give_two_blended_chunks_of_the_right_length(clips, tmp_path):
     ray = pytest.importorskip("ray")
     out = tmp_path / "ray.mp4"
