@@ -107,6 +107,27 @@ def test_temporal_loss_is_zero_at_the_warped_frame_positive_elsewhere_masked(nor
     assert float(smaller) > 0
 
 
+def test_the_objective_adds_an_extra_term_to_its_loss_and_gradient():
+    import tensorflow as tf
+
+    from nst_keras.objective import build_objective
+
+    rng = np.random.default_rng(1)
+    target, image = (rng.normal(0, 30, (1, 8, 10, 3)).astype(np.float32) for _ in range(2))
+    mask = (rng.uniform(size=(8, 10)) > 0.3).astype(np.float32)
+    term = temporal.TemporalTerm.build([target], [mask], "keras_io", target)
+    objective = build_objective(None, target, [], content_layers=[], style_layers=[],
+                                content_weight=0, style_weight=0, total_variation_weight=0,
+                                extra_terms=[(temporal.NAME, 2.0, term)])
+    terms, grad = objective.value_and_grad(tf.constant(image))
+    factor = 1 / (3 * 80)
+    expected = factor * np.sum(mask[None, ..., None] * (image - target) ** 2)
+    assert float(terms[temporal.NAME]) == pytest.approx(expected, rel=1e-5)
+    assert float(terms["loss"]) == pytest.approx(2 * expected, rel=1e-5)
+    want = 2 * 2 * factor * mask[None, ..., None] * (image - target)
+    assert np.allclose(grad.numpy(), want, rtol=1e-4, atol=1e-6)
+
+
 def test_a_frame_starts_from_the_warped_previous_result_and_content_where_new():
     big = make_picture(60, 90, 4)
     contents = {0: big[4:52, 4:68], 1: big[4:52, 7:71]}  # a 3 px pan to the right
