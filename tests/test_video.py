@@ -294,7 +294,10 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(clips, tmp_path, capsys
     ffmpeg("-f", "lavfi", "-i", "testsrc=size=64x48:rate=8", "-frames:v", 0,
            "-c:v", "libx264", tmp_path / "empty.mp4")
     out = tmp_path / "out.mp4"
+    taken = tmp_path / "taken.mp4"
+    taken.write_bytes(b"someone else's film")
     cases = [
+        ([f"--output={taken}"], "already exists"),
         ([f"--video={text}"], "is not a video"),
         ([f"--video={tmp_path / 'sound.m4a'}"], "holds no video frames"),
         ([f"--video={tmp_path / 'empty.mp4'}"], "holds no video frames"),
@@ -318,3 +321,4 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(clips, tmp_path, capsys
         assert status == 2 and err.count("\n") == 0 and message in err, (extra, err)
     assert not out.exists() and not (tmp_path / "out_frames").exists()
     assert not (tmp_path / "no_folder").exists()
+    assert taken.read_bytes() == b"someone else's film"
