@@ -258,8 +258,13 @@ def test_ctrl_c_exits_130_keeping_the_saved_frames_and_no_film(clips, tmp_path, 
         "frame_000000.png", "frame_000001.png"]
 
 
-def test_two_ray_workers_give_two_blended_chunks_of_the_right_length(clips, tmp_path):
+def test_two_ray_workers_give_two_blended_chunks_of_the_right_length(clips, tmp_path,
+                                                                    monkeypatch):
     ray = pytest.importorskip("ray")
+    # Ray kills the largest worker when the whole machine's memory use passes 95%;
+    # on a busy machine other processes can get it there, and these two small
+    # workers are not what the test is about.
+    monkeypatch.setenv("RAY_memory_monitor_refresh_ms", "0")
     out = tmp_path / "ray.mp4"
     try:
         assert run_video(clips, out, "--img_nrows=32", "--workers=2", "--chunk_overlap=2") == 0
