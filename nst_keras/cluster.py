@@ -297,6 +297,10 @@ def run_calls(function, calls: Sequence[tuple], workers: int, address: Optional[
                 except WORKER_DEATHS as e:
                     raise UserError(f"a Ray worker died ({type(e).__name__}); what it saved "
                                     "is kept: run the same command again to go on") from None
+                except ray.exceptions.RayTaskError as e:
+                    text = str(getattr(e, "cause", None) or e).strip().splitlines()
+                    raise UserError(f"call {index + 1} failed on its Ray worker: "
+                                    f"{text[0] if text else type(e).__name__}") from None
                 idle.append(worker)
         return results
     finally:

@@ -375,6 +375,17 @@ def prepare_output_dir(config: settings.Config, key: Dict, log) -> int:
     return kept
 
 
+def _check_not_replacing(config: settings.Config, options: Options, key: Dict) -> None:
+    """An existing ``--output`` is replaced only if this run made it (or ``--overwrite``)."""
+    if not os.path.exists(options.output) or config.overwrite:
+        return
+    previous = batch.read_json(os.path.join(config.output_dir, MANIFEST))
+    made_here = os.path.abspath(previous.get("output") or "") == os.path.abspath(options.output)
+    if previous.get("key") != key or not made_here:
+        raise UserError(f"--output={options.output} already exists; pass --overwrite to "
+                        "replace it or choose another --output")
+
+
 def film_frames(output_dir: str, film: Film):
     """The final frames, chunks cross-faded over their overlaps (uint8 RGB)."""
     folders = [chunk_dir(output_dir, film.chunks, c) for c in film.chunks]
@@ -412,6 +423,7 @@ def stylize_video(config: settings.Config, options: Options, log=print,
     config, film = plan_film(config, options)
     preflight(config, options, film)
     key = frames_key(config, options, film)
+    _check_not_replacing(config, options, key)
     prepare_output_dir(config, key, log)
     total = len(film.sources)
     log(f"{total} frames at {film.rows}x{film.cols}, {film.fps:g} fps; first frame "
