@@ -11,9 +11,8 @@ given, so Ray is needed only then.  The model:
   style Gram targets (``batch.TargetCache``) from item to item, runs one item
   at a time, and is pinned to one GPU when the cluster has GPUs (Ray sets
   its ``CUDA_VISIBLE_DEVICES``), or on CPUs gets its share of the cores as
-  TensorFlow intra-op threads; on a local runtime (``--workers`` without
-  ``--ray_address``) each CPU worker is also pinned to its own cores, so two
-  one-thread workers do not share one core while another idles;
+  TensorFlow intra-op threads (not pinned to cores: the kernel moves a
+  worker off a core that something else is busy on, which pinning forbids);
 * when a worker dies (killed, out of memory, its node lost) its item goes
   back to the front of the queue, a new worker is started, and the item
   continues from its last checkpoint on whichever worker takes it;
@@ -54,9 +53,7 @@ class StopOnCancel(Callback):
 class Worker:
     """One Ray worker process: runs items one at a time, caching what it can."""
 
-    def __init__(self, threads: int = 0, cores: Sequence[int] = ()):
-        if cores:  # before TensorFlow starts its thread pools
-            os.sched_setaffinity(0, cores)
+    def __init__(self, threads: int = 0):
         cli.import_tensorflow_quietly()
         if threads:
             hardware.configure_threads(threads)
@@ -72,8 +69,6 @@ class Worker:
         record = batch.run_item(config, item, out_dir, self.cache, self.label,
                                 callbacks=[StopOnCancel()])
         record["node"] = self.node
-        if hasattr(os, "sched_getaffinity"):
-            record["cores"] = sorted(os.sched_getaffinity(0))
         return record
 
     def call(self, function, *args):
@@ -121,50 +116,34 @@ def connect(workers: int, address: Optional[str]) -> bool:
     return True
 
 
-def split_cores(cores: Sequence[int], count: int) -> List[List[int]]:
-    """``cores`` cut into ``count`` contiguous, disjoint groups (empty groups when too few)."""
-    cores = sorted(cores)
-    if count > len(cores):
-        return [[] for _ in range(count)]
-    bounds = [round(i * len(cores) / count) for i in range(count + 1)]
-    return [cores[bounds[i]:bounds[i + 1]] for i in range(count)]
-
-
-def plan_workers(workers: int, pin: bool = False) -> List[Dict]:
-    """The plans of this cluster's workers (``plan``, from Ray's resources and nodes).
-
-    ``pin``: the runtime is local, so CPU workers get disjoint cores of this
-    process's affinity (Linux).
-    """
+def plan_workers(workers: int) -> List[Dict]:
+    """The plans of this cluster's workers (``plan``, from Ray's resources and nodes)."""
     alive = len([n for n in ray.nodes() if n.get("Alive")])
-    cores = sorted(os.sched_getaffinity(0)) if pin and hasattr(os, "sched_setaffinity") else []
-    return plan(ray.cluster_resources(), alive, workers, cores)
+    return plan(ray.cluster_resources(), alive, workers)
 
 
-def plan(resources: Dict, nodes: int, workers: int, cores: Sequence[int] = ()) -> List[Dict]:
-    """Ray options, TensorFlow threads and cores of each worker.
+def plan(resources: Dict, nodes: int, workers: int) -> List[Dict]:
+    """Ray options and TensorFlow threads of each worker.
 
     Args:
       resources: the cluster's ``{"CPU": n, "GPU": m, ...}``.
       nodes: alive nodes; ``workers`` 0 means one per GPU, or one per node.
-      cores: cores to split between CPU workers (empty: nobody is pinned).
 
     Returns:
-      One ``{"options", "threads", "cores"}`` per worker: on GPUs one GPU each
-      (Ray sets its ``CUDA_VISIBLE_DEVICES``) and TensorFlow's own threads; on
-      CPUs an equal share of the CPUs as intra-op threads.
+      One ``{"options", "threads"}`` per worker: on GPUs one GPU each (Ray
+      sets its ``CUDA_VISIBLE_DEVICES``) and TensorFlow's own threads; on CPUs
+      an equal share of the CPUs as intra-op threads.
     """
     gpus = int(resources.get("GPU", 0))
     cpus = float(resources.get("CPU", 1))
     if gpus:
         count = workers or gpus
         return [{"options": {"num_gpus": 1, "num_cpus": min(1.0, cpus / count)},
-                 "threads": 0, "cores": []} for _ in range(count)]
+                 "threads": 0} for _ in range(count)]
     count = workers or max(1, nodes)
     share = cpus / count
-    groups = split_cores(cores, count) if cores else [[]] * count
-    return [{"options": {"num_cpus": share}, "threads": max(1, math.floor(share)),
-             "cores": list(group)} for group in groups]
+    return [{"options": {"num_cpus": share}, "threads": max(1, math.floor(share))}
+            for _ in range(count)]
 
 
 class Pool:
@@ -180,7 +159,7 @@ class Pool:
         self.attempts: collections.Counter = collections.Counter()
 
     def start_worker(self, plan: Dict):
-        worker = Worker.options(**plan["options"]).remote(plan["threads"], plan["cores"])
+        worker = Worker.options(**plan["options"]).remote(plan["threads"])
         self.infos[worker] = worker.info.remote()
         self.plans[worker] = plan
         return worker
@@ -244,10 +223,9 @@ def run_items(config, items: Sequence[batch.Item], out_dir: str, workers: int,
     """Runs ``items`` on Ray workers; yields each record as its item ends."""
     started = connect(workers, address)
     try:
-        plans = plan_workers(workers, pin=started and not address)
+        plans = plan_workers(workers)
         log(f"ray: {len(plans)} worker(s) on {len(ray.nodes())} node(s), "
-            f"{plans[0]['options']}, {plans[0]['threads'] or 'default'} thread(s) each"
-            + (f", cores {[p['cores'] for p in plans]}" if plans[0]["cores"] else ""))
+            f"{plans[0]['options']}, {plans[0]['threads'] or 'default'} thread(s) each")
         pool = Pool(plans, config, out_dir, log)
         for info in ray.get(list(pool.infos.values())):
             log(f"ray worker {info['worker']} (pid {info['pid']}) ready")
@@ -279,8 +257,8 @@ def run_calls(function, calls: Sequence[tuple], workers: int, address: Optional[
     """
     started = connect(workers, address)
     try:
-        plans = plan_workers(workers, pin=started and not address)
-        idle = [Worker.options(**p["options"]).remote(p["threads"], p["cores"]) for p in plans]
+        plans = plan_workers(workers)
+        idle = [Worker.options(**p["options"]).remote(p["threads"]) for p in plans]
         log(f"ray: {len(idle)} worker(s), {plans[0]['threads'] or 'default'} thread(s) each")
         queue, running = collections.deque(enumerate(calls)), {}
         results: List = [None] * len(calls)

@@ -189,30 +189,16 @@ def test_two_local_ray_workers_give_the_serial_images(ray_module, folder, serial
     for item in ("p0__wave", "p1__wave", "p2__wave"):
         assert png(out, item) == png(serial_out, item)
     assert not ray_module.is_initialized()
-    if len(os.sched_getaffinity(0)) >= 2:  # each local worker on its own core(s)
-        cores = {r["worker"]: frozenset(r["cores"]) for r in records if "cores" in r}
-        first, second = cores.values()
-        assert first and second and not first & second
-
-
-def test_cores_are_split_into_disjoint_groups(ray_module):
-    cluster = batch.load_cluster()
-
-    assert cluster.split_cores([3, 0, 2, 1], 2) == [[0, 1], [2, 3]]
-    assert cluster.split_cores(range(5), 2) == [[0, 1], [2, 3, 4]]
-    assert cluster.split_cores([0], 2) == [[], []]   # too few: nobody is pinned
 
 
 def test_worker_plans_for_gpus_cpus_and_nodes(ray_module):
     cluster = batch.load_cluster()
-    gpus = cluster.plan({"CPU": 16.0, "GPU": 4.0}, nodes=2, workers=0, cores=range(16))
-    assert [p["options"] for p in gpus] == [{"num_gpus": 1, "num_cpus": 1.0}] * 4
-    assert all(p["threads"] == 0 and p["cores"] == [] for p in gpus)  # TensorFlow's own
-    cpus = cluster.plan({"CPU": 2.0}, nodes=1, workers=2, cores=[0, 1])
-    assert [(p["options"]["num_cpus"], p["threads"], p["cores"]) for p in cpus] == [
-        (1.0, 1, [0]), (1.0, 1, [1])]
-    remote = cluster.plan({"CPU": 24.0}, nodes=3, workers=0)  # one per node, not pinned
-    assert [(p["threads"], p["cores"]) for p in remote] == [(8, [])] * 3
+    gpus = cluster.plan({"CPU": 16.0, "GPU": 4.0}, nodes=2, workers=0)
+    assert gpus == [{"options": {"num_gpus": 1, "num_cpus": 1.0}, "threads": 0}] * 4
+    cpus = cluster.plan({"CPU": 2.0}, nodes=1, workers=2)
+    assert cpus == [{"options": {"num_cpus": 1.0}, "threads": 1}] * 2
+    nodes = cluster.plan({"CPU": 24.0}, nodes=3, workers=0)  # one per node
+    assert nodes == [{"options": {"num_cpus": 8.0}, "threads": 8}] * 3
 
 
 def test_a_killed_worker_has_its_item_finished_elsewhere(ray_module, folder, tmp_path):
