@@ -179,15 +179,17 @@ def table(path: str) -> str:
     """The README's Markdown table of a ``tiled`` JSON file."""
     with open(path) as f:
         data = json.load(f)
-    lines = ["| picture | mode | peak RSS | targets | s/step | steps |", "|---|---|---|---|---|---|"]
+    lines = ["| picture | mode | optimiser | peak RSS | targets | s/step | steps | conditions |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in sorted(data["rows"], key=lambda r: (r["size"][0], -r["tile_size"])):
         size = f"{r['size'][0]} × {r['size'][1]}"
         mode = f"tiles of {r['tile_size']}" if r["tile_size"] else "untiled"
+        start = f"| {size} | {mode} | {r.get('optimizer', '')} |"
         if "failed" in r:
-            lines.append(f"| {size} | {mode} | failed: {r['reason'].strip()} | | | |")
+            lines.append(f"{start} failed: {r['reason'].strip()} | | | | {r.get('note', '')} |")
             continue
-        lines.append(f"| {size} | {mode} | {r['peak_rss_gib']:.2f} GiB | {r['targets_s']:.0f} s "
-                     f"| {r['step_s']:.0f} | {r['steps']} |")
+        lines.append(f"{start} {r['peak_rss_gib']:.2f} GiB | {r['targets_s']:.0f} s "
+                     f"| {r['step_s']:.0f} | {r['steps']} | {r.get('note', '')} |")
     return "\n".join(lines)
 
 
