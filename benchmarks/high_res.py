@@ -15,6 +15,7 @@ scale.  Two modes:
   #    of square pictures, each size and mode in its own process; writes JSON.
   python benchmarks/high_res.py tiled --sizes=2048,4096,8192 --steps=2,2,1 \
       --tile_size=1024 --json=benchmarks/high_res_tiled_cpu.json
+  python benchmarks/high_res.py table --json=benchmarks/high_res_tiled_cpu.json
 
 Defaults: VGG19 with seeded random weights (memory and speed do not depend on
 the weight values; pass --weights=PATH for real ones), --precision=
@@ -174,6 +175,24 @@ def tiled(args) -> None:
                         "cores": os.cpu_count(), "rows": rows}, f, indent=1)
 
 
+def table(path: str) -> str:
+    """The README's Markdown table of a ``tiled`` JSON file."""
+    with open(path) as f:
+        data = json.load(f)
+    lines = ["| picture | mode | optimiser | peak RSS | targets | s/step | steps | conditions |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in sorted(data["rows"], key=lambda r: (r["size"][0], -r["tile_size"])):
+        size = f"{r['size'][0]} × {r['size'][1]}"
+        mode = f"tiles of {r['tile_size']}" if r["tile_size"] else "untiled"
+        start = f"| {size} | {mode} | {r.get('optimizer', '')} |"
+        if "failed" in r:
+            lines.append(f"{start} failed: {r['reason'].strip()} | | | | {r.get('note', '')} |")
+            continue
+        lines.append(f"{start} {r['peak_rss_gib']:.2f} GiB | {r['targets_s']:.0f} s "
+                     f"| {r['step_s']:.0f} | {r['steps']} | {r.get('note', '')} |")
+    return "\n".join(lines)
+
+
 def spawn(scales, iterations, args):
     cmd = [sys.executable, os.path.abspath(__file__), "child", f"--scales={scales}",
            f"--iterations={iterations}", f"--precision={args.precision}",
@@ -202,7 +221,8 @@ def available_gib():
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("mode", choices=["estimate", "run", "child", "tiled", "tiled_child"])
+    p.add_argument("mode", choices=["estimate", "run", "child", "tiled", "tiled_child",
+                                    "table"])
     p.add_argument("--sizes", default="2048,4096,8192")
     p.add_argument("--steps", dest="steps_list", default="2,2,1")
     p.add_argument("--size", type=int, default=2048)
@@ -229,6 +249,8 @@ def main():
     if args.mode == "tiled_child":
         args.steps = int(args.steps_list)
         return tiled_child(args)
+    if args.mode == "table":
+        return print(table(args.json))
     if args.mode == "tiled":
         sys.path.insert(0, REPO)
         return tiled(args)

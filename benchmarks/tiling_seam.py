@@ -1,11 +1,12 @@
 """Tiled against untiled, pixel for pixel: the picture for the README's Tiling section.
 
-Runs the same style transfer twice, untiled and in ``--tile_size`` tiles
+Compares one evaluation of the loss and gradient at the content image, then
+runs the same style transfer twice, untiled and in ``--tile_size`` tiles
 (float32, the default halo), and writes ``docs/tiling_seam.png``: a crop
 around the point where four tiles meet, at full resolution (each pixel drawn
 as ``--zoom`` x ``--zoom``), untiled | tiled | the difference x 50, with the
-tile borders marked in the margin.  Prints a JSON line with the largest pixel
-difference of the whole pictures.
+tile borders marked in the margin.  Prints a JSON line with the first
+evaluation's differences and the largest pixel difference of the pictures.
 
   python benchmarks/tiling_seam.py --content=photo.jpg --style=painting.jpg \\
       --model=vgg16 --weights=vgg16.weights.h5
@@ -24,19 +25,41 @@ from PIL import Image, ImageDraw
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def stylize_both(args):
-    """``(untiled, tiled)`` uint8 pictures of the same run."""
+def settings(args):
     sys.path.insert(0, REPO)
-    from nst_keras import Config, stylize
+    from nst_keras import Config
 
-    config = Config(content_image=args.content, style_image=args.style, model=args.model,
-                    weights=args.weights, img_nrows=args.rows, optimizer="adam",
-                    iterations=args.iterations, loss_normalization="scaled",
-                    content_weight=1.0, style_weight=10.0, total_variation_weight=0.1,
-                    precision="float32", log_every=0, save_every=0, interpolation="bicubic")
+    return Config(content_image=args.content, style_image=args.style, model=args.model,
+                  weights=args.weights, img_nrows=args.rows, optimizer="adam",
+                  iterations=args.iterations, loss_normalization="scaled",
+                  content_weight=1.0, style_weight=10.0, total_variation_weight=0.1,
+                  pooling=args.pooling, precision="float32", log_every=0, save_every=0,
+                  interpolation="bicubic")
+
+
+def one_evaluation(config, tile_size) -> dict:
+    """Loss and gradient at the content image, tiled against untiled."""
+    import tensorflow as tf
+
+    from nst_keras import pipeline, vgg
+
+    content, styles = pipeline.load_inputs(config)
+    image = tf.constant(vgg.preprocess_image(content))
+    (t0, g0), (t1, g1) = (pipeline.build_loss(c, content, styles).value_and_grad(image)
+                          for c in (config, config.replace(tile_size=tile_size)))
+    g0, g1 = g0.numpy(), g1.numpy()
+    return {"loss_relative_difference": abs(float(t1["loss"]) / float(t0["loss"]) - 1),
+            "gradient_relative_l2_difference": float(np.linalg.norm(g1 - g0)
+                                                     / np.linalg.norm(g0))}
+
+
+def stylize_both(config, tile_size):
+    """``(untiled, tiled)`` uint8 pictures of the same run."""
+    from nst_keras import stylize
+
     quiet = dict(log=lambda line: None)
     return (stylize(config, **quiet).image,
-            stylize(config.replace(tile_size=args.tile_size), **quiet).image)
+            stylize(config.replace(tile_size=tile_size), **quiet).image)
 
 
 def panel(picture, top, left, size, zoom):
@@ -78,11 +101,15 @@ def main():
     p.add_argument("--crop", type=int, default=96)
     p.add_argument("--zoom", type=int, default=3)
     p.add_argument("--out", default=os.path.join(REPO, "docs", "tiling_seam.png"))
+    p.add_argument("--pooling", default="avg")
     args = p.parse_args()
-    untiled, tiled = stylize_both(args)
+    config = settings(args)
+    first = one_evaluation(config, args.tile_size)
+    untiled, tiled = stylize_both(config, args.tile_size)
     figure(untiled, tiled, args).save(args.out)
     diff = np.abs(untiled.astype(int) - tiled.astype(int))
-    print(json.dumps({"size": list(untiled.shape[:2]), "tile_size": args.tile_size,
+    print(json.dumps({**first, "size": list(untiled.shape[:2]), "tile_size": args.tile_size,
+                      "pooling": args.pooling, "iterations": args.iterations,
                       "max_pixel_difference": int(diff.max()),
                       "pixels_that_differ": int((diff.max(axis=-1) > 0).sum()),
                       "out": args.out}), flush=True)

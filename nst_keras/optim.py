@@ -40,7 +40,9 @@ class GradientDescent:
     With ``name="sgd"``, ``learning_rate=100``, ``decay_steps=100`` and
     ``decay_rate=0.96`` this is the keras.io optimiser.  The whole step
     (forward, backward, update) is one ``tf.function``; nothing leaves the
-    device unless ``on_step`` reads it.
+    device unless ``on_step`` reads it.  A loss with ``host_loop`` set
+    (``tiling.TiledObjective``) computes its gradient tile by tile in Python;
+    then only the update is compiled.
     """
 
     def __init__(self, name, loss, image, learning_rate, decay_steps, decay_rate,
