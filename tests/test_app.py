@@ -133,7 +133,18 @@ def test_the_page_is_served_whole_and_offline(app_client):
     assert {p["name"] for p in client.get("/api/presets").json()["presets"]} == set(forms.PRESETS)
 
 
-def test_a_run_streams_previews_then_the_result(app_client):
+def test_a_run_streams_previews_then_the_result(app_client, monkeypatch):
+    # Each step waits until the stream has looked for news after it, so every
+    # preview event reaches the page in its own read (the stream attaches only
+    # the latest picture to a read), however slow this machine is.
+    step = jobs.LiveFeed.on_step
+
+    def step_then_wait_to_be_heard(feed, progress):
+        step(feed, progress)
+        emitted = time.monotonic()
+        wait_for(lambda: feed.job.last_heard > emitted, timeout=20.0)
+
+    monkeypatch.setattr(jobs.LiveFeed, "on_step", step_then_wait_to_be_heard)
     manager, client = app_client()
     job_id = start(client)
     events = read_events(client, job_id)
@@ -143,6 +154,7 @@ def test_a_run_streams_previews_then_the_result(app_client):
     assert [d["step"] for d in steps] == list(range(1, 7))
     assert all(d["loss"] > 0 and d["eta_s"] >= 0 for d in steps)
     previews = [d["image"] for d in steps if "image" in d]
+    assert len(previews) == sum(d["preview"] for d in steps)
     assert len(set(previews)) >= 2 and all(p.startswith("data:image/png;base64,") for p in previews)
     end = events[-1][1]
     assert end["status"] == "finished" and end["step"] == 6
