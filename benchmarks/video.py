@@ -7,8 +7,8 @@
    frame, ``--frames`` frames of ``--rows`` rows), made at run time and
    written losslessly (FFV1), so the true motion is known exactly.
 2. The films, all through ``film.stylize_video`` with VGG16 (``--weights``),
-   ``gap`` normalisation, L-BFGS and average pooling (the ``fast`` preset's
-   objective): independent frames (``--temporal_weight=0``, ``--iterations``
+   ``gap_total`` normalisation, style weight 160, L-BFGS and average pooling
+   (the ``fast`` preset's objective; ``--loss_normalization``, ``--style_weight``): independent frames (``--temporal_weight=0``, ``--iterations``
    steps each), the temporal method (``--temporal_weight``, then
    ``--frame_iterations`` per frame), its long-term variant
    (``--temporal_frames=1,2,4``) and the temporal method on ``--workers``
@@ -84,7 +84,7 @@ def flicker_flow(frames, contents) -> float:
 
 def engine_flags(args) -> list:
     return [f"--style_image={args.style}", "--model=vgg16", f"--weights={args.weights}",
-            "--loss_normalization=gap", "--content_weight=1",
+            f"--loss_normalization={args.loss_normalization}", "--content_weight=1",
             f"--style_weight={args.style_weight}", "--total_variation_weight=1",
             "--optimizer=lbfgs", f"--iterations={args.iterations}", "--pooling=avg",
             "--precision=float32", "--log_every=0", "--save_every=0"]
@@ -159,7 +159,8 @@ def parse_args():
     p.add_argument("--dy", type=int, default=1)
     p.add_argument("--iterations", type=int, default=50)
     p.add_argument("--frame_iterations", type=int, default=25)
-    p.add_argument("--style_weight", type=float, default=20.0)
+    p.add_argument("--loss_normalization", default="gap_total")
+    p.add_argument("--style_weight", type=float, default=160.0)
     p.add_argument("--temporal_weight", type=float, default=50.0)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--skip", default="", help="comma separated runs to leave out: long,workers")
