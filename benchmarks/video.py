@@ -8,9 +8,10 @@
    written losslessly (FFV1), so the true motion is known exactly.
 2. The films, all through ``film.stylize_video`` with VGG16 (``--weights``),
    ``gap_total`` normalisation, style weight 160, L-BFGS and average pooling
-   (the ``fast`` preset's objective; ``--loss_normalization``, ``--style_weight``): independent frames (``--temporal_weight=0``, ``--iterations``
-   steps each), the temporal method (``--temporal_weight``, then
-   ``--frame_iterations`` per frame), its long-term variant
+   (the ``fast`` preset's objective; ``--loss_normalization``,
+   ``--style_weight``): independent frames (``--temporal_weight=0``,
+   ``--iterations`` steps each), the temporal method (``--temporal_weight``,
+   then ``--frame_iterations`` per frame), its long-term variant
    (``--temporal_frames=1,2,4``) and the temporal method on ``--workers``
    Ray workers (two chunks cross-faded).
 3. The scores: flicker = mean absolute difference (0..255) between each
