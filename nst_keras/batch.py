@@ -250,7 +250,16 @@ def run_serial(config: settings.Config, items: Sequence[Item], out_dir: str) -> 
     cli.import_tensorflow_quietly()
     cache = TargetCache()
     for item in items:
-        record = run_item(config, item, out_dir, cache)
+        started = time.perf_counter()
+        try:
+            record = run_item(config, item, out_dir, cache)
+        except KeyboardInterrupt:  # before the run's own SIGINT handling (e.g. set-up)
+            info = read_json(os.path.join(out_dir, item.name, manifest.RUN_JSON))
+            yield {"item": item.name, "content": item.content, "style": item.style,
+                   "worker": worker_label(), "status": "interrupted", "reason": "SIGINT",
+                   "seconds": round(time.perf_counter() - started, 3),
+                   "steps": info.get("steps", 0)}
+            return
         yield record
         if record["status"] == "interrupted":
             return

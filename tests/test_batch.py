@@ -166,6 +166,32 @@ def test_an_interrupted_batch_resumes_to_the_same_images(folder, tmp_path, optim
         assert png(stopped, item) == png(straight, item)
 
 
+def test_ctrl_c_while_an_item_is_set_up_records_it_and_a_rerun_makes_it(folder, tmp_path,
+                                                                        monkeypatch, capsys):
+    from nst_keras import pipeline
+
+    photos = folder / "photos"
+    content = f"{photos / 'p0.png'},{photos / 'p1.png'}"
+    out = tmp_path / "out"
+    stylize, calls = pipeline.stylize, []
+
+    def interrupted_at_the_second_item(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # as Ctrl-C lands before the first step
+        return stylize(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "stylize", interrupted_at_the_second_item)
+    assert run_batch(*flags(folder, out, "--iterations=2", content=content)) == 130
+    assert "1 finished, 0 failed, 0 skipped of 2 items, 1 not done" in capsys.readouterr().out
+    first = lines(out)
+    assert [(r["item"], r["status"], r["steps"]) for r in first] == [
+        ("p0__wave", "finished", 2), ("p1__wave", "interrupted", 0)]
+    assert run_batch(*flags(folder, out, "--iterations=2", content=content)) == 0
+    assert [(r["item"], r["status"]) for r in lines(out)[2:]] == [
+        ("p0__wave", "skipped"), ("p1__wave", "finished")]
+
+
 # --------------------------------------------------------------------------
 # Ray
 
