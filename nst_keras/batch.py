@@ -288,6 +288,12 @@ def _duration(seconds: float) -> str:
         f"{seconds // 60}m{seconds % 60:02d}s"
 
 
+def progress_bar(done: int, total: int, width: int = 20) -> str:
+    """``[#####...............]``: the share of the items that have ended."""
+    filled = width if total <= 0 else min(width, round(width * done / total))
+    return "[" + "#" * filled + "." * (width - filled) + "]"
+
+
 class Tally:
     """Counts the items as they end; writes the progress and summary lines."""
 
@@ -305,8 +311,9 @@ class Tally:
         elapsed = time.perf_counter() - self.started
         eta = elapsed / ran * (self.total - done) if ran else 0.0
         reason = f" ({record['reason']})" if record.get("reason") else ""
-        self.log(f"[{done}/{self.total}] {record['item']}: {record['status']}{reason} in "
-                 f"{record['seconds']:.1f}s; ETA {_duration(eta)}")
+        self.log(f"{progress_bar(done, self.total)} {done}/{self.total} {record['item']}: "
+                 f"{record['status']}{reason} in {record['seconds']:.1f}s; "
+                 f"ETA {_duration(eta)}")
 
     @property
     def exit_status(self) -> int:

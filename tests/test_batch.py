@@ -126,8 +126,13 @@ def test_a_bad_file_fails_alone_and_a_rerun_skips_the_finished(folder, serial_ru
 
     capsys.readouterr()
     assert run_batch(*flags(folder, out, "--iterations=4")) == 1
-    summary = capsys.readouterr().out.strip().splitlines()[-1]
-    assert "0 finished, 1 failed, 3 skipped of 4 items" in summary
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert "0 finished, 1 failed, 3 skipped of 4 items" in printed[-1]
+    progress = [line for line in printed if line.startswith("[")]
+    assert [line.split(" ")[:2] for line in progress] == [
+        ["[#####...............]", "1/4"], ["[##########..........]", "2/4"],
+        ["[###############.....]", "3/4"], ["[####################]", "4/4"]]
+    assert all("ETA" in line for line in progress)
     again = lines(out)[len(first):]
     assert sorted(r["status"] for r in again) == ["failed", "skipped", "skipped", "skipped"]
     for item, text in metrics.items():  # no step was run again
