@@ -35,7 +35,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from nst_keras import batch, flow, imaging, manifest, memory, pipeline, rundir, settings, \
-    temporal, vgg, videoio
+    temporal, tiling, vgg, videoio
 from nst_keras.callbacks import ExtraTerms
 from nst_keras.errors import UserError
 
@@ -324,7 +324,7 @@ def preflight(config: settings.Config, options: Options, film: Film) -> None:
     sources = pipeline.open_sources(config, content=frame)
     for stage in pipeline.plan_stages(config, film.cols, film.rows):
         pipeline.stage_inputs(config, sources, stage)
-    memory.check(film.rows, film.cols, config)
+    memory.check(film.rows, film.cols, config, tiling.check_settings(config))
     pipeline.build_extractor(config)
     if options.workers > 1 or options.ray_address:
         cluster = batch.load_cluster()  # UserError without Ray

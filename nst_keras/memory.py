@@ -175,7 +175,8 @@ def _gib(n: int) -> str:
 def check(rows: int, cols: int, config, halo: int = 192) -> None:
     """Raises ``UserError`` if a run at ``rows x cols`` will not fit in memory.
 
-    ``halo``: the tiles' halo when the run is tiled (``--tile_size``).
+    ``halo``: the tiles' halo when the run is tiled (``--tile_size``); the
+    default, 192, is the default layers' (callers pass ``tiling.check_settings``).
     """
     if not getattr(config, "check_memory", True):
         return

@@ -316,7 +316,7 @@ class Objective:
         layers = extractor.layers if extractor is not None else []
         # float16 cannot hold the tiny gradients the keras.io weights give:
         # see value_and_grad_fn.
-        self.float16 = any(getattr(layer, "compute_dtype", "") == "float16" for layer in layers)
+        self.float16 = computes_in_float16(layers)
         self.terms = tf.function(self.terms_fn, jit_compile=jit_compile, reduce_retracing=True)
         self.value_and_grad = tf.function(self.value_and_grad_fn, jit_compile=jit_compile,
                                           reduce_retracing=True)
@@ -355,27 +355,42 @@ class Objective:
                 tape.watch(image)
                 terms = self.terms_fn(image)
             return terms, tape.gradient(terms["loss"], image)
-        # Backpropagate in two stages: the gradient with respect to the float32
-        # features, scaled so its largest entry is about 2^10, then through the
-        # float16 network, then unscaled (an exact, per-step loss scale).
+        # float16: the network part with an exact loss scale, the rest directly.
         with tf.GradientTape(persistent=True) as tape:
             tape.watch(image)
             feats = self.features(image)
             terms = self.weighted(feats, image)
-        names = sorted(feats)
-        gf = tape.gradient(terms["loss"], [feats[k] for k in names])
-        gf = [tf.zeros_like(feats[k]) if g is None else g for k, g in zip(names, gf)]
-        peak = tf.reduce_max(tf.stack([tf.reduce_max(tf.abs(g)) for g in gf]))
-        scale = tf.pow(2.0, tf.round(10.0 - tf.math.log(peak + 1e-30) / tf.math.log(2.0)))
-        g_net = tape.gradient([feats[k] for k in names], image,
-                              output_gradients=[g * scale for g in gf])
-        grad = g_net / scale
+        grad = scaled_network_gradient(tape, terms["loss"], feats, image)
         if self.total_variation_weight:
             grad += self.total_variation_weight * tape.gradient(terms["tv_loss"], image)
         for name, weight, _ in self.extra:
             grad += weight * tape.gradient(terms[name], image)
         del tape
         return terms, grad
+
+
+def computes_in_float16(layers) -> bool:
+    """Whether any of the network's ``layers`` computes in float16."""
+    return any(getattr(layer, "compute_dtype", "") == "float16" for layer in layers)
+
+
+def scaled_network_gradient(tape, value, feats: Features, wrt):
+    """``d value / d wrt`` through the features ``feats`` only, for float16 networks.
+
+    The gradient with respect to the float32 features is scaled so its
+    largest entry is about 2^10, backpropagated through the float16 network
+    and unscaled: an exact, per-call loss scale.  ``tape`` must be persistent
+    and have recorded ``feats`` from ``wrt``; paths from ``wrt`` to ``value``
+    that bypass the network (total variation, extra terms) are not included.
+    """
+    names = sorted(feats)
+    gf = tape.gradient(value, [feats[k] for k in names])
+    gf = [tf.zeros_like(feats[k]) if g is None else g for k, g in zip(names, gf)]
+    peak = tf.reduce_max(tf.stack([tf.reduce_max(tf.abs(g)) for g in gf]))
+    scale = tf.pow(2.0, tf.round(10.0 - tf.math.log(peak + 1e-30) / tf.math.log(2.0)))
+    grad = tape.gradient([feats[k] for k in names], wrt,
+                         output_gradients=[g * scale for g in gf])
+    return grad / scale
 
 
 def style_grams(objective: Objective, style_image, output_positions: Mapping[str, int],

@@ -60,9 +60,11 @@ import tensorflow as tf
 from nst_keras import memory
 from nst_keras.errors import UserError
 from nst_keras.objective import (_EPS, NORMALIZATIONS, RELATIVE, ContentTerm, StyleTerm,
-                                 content_loss, fast_gram_matrix, total_variation_loss)
+                                 computes_in_float16, content_loss, fast_gram_matrix,
+                                 scaled_network_gradient, total_variation_loss)
+from nst_keras.settings import TILE_ALIGN
 
-ALIGN = 16  # the stride of block5: interiors, crops and halos start on it
+ALIGN = TILE_ALIGN  # the stride of block5: interiors, crops and halos start on it
 
 
 # --------------------------------------------------------------------------
@@ -335,8 +337,7 @@ class TiledObjective:
             float(w) for w in weights)
         self.tv_factor, self.tile_size, self.halo = tv_factor, int(tile_size), int(halo)
         self.positions, self.spread = positions, spread
-        layers = sums.extractor.layers
-        self.float16 = any(getattr(layer, "compute_dtype", "") == "float16" for layer in layers)
+        self.float16 = computes_in_float16(sums.extractor.layers)
         self.tile_gradient = tf.function(self.tile_gradient_fn, reduce_retracing=True)
 
     def tiles(self, image) -> List[Tile]:
@@ -429,17 +430,10 @@ class TiledObjective:
 
 def _backprop(tape, value, feats, crop, float16: bool):
     """``d value / d crop``; for float16 networks through an exact per-tile loss
-    scale (as ``Objective.value_and_grad_fn``)."""
+    scale (``objective.scaled_network_gradient``)."""
     if not float16:
         return tape.gradient(value, crop)
-    names = sorted(feats)
-    gf = tape.gradient(value, [feats[k] for k in names])
-    gf = [tf.zeros_like(feats[k]) if g is None else g for k, g in zip(names, gf)]
-    peak = tf.reduce_max(tf.stack([tf.reduce_max(tf.abs(g)) for g in gf]))
-    scale = tf.pow(2.0, tf.round(10.0 - tf.math.log(peak + 1e-30) / tf.math.log(2.0)))
-    grad = tape.gradient([feats[k] for k in names], crop,
-                         output_gradients=[g * scale for g in gf])
-    return grad / scale
+    return scaled_network_gradient(tape, value, feats, crop)
 
 
 # --------------------------------------------------------------------------
