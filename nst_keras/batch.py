@@ -226,8 +226,7 @@ def run_item(config: settings.Config, item: Item, out_dir: str, cache=None,
              worker: Optional[str] = None, callbacks: Sequence = ()) -> Dict:
     """Runs (or skips, or resumes) one item; returns its ``batch.jsonl`` record."""
     started = time.perf_counter()
-    record = {"item": item.name, "content": item.content, "style": item.style,
-              "worker": worker or worker_label()}
+    record = _new_record(item, worker)
     item_cfg, resumed_from = item_config(config, item, out_dir)
     if item_cfg is None:
         record.update(status="skipped", steps=resumed_from)
@@ -236,7 +235,17 @@ def run_item(config: settings.Config, item: Item, out_dir: str, cache=None,
         record["resumed_from"] = resumed_from
         _stylize(item_cfg, cache, record, callbacks)
         record["targets_cached"] = cache is not None and cache.hits > hits
-    info = read_json(os.path.join(out_dir, item.name, manifest.RUN_JSON))
+    return _completed(record, out_dir, started)
+
+
+def _new_record(item: Item, worker: Optional[str] = None) -> Dict:
+    return {"item": item.name, "content": item.content, "style": item.style,
+            "worker": worker or worker_label()}
+
+
+def _completed(record: Dict, out_dir: str, started: float) -> Dict:
+    """``record`` with its seconds and what the item's ``run.json`` says."""
+    info = read_json(os.path.join(out_dir, record["item"], manifest.RUN_JSON))
     device = info.get("device") or {}
     record.update(seconds=round(time.perf_counter() - started, 3),
                   steps=info.get("steps", record.get("steps")),
@@ -254,11 +263,8 @@ def run_serial(config: settings.Config, items: Sequence[Item], out_dir: str) -> 
         try:
             record = run_item(config, item, out_dir, cache)
         except KeyboardInterrupt:  # before the run's own SIGINT handling (e.g. set-up)
-            info = read_json(os.path.join(out_dir, item.name, manifest.RUN_JSON))
-            yield {"item": item.name, "content": item.content, "style": item.style,
-                   "worker": worker_label(), "status": "interrupted", "reason": "SIGINT",
-                   "seconds": round(time.perf_counter() - started, 3),
-                   "steps": info.get("steps", 0)}
+            record = dict(_new_record(item), status="interrupted", reason="SIGINT", steps=0)
+            yield _completed(record, out_dir, started)
             return
         yield record
         if record["status"] == "interrupted":

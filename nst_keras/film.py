@@ -198,10 +198,8 @@ def frame_iterations(config: settings.Config, options: Options) -> int:
 
 
 def _loss_picture(config: settings.Config, picture) -> np.ndarray:
-    """What the temporal loss compares: the optimised picture's colours."""
-    if config.preserve_colors == "luminance":
-        return imaging.luminance_only(picture)
-    return np.asarray(picture, np.float32)
+    """What the temporal loss compares: the colours the content loss sees."""
+    return imaging.colors_for_loss(config.preserve_colors, picture, [])[0]
 
 
 def temporal_start(config: settings.Config, options: Options, contents: Dict[int, np.ndarray],
@@ -257,9 +255,8 @@ def read_contents(options: Options, film: Film, chunk: Chunk,
     wanted = [film.sources[p] for p in positions]
     for number, picture in videoio.read_frames(options.video, wanted):
         if number not in by_source:
-            image = imaging.resize_picture(imaging.open_picture(picture),
-                                           (film.rows, film.cols), interpolation)
-            by_source[number] = np.asarray(image, np.uint8)
+            by_source[number] = imaging.load_image(picture, (film.rows, film.cols),
+                                                   interpolation)
     return {p: by_source[film.sources[p]] for p in positions}
 
 
