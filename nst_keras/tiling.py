@@ -356,9 +356,9 @@ class TiledObjective:
             total += self.style.distance(name, gram)
         return total
 
-    def _step_one(self, image):
+    def _step_one(self, image, tiles):
         """Pass 1: the terms and ``{layer: d(style_weight * S)/dG}`` at ``image``."""
-        grams, errors = self.spread.sum(self.sums.tile_sums, self.tiles(image), lambda t: (
+        grams, errors = self.spread.sum(self.sums.tile_sums, tiles, lambda t: (
             t.crop(image), tf.constant(t.inner), self._targets(t)))
         zero = tf.zeros((), tf.float32)
         c = self.content.combine(errors) if self.content else zero
@@ -371,7 +371,7 @@ class TiledObjective:
             dgrams = tape.gradient(weighted, grams)
         else:
             s = zero
-        tv = self.tv_factor * tiled_total_variation(image, self.tiles(image)) \
+        tv = self.tv_factor * tiled_total_variation(image, tiles) \
             if self.total_variation_weight else zero
         total = self.content_weight * c + self.style_weight * s + \
             self.total_variation_weight * tv
@@ -379,15 +379,17 @@ class TiledObjective:
 
     def terms(self, image) -> Dict[str, tf.Tensor]:
         """The loss and its terms at ``image`` (float32 scalars)."""
-        return self._step_one(tf.convert_to_tensor(image, tf.float32))[0]
+        image = tf.convert_to_tensor(image, tf.float32)
+        return self._step_one(image, self.tiles(image))[0]
 
     def value_and_grad(self, image):
         """Returns ``(terms, gradient of terms["loss"])``, the gradient ``(1, rows, cols, 3)``."""
         image = tf.convert_to_tensor(image, tf.float32)
-        terms, dgrams = self._step_one(image)
+        tiles = self.tiles(image)
+        terms, dgrams = self._step_one(image, tiles)
         rows, cols = int(image.shape[1]), int(image.shape[2])
         grad = np.zeros((1, rows, cols, 3), np.float32)
-        tv_scale = self.total_variation_weight * self.tv_factor
+        tv_scale = float(self.total_variation_weight * self.tv_factor)
 
         def sink(tile: Tile, g):
             h, w = tile.bottom - tile.top, tile.right - tile.left
@@ -395,10 +397,10 @@ class TiledObjective:
             if tv_scale:
                 t, b, lo, hi = tv_window(tile, rows, cols, 1)
                 g_tv = _tv_grad(image[:, t:b, lo:hi, :]).numpy()
-                grad[:, tile.top:tile.bottom, tile.left:tile.right] += float(tv_scale) * \
+                grad[:, tile.top:tile.bottom, tile.left:tile.right] += tv_scale * \
                     g_tv[:, tile.top - t:tile.bottom - t, tile.left - lo:tile.right - lo]
 
-        self.spread.each(self.tile_gradient, self.tiles(image), lambda t: (
+        self.spread.each(self.tile_gradient, tiles, lambda t: (
             t.crop(image), tf.constant(t.inner), self._targets(t), dgrams), sink)
         return terms, tf.constant(grad)
 
