@@ -10,7 +10,7 @@ Eight items (4 contents x 2 styles) at 128 rows with random VGG19 weights:
    speed-up and scaling efficiency (speed-up / workers); ``--repeats`` runs
    each command that many times, alternating, and keeps each one's fastest;
 2. the time per item in one process with the style targets shared
-   (``batch.TargetCache``) and without (each item computes its own); the
+   (``objective.TargetCache``) and without (each item computes its own); the
    first item (tracing, backbone) is left out of both means.
 
 Writes ``benchmarks/batch_cpu.json`` (or ``--out``) and prints a Markdown table.
@@ -30,7 +30,8 @@ import time
 import numpy as np
 from PIL import Image
 
-from nst_keras import batch, cli, hardware
+from nst_keras import batch, cli
+from nst_keras.engine import hardware
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -100,11 +101,11 @@ def per_item(root: str, args, shared: bool) -> dict:
     name = "shared" if shared else "unshared"
     config = config_for(os.path.join(root, name), args.rows, args.iterations)
     items = batch.make_items(os.path.join(root, "photos"), os.path.join(root, "styles"))
-    cache = batch.TargetCache() if shared else None
+    cache = batch.new_cache() if shared else None
     seconds = []
     for item in items:
         if not shared:  # a fresh cache per item: its targets are computed every time
-            cache = batch.TargetCache()
+            cache = batch.new_cache()
         record = batch.run_item(config, item, os.path.join(root, name), cache)
         assert record["status"] == "finished", record
         seconds.append(record["seconds"])

@@ -110,7 +110,8 @@ def tiled_child(args) -> None:
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     sys.path.insert(0, REPO)
-    from nst_keras import Config, pipeline, stylize
+    from nst_keras import Config, stylize
+    from nst_keras.engine import pipeline
 
     built = {}
     build_loss = pipeline.build_loss
@@ -157,7 +158,7 @@ def spawn_tiled(size: int, steps: int, tile_size: int, args) -> dict:
 
 def tiled(args) -> None:
     """Every size tiled, and untiled where ``--untiled_up_to`` allows; JSON to ``--json``."""
-    from nst_keras import hardware  # noqa: E402  (the repository is on sys.path)
+    from nst_keras.engine import hardware  # noqa: E402  (the repository is on sys.path)
 
     device = hardware.describe_device()
     rows = []

@@ -195,10 +195,11 @@ def keras_io_loop(model, base_image, style_image):
 def child_per_step(args):
     """(a) and (c): per-step time, loss and peak memory of one variant."""
 
-    from nst_keras import Config, vgg
-    from nst_keras.pipeline import build_loss
-    from nst_keras.vgg import load_backbone
-    from nst_keras.optim import make_optimizer
+    from nst_keras import Config
+    from nst_keras.engine import vgg
+    from nst_keras.engine.pipeline import build_loss
+    from nst_keras.engine.vgg import load_backbone
+    from nst_keras.engine.optim import make_optimizer
     import tensorflow as tf
 
     rows, cols = args.rows, args.cols
@@ -266,10 +267,11 @@ def child_per_step(args):
 
 def child_time_to_loss(args):
     """(b): one optimiser on trained VGG16 features until a loss is reached."""
-    from nst_keras import Config, vgg
-    from nst_keras.pipeline import build_loss, load_inputs
-    from nst_keras.vgg import load_backbone
-    from nst_keras.optim import make_optimizer
+    from nst_keras import Config
+    from nst_keras.engine import vgg
+    from nst_keras.engine.pipeline import build_loss, load_inputs
+    from nst_keras.engine.vgg import load_backbone
+    from nst_keras.engine.optim import make_optimizer
     import tensorflow as tf
 
     config = Config(

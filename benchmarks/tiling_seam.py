@@ -41,7 +41,7 @@ def one_evaluation(config, tile_size) -> dict:
     """Loss and gradient at the content image, tiled against untiled."""
     import tensorflow as tf
 
-    from nst_keras import pipeline, vgg
+    from nst_keras.engine import pipeline, vgg
 
     content, styles = pipeline.load_inputs(config)
     image = tf.constant(vgg.preprocess_image(content))

@@ -40,7 +40,9 @@ import time
 import numpy as np
 from PIL import Image, ImageDraw
 
-from nst_keras import cli, flow, hardware, imaging, videoio
+from nst_keras import cli
+from nst_keras.video import flow, videoio
+from nst_keras.engine import hardware, imaging
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -93,7 +95,8 @@ def engine_flags(args) -> list:
 
 def run_film(clip: str, root: str, name: str, args, *extra) -> dict:
     """One film; returns its stylised frames, wall seconds and seconds per frame."""
-    from nst_keras import film, video  # late: TensorFlow after the quiet import
+    from nst_keras.video import film
+    from nst_keras import video  # late: TensorFlow after the quiet import
 
     out = os.path.join(root, f"{name}.mp4")
     cli.parse(["prog", f"--video={clip}", f"--output={out}", *engine_flags(args), *extra],
@@ -115,7 +118,7 @@ def run_film(clip: str, root: str, name: str, args, *extra) -> dict:
 
 def _frame_files(output_dir: str) -> list:
     """The film's final frames (chunks cross-faded) as PNG files; their paths."""
-    from nst_keras import film  # late: TensorFlow after the quiet import
+    from nst_keras.video import film  # late: TensorFlow after the quiet import
 
     data = json.load(open(os.path.join(output_dir, film.MANIFEST)))
     plan = data["key"]["film"]

@@ -6,20 +6,21 @@ load it on first use.
 """
 
 from nst_keras.errors import Interrupted, NonFiniteLoss, UserError
-from nst_keras.imaging import load_image
+from nst_keras.engine.imaging import load_image
 from nst_keras.settings import Config
-from nst_keras.vgg import deprocess_image, preprocess_image
+from nst_keras.engine.vgg import deprocess_image, preprocess_image
 
 __version__ = "0.1.0"
 
-_PIPELINE_NAMES = ("Result", "stylize")
-
-
 def __getattr__(name):
-    if name in _PIPELINE_NAMES:
-        from nst_keras import pipeline  # late: the pipeline imports TensorFlow
+    if name == "stylize":
+        from nst_keras.output import stylize  # late: the engine imports TensorFlow
 
-        return getattr(pipeline, name)
+        return stylize.stylize
+    if name == "Result":
+        from nst_keras.engine import pipeline  # late: the engine imports TensorFlow
+
+        return pipeline.Result
     raise AttributeError(f"module 'nst_keras' has no attribute {name!r}")
 
 

@@ -1,12 +1,15 @@
-"""Command line: ``python -m nst_keras.run --flagfile=configs/default.cfg``.
+"""The flags of every command, generated from the settings' fields.
 
 Every field of ``settings.Config`` is a flag (generated here from the
-field's kind, default and help).  A flag given on the command line after
-``--flagfile`` overrides the file's value.
+field's kind, default and help).  ``--preset=NAME`` reads a preset shipped in
+the package (``nst_keras/presets/NAME.cfg``, the same files as the
+checkout's ``configs/``) and ``--flagfile=PATH`` any flag file; flags are
+read left to right, so a flag given after either overrides its value.
 
-Exit status: 0 finished; 1 stopped on a NaN/Inf loss (last finite image
-kept); 2 bad input or settings (nothing written); 130 interrupted (image and
-checkpoint saved when the loop had started).
+``parse`` turns bad flags into one-line ``UserError``s;
+``import_tensorflow_quietly`` starts TensorFlow without its C++ chatter.
+The commands themselves are ``nst_keras.run``, ``nst_keras.batch``,
+``nst_keras.video`` and ``nst_keras.app``.
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ import sys
 
 from absl import flags
 
-from nst_keras import checkpoint, settings
+from nst_keras.output import checkpoint
+from nst_keras import settings
 from nst_keras.errors import Interrupted, NonFiniteLoss, UserError
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -124,44 +128,3 @@ def import_tensorflow_quietly() -> None:
         sys.stderr.flush()
         os.dup2(saved, 2)
         os.close(saved)
-
-
-def _run(config: settings.Config) -> list:
-    """Runs the style transfer or experiment; returns the files written."""
-    import_tensorflow_quietly()
-    if config.experiment != "none":
-        from nst_keras import experiments  # late: after the quiet TensorFlow import
-
-        return experiments.run_experiment(config).paths
-    from nst_keras import pipeline  # late: after the quiet TensorFlow import
-
-    return pipeline.stylize(config).paths
-
-
-def main(argv=None) -> int:
-    """Entry point; returns the exit status (see the module docstring)."""
-    argv = sys.argv if argv is None else argv
-    if print_help_if_asked(argv, __doc__):
-        return 0
-    try:
-        parse(argv)
-        paths = _run(config_from_flags())
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr, flush=True)
-        return 2
-    except NonFiniteLoss as e:
-        print(f"error: {e}", file=sys.stderr, flush=True)
-        return 1
-    except Interrupted as e:
-        print(f"stopped: {e}", file=sys.stderr, flush=True)
-        return 130
-    except KeyboardInterrupt:
-        print("stopped: interrupted before a checkpoint could be saved; files written "
-              "so far are kept", file=sys.stderr, flush=True)
-        return 130
-    print(f"saved {paths[-1]}" if paths else "done", flush=True)
-    return 0
-
-
-def console_main() -> None:
-    sys.exit(main())

@@ -1,8 +1,62 @@
-"""``python -m nst_keras.run --flagfile=configs/default.cfg``: see ``nst_keras.cli``."""
+"""One picture: ``python -m nst_keras.run --preset=fast --content_image=photo.jpg
+--style_image=painting.jpg`` (or ``--flagfile=configs/default.cfg``).
 
-from nst_keras.cli import console_main, main
+Every field of ``settings.Config`` is a flag (``nst_keras.cli``).  A flag
+given after ``--preset`` or ``--flagfile`` overrides the file's value.
 
-__all__ = ["console_main", "main"]
+Exit status: 0 finished; 1 stopped on a NaN/Inf loss (last finite image
+kept); 2 bad input or settings (nothing written); 130 interrupted (image and
+checkpoint saved when the loop had started).
+"""
+
+from __future__ import annotations
+
+import sys
+
+from nst_keras import cli, settings
+from nst_keras.errors import Interrupted, NonFiniteLoss, UserError
+
+
+def _run(config: settings.Config) -> list:
+    """Runs the style transfer or experiment; returns the files written."""
+    cli.import_tensorflow_quietly()
+    if config.experiment != "none":
+        from nst_keras import experiments  # late: after the quiet TensorFlow import
+
+        return experiments.run_experiment(config).paths
+    from nst_keras.output import stylize  # late: after the quiet TensorFlow import
+
+    return stylize.stylize(config).paths
+
+
+def main(argv=None) -> int:
+    """Entry point; returns the exit status (see the module docstring)."""
+    argv = sys.argv if argv is None else argv
+    if cli.print_help_if_asked(argv, __doc__):
+        return 0
+    try:
+        cli.parse(argv)
+        paths = _run(cli.config_from_flags())
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        return 2
+    except NonFiniteLoss as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        return 1
+    except Interrupted as e:
+        print(f"stopped: {e}", file=sys.stderr, flush=True)
+        return 130
+    except KeyboardInterrupt:
+        print("stopped: interrupted before a checkpoint could be saved; files written "
+              "so far are kept", file=sys.stderr, flush=True)
+        return 130
+    print(f"saved {paths[-1]}" if paths else "done", flush=True)
+    return 0
+
+
+def console_main() -> None:
+    sys.exit(main())
+
 
 if __name__ == "__main__":
     console_main()

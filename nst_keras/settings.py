@@ -22,7 +22,7 @@ import os
 import urllib.parse
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
-from nst_keras import vgg
+from nst_keras.engine import vgg
 from nst_keras.errors import UserError
 
 ImageSource = Union[str, "numpy.ndarray"]  # noqa: F821  (path, URL or RGB array)

@@ -37,7 +37,7 @@ ROWS, COLS = 48, 64  # size of the in-memory test pictures
 @pytest.fixture(scope="module")
 def backbone():
     """VGG19 with seeded random weights."""
-    from nst_keras.vgg import load_backbone
+    from nst_keras.engine.vgg import load_backbone
 
     return load_backbone("vgg19", "random", seed=3)[0]
 
@@ -74,9 +74,9 @@ def style2_path(image_dir):
 
 def run_cli(*args):
     """Runs the command line in this process; returns its exit status."""
-    from nst_keras import cli
+    from nst_keras import run
 
-    return cli.main(["nst_keras.run", *args])
+    return run.main(["nst_keras.run", *args])
 
 
 def config_for(*argv):

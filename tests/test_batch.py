@@ -1,6 +1,7 @@
 """Batch stylisation: folders and globs, bad items, re-runs that skip and resume,
 interrupts, and the Ray workers (local, a killed worker, two nodes)."""
 
+import importlib.util
 import json
 import os
 import signal
@@ -13,7 +14,8 @@ import pytest
 from PIL import Image
 
 from conftest import REPO, make_picture
-from nst_keras import batch, checkpoint
+from nst_keras import batch, pool
+from nst_keras.output import checkpoint
 
 FAST = ["--weights=random", "--seed=3", "--img_nrows=48", "--log_every=1", "--save_every=0",
         "--content_layers=block2_conv2", "--style_layers=block1_conv1,block2_conv1"]
@@ -89,10 +91,10 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(folder, tmp_path, capsy
     assert err.count("\n") == 0 and "missing" in err and "does not exist" in err
     assert run_batch(*flags(folder, out, "--iterations=0")) == 2
     assert "--iterations" in capsys.readouterr().err
-    if batch.importlib.util.find_spec("ray") is not None:  # nobody listens on port 1
+    if importlib.util.find_spec("ray") is not None:  # nobody listens on port 1
         assert run_batch(*flags(folder, out, "--ray_address=127.0.0.1:1")) == 2
         assert "cannot reach the Ray cluster" in capsys.readouterr().err
-    monkeypatch.setattr(batch.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(pool.importlib.util, "find_spec", lambda name: None)
     assert run_batch(*flags(folder, out, "--workers=2")) == 2
     assert "pip install" in capsys.readouterr().err
     assert not out.exists()
@@ -173,7 +175,7 @@ def test_an_interrupted_batch_resumes_to_the_same_images(folder, tmp_path, optim
 
 def test_ctrl_c_while_an_item_is_set_up_records_it_and_a_rerun_makes_it(folder, tmp_path,
                                                                         monkeypatch, capsys):
-    from nst_keras import pipeline
+    from nst_keras.engine import pipeline
 
     photos = folder / "photos"
     content = f"{photos / 'p0.png'},{photos / 'p1.png'}"
@@ -223,12 +225,11 @@ def test_two_local_ray_workers_give_the_serial_images(ray_module, folder, serial
 
 
 def test_worker_plans_for_gpus_cpus_and_nodes(ray_module):
-    cluster = batch.load_cluster()
-    gpus = cluster.plan({"CPU": 16.0, "GPU": 4.0}, nodes=2, workers=0)
+    gpus = pool.plan({"CPU": 16.0, "GPU": 4.0}, nodes=2, workers=0)
     assert gpus == [{"options": {"num_gpus": 1, "num_cpus": 1.0}, "threads": 0}] * 4
-    cpus = cluster.plan({"CPU": 2.0}, nodes=1, workers=2)
+    cpus = pool.plan({"CPU": 2.0}, nodes=1, workers=2)
     assert cpus == [{"options": {"num_cpus": 1.0}, "threads": 1}] * 2
-    nodes = cluster.plan({"CPU": 24.0}, nodes=3, workers=0)  # one per node
+    nodes = pool.plan({"CPU": 24.0}, nodes=3, workers=0)  # one per node
     assert nodes == [{"options": {"num_cpus": 8.0}, "threads": 8}] * 3
 
 

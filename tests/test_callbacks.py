@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nst_keras import Config, checkpoint, stylize
-from nst_keras.callbacks import Callback
+from nst_keras import Config, stylize
+from nst_keras.output import checkpoint
+from nst_keras.engine.callbacks import Callback
 
 QUIET = dict(log=lambda line: None)
 

@@ -6,6 +6,7 @@ import os
 import pytest
 
 from nst_keras import cli, settings
+from nst_keras import run
 from conftest import REPO, fast_flags
 
 
@@ -82,7 +83,7 @@ def test_fast_cfg_is_valid_and_lowers_the_loss(tmp_path, content_path, style_pat
     assert (config.optimizer, config.precision, config.loss_normalization) == (
         "lbfgs", "auto", "gap_total")
     out = str(tmp_path / "out")
-    assert cli.main(["prog", f"--flagfile={cfg}", f"--content_image={content_path}",
+    assert run.main(["prog", f"--flagfile={cfg}", f"--content_image={content_path}",
                      f"--style_image={style_path}", f"--output_dir={out}",
                      "--weights=random", "--img_nrows=48", "--iterations=4",
                      "--log_every=1"]) == 0

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nst_keras import checkpoint, cli
+from nst_keras.output import checkpoint
+from nst_keras import cli
 from conftest import REPO, base_args, flags_for, run_cli
 from conftest import metrics as read_metrics  # the name `metrics` is a local below
 
@@ -76,4 +77,4 @@ def test_console_script_points_at_main():
     assert "matplotlib" in " ".join(project["optional-dependencies"]["plot"])
     from nst_keras import run
 
-    assert callable(run.console_main) and run.main is cli.main
+    assert callable(run.console_main) and run.main.__module__ == "nst_keras.run"

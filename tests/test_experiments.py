@@ -11,7 +11,7 @@ from PIL import Image
 from nst_keras import Config
 from nst_keras.experiments import growing_sets, make_grid, offsets_report, reconstruct
 from nst_keras.experiments.offsets import offsets_panels
-from nst_keras.imaging import noise_picture
+from nst_keras.engine.imaging import noise_picture
 from nst_keras.settings import parse_offsets
 from conftest import IMAGENET, run_cli, tiny
 
@@ -110,7 +110,7 @@ def test_deprocess_offsets_cli_writes_grid_and_report(tmp_path, content_path, st
 
 
 def test_content_reconstruction_lowers_the_layer_loss_by_a_large_factor(content_path):
-    from nst_keras.imaging import load_image
+    from nst_keras.engine.imaging import load_image
 
     target = load_image(content_path)
     config = Config(weights="random", optimizer="lbfgs", iterations=30, log_every=0,
@@ -125,10 +125,10 @@ def test_content_reconstruction_lowers_the_layer_loss_by_a_large_factor(content_
 
 
 def test_style_reconstruction_stays_in_pixel_range_so_the_picture_keeps_its_loss(style_path):
-    from nst_keras import pipeline
+    from nst_keras.engine import pipeline
     from nst_keras.experiments.reconstruct import reconstruction_config
-    from nst_keras.imaging import load_image
-    from nst_keras.vgg import preprocess_image
+    from nst_keras.engine.imaging import load_image
+    from nst_keras.engine.vgg import preprocess_image
 
     target = load_image(style_path)
     config = Config(weights="random", optimizer="lbfgs", iterations=15, log_every=0,

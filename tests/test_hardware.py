@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from nst_keras import hardware
+from nst_keras.engine import hardware
 from nst_keras.errors import UserError
 
 AVX2 = hardware.Device("cpu", "AMD EPYC 7R32", frozenset({"sse4_2", "avx", "avx2", "fma"}))
@@ -201,7 +201,7 @@ def test_usable_cores_respects_cgroup_quotas(tmp_path, files, cap):
 def test_threads_are_set_before_tensorflow_starts_and_kept_after():
     script = (
         "import sys\n"
-        "from nst_keras import hardware\n"
+        "from nst_keras.engine import hardware\n"
         "assert 'tensorflow' not in sys.modules\n"
         "used = hardware.configure_threads(1)\n"
         "import tensorflow as tf\n"

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nst_keras import Config, imaging, pipeline
+from nst_keras import Config
+from nst_keras.engine import imaging, pipeline
 from nst_keras.errors import UserError
 from conftest import FAST, make_picture, run_cli
 
@@ -38,7 +39,7 @@ def test_save_image_is_atomic(tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr("nst_keras.imaging.os.replace", broken)
+    monkeypatch.setattr("nst_keras.engine.imaging.os.replace", broken)
     with pytest.raises(OSError):
         imaging.save_image(str(path), make_picture(10, 12, 5))
     assert path.read_bytes() == before

@@ -4,7 +4,8 @@ import re
 
 import pytest
 
-from nst_keras import Config, memory
+from nst_keras import Config
+from nst_keras.engine import memory
 from nst_keras.errors import UserError
 
 

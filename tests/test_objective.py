@@ -5,10 +5,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from nst_keras import Config, cli, objective, pipeline, stylize, vgg
-from nst_keras.optim import LBFGS
-from nst_keras.pipeline import build_loss
-from nst_keras.vgg import load_backbone
+from nst_keras import Config, cli, stylize
+from nst_keras import run
+from nst_keras.engine import objective, pipeline, vgg
+from nst_keras.engine.optim import LBFGS
+from nst_keras.engine.pipeline import build_loss
+from nst_keras.engine.vgg import load_backbone
 import keras_io_reference as ref
 from conftest import COLS, FAST, ROWS, make_picture
 
@@ -243,11 +245,11 @@ def test_loss_normalization_flag(tmp_path, content_path, style_path, capsys):
     args = ["nst_keras.run", f"--content_image={content_path}", f"--style_image={style_path}",
             f"--output_dir={out}", "--weights=random", "--img_nrows=48", "--iterations=2",
             "--log_every=1", "--save_every=0"]
-    assert cli.main(args + ["--loss_normalization=scaled", "--content_weight=1",
+    assert run.main(args + ["--loss_normalization=scaled", "--content_weight=1",
                             "--style_weight=10", "--total_variation_weight=0.1",
                             "--optimizer=lbfgs"]) == 0
     assert "Iteration 2: loss=" in capsys.readouterr().out
-    assert cli.main(args + ["--loss_normalization=relative"]) == 2
+    assert run.main(args + ["--loss_normalization=relative"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: --loss_normalization='relative' is not known")
 

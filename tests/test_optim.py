@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from nst_keras import Config, objective, optim, stylize, vgg
-from nst_keras.pipeline import build_loss
+from nst_keras import Config, stylize
+from nst_keras.engine import objective, optim, vgg
+from nst_keras.engine.pipeline import build_loss
 from conftest import FAST, QUIET, ROWS
 
 

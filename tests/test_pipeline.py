@@ -7,7 +7,8 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from nst_keras import Config, imaging, objective, pipeline, stylize, vgg
+from nst_keras import Config, stylize
+from nst_keras.engine import imaging, objective, pipeline, vgg
 from conftest import FAST, QUIET, fast_flags, make_picture, metrics, run_cli
 
 

@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nst_keras import checkpoint, manifest, settings
+from nst_keras.output import checkpoint, manifest
+from nst_keras import settings
 from nst_keras import Config
 from nst_keras.errors import Interrupted, UserError
-from nst_keras.pipeline import stylize
+from nst_keras.output.stylize import stylize
 from conftest import config_for, flags_for, metrics, run_cli
 
 
@@ -160,7 +161,7 @@ def test_json_and_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
     def fail(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("nst_keras.imaging.os.replace", fail)
+    monkeypatch.setattr("nst_keras.engine.imaging.os.replace", fail)
     with pytest.raises(OSError):
         manifest.write_json(str(path), {"a": 2, "long": "x" * 10000})
     with pytest.raises(OSError):
@@ -263,8 +264,8 @@ def test_loss_plot_is_skipped_without_matplotlib(tmp_path, monkeypatch):
 
 def test_run_json_records_the_precision_auto_chose_and_the_threads(
         tmp_path, content_path, style_path, monkeypatch):
-    from nst_keras import hardware
-    from nst_keras.pipeline import stylize as run_stylize
+    from nst_keras.engine import hardware
+    from nst_keras.output.stylize import stylize as run_stylize
 
     monkeypatch.delenv(hardware.PIN_VARIABLE, raising=False)
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))  # a fresh precision cache

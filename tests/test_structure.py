@@ -1,9 +1,8 @@
-"""The package's shape: no import circles, late imports only where they pay,
-short functions, and a README flag table generated from the settings."""
+"""The package's shape: layers that import only downwards, no import circles
+(``importlib`` included), late imports only where they pay, short functions."""
 
 import ast
 import os
-import re
 
 import pytest
 
@@ -13,8 +12,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = os.path.join(REPO, "nst_keras")
 # Imports allowed inside functions: TensorFlow and friends (slow to start, or
 # optional), and the package modules that import TensorFlow at their top.
-LATE_OK = ("tensorflow", "keras", "scipy", "matplotlib", "nst_keras.pipeline",
-           "nst_keras.experiments", "nst_keras.film")
+LATE_OK = ("tensorflow", "keras", "scipy", "matplotlib", "ray", "nst_keras.engine.pipeline",
+           "nst_keras.engine.objective", "nst_keras.output.stylize", "nst_keras.experiments",
+           "nst_keras.video.film", "nst_keras.cli")
 
 
 def modules():
@@ -45,15 +45,32 @@ def imported_names(node, known):
     return subs + ([node.module] if names_only and node.module in known else [])
 
 
-def top_level_graph():
+def importlib_targets(node) -> list:
+    """Modules ``importlib.import_module("...")`` names (string constants only)."""
+    if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "import_module" \
+            and node.args and isinstance(node.args[0], ast.Constant):
+        return [node.args[0].value]
+    return []
+
+
+def import_graph(everywhere: bool = False):
+    """``{module: package modules it imports}``: top-level statements and
+    ``importlib.import_module`` calls; ``everywhere`` adds imports inside functions."""
     graph = {}
     for name, (_, tree) in MODULES.items():
         edges = set()
-        for node in tree.body:
+        nodes = ast.walk(tree) if everywhere else tree.body
+        for node in nodes:
             if isinstance(node, (ast.Import, ast.ImportFrom)):
                 edges.update(imported_names(node, MODULES))
+        for node in ast.walk(tree):
+            edges.update(m for m in importlib_targets(node) if m in MODULES)
         graph[name] = edges - {name}
     return graph
+
+
+def top_level_graph():
+    return import_graph()
 
 
 def find_cycle(graph):
@@ -83,19 +100,86 @@ def find_cycle(graph):
 
 def test_the_import_graph_has_no_circle():
     graph = top_level_graph()
-    assert "nst_keras.pipeline" in graph and graph["nst_keras.pipeline"]
+    assert "nst_keras.engine.pipeline" in graph and graph["nst_keras.engine.pipeline"]
     assert find_cycle(graph) is None, " -> ".join(find_cycle(graph))
     # The checker finds a circle when there is one.
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
 
 
-def test_low_modules_stay_low():
-    graph = top_level_graph()
-    for low in ("nst_keras.settings", "nst_keras.vgg", "nst_keras.imaging",
-                "nst_keras.objective", "nst_keras.optim", "nst_keras.callbacks"):
-        assert "nst_keras.pipeline" not in graph[low] and "nst_keras.cli" not in graph[low]
-    assert graph["nst_keras.imaging"] <= {"nst_keras.errors"}  # no settings, no network
-    assert "nst_keras.settings" not in graph["nst_keras.objective"]
+def test_importlib_calls_are_edges_of_the_graph():
+    tree = ast.parse("import importlib\nimportlib.import_module('nst_keras.pool')\n")
+    found = [m for node in ast.walk(tree) for m in importlib_targets(node)]
+    assert found == ["nst_keras.pool"]
+
+
+# The layers, lowest first: a module imports only its own layer and lower ones,
+# inside functions too; the wings (the top layer) never import one another.
+LAYERS = (
+    ("errors", ("nst_keras.errors",)),
+    ("engine", ("nst_keras.settings", "nst_keras.engine")),
+    ("output", ("nst_keras.output",)),
+    ("commands", ("nst_keras.cli", "nst_keras.pool")),
+    ("wings", ("nst_keras.run", "nst_keras.batch", "nst_keras.video", "nst_keras.app",
+               "nst_keras.experiments")),
+)
+
+
+# ``python -m nst_keras.run --experiment=...`` runs the experiments: one wing.
+SAME_WING = {"nst_keras.experiments": "nst_keras.run"}
+
+
+def layer_of(module: str):
+    """``(layer index, unit)``: the unit is the wing a top-layer module belongs to."""
+    for index, (_, prefixes) in enumerate(LAYERS):
+        for prefix in prefixes:
+            if module == prefix or module.startswith(prefix + "."):
+                return index, SAME_WING.get(prefix, prefix)
+    return None, None
+
+
+def layer_violations(graph) -> list:
+    bad = []
+    for module, edges in graph.items():
+        mine, unit = layer_of(module)
+        if mine is None:  # the package's front door (nst_keras/__init__.py)
+            continue
+        for target in edges:
+            theirs, other = layer_of(target)
+            if theirs is None:
+                bad.append(f"{module} imports the package front door {target}")
+            elif theirs > mine:
+                bad.append(f"{module} ({LAYERS[mine][0]}) imports {target} "
+                           f"({LAYERS[theirs][0]})")
+            elif theirs == mine == len(LAYERS) - 1 and other != unit:
+                bad.append(f"wing {module} imports another wing's {target}")
+    return sorted(bad)
+
+
+def test_lower_layers_never_import_higher_ones_nor_wings_each_other():
+    graph = import_graph(everywhere=True)
+    assert layer_violations(graph) == []
+    assert all(layer_of(m)[0] is not None for m in graph if m != "nst_keras"), \
+        [m for m in graph if m != "nst_keras" and layer_of(m)[0] is None]
+    # The rule catches a violation when there is one.
+    assert layer_violations({"nst_keras.engine.vgg": {"nst_keras.output.rundir"},
+                             "nst_keras.video.film": {"nst_keras.batch"}}) == [
+        "nst_keras.engine.vgg (engine) imports nst_keras.output.rundir (output)",
+        "wing nst_keras.video.film imports another wing's nst_keras.batch"]
+
+
+def test_the_engine_writes_no_file_layer_and_imaging_stays_low():
+    graph = import_graph(everywhere=True)
+    engine = [m for m in graph if m.startswith("nst_keras.engine")]
+    assert len(engine) >= 8
+    for module in engine:
+        assert not any(t.startswith(("nst_keras.output", "nst_keras.cli")) for t in graph[module])
+    assert graph["nst_keras.engine.imaging"] <= {"nst_keras.errors"}  # no settings, no network
+    assert "nst_keras.settings" not in graph["nst_keras.engine.objective"]
+
+
+def test_at_most_ten_modules_at_the_top_of_the_package():
+    top = [n for n in os.listdir(PACKAGE) if n.endswith(".py")]
+    assert len(top) <= 10, sorted(top)
 
 
 def function_imports():
@@ -111,7 +195,8 @@ def function_imports():
                 if isinstance(node, ast.Import):
                     targets = [a.name for a in node.names]
                 elif isinstance(node, ast.ImportFrom):
-                    targets = [f"{node.module}.{a.name}" if node.module == "nst_keras"
+                    targets = [f"{node.module}.{a.name}"
+                               if f"{node.module}.{a.name}" in MODULES
                                else node.module or "" for a in node.names]
                 else:
                     continue
@@ -155,14 +240,3 @@ def test_resume_policy_comes_from_the_fields():
     assert settings.RESUME_MAY_CHANGE == {
         "iterations", "save_every", "log_every", "overwrite", "resume", "check_memory",
         "output_dir"}
-
-
-def test_readme_flag_table_is_generated_from_the_settings():
-    with open(os.path.join(REPO, "README.md")) as f:
-        readme = f.read()
-    match = re.search(r"<!-- flags:start -->\n(.*?)<!-- flags:end -->", readme, re.S)
-    assert match, "README.md needs the <!-- flags:start --> ... <!-- flags:end --> block"
-    assert match.group(1) == settings.flag_table(), (
-        "the README's flag table drifted; regenerate it with python -m nst_keras.settings")
-    for name in settings.FIELDS:
-        assert f"`--{name}`" in match.group(1)

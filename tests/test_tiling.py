@@ -14,10 +14,12 @@ import sys
 import numpy as np
 import pytest
 
-from nst_keras import Config, checkpoint, memory, tiling, vgg
+from nst_keras import Config
+from nst_keras.output import checkpoint
+from nst_keras.engine import memory, tiling, vgg
 from nst_keras.errors import Interrupted, UserError
-from nst_keras.objective import build_objective
-from nst_keras.pipeline import stylize
+from nst_keras.engine.objective import build_objective
+from nst_keras.output.stylize import stylize
 from conftest import REPO, config_for, flags_for, make_picture, run_cli
 
 ROWS, COLS, TILE = 160, 224, 64
@@ -167,7 +169,7 @@ def test_three_sgd_steps_tiled_end_on_the_untiled_image():
 def test_lbfgs_on_the_tiled_objective_takes_the_untiled_path(backbone, images):
     import tensorflow as tf
 
-    from nst_keras import optim
+    from nst_keras.engine import optim
 
     # Average pooling: with max pooling L-BFGS's line search is so sensitive
     # (a pooling window's winner flips) that the untiled run itself ends 2.8
@@ -190,7 +192,7 @@ cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 sys.path[:0] = [REPO, REPO + "/tests"]
 import test_tiling as t
-from nst_keras import tiling, vgg
+from nst_keras.engine import tiling, vgg
 backbone = vgg.load_backbone("vgg19", "random", 3)[0]
 images = t.make_images()
 strategy = tiling.make_strategy("CPU:0,CPU:1")

@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from nst_keras import cli, vgg
-from nst_keras.vgg import load_backbone
+from nst_keras import cli
+from nst_keras import run
+from nst_keras.engine import vgg
+from nst_keras.engine.vgg import load_backbone
 from conftest import base_args, make_picture, metrics, run_cli
 
 
@@ -95,7 +97,7 @@ def test_replicate_padding_changes_only_the_border_of_the_first_layer(backbone):
 
 def test_model_vgg16_runs_from_the_command_line(tmp_path, content_path, style_path):
     out = str(tmp_path / "out")
-    code = cli.main(["nst_keras.run", f"--content_image={content_path}",
+    code = run.main(["nst_keras.run", f"--content_image={content_path}",
                      f"--style_image={style_path}", f"--output_dir={out}", "--weights=random",
                      "--img_nrows=48", "--model=vgg16", "--iterations=3", "--log_every=1",
                      "--save_every=0", "--content_layers=block4_conv2",

@@ -14,7 +14,8 @@ cv2 = pytest.importorskip("cv2", reason="pip install 'nst_keras[video]'")
 imageio_ffmpeg = pytest.importorskip("imageio_ffmpeg", reason="pip install 'nst_keras[video]'")
 
 from conftest import make_picture  # noqa: E402
-from nst_keras import film, flow, temporal, video, videoio  # noqa: E402
+from nst_keras.video import film, flow, temporal, videoio
+from nst_keras import video  # noqa: E402
 from nst_keras.errors import UserError  # noqa: E402
 
 # --nocheck_memory: these films are tiny, and other jobs on a shared machine must not
@@ -112,7 +113,7 @@ def test_temporal_loss_is_zero_at_the_warped_frame_positive_elsewhere_masked(nor
 def test_the_objective_adds_an_extra_term_to_its_loss_and_gradient():
     import tensorflow as tf
 
-    from nst_keras.objective import build_objective
+    from nst_keras.engine.objective import build_objective
 
     rng = np.random.default_rng(1)
     target, image = (rng.normal(0, 30, (1, 8, 10, 3)).astype(np.float32) for _ in range(2))
@@ -281,7 +282,7 @@ def test_two_ray_workers_give_two_blended_chunks_of_the_right_length(clips, tmp_
     # An overlap frame is the cross-fade of both chunks' versions of it.
     blended = list(film.film_frames(str(frames), film.Film(
         tuple(range(6)), 32, 42, 8.0, 0.0, True, film.plan_chunks(6, 2, 2))))
-    from nst_keras.imaging import load_image
+    from nst_keras.engine.imaging import load_image
 
     a, b = (load_image(str(frames / n / "frame_000002.png")).astype(float)
             for n in ("chunk_00", "chunk_01"))

@@ -15,7 +15,8 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 from PIL import Image
 
-from nst_keras import imaging, settings, vgg
+from nst_keras.engine import imaging, vgg
+from nst_keras import settings
 from nst_keras.errors import UserError
 from nst_keras.settings import Config
 

@@ -3,7 +3,7 @@
 A ``Job`` is one style transfer the page asked for: its settings, its
 uploaded pictures (arrays), its events (what the page is told, in order) and
 the latest preview.  The ``Manager`` runs the queued jobs one after the other
-in a worker thread, each with ``pipeline.stylize`` writing into its own
+in a worker thread, each with ``output.stylize.stylize`` writing into its own
 directory under the server's results directory (no path ever comes from the
 browser).  ``LiveFeed`` is the callback that turns steps into events and
 previews, and stops a run when asked or when no page has listened for
@@ -25,7 +25,7 @@ from typing import Callable, Dict, List, Optional
 import numpy as np
 from PIL import Image
 
-from nst_keras.callbacks import Callback, Progress
+from nst_keras.engine.callbacks import Callback, Progress
 from nst_keras.errors import NonFiniteLoss, UserError
 from nst_keras.settings import Config
 
@@ -256,11 +256,11 @@ class Manager:
                     self.running = None
 
     def _run(self, job: Job) -> None:
-        from nst_keras import pipeline  # late: imports TensorFlow
+        from nst_keras.output import stylize  # late: imports TensorFlow
 
         job.status = "running"
         try:
-            result = pipeline.stylize(job.config, content=job.content, style=job.styles,
+            result = stylize.stylize(job.config, content=job.content, style=job.styles,
                                       callbacks=[LiveFeed(job, self.abandon_s)],
                                       log=lambda line: self.log(f"[run {job.id}] {line}"))
         except (UserError, NonFiniteLoss) as e:

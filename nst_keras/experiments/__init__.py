@@ -31,7 +31,9 @@ from typing import Callable, Dict, List
 
 import numpy as np
 
-from nst_keras import imaging, pipeline, rundir, settings, vgg
+from nst_keras.engine import imaging, pipeline, vgg
+from nst_keras.output import rundir, stylize
+from nst_keras import settings
 from nst_keras.errors import UserError
 from nst_keras.experiments.grid import make_grid
 from nst_keras.experiments.offsets import offsets_panels, offsets_report
@@ -114,7 +116,7 @@ def _save(config: Config, name: str, picture) -> List[str]:
 
 def _deprocess_offsets(config: Config, log: Log) -> ExperimentResult:
     offsets = [tuple(float(v) for v in t) for t in config.deprocess_offsets]
-    result = pipeline.stylize(config, log=log)
+    result = stylize.stylize(config, log=log)
     records = offsets_report(result.tensor, offsets)
     pictures, captions = offsets_panels(result.tensor, offsets)
     grid = make_grid(pictures, captions)
@@ -189,7 +191,7 @@ def _tradeoff(config: Config, log: Log) -> ExperimentResult:
             f"(style_weight={style_weight:.4g})")
         run = config.replace(style_weight=style_weight, output_dir=None)
         with quiet_retracing():
-            result = pipeline.stylize(run, content=content, style=styles[0], log=log)
+            result = stylize.stylize(run, content=content, style=styles[0], log=log)
         paths += _save(config, f"tradeoff_ratio_{settings.number_text(ratio)}.png",
                        result.image)
         last = result.history[-1] if result.history else {}

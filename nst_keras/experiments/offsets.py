@@ -13,7 +13,8 @@ from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
-from nst_keras import settings, vgg
+from nst_keras import settings
+from nst_keras.engine import vgg
 
 Triple = Tuple[float, float, float]
 

@@ -17,7 +17,7 @@ from typing import Callable, Dict, List, Sequence, Tuple
 import numpy as np
 import tensorflow as tf
 
-from nst_keras import imaging, optim, pipeline, vgg
+from nst_keras.engine import imaging, optim, pipeline, vgg
 from nst_keras.settings import Config
 
 TERM = {"content": "content_loss", "style": "style_loss"}

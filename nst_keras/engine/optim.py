@@ -29,7 +29,7 @@ import numpy as np
 import scipy.optimize
 import tensorflow as tf
 
-from nst_keras import vgg
+from nst_keras.engine import vgg
 
 OnStep = Callable[[int, Dict[str, tf.Tensor]], bool]
 

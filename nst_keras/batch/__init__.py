@@ -16,7 +16,7 @@ sharing a style compute its Gram targets once per worker.
 
 ``--workers=N`` runs the items on a local Ray runtime with N workers;
 ``--ray_address=HOST:PORT`` (or ``auto``) on an existing Ray cluster whose
-workers all see ``--output_dir`` (``nst_keras.cluster``).  Without either,
+workers all see ``--output_dir`` (``nst_keras.pool``).  Without either,
 everything runs in this process and Ray is not needed.
 
 Exit status: 0 every item finished (or was already); 1 some items failed;
@@ -29,26 +29,22 @@ from __future__ import annotations
 import collections
 import dataclasses
 import glob
-import importlib
-import importlib.util
-import json
 import os
-import socket
 import sys
 import time
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Union
 
 from absl import flags
 
-from nst_keras import checkpoint, cli, imaging, manifest, rundir, settings
-from nst_keras.callbacks import Callback
+from nst_keras.output import checkpoint, manifest, rundir
+from nst_keras import cli, pool, settings
+from nst_keras.engine import imaging
+from nst_keras.engine.callbacks import Callback
 from nst_keras.errors import Interrupted, NonFiniteLoss, UserError
 
 BATCH_LOG = "batch.jsonl"
 PAIRINGS = ("product", "zip")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff")
-RAY_MISSING = ("--workers and --ray_address need Ray; install it with "
-               "pip install 'nst_keras[ray]' (or pip install ray)")
 FAILED = ("failed", "non_finite")
 Sources = Union[str, Sequence[str]]
 
@@ -144,42 +140,13 @@ def make_items(contents: Sources, styles: Sources, pairing: str = "product") -> 
 # One item (in whichever process runs it)
 
 
-class TargetCache(collections.OrderedDict):
-    """The style Gram targets of one worker, least recently used dropped first."""
+class StopOnCancel(Callback):
+    """Turns the pool's cancel of the running item (Ctrl-C) into a clean stop with a
+    checkpoint."""
 
-    def __init__(self, limit: int = 64):
-        super().__init__()
-        self.limit, self.hits, self.misses = limit, 0, 0
-
-    def __getitem__(self, key):
-        value = super().__getitem__(key)
-        self.move_to_end(key)
-        self.hits += 1
-        return value
-
-    def __setitem__(self, key, value):
-        super().__setitem__(key, value)
-        self.misses += 1
-        while len(self) > self.limit:
-            self.popitem(last=False)
-
-
-class SharedTargets(Callback):
-    """Hands a run the worker's ``TargetCache`` (``pipeline.Run.target_cache``)."""
-
-    def __init__(self, cache):
-        self.cache = cache
-
-    def on_start(self, run) -> None:
-        run.target_cache = self.cache
-
-
-def read_json(path: str) -> Dict:
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return {}
+    def on_step(self, progress) -> None:
+        if pool.cancelled():
+            progress.run.request_stop("SIGINT", "interrupted")
 
 
 def item_config(config: settings.Config, item: Item, out_dir: str):
@@ -187,7 +154,7 @@ def item_config(config: settings.Config, item: Item, out_dir: str):
     run_dir = os.path.join(out_dir, item.name)
     config = config.replace(content_image=item.content, style_image=item.style,
                             output_dir=run_dir, resume=None)
-    previous = read_json(os.path.join(run_dir, manifest.RUN_JSON))
+    previous = manifest.read_json(os.path.join(run_dir, manifest.RUN_JSON))
     if previous.get("status") == "finished":
         return None, previous.get("steps")
     if os.path.isfile(checkpoint.path_in(run_dir)):
@@ -200,17 +167,13 @@ def item_config(config: settings.Config, item: Item, out_dir: str):
     return config.replace(overwrite=True), 0
 
 
-def worker_label() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
 def _stylize(config, cache, record: Dict, callbacks: Sequence = ()) -> None:
     """Runs one item; fills ``record``'s status and reason."""
-    from nst_keras import pipeline  # late: TensorFlow starts with the first item
+    from nst_keras.output import stylize  # late: TensorFlow starts with the first item
 
     try:
-        result = pipeline.stylize(config, callbacks=[SharedTargets(cache), *callbacks],
-                                  log=lambda s: None)
+        result = stylize.stylize(config, callbacks=callbacks, log=lambda s: None,
+                                 target_cache=cache)
         record["status"] = result.status
     except Interrupted as e:
         record.update(status="interrupted", reason=e.signal_name)
@@ -240,12 +203,12 @@ def run_item(config: settings.Config, item: Item, out_dir: str, cache=None,
 
 def _new_record(item: Item, worker: Optional[str] = None) -> Dict:
     return {"item": item.name, "content": item.content, "style": item.style,
-            "worker": worker or worker_label()}
+            "worker": worker or pool.worker_label()}
 
 
 def _completed(record: Dict, out_dir: str, started: float) -> Dict:
     """``record`` with its seconds and what the item's ``run.json`` says."""
-    info = read_json(os.path.join(out_dir, record["item"], manifest.RUN_JSON))
+    info = manifest.read_json(os.path.join(out_dir, record["item"], manifest.RUN_JSON))
     device = info.get("device") or {}
     record.update(seconds=round(time.perf_counter() - started, 3),
                   steps=info.get("steps", record.get("steps")),
@@ -257,7 +220,7 @@ def _completed(record: Dict, out_dir: str, started: float) -> Dict:
 def run_serial(config: settings.Config, items: Sequence[Item], out_dir: str) -> Iterator[Dict]:
     """Runs the items one after another in this process (one shared target cache)."""
     cli.import_tensorflow_quietly()
-    cache = TargetCache()
+    cache = new_cache()
     for item in items:
         started = time.perf_counter()
         try:
@@ -275,11 +238,48 @@ def run_serial(config: settings.Config, items: Sequence[Item], out_dir: str) -> 
 # The batch
 
 
-def load_cluster():
-    """``nst_keras.cluster`` (imports Ray); ``UserError`` if Ray is not installed."""
-    if importlib.util.find_spec("ray") is None:
-        raise UserError(RAY_MISSING)
-    return importlib.import_module("nst_keras.cluster")
+def new_cache():
+    """A worker's cache of style targets, shared by the items it runs."""
+    from nst_keras.engine import objective  # late: imports TensorFlow
+
+    return objective.TargetCache()
+
+
+def run_on_worker(cache, job) -> Dict:
+    """One item on a pool worker: ``job`` is ``(config, item, out_dir)``."""
+    config, item, out_dir = job
+    record = run_item(config, item, out_dir, cache, pool.current_worker(),
+                      callbacks=[StopOnCancel()])
+    return {**record, "node": pool.current_node()}
+
+
+def _lost_record(job, reason: str, attempts: int) -> Dict:
+    return {**_new_record(job[1], "-"), "status": "failed", "seconds": 0.0,
+            "reason": f"its worker died {attempts} times; last: {reason}"}
+
+
+def _error_record(job, reason: str, attempts: int) -> Dict:
+    return {**_new_record(job[1], "-"), "status": "failed", "seconds": 0.0, "reason": reason}
+
+
+def _interrupted_record(job) -> Dict:
+    _, item, out_dir = job
+    info = manifest.read_json(os.path.join(out_dir, item.name, manifest.RUN_JSON))
+    return {**_new_record(item, "-"), "seconds": 0.0, "steps": info.get("steps"),
+            "reason": f"stopped at step {info.get('steps')}",
+            "status": "interrupted" if info.get("status") != "finished" else "finished"}
+
+
+def run_on_pool(config: settings.Config, items: Sequence[Item], out_dir: str, workers: int,
+                address: Optional[str], max_retries: int, log) -> Iterator[Dict]:
+    """The items on Ray workers (``nst_keras.pool``); yields each record as it ends."""
+    for done in pool.run(run_on_worker, [(config, item, out_dir) for item in items],
+                         workers=workers, address=address, setup=new_cache,
+                         max_retries=max_retries, log=log, on_lost=_lost_record,
+                         on_error=_error_record, on_interrupt=_interrupted_record):
+        record = done.record
+        record["attempts"] = done.attempts
+        yield record
 
 
 def _check_output_dir(out: Optional[str]) -> None:
@@ -356,16 +356,18 @@ class Batch:
                                                        style_image=first.style))
         self.out_dir, self.log = config.output_dir, log
         self.workers, self.ray_address, self.max_retries = workers, ray_address, max_retries
-        self.cluster = load_cluster() if workers or ray_address else None
+        self.on_pool = bool(workers or ray_address)
+        if self.on_pool:
+            pool.require()
         if ray_address:
-            self.cluster.check_address(ray_address)
+            pool.check_address(ray_address)
         self.tally = Tally(len(self.items), log)
 
     def records(self) -> Iterator[Dict]:
-        if self.cluster is None:
+        if not self.on_pool:
             return run_serial(self.config, self.items, self.out_dir)
-        return self.cluster.run_items(self.config, self.items, self.out_dir, self.workers,
-                                      self.ray_address, self.max_retries, self.log)
+        return run_on_pool(self.config, self.items, self.out_dir, self.workers,
+                           self.ray_address, self.max_retries, self.log)
 
     def run(self) -> Iterator[Dict]:
         """Runs the items; yields each record after writing it to ``batch.jsonl``."""

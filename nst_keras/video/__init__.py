@@ -7,7 +7,7 @@ the film's frame rate, frame count, size (or ``--img_nrows``) and audio;
 sparsely.  Each frame after the first starts from the previous stylised
 frame warped along the optical flow and keeps its non-occluded pixels
 through a temporal loss (``--temporal_weight``; 0: independent frames), so
-the film does not flicker (``nst_keras.film``).  Every stylised frame is
+the film does not flicker (``nst_keras.video.film``).  Every stylised frame is
 kept as a PNG in ``--output_dir`` (default ``<output stem>_frames``): the
 same command again goes on from the first missing frame.
 
@@ -75,7 +75,7 @@ def _temporal_frames(values) -> tuple:
 
 def options_from_flags(f: flags.FlagValues = FLAGS):
     """The ``film.Options`` of the parsed flags (``film`` imported by the caller)."""
-    from nst_keras import film  # late: after the quiet TensorFlow import
+    from nst_keras.video import film  # late: after the quiet TensorFlow import
 
     _check_named(f)
     rows = None
@@ -118,7 +118,7 @@ def _run(argv) -> dict:
             raise UserError(VIDEO_MISSING)
     config = config_from_flags(FLAGS)
     cli.import_tensorflow_quietly()
-    from nst_keras import film  # late: after the quiet TensorFlow import
+    from nst_keras.video import film  # late: after the quiet TensorFlow import
 
     return film.stylize_video(config, options_from_flags(FLAGS))
 

@@ -10,7 +10,7 @@ guide), otherwise the host's available memory (``MemAvailable`` in
 ``/proc/meminfo``).
 Where neither can be read, the check is skipped.
 
-A tiled step (``--tile_size``, ``nst_keras.tiling``) keeps one crop's
+A tiled step (``--tile_size``, ``nst_keras.engine.tiling``) keeps one crop's
 activations, plus what grows with the full image: the image, its gradient and
 snapshots, the optimiser's state (``OPTIMIZER_BYTES``; L-BFGS-B's float64
 vectors dominate) and the content targets.  ``tile_size_for`` decides which

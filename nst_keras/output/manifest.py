@@ -18,8 +18,9 @@ import platform
 from importlib import metadata
 from typing import Dict, List, Optional
 
-from nst_keras import hardware, settings, vgg
-from nst_keras.imaging import atomic_write_bytes, fetch
+from nst_keras.engine import hardware, vgg
+from nst_keras import settings
+from nst_keras.engine.imaging import atomic_write_bytes, fetch
 
 RUN_JSON = "run.json"
 METRICS = "metrics.jsonl"
@@ -28,6 +29,15 @@ LOSS_PLOT = "loss.png"
 
 def now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def read_json(path: str) -> Dict:
+    """The JSON object in ``path``, or ``{}`` when it is missing or unreadable."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {}
 
 
 def write_json(path: str, data) -> None:

@@ -13,7 +13,7 @@ all, doing nothing):
 Callbacks are called in the order given.  ``PrintLog`` prints the loss lines;
 ``StopOnSignal`` turns SIGINT/SIGTERM into a stop; ``FiniteGuard`` is the
 loop's own watch for NaN and Inf losses.  Everything that writes files lives
-in ``nst_keras.rundir``.
+in ``nst_keras.output.rundir``.
 """
 
 from __future__ import annotations
@@ -142,21 +142,6 @@ class Callback:
 
     def on_end(self, run, outcome: Outcome) -> None:
         pass
-
-
-class ExtraTerms(Callback):
-    """Adds loss terms to every stage's objective (``pipeline.Run.extra_terms``).
-
-    ``terms``: ``(name, weight, term)`` triples; ``term(image)`` is a float32
-    scalar of the network image (e.g. ``temporal.TemporalTerm``), added to the
-    loss with ``weight`` and logged as ``name``.
-    """
-
-    def __init__(self, terms):
-        self.terms = tuple(terms)
-
-    def on_start(self, run) -> None:
-        run.extra_terms = self.terms
 
 
 class PrintLog(Callback):

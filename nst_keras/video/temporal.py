@@ -23,9 +23,10 @@ other terms (``objective``):
   is resized, and a difference as large as the frame's own contrast
   everywhere costs about ``P``, the order of the other terms at the start.
 
-It is an extra term of ``objective.Objective`` (``pipeline.stylize(...,
-callbacks=[callbacks.ExtraTerms([(NAME, weight, term)])])``): one comparison
-shape, a factor times a weighted squared norm.
+It follows the loss-term contract (``nst_keras.engine.terms.Term``) and joins
+a frame's objective as an argument (``pipeline.stylize(..., extra_terms=[(NAME,
+weight, term)])``).  It is a sum over pixels, so it is exact under tiling:
+each tile sums the pixels of its interior.
 """
 
 from __future__ import annotations
@@ -35,12 +36,12 @@ from typing import Sequence
 import numpy as np
 import tensorflow as tf
 
-from nst_keras.objective import RELATIVE
+from nst_keras.engine.terms import RELATIVE, Term
 
 NAME = "temporal_loss"
 
 
-class TemporalTerm:
+class TemporalTerm(Term):
     """``factor * sum(weights * (image - targets)^2)`` (see the module docstring).
 
     Args:
@@ -69,13 +70,35 @@ class TemporalTerm:
         masks = np.stack([np.asarray(w, np.float32) for w in weights])[..., None]
         return cls(stacked, masks, normalization_factor(normalization, content_image))
 
-    def __call__(self, image) -> tf.Tensor:
+    name = NAME
+
+    def _at(self, rows: int, cols: int):
+        """Targets and weights at an image of ``rows x cols`` (resized if needed)."""
         targets, weights = self.targets, self.weights
-        size = tuple(image.shape[1:3])
-        if tuple(targets.shape[1:3]) != size:
-            targets = tf.image.resize(targets, size)
-            weights = tf.image.resize(weights, size)
-        return self.factor * tf.reduce_sum(weights * tf.square(image - targets))
+        if tuple(targets.shape[1:3]) != (rows, cols):
+            targets = tf.image.resize(targets, (rows, cols))
+            weights = tf.image.resize(weights, (rows, cols))
+        return targets, weights
+
+    def inputs(self, region=None):
+        if region is None:
+            return {}
+        targets, weights = self._at(*region.size)
+        return {"targets": region.window_of(targets), "weights": region.window_of(weights)}
+
+    def sums(self, features, image, inputs, part):
+        if not inputs:  # the whole image
+            targets, weights = self._at(int(image.shape[1]), int(image.shape[2]))
+        else:
+            targets, weights = inputs["targets"], inputs["weights"]
+        x, t, w = (part.window(v) for v in (image, targets, weights))
+        return tf.reduce_sum(w * tf.square(x - t))
+
+    def finish(self, sums) -> tf.Tensor:
+        return self.factor * sums
+
+    def __call__(self, image) -> tf.Tensor:
+        return self.value({}, image)
 
 
 def normalization_factor(normalization: str, content_image: np.ndarray) -> float:

@@ -57,11 +57,13 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
-from nst_keras import memory
+from nst_keras.engine import memory
 from nst_keras.errors import UserError
-from nst_keras.objective import (_EPS, NORMALIZATIONS, RELATIVE, ContentTerm, StyleTerm,
-                                 computes_in_float16, content_loss, fast_gram_matrix,
-                                 scaled_network_gradient, total_variation_loss)
+from nst_keras.engine.objective import (NORMALIZATIONS, RELATIVE, ContentTerm, StyleTerm, Terms,
+                                        TotalVariationTerm, Weighted, computes_in_float16,
+                                        fast_gram_matrix, scaled_network_gradient,
+                                        total_variation_loss, weighted_terms)
+from nst_keras.engine.terms import Part
 from nst_keras.settings import TILE_ALIGN
 
 ALIGN = TILE_ALIGN  # the stride of block5: interiors, crops and halos start on it
@@ -223,20 +225,8 @@ class Spread:
 # Sums over tiles
 
 
-def _tv_value_fn(window):
-    return total_variation_loss(window)
-
-
-def _tv_grad_fn(window):
-    with tf.GradientTape() as tape:
-        tape.watch(window)
-        tv = total_variation_loss(window)
-    return tape.gradient(tv, window)
-
-
 _ANY_IMAGE = [tf.TensorSpec([1, None, None, 3], tf.float32)]
-_tv_value = tf.function(_tv_value_fn, input_signature=_ANY_IMAGE)
-_tv_grad = tf.function(_tv_grad_fn, input_signature=_ANY_IMAGE)
+_tv_value = tf.function(total_variation_loss, input_signature=_ANY_IMAGE)
 
 
 def tiled_total_variation(image, tiles: Sequence[Tile]) -> tf.Tensor:
@@ -249,8 +239,43 @@ def tiled_total_variation(image, tiles: Sequence[Tile]) -> tf.Tensor:
     return total
 
 
+@dataclasses.dataclass
+class Region:
+    """One tile in one pass, as a term's ``inputs`` sees it.
+
+    ``gradient``: pass 2 (the tile's gradient) rather than pass 1 (its sums).
+    ``window``: ``(top, bottom, left, right)`` of the image window image-space
+    terms get: the interior widened by ``MARGIN`` pixels, clipped.  ``size``:
+    ``(rows, cols)`` of the whole image.
+    """
+
+    tile: Tile
+    strides: Dict[str, int]
+    gradient: bool
+    window: tuple
+    size: tuple
+
+    def crop_of(self, full, layer: str):
+        """The crop's part of a full-image map at ``layer`` (``(1, rows/s, cols/s, c)``)."""
+        return self.tile.feature_crop(full, self.strides[layer])
+
+    def window_of(self, full):
+        """The image window's part of a full-image map ``(1, rows, cols, c)``."""
+        t, b, lo, hi = self.window
+        return full[:, t:b, lo:hi, :]
+
+
+MARGIN = 1  # pixels image-space terms see beyond the interior (total variation: 1)
+
+
+def image_window(tile: Tile, rows: int, cols: int) -> tuple:
+    return (max(tile.top - MARGIN, 0), min(tile.bottom + MARGIN, rows),
+            max(tile.left - MARGIN, 0), min(tile.right + MARGIN, cols))
+
+
 class FeatureSums:
-    """Per-tile sums of one network's features: raw Gram matrices and content errors.
+    """Full-image statistics of one network's features, computed in tiles
+    (for the targets: Gram sums of the style images, content feature maps).
 
     Args:
       extractor: the cut extractor.
@@ -263,29 +288,22 @@ class FeatureSums:
                  jit_compile: bool = False):
         self.extractor, self.strides = extractor, strides
         self.gram_layers = tuple(gram_layers)
-        self.tile_sums = tf.function(self.tile_sums_fn, jit_compile=jit_compile,
-                                     reduce_retracing=True)
+        self.tile_grams = tf.function(self.tile_grams_fn, jit_compile=jit_compile,
+                                      reduce_retracing=True)
 
-    def tile_sums_fn(self, packed):
-        """``(crop, inner, {layer: target crop}, weight)`` ->
-        ``({layer: F^T F}, {layer: ||F - P||^2})`` over the interior."""
-        crop, inner, targets, weight = packed
+    def tile_grams_fn(self, packed):
+        """``(crop, inner, weight)`` -> ``{layer: F^T F}`` over the interior."""
+        crop, inner, weight = packed
         raw = self.extractor(crop, training=False)
-        grams = {k: weight * fast_gram_matrix(interior(raw[k], inner, self.strides[k])[0])
-                 for k in self.gram_layers}
-        errors = {}
-        for k, target in targets.items():
-            s = self.strides[k]
-            errors[k] = weight * content_loss(interior(target, inner, s)[0],
-                                              interior(tf.cast(raw[k], tf.float32), inner, s)[0])
-        return grams, errors
+        part = Part(inner, self.strides)
+        return {k: weight * fast_gram_matrix(part.features(raw[k], k)[0])
+                for k in self.gram_layers}
 
-    def grams(self, image, tiles, spread: Spread) -> Dict[str, tf.Tensor]:
+    def grams(self, image, tiles, spread: "Spread") -> Dict[str, tf.Tensor]:
         """``{layer: F^T F}`` of a full network image, summed over the tiles."""
         image = tf.convert_to_tensor(image, tf.float32)
-        grams, _ = spread.sum(self.tile_sums, tiles,
-                              lambda t: (t.crop(image), tf.constant(t.inner), {}))
-        return grams
+        return spread.sum(self.tile_grams, tiles,
+                          lambda t: (t.crop(image), tf.constant(t.inner)))
 
     def features(self, image, tiles, names) -> Dict[str, tf.Tensor]:
         """Full-image feature maps ``{layer: (1, rows/s, cols/s, c)}`` float32, from tiles."""
@@ -308,126 +326,136 @@ class FeatureSums:
 # The tiled objective
 
 
-class TiledObjective:
-    """The ``Objective``'s loss and gradient computed tile by tile (exact).
+def not_tileable(terms: Sequence[Weighted]) -> List[str]:
+    """The names of the terms that cannot be summed over tiles."""
+    return [t.name for _, t in terms if not t.tileable]
+
+
+class TiledObjective(Terms):
+    """The weighted terms' loss and gradient computed tile by tile (exact).
 
     Args:
-      sums: ``FeatureSums`` of the extractor.
-      content, style: the terms (``None`` when their weight is 0), holding the
-        full-image targets and factors.
-      weights: ``(content_weight, style_weight, total_variation_weight)``.
-      tv_factor: the total-variation factor (``TotalVariationTerm``).
+      extractor, strides: the cut extractor and its ``{layer: stride}``.
+      terms: ``(weight, term)`` pairs, every term ``tileable``.
       tile_size, halo: the tiling (``tile_grid``).
-      positions: ``{style layer: positions of the full output's map}``.
       spread: the replicas the tiles go to.
 
-    ``terms(image)`` and ``value_and_grad(image)`` take a network image
-    ``(1, rows, cols, 3)`` float32 and return what ``Objective``'s do; they
-    run a Python loop over tiles, so ``host_loop`` tells optimisers to call
-    them eagerly.
+    One step: pass 1 sums every term's ``sums`` over the tiles' interiors
+    and finishes them (the loss), with ``d loss / d sums``; pass 2 gives each
+    tile's interior the gradient of ``<d loss / d sums, sums(tile)>``, the
+    network terms' through the crop and the image terms' through the image
+    window.  ``terms_at``/``terms(image)`` and ``value_and_grad(image)``
+    return what ``Objective``'s do; they run a Python loop over tiles, so
+    ``host_loop`` tells optimisers to call them eagerly.
     """
 
     host_loop = True
 
-    def __init__(self, sums: FeatureSums, content: Optional[ContentTerm],
-                 style: Optional[StyleTerm], weights, tv_factor, tile_size: int, halo: int,
-                 positions: Dict[str, int], spread: Spread):
-        self.sums, self.content, self.style = sums, content, style
-        self.content_weight, self.style_weight, self.total_variation_weight = (
-            float(w) for w in weights)
-        self.tv_factor, self.tile_size, self.halo = tv_factor, int(tile_size), int(halo)
-        self.positions, self.spread = positions, spread
-        self.float16 = computes_in_float16(sums.extractor.layers)
+    def __init__(self, extractor, strides: Dict[str, int], terms: Sequence[Weighted],
+                 tile_size: int, halo: int, spread: Spread, jit_compile: bool = False):
+        super().__init__(terms)
+        names = not_tileable(self.items)
+        if names:
+            raise UserError(f"{', '.join(names)} cannot be tiled; lower --img_nrows or set "
+                            "--tile_size=0")
+        self.extractor, self.strides = extractor, strides
+        self.tile_size, self.halo, self.spread = int(tile_size), int(halo), spread
+        self.float16 = computes_in_float16(extractor.layers)
+        self.tile_sums = tf.function(self.tile_sums_fn, jit_compile=jit_compile,
+                                     reduce_retracing=True)
         self.tile_gradient = tf.function(self.tile_gradient_fn, reduce_retracing=True)
 
     def tiles(self, image) -> List[Tile]:
         return tile_grid(int(image.shape[1]), int(image.shape[2]), self.tile_size, self.halo)
 
-    def _targets(self, tile: Tile):
-        if self.content is None:
-            return {}
-        return {k: tile.feature_crop(v, self.sums.strides[k])
-                for k, v in self.content.targets.items()}
+    def _args(self, image, tile: Tile, gradient: bool):
+        rows, cols = int(image.shape[1]), int(image.shape[2])
+        window = image_window(tile, rows, cols)
+        region = Region(tile, self.strides, gradient, window, (rows, cols))
+        box = np.array([tile.top - window[0], tile.bottom - window[0],
+                        tile.left - window[2], tile.right - window[2]], np.int32)
+        return (tile.crop(image), tf.constant(tile.inner), region.window_of(image),
+                tf.constant(box), [t.inputs(region) for _, t in self.items])
 
-    def _style_loss(self, grams) -> tf.Tensor:
-        total = tf.zeros((), tf.float32)
-        for name in self.style.targets:
-            gram = grams[name] / float(self.positions[name]) if self.style.mean else grams[name]
-            total += self.style.distance(name, gram)
-        return total
+    def _sums(self, crop, inner, window, box, inputs, interior_only: bool):
+        """Every term's ``sums`` for one tile (pass 1: interior positions only)."""
+        raw = self.extractor(crop, training=False) if self.network_terms() else {}
+        net = Part(inner if interior_only else None, self.strides)
+        img = Part(None, self.strides, box)
+        return [term.sums(raw, window, args, net if term.layers else img)
+                for (_, term), args in zip(self.items, inputs)]
+
+    def tile_sums_fn(self, packed):
+        crop, inner, window, box, inputs, weight = packed
+        sums = self._sums(crop, inner, window, box, inputs, True)
+        return tf.nest.map_structure(lambda s: weight * s, sums)
 
     def _step_one(self, image, tiles):
-        """Pass 1: the terms and ``{layer: d(style_weight * S)/dG}`` at ``image``."""
-        grams, errors = self.spread.sum(self.sums.tile_sums, tiles, lambda t: (
-            t.crop(image), tf.constant(t.inner), self._targets(t)))
-        zero = tf.zeros((), tf.float32)
-        c = self.content.combine(errors) if self.content else zero
-        dgrams = {}
-        if self.style:
-            with tf.GradientTape() as tape:
-                tape.watch(grams)
-                s = self._style_loss(grams)
-                weighted = self.style_weight * s
-            dgrams = tape.gradient(weighted, grams)
-        else:
-            s = zero
-        tv = self.tv_factor * tiled_total_variation(image, tiles) \
-            if self.total_variation_weight else zero
-        total = self.content_weight * c + self.style_weight * s + \
-            self.total_variation_weight * tv
-        return {"loss": total, "content_loss": c, "style_loss": s, "tv_loss": tv}, dgrams
+        """Pass 1: the terms and ``d loss / d sums`` at ``image``."""
+        sums = self.spread.sum(self.tile_sums, tiles,
+                               lambda t: self._args(image, t, False))
+        with tf.GradientTape() as tape:
+            tape.watch(sums)
+            values = {t.name: t.finish(s) for (_, t), s in zip(self.items, sums)}
+            terms = self.report(values)
+        dsums = tape.gradient(terms["loss"], sums,
+                              unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        return terms, dsums
 
-    def terms(self, image) -> Dict[str, tf.Tensor]:
+    def terms_at(self, image) -> Dict[str, tf.Tensor]:
         """The loss and its terms at ``image`` (float32 scalars)."""
         image = tf.convert_to_tensor(image, tf.float32)
         return self._step_one(image, self.tiles(image))[0]
+
+    terms = terms_at
 
     def value_and_grad(self, image):
         """Returns ``(terms, gradient of terms["loss"])``, the gradient ``(1, rows, cols, 3)``."""
         image = tf.convert_to_tensor(image, tf.float32)
         tiles = self.tiles(image)
-        terms, dgrams = self._step_one(image, tiles)
+        terms, dsums = self._step_one(image, tiles)
         rows, cols = int(image.shape[1]), int(image.shape[2])
         grad = np.zeros((1, rows, cols, 3), np.float32)
-        tv_scale = float(self.total_variation_weight * self.tv_factor)
 
         def sink(tile: Tile, g):
             h, w = tile.bottom - tile.top, tile.right - tile.left
             grad[:, tile.top:tile.bottom, tile.left:tile.right] = g[:, :h, :w]
-            if tv_scale:
-                t, b, lo, hi = tv_window(tile, rows, cols, 1)
-                g_tv = _tv_grad(image[:, t:b, lo:hi, :]).numpy()
-                grad[:, tile.top:tile.bottom, tile.left:tile.right] += tv_scale * \
-                    g_tv[:, tile.top - t:tile.bottom - t, tile.left - lo:tile.right - lo]
 
-        self.spread.each(self.tile_gradient, tiles, lambda t: (
-            t.crop(image), tf.constant(t.inner), self._targets(t), dgrams), sink)
+        self.spread.each(self.tile_gradient, tiles,
+                         lambda t: (*self._args(image, t, True), dsums), sink)
         return terms, tf.constant(grad)
 
     def tile_gradient_fn(self, packed):
-        """Pass 2 for one tile: the network part of the gradient at its interior,
-        zero-padded to ``(1, tile_size, tile_size, 3)``."""
-        crop, inner, targets, dgrams, weight = packed
-        with tf.GradientTape(persistent=self.float16) as tape:
-            tape.watch(crop)
-            feats = {k: tf.cast(v, tf.float32)
-                     for k, v in self.sums.extractor(crop, training=False).items()}
-            part = self._surrogate(feats, targets, dgrams)
-        grad = _backprop(tape, part, feats, crop, self.float16)
-        grad = weight * grad[:, inner[0]:inner[1], inner[2]:inner[3], :]
+        """Pass 2 for one tile: the gradient at its interior, zero-padded to
+        ``(1, tile_size, tile_size, 3)``."""
+        crop, inner, window, box, inputs, dsums, weight = packed
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch([crop, window])
+            raw = self.extractor(crop, training=False) if self.network_terms() else {}
+            feats = {k: tf.cast(v, tf.float32) for k, v in raw.items()}
+            net = Part(None, self.strides)
+            img = Part(None, self.strides, box)
+            network = image_part = tf.zeros((), tf.float32)
+            for (_, term), args, d in zip(self.items, inputs, dsums):
+                s = term.sums(feats if term.layers else {}, window, args,
+                              net if term.layers else img)
+                inner_product = tf.add_n([tf.reduce_sum(a * b) for a, b in zip(
+                    tf.nest.flatten(d), tf.nest.flatten(s))])
+                if term.layers:
+                    network += inner_product
+                else:
+                    image_part += inner_product
+        grad = tf.zeros_like(crop[:, inner[0]:inner[1], inner[2]:inner[3], :])
+        if self.network_terms():
+            grad += _backprop(tape, network, feats, crop, self.float16)[
+                :, inner[0]:inner[1], inner[2]:inner[3], :]
+        if self.image_terms():
+            grad += tape.gradient(image_part, window)[:, box[0]:box[1], box[2]:box[3], :]
+        del tape
+        grad = weight * grad
         size = self.tile_size
         return tf.pad(grad, [[0, 0], [0, size - tf.shape(grad)[1]],
                              [0, size - tf.shape(grad)[2]], [0, 0]])
-
-    def _surrogate(self, feats, targets, dgrams):
-        """A scalar whose gradient at the interior is the loss's network part."""
-        total = tf.zeros((), tf.float32)
-        if self.content is not None and self.content_weight:
-            total += self.content_weight * self.content.combine(
-                {k: content_loss(t, feats[k]) for k, t in targets.items()})
-        for k, d in dgrams.items():
-            total += tf.reduce_sum(d * fast_gram_matrix(feats[k][0]))
-        return total
 
 
 def _backprop(tape, value, feats, crop, float16: bool):
@@ -440,15 +468,6 @@ def _backprop(tape, value, feats, crop, float16: bool):
 
 # --------------------------------------------------------------------------
 # Targets and the objective
-
-
-def _image_grams(raw, rows: int, cols: int, strides, output_positions, scaled: bool):
-    """``StyleTerm.image_grams`` from raw tiled Gram sums of a ``rows x cols`` image."""
-    out = {}
-    for k, gram in raw.items():
-        n = float((rows // strides[k]) * (cols // strides[k]))
-        out[k] = gram / n if scaled else gram * (output_positions[k] / n)
-    return out
 
 
 def check_tiling(strides: Dict[str, int], layers, tile_size: int, halo: int) -> None:
@@ -471,11 +490,30 @@ def check_settings(config) -> int:
     return halo
 
 
+def _style_term(sums: FeatureSums, spread, content_image, style_images, style_layers,
+                normalization, blend_weights, layer_weights, tile_size, halo) -> StyleTerm:
+    strides = sums.strides
+    rows, cols = int(content_image.shape[1]), int(content_image.shape[2])
+    pos = {k: (rows // strides[k]) * (cols // strides[k]) for k in style_layers}
+    scaled = normalization in RELATIVE
+
+    def grams_of(image, exact: bool):
+        r, c = int(image.shape[1]), int(image.shape[2])
+        raw = sums.grams(image, tile_grid(r, c, tile_size, halo), spread)
+        n = {k: float((r // strides[k]) * (c // strides[k])) for k in style_layers}
+        return StyleTerm.image_grams(raw, n, pos, exact)
+
+    grams = [grams_of(image, scaled) for image in style_images]
+    photo = grams_of(content_image, True) if normalization in ("gap", "gap_total") else None
+    return StyleTerm.build(normalization, pos, float(rows * cols), grams, blend_weights,
+                           layer_weights, photo_grams=photo)
+
+
 def build_tiled_objective(extractor, content_image, style_images, *, content_layers,
                           style_layers, content_weight, style_weight, total_variation_weight,
                           normalization="keras_io", blend_weights=None, layer_weights=None,
-                          tile_size=1024, halo=192, strategy=None,
-                          jit_compile=False) -> TiledObjective:
+                          tile_size=1024, halo=192, strategy=None, jit_compile=False,
+                          extra_terms=()) -> TiledObjective:
     """``objective.build_objective`` computed in tiles (targets included).
 
     Args are ``build_objective``'s (network images ``(1, rows, cols, 3)``), and
@@ -486,36 +524,28 @@ def build_tiled_objective(extractor, content_image, style_images, *, content_lay
         raise ValueError(f"unknown loss normalization {normalization!r}")
     strides = extractor_strides(extractor)
     check_tiling(strides, list(content_layers) + list(style_layers), tile_size, halo)
+    names = not_tileable([(1.0, term) for _, _, term in extra_terms])
+    if names:  # before any target is computed
+        raise UserError(f"{', '.join(names)} cannot be tiled; lower --img_nrows or set "
+                        "--tile_size=0")
     sums = FeatureSums(extractor, strides, style_layers, jit_compile)
     spread = Spread(strategy)
     rows, cols = int(content_image.shape[1]), int(content_image.shape[2])
     tiles, pixels = tile_grid(rows, cols, tile_size, halo), float(rows * cols)
-    scaled = normalization in RELATIVE
     content = style = None
     if content_layers:
         content = ContentTerm.build(sums.features(content_image, tiles, content_layers),
                                     normalization, pixels)
-    positions = {k: (rows // strides[k]) * (cols // strides[k]) for k in style_layers}
     if style_layers:
-        grams = []
-        for image in style_images:
-            r, c = int(image.shape[1]), int(image.shape[2])
-            raw = sums.grams(image, tile_grid(r, c, tile_size, halo), spread)
-            grams.append(_image_grams(raw, r, c, strides, positions, scaled))
-        photo = None
-        if normalization in ("gap", "gap_total"):
-            photo = _image_grams(sums.grams(content_image, tiles, spread),
-                                 rows, cols, strides, positions, True)
-        style = StyleTerm.build(None, normalization, positions, pixels, blend_weights,
-                                layer_weights, grams=grams, photo_grams=photo)
-    tv_factor = 1.0
-    if scaled:
-        tv = tiled_total_variation(tf.constant(content_image), tiles)
-        tv_factor = pixels / tf.maximum(tv, _EPS)
-    return TiledObjective(sums, content, style,
-                          (content_weight, style_weight, total_variation_weight), tv_factor,
-                          tile_size, halo, positions, spread)
-
+        style = _style_term(sums, spread, content_image, style_images, style_layers,
+                            normalization, blend_weights, layer_weights, tile_size, halo)
+    tv = TotalVariationTerm.build(
+        content_image, normalization,
+        tiled_total_variation(tf.constant(content_image), tiles)
+        if normalization in RELATIVE else None)
+    terms = weighted_terms(content, style, tv,
+                           (content_weight, style_weight, total_variation_weight), extra_terms)
+    return TiledObjective(extractor, strides, terms, tile_size, halo, spread, jit_compile)
 
 
 # --------------------------------------------------------------------------

@@ -34,9 +34,10 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from nst_keras import batch, flow, imaging, manifest, memory, pipeline, rundir, settings, \
-    temporal, tiling, vgg, videoio
-from nst_keras.callbacks import ExtraTerms
+from nst_keras import pool, settings
+from nst_keras.engine import imaging, memory, objective, pipeline, tiling, vgg
+from nst_keras.output import manifest, rundir
+from nst_keras.video import flow, temporal, videoio
 from nst_keras.errors import UserError
 
 # One objective per frame retraces the step each time; TensorFlow warns about that.
@@ -229,7 +230,7 @@ def temporal_start(config: settings.Config, options: Options, contents: Dict[int
 
 
 def stylize_frame(config: settings.Config, options: Options, contents, previous,
-                  position: int, style_cache=None) -> np.ndarray:
+                  position: int, target_cache=None) -> np.ndarray:
     """The stylised picture of one frame (``previous`` empty: an independent run)."""
     terms, frame_config = (), config.replace(output_dir=None, resume=None)
     if previous and options.temporal_weight > 0:
@@ -237,9 +238,8 @@ def stylize_frame(config: settings.Config, options: Options, contents, previous,
         terms = [(temporal.NAME, options.temporal_weight, term)]
         frame_config = frame_config.replace(init=init,
                                             iterations=frame_iterations(config, options))
-    callbacks = [ExtraTerms(terms)] + ([style_cache] if style_cache is not None else [])
-    result = pipeline.stylize(frame_config, content=contents[position], callbacks=callbacks,
-                              log=lambda s: None)
+    result = pipeline.stylize(frame_config, content=contents[position], log=lambda s: None,
+                              target_cache=target_cache, extra_terms=terms)
     return result.image
 
 
@@ -267,7 +267,7 @@ def run_chunk(config: settings.Config, options: Options, film: Film, chunk: Chun
     folder = chunk_dir(config.output_dir, film.chunks, chunk)
     rundir.make_output_dir(folder)
     contents = read_contents(options, film, chunk, config.interpolation)
-    cache, ran = batch.SharedTargets(batch.TargetCache()), 0
+    cache, ran = objective.TargetCache(), 0
     for position in range(chunk.start, chunk.stop):
         path = frame_path(folder, position)
         if os.path.isfile(path):
@@ -324,9 +324,9 @@ def preflight(config: settings.Config, options: Options, film: Film) -> None:
     memory.check(film.rows, film.cols, config, tiling.check_settings(config))
     pipeline.build_extractor(config)
     if options.workers > 1 or options.ray_address:
-        cluster = batch.load_cluster()  # UserError without Ray
+        pool.require()  # UserError without Ray
         if options.ray_address:
-            cluster.check_address(options.ray_address)
+            pool.check_address(options.ray_address)
 
 
 def frames_key(config: settings.Config, options: Options, film: Film) -> Dict:
@@ -353,7 +353,7 @@ def prepare_output_dir(config: settings.Config, key: Dict, log) -> int:
     out = config.output_dir
     rundir.check_writable(out)
     held = _held_frames(out)
-    previous = batch.read_json(os.path.join(out, MANIFEST))
+    previous = manifest.read_json(os.path.join(out, MANIFEST))
     if held and (previous.get("key") != key or config.overwrite):
         if not config.overwrite:
             raise UserError(f"--output_dir={out} holds the frames of another video run "
@@ -376,7 +376,7 @@ def _check_not_replacing(config: settings.Config, options: Options, key: Dict) -
     """An existing ``--output`` is replaced only if this run made it (or ``--overwrite``)."""
     if not os.path.exists(options.output) or config.overwrite:
         return
-    previous = batch.read_json(os.path.join(config.output_dir, MANIFEST))
+    previous = manifest.read_json(os.path.join(config.output_dir, MANIFEST))
     made_here = os.path.abspath(previous.get("output") or "") == os.path.abspath(options.output)
     if previous.get("key") != key or not made_here:
         raise UserError(f"--output={options.output} already exists; pass --overwrite to "
@@ -396,11 +396,22 @@ def film_frames(output_dir: str, film: Film):
 def _run_chunks(config, options: Options, film: Film, log, on_frame) -> List[Dict]:
     if options.workers <= 1 and not options.ray_address:
         return [run_chunk(config, options, film, c, on_frame) for c in film.chunks]
-    cluster = batch.load_cluster()
     log(f"{len(film.chunks)} chunks of about {film.chunks[0].stop - film.chunks[0].start} "
         f"frames, overlapping by {options.chunk_overlap}")
-    return cluster.run_calls(run_chunk, [(config, options, film, c) for c in film.chunks],
-                             options.workers, options.ray_address, log)
+    jobs = [(config, options, film, c) for c in film.chunks]
+    records = {done.item[3].index: done.record for done in pool.run(
+        run_chunk_on_worker, jobs, workers=options.workers, address=options.ray_address,
+        log=log, on_error=_chunk_failed)}
+    return [records[c.index] for c in film.chunks]
+
+
+def run_chunk_on_worker(state, job) -> Dict:
+    """One chunk on a pool worker: ``job`` is ``run_chunk``'s arguments."""
+    return run_chunk(*job)
+
+
+def _chunk_failed(job, reason: str, attempts: int):
+    raise UserError(f"chunk {job[3].index + 1} failed on its Ray worker: {reason}")
 
 
 def stylize_video(config: settings.Config, options: Options, log=print,

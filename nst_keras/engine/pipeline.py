@@ -20,9 +20,9 @@ The data path, as ``stylize`` reads:
    ``callbacks.Progress`` to the callbacks;
 5. result: the final picture, its network image and the logged history.
 
-Nothing here writes a file.  With ``config.output_dir`` set, ``stylize``
-attaches ``rundir.RunDirectory``, the callback that writes images,
-``run.json``, ``metrics.jsonl`` and checkpoints, and resumes from one.
+Nothing here writes a file: the file layer (``nst_keras.output.stylize``)
+attaches its run directory as a callback and hands in the state to resume
+from (``start``).
 """
 
 from __future__ import annotations
@@ -35,11 +35,12 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
-from nst_keras import hardware, imaging, memory, optim, rundir, settings, tiling, vgg
-from nst_keras.callbacks import FiniteGuard, Outcome, PrintLog, Progress, RunState, \
+from nst_keras.engine import hardware, imaging, memory, optim, tiling, vgg
+from nst_keras import settings
+from nst_keras.engine.callbacks import FiniteGuard, Outcome, PrintLog, Progress, RunState, \
     StopOnSignal, StopWhenStyleClose
 from nst_keras.errors import UserError
-from nst_keras.objective import Objective, build_objective
+from nst_keras.engine.objective import Objective, build_objective
 from nst_keras.settings import Config
 
 
@@ -221,7 +222,9 @@ def build_extractor(config: Config, backbone=None, strategy=None):
     vgg.check_layers(backbone, content_layers + style_layers, config.model)
     if not content_layers + style_layers:  # total variation alone needs no network
         return None
-    precision, _ = hardware.resolve_precision(config.precision, config.model)
+    precision = config.precision  # resolved once, by stylize
+    if precision == "auto":
+        precision, _ = hardware.resolve_precision(precision, config.model)
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
         return vgg.build_extractor(backbone, content_layers + style_layers,
                                    precision=precision, pooling=config.pooling,
@@ -238,7 +241,8 @@ def build_loss(config: Config, content_picture, style_pictures, backbone=None,
     When ``memory.tile_size_for`` says the size is tiled, a
     ``tiling.TiledObjective`` (same interface), its tiles spread over
     ``strategy``'s replicas.  ``extra_terms``: ``(name, weight, term)``
-    triples added to the loss (``objective.Objective.extra``; untiled only).
+    triples added to the term list (a term that is not ``tileable`` stops a
+    tiled run in one line).
     """
     content_layers, style_layers = config.active_layers()
     extractor = extractor if extractor is not None else build_extractor(config, backbone)
@@ -254,12 +258,9 @@ def build_loss(config: Config, content_picture, style_pictures, backbone=None,
     styles = [vgg.preprocess_image(p) for p in style_pictures]
     tile = memory.tile_size_for(content.shape[1], content.shape[2], config)
     if tile and extractor is not None:
-        if extra_terms:
-            raise UserError(f"{', '.join(n for n, _, _ in extra_terms)} cannot be tiled; "
-                            "lower --img_nrows or set --tile_size=0")
         return tiling.build_tiled_objective(extractor, content, styles, tile_size=tile,
                                             halo=tiling.halo_for(config), strategy=strategy,
-                                            **common)
+                                            extra_terms=extra_terms, **common)
     return build_objective(
         extractor, content, styles, **common, target_cache=target_cache,
         network_key=(config.model, config.weights, config.seed, config.precision,
@@ -277,11 +278,12 @@ class Run:
     Args:
       start: a ``RunState`` to continue from (``--resume``), or ``None``.
       strategy: the ``tf.distribute`` strategy tiled stages spread tiles over.
+      target_cache, extra_terms: see ``stylize``.
     """
 
     def __init__(self, config: Config, stages: List[Stage], weights: str, callbacks,
                  start: Optional[RunState], log, device: Optional[Dict] = None,
-                 strategy=None):
+                 strategy=None, target_cache=None, extra_terms=()):
         self.config, self.stages, self.weights = config, stages, weights
         self.device = device or {}  # precision chosen and why, threads
         self.callbacks, self.start, self.log = list(callbacks), start, log
@@ -295,13 +297,10 @@ class Run:
         self.stage: Optional[Stage] = None
         self.image = self.optimizer = self.average = self.inputs = None
         self.losses: Optional[Dict[str, float]] = None
-        # A dict keeping style Gram targets across runs (``build_loss``); a
-        # callback's on_start may set it (``batch.SharedTargets``).
-        self.target_cache = None
         self.strategy = strategy  # the tf.distribute strategy tiles are spread over
-        # ``(name, weight, term)`` triples each stage's objective adds to its
-        # loss; a callback's on_start may set them (``callbacks.ExtraTerms``).
-        self.extra_terms = ()
+        # What each stage's objective is built with (``build_loss``): a mapping
+        # keeping style targets across runs, and extra terms.
+        self.target_cache, self.extra_terms = target_cache, tuple(extra_terms)
 
     @property
     def first_stage(self) -> int:
@@ -492,37 +491,15 @@ def _with_arrays(config: Config, content, style) -> Config:
     return config
 
 
-def _callbacks(config: Config, directory, log, extra: Sequence) -> list:
-    """Signals first, then the stopping rule, the run directory, the log, the caller's."""
+def _callbacks(config: Config, log, extra: Sequence) -> list:
+    """Signals first, then the stopping rule, the caller's (e.g. a run directory), the log."""
     rules = [StopWhenStyleClose(config.style_stop_fraction)] if config.style_stop_fraction else []
-    return [StopOnSignal(log), *rules, *([directory] if directory else []), PrintLog(log),
-            *extra]
+    return [StopOnSignal(log), *rules, *extra, PrintLog(log)]
 
 
-def stylize(config: Config, content=None, style=None, callbacks: Sequence = (),
-            log=print) -> Result:
-    """Runs one style transfer (coarse to fine when ``config.scales`` is set).
-
-    Args:
-      config: the settings; ``config.content_image``/``style_image`` are used
-        unless ``content``/``style`` (path, URL or RGB array; ``style`` may be
-        a list of them) are given.  With ``config.output_dir`` the run writes
-        there (``rundir.RunDirectory``), and ``config.resume`` continues one.
-      callbacks: objects with ``on_start``/``on_step``/``on_end`` (see
-        ``nst_keras.callbacks``), called after the run directory's.
-      log: receives the run's log lines (``print`` by default).
-
-    Returns:
-      ``Result`` with the final picture and the loss history.
-
-    Raises:
-      UserError: bad settings or inputs (nothing is written in that case).
-      NonFiniteLoss: the loss became NaN/Inf (the last finite image is saved).
-      Interrupted: SIGINT/SIGTERM stopped the run (after saving a checkpoint).
-    """
-    config = settings.validate(_with_arrays(config, content, style))
-    directory = rundir.RunDirectory(config, log) if config.output_dir is not None else None
-    start = directory.resume_state if directory is not None else None
+def _plan(config: Config, content, style, start: Optional[RunState]):
+    """The stages, every stage's inputs and the first image, checked before any
+    work (size and memory errors come before anything is written)."""
     sources = open_sources(config, content, style)
     stages = plan_stages(config, *sources.content.size)
     if start is not None and start.scale_index >= len(stages):
@@ -531,21 +508,59 @@ def stylize(config: Config, content=None, style=None, callbacks: Sequence = (),
                         "--scales as it was")
     last = stages[-1]
     memory.check(last.rows, last.cols, config, tiling.check_settings(config))  # before resizing
-    # Every stage's inputs first, so size errors come before anything is written.
     all_inputs = [stage_inputs(config, sources, stage) for stage in stages]
-    first_image = initial_image(config, sources, stages[0], all_inputs[0])
+    return stages, all_inputs, initial_image(config, sources, stages[0], all_inputs[0])
+
+
+def checked(config: Config, content=None, style=None) -> Config:
+    """``config`` validated, with images given as arrays marked (``run.json`` says so)."""
+    return settings.validate(_with_arrays(config, content, style))
+
+
+def stylize(config: Config, content=None, style=None, callbacks: Sequence = (),
+            log=print, *, start: Optional[RunState] = None, target_cache=None,
+            extra_terms: Sequence = (), is_checked: bool = False) -> Result:
+    """Runs one style transfer in memory (coarse to fine when ``config.scales`` is set).
+
+    Args:
+      config: the settings; ``config.content_image``/``style_image`` are used
+        unless ``content``/``style`` (path, URL or RGB array; ``style`` may be
+        a list of them) are given.  ``config.output_dir`` is not used here.
+      callbacks: objects with ``on_start``/``on_step``/``on_end`` (see
+        ``nst_keras.engine.callbacks``), called before the log.
+      log: receives the run's log lines (``print`` by default).
+      start: a ``RunState`` to continue from (a checkpoint's).
+      target_cache: a mapping that keeps style targets across runs
+        (``objective.TargetCache``), e.g. one per worker of a batch.
+      extra_terms: ``(name, weight, term)`` triples added to the loss, e.g. a
+        film's temporal term.
+      is_checked: ``config`` is already ``checked`` (the file layer checks it
+        before it touches the output directory).
+
+    Returns:
+      ``Result`` with the final picture and the loss history.
+
+    Raises:
+      UserError: bad settings or inputs.
+      NonFiniteLoss: the loss became NaN/Inf.
+      Interrupted: SIGINT/SIGTERM stopped the run.
+    """
+    config = config if is_checked else checked(config, content, style)
+    stages, all_inputs, first_image = _plan(config, content, style, start)
+    last = stages[-1]
     threads = hardware.configure_threads()
     strategy = tiling.make_strategy(config.devices, config.distribute)  # before any op
     precision, why = hardware.resolve_precision(config.precision, config.model)
     backbone, weights = vgg.load_backbone(config.model, config.weights, config.seed)
-    extractor = build_extractor(config.replace(precision=precision), backbone, strategy)
+    resolved = config.replace(precision=precision)
+    extractor = build_extractor(resolved, backbone, strategy)
     log(f"{config.model} weights: {weights}; image {last.rows}x{last.cols}; "
         f"{config.optimizer}, {last.last_step} iterations, {precision}"
         + (f" (auto: {why})" if config.precision == "auto" else ""))
     device = {"precision": precision, "precision_requested": config.precision,
               "precision_reason": why, "threads": threads}
-    run = Run(config.replace(precision=precision), stages, weights,
-              _callbacks(config, directory, log, callbacks), start, log, device, strategy)
+    run = Run(resolved, stages, weights, _callbacks(config, log, callbacks), start, log,
+              device, strategy, target_cache, extra_terms)
     run.begin()
     try:
         result = _loop(run, all_inputs, first_image, extractor)

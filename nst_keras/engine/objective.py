@@ -1,0 +1,268 @@
+"""The objective: a list of weighted terms (``terms``), evaluated on the whole image.
+
+``loss = sum_k  weight_k * term_k``; the keras.io objective is
+``content_weight * C + style_weight * S + total_variation_weight * TV``
+(``build_objective``).  Any other term that follows the contract of
+``nst_keras.engine.terms.Term`` joins the list as an argument (a film's
+temporal term: ``extra_terms``).  ``tiling.TiledObjective`` evaluates the
+same list tile by tile.
+
+``Objective`` pushes one image per step through the cut network and returns
+the weighted total and each term as float32 scalars, compiled with
+``tf.function``.  ``TargetCache`` keeps style targets across runs.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+from typing import Dict, List, Mapping, MutableMapping, Optional, Sequence, Tuple
+
+import numpy as np
+import tensorflow as tf
+
+from nst_keras.engine.terms import (  # noqa: F401  (the term functions, re-exported)
+    _EPS, NORMALIZATIONS, RELATIVE, ContentTerm, Features, StyleTerm, Term,
+    TotalVariationTerm, blend_grams, content_loss, fast_gram_matrix, gram_matrix,
+    mean_gram, positions, style_loss, total_variation_loss)
+
+# Reported on every step (0 when the term is off), whatever else the list holds.
+REPORTED = ("content_loss", "style_loss", "tv_loss")
+Weighted = Tuple[float, Term]
+
+
+class Terms:
+    """The weighted term list shared by the untiled and the tiled objective."""
+
+    def __init__(self, terms: Sequence[Weighted]):
+        self.items: List[Weighted] = [(float(w), t) for w, t in terms]
+        names = [t.name for _, t in self.items]
+        if len(set(names)) != len(names):
+            raise ValueError(f"two terms share a name: {names}")
+
+    def term(self, name: str) -> Optional[Term]:
+        return next((t for _, t in self.items if t.name == name), None)
+
+    @property
+    def content(self) -> Optional[ContentTerm]:
+        return self.term(ContentTerm.name)
+
+    @property
+    def style(self) -> Optional[StyleTerm]:
+        return self.term(StyleTerm.name)
+
+    @property
+    def tv(self) -> Optional[TotalVariationTerm]:
+        return self.term(TotalVariationTerm.name)
+
+    def network_terms(self) -> List[Weighted]:
+        return [(w, t) for w, t in self.items if t.layers]
+
+    def image_terms(self) -> List[Weighted]:
+        return [(w, t) for w, t in self.items if not t.layers]
+
+    def report(self, values: Mapping[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+        """``{"loss", every reported name, every term's name}`` from term values."""
+        zero = tf.zeros((), tf.float32)
+        total = zero
+        for weight, term in self.items:
+            total = total + weight * values[term.name]
+        out = {"loss": total, **{k: zero for k in REPORTED}}
+        out.update({t.name: values[t.name] for _, t in self.items})
+        return out
+
+
+class Objective(Terms):
+    """The weighted terms on the whole image.
+
+    Args:
+      extractor: model from ``vgg.build_extractor`` (``None`` when no term
+        reads the network).
+      terms: ``(weight, term)`` pairs (terms of weight 0 left out).
+      jit_compile: compile with XLA.
+
+    ``terms_at(image)`` and ``value_and_grad(image)`` take a network image
+    ``(1, rows, cols, 3)`` float32 and return float32 scalars
+    ``{"loss", "content_loss", "style_loss", "tv_loss", ...}`` (and the
+    gradient, same shape as the image).
+    """
+
+    def __init__(self, extractor, terms: Sequence[Weighted], jit_compile: bool = False):
+        super().__init__(terms)
+        self.extractor = extractor
+        layers = extractor.layers if extractor is not None else []
+        # float16 cannot hold the tiny gradients the keras.io weights give:
+        # see value_and_grad_fn.
+        self.float16 = computes_in_float16(layers)
+        self.terms = tf.function(self.terms_fn, jit_compile=jit_compile, reduce_retracing=True)
+        self.value_and_grad = tf.function(self.value_and_grad_fn, jit_compile=jit_compile,
+                                          reduce_retracing=True)
+
+    def raw_features(self, image) -> Dict[str, tf.Tensor]:
+        """Features in the network's compute dtype (bfloat16 under mixed_bfloat16)."""
+        return {} if self.extractor is None else self.extractor(image, training=False)
+
+    def features(self, image) -> Dict[str, tf.Tensor]:
+        """Float32 features ``{name: (1, rows', cols', channels)}``."""
+        return {k: tf.cast(v, tf.float32) for k, v in self.raw_features(image).items()}
+
+    def weighted(self, raw: Features, image) -> Dict[str, tf.Tensor]:
+        """The terms from the image's features (``raw``: any float dtype)."""
+        return self.report({t.name: t.value(raw, image) for _, t in self.items})
+
+    def terms_fn(self, image) -> Dict[str, tf.Tensor]:
+        """The loss and its terms at ``image`` (uncompiled; see ``terms``)."""
+        return self.weighted(self.raw_features(image), image)
+
+    def value_and_grad_fn(self, image):
+        """Returns ``(terms, gradient of terms["loss"])`` (uncompiled)."""
+        if not self.float16:
+            with tf.GradientTape() as tape:
+                tape.watch(image)
+                terms = self.terms_fn(image)
+            return terms, tape.gradient(terms["loss"], image)
+        # float16: the network part with an exact loss scale, the rest directly.
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch(image)
+            feats = self.features(image)
+            terms = self.weighted(feats, image)
+            network = tf.zeros((), tf.float32)
+            for weight, term in self.network_terms():
+                network += weight * terms[term.name]
+        grad = scaled_network_gradient(tape, network, feats, image)
+        for weight, term in self.image_terms():
+            grad += weight * tape.gradient(terms[term.name], image)
+        del tape
+        return terms, grad
+
+
+def computes_in_float16(layers) -> bool:
+    """Whether any of the network's ``layers`` computes in float16."""
+    return any(getattr(layer, "compute_dtype", "") == "float16" for layer in layers)
+
+
+def scaled_network_gradient(tape, value, feats: Features, wrt):
+    """``d value / d wrt`` through the features ``feats`` only, for float16 networks.
+
+    The gradient with respect to the float32 features is scaled so its
+    largest entry is about 2^10, backpropagated through the float16 network
+    and unscaled: an exact, per-call loss scale.  ``tape`` must be persistent
+    and have recorded ``feats`` from ``wrt``; paths from ``wrt`` to ``value``
+    that bypass the network (total variation, extra terms) are not included.
+    """
+    names = sorted(feats)
+    gf = tape.gradient(value, [feats[k] for k in names])
+    gf = [tf.zeros_like(feats[k]) if g is None else g for k, g in zip(names, gf)]
+    peak = tf.reduce_max(tf.stack([tf.reduce_max(tf.abs(g)) for g in gf]))
+    scale = tf.pow(2.0, tf.round(10.0 - tf.math.log(peak + 1e-30) / tf.math.log(2.0)))
+    grad = tape.gradient([feats[k] for k in names], wrt,
+                         output_gradients=[g * scale for g in gf])
+    return grad / scale
+
+
+class TargetCache(collections.OrderedDict):
+    """Style targets kept across runs (``style_grams``), least recently used
+    dropped first; ``hits`` and ``misses`` count the look-ups."""
+
+    def __init__(self, limit: int = 64):
+        super().__init__()
+        self.limit, self.hits, self.misses = limit, 0, 0
+
+    def __getitem__(self, key):
+        value = super().__getitem__(key)
+        self.move_to_end(key)
+        self.hits += 1
+        return value
+
+    def __setitem__(self, key, value):
+        super().__setitem__(key, value)
+        self.misses += 1
+        while len(self) > self.limit:
+            self.popitem(last=False)
+
+
+def style_grams(features_of, style_image, output_positions: Mapping[str, int],
+                normalization: str, cache: Optional[MutableMapping] = None, network_key=None):
+    """One style image's target Gram matrices, taken from ``cache`` when it has them.
+
+    ``features_of(image)``: ``{layer: (1, rows', cols', c)}`` features of a
+    network image.  ``cache`` (any mapping, kept by the caller across runs) is
+    keyed by ``network_key`` (what fixes the network: model, weights,
+    precision, ...), a digest of the network image, the layers with their
+    output positions and the normalisation; a hit gives exactly the matrices
+    computing them would.
+    """
+    scaled = normalization in RELATIVE
+    key = None
+    if cache is not None:
+        image = np.ascontiguousarray(style_image, dtype=np.float32)
+        key = (network_key, hashlib.sha256(image.tobytes()).hexdigest(), image.shape,
+               tuple(output_positions.items()), scaled)
+        if key in cache:
+            return cache[key]
+    feats = features_of(tf.constant(style_image))
+    raw = {k: fast_gram_matrix(feats[k][0]) for k in output_positions}
+    grams = StyleTerm.image_grams(raw, {k: positions(feats[k][0]) for k in output_positions},
+                                  output_positions, scaled)
+    if cache is not None:
+        cache[key] = grams
+    return grams
+
+
+def weighted_terms(content, style, tv, weights, extra_terms=()) -> List[Weighted]:
+    """The keras.io triple with its weights, terms of weight 0 (or ``None``) left
+    out, then the ``(name, weight, term)`` extra terms."""
+    out = [(float(w), term) for w, term in zip(weights, (content, style, tv))
+           if term is not None and float(w)]
+    for name, weight, term in extra_terms:
+        if term.name != name:
+            raise ValueError(f"extra term {name!r} reports itself as {term.name!r}")
+        out.append((float(weight), term))
+    return out
+
+
+def build_objective(extractor, content_image, style_images, *, content_layers,
+                    style_layers, content_weight, style_weight, total_variation_weight,
+                    normalization="keras_io", blend_weights=None, layer_weights=None,
+                    jit_compile=False, target_cache=None, network_key=None,
+                    extra_terms=()) -> Objective:
+    """Computes the targets and returns the ``Objective``.
+
+    Args:
+      extractor: model from ``vgg.build_extractor`` covering the layers.
+      content_image: network image ``(1, rows, cols, 3)``: the content target,
+        and the output size ``P = rows * cols``.
+      style_images: one or more network images (any size).
+      content_layers, style_layers: layer names (empty: term off).
+      blend_weights: one weight per style image (default equal).
+      layer_weights: one weight per style layer (default equal; normalised).
+      target_cache, network_key: a mapping that keeps the style images' Gram
+        matrices across calls, and what identifies the network (``style_grams``).
+      extra_terms: ``(name, weight, term)`` triples added to the list, e.g.
+        ``video.temporal.TemporalTerm``.
+    """
+    if normalization not in NORMALIZATIONS:
+        raise ValueError(f"unknown loss normalization {normalization!r}")
+    if isinstance(style_images, (np.ndarray, tf.Tensor)):
+        style_images = [style_images]
+    pixels = float(content_image.shape[1] * content_image.shape[2])
+    probe = Objective(extractor, [])
+    content = style = None
+    if content_layers or style_layers:
+        content_feats = probe.features(tf.constant(content_image))
+    if content_layers:
+        content = ContentTerm.build({k: content_feats[k] for k in content_layers},
+                                    normalization, pixels)
+    if style_layers:
+        out_positions = {k: int(content_feats[k].shape[1]) * int(content_feats[k].shape[2])
+                         for k in style_layers}
+        grams = [style_grams(probe.features, s, out_positions, normalization, target_cache,
+                             network_key) for s in style_images]
+        photo = {k: mean_gram(content_feats[k][0]) for k in style_layers} \
+            if normalization in ("gap", "gap_total") else None
+        style = StyleTerm.build(normalization, out_positions, pixels, grams, blend_weights,
+                                layer_weights, photo_grams=photo)
+    tv = TotalVariationTerm.build(content_image, normalization)
+    terms = weighted_terms(content, style, tv,
+                           (content_weight, style_weight, total_variation_weight), extra_terms)
+    return Objective(extractor, terms, jit_compile)
