@@ -98,6 +98,26 @@ class Objective(Terms):
         self.value_and_grad = tf.function(self.value_and_grad_fn, jit_compile=jit_compile,
                                           reduce_retracing=True)
 
+    def hold_state(self) -> "Objective":
+        """Turns every term's numbers into variables, so the compiled step reads
+        them instead of capturing them, and ``adopt`` can replace them."""
+        for _, term in self.items:
+            for name in term.state_names:
+                setattr(term, name, tf.nest.map_structure(_variable, getattr(term, name)))
+        return self
+
+    def signature(self) -> tuple:
+        return signature(self.extractor, self.items)
+
+    def adopt(self, other: Sequence[Weighted]) -> "Objective":
+        """Takes the numbers of ``other``'s terms (same ``signature``), keeping the
+        compiled step; returns ``self``."""
+        for (_, mine), (_, theirs) in zip(self.items, other):
+            for name in mine.state_names:
+                tf.nest.map_structure(lambda var, value: var.assign(value),
+                                      getattr(mine, name), getattr(theirs, name))
+        return self
+
     def raw_features(self, image) -> Dict[str, tf.Tensor]:
         """Features in the network's compute dtype (bfloat16 under mixed_bfloat16)."""
         return {} if self.extractor is None else self.extractor(image, training=False)
@@ -136,6 +156,22 @@ class Objective(Terms):
         return terms, grad
 
 
+def _variable(value):
+    return tf.Variable(tf.cast(value, tf.float32), trainable=False)
+
+
+def _shapes(value) -> tuple:
+    return tuple(tuple(np.shape(v)) for v in tf.nest.flatten(value))
+
+
+def signature(extractor, terms: Sequence[Weighted]) -> tuple:
+    """What fixes an objective's compiled step: the network (by identity), every
+    term's weight and ``Term.signature``, and the shapes of its numbers."""
+    return (id(extractor), tuple(
+        (w, term.signature(), tuple(_shapes(getattr(term, n)) for n in term.state_names))
+        for w, term in terms))
+
+
 def computes_in_float16(layers) -> bool:
     """Whether any of the network's ``layers`` computes in float16."""
     return any(getattr(layer, "compute_dtype", "") == "float16" for layer in layers)
@@ -161,12 +197,25 @@ def scaled_network_gradient(tape, value, feats: Features, wrt):
 
 
 class TargetCache(collections.OrderedDict):
-    """Style targets kept across runs (``style_grams``), least recently used
-    dropped first; ``hits`` and ``misses`` count the look-ups."""
+    """What a worker keeps from run to run.
 
-    def __init__(self, limit: int = 64):
+    As a mapping: style targets (``style_grams``), least recently used dropped
+    first; ``hits`` and ``misses`` count the look-ups.  Besides:
+    ``extractor(key, build)`` keeps the cut network per network and layers,
+    ``objective(extractor, terms, build)`` the compiled objective per
+    ``signature`` (a new picture of the same shape assigns its targets to the
+    kept one instead of tracing a new step), and ``optimizers`` what
+    ``pipeline.run_stage`` keeps of the optimiser.
+    """
+
+    def __init__(self, limit: int = 64, steps: int = 8):
         super().__init__()
         self.limit, self.hits, self.misses = limit, 0, 0
+        self.steps = steps
+        self.extractors: Dict = {}
+        self.objectives: "collections.OrderedDict" = collections.OrderedDict()
+        self.optimizers: "collections.OrderedDict" = collections.OrderedDict()
+        self.reused = 0
 
     def __getitem__(self, key):
         value = super().__getitem__(key)
@@ -179,6 +228,32 @@ class TargetCache(collections.OrderedDict):
         self.misses += 1
         while len(self) > self.limit:
             self.popitem(last=False)
+
+    def extractor(self, key, build):
+        if key not in self.extractors:
+            self.extractors[key] = build()
+        return self.extractors[key]
+
+    def objective(self, extractor, terms: Sequence[Weighted], build) -> "Objective":
+        key = signature(extractor, terms)
+        if key in self.objectives:
+            self.objectives.move_to_end(key)
+            self.reused += 1
+            return self.objectives[key].adopt(terms)
+        built = build().hold_state()
+        self.objectives[key] = built
+        while len(self.objectives) > self.steps:
+            self.objectives.popitem(last=False)
+        return built
+
+    def keep(self, store: "collections.OrderedDict", key, build):
+        """``store[key]``, built once (at most ``steps`` kept)."""
+        if key not in store:
+            store[key] = build()
+            while len(store) > self.steps:
+                store.popitem(last=False)
+        store.move_to_end(key)
+        return store[key]
 
 
 def style_grams(features_of, style_image, output_positions: Mapping[str, int],
@@ -237,7 +312,8 @@ def build_objective(extractor, content_image, style_images, *, content_layers,
       blend_weights: one weight per style image (default equal).
       layer_weights: one weight per style layer (default equal; normalised).
       target_cache, network_key: a mapping that keeps the style images' Gram
-        matrices across calls, and what identifies the network (``style_grams``).
+        matrices across calls, and what identifies the network (``style_grams``);
+        a ``TargetCache`` also keeps the compiled objective (``TargetCache.objective``).
       extra_terms: ``(name, weight, term)`` triples added to the list, e.g.
         ``video.temporal.TemporalTerm``.
     """
@@ -265,4 +341,7 @@ def build_objective(extractor, content_image, style_images, *, content_layers,
     tv = TotalVariationTerm.build(content_image, normalization)
     terms = weighted_terms(content, style, tv,
                            (content_weight, style_weight, total_variation_weight), extra_terms)
+    if isinstance(target_cache, TargetCache):  # a worker reuses one compiled step per shape
+        return target_cache.objective(extractor, terms,
+                                      lambda: Objective(extractor, terms, jit_compile))
     return Objective(extractor, terms, jit_compile)

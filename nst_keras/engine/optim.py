@@ -81,6 +81,13 @@ class GradientDescent:
         """Optimiser variables as NumPy arrays (for checkpoints)."""
         return [v.numpy() for v in self.optimizer.variables]
 
+    def reset(self) -> None:
+        """Back to the state of a new optimiser (step 0, zero moments), keeping
+        the compiled step."""
+        for v in self.optimizer.variables:
+            v.assign(tf.zeros_like(v))
+        self.evaluations = 0
+
     def load_state(self, values):
         for v, value in zip(self.optimizer.variables, values):
             v.assign(value)

@@ -40,7 +40,7 @@ from nst_keras import settings
 from nst_keras.engine.callbacks import FiniteGuard, Outcome, PrintLog, Progress, RunState, \
     StopOnSignal, StopWhenStyleClose
 from nst_keras.errors import UserError
-from nst_keras.engine.objective import Objective, build_objective
+from nst_keras.engine.objective import Objective, TargetCache, build_objective
 from nst_keras.settings import Config
 
 
@@ -231,6 +231,20 @@ def build_extractor(config: Config, backbone=None, strategy=None):
                                    padding=config.padding)
 
 
+def network_key(config: Config) -> tuple:
+    """What fixes the network's weights and arithmetic."""
+    return (config.model, config.weights, config.seed, config.precision, config.pooling,
+            config.padding)
+
+
+def _extractor(config: Config, backbone, strategy, cache):
+    """``build_extractor``, kept by a worker's ``TargetCache`` per network and layers."""
+    if not isinstance(cache, TargetCache) or strategy is not None:
+        return build_extractor(config, backbone, strategy)
+    key = (network_key(config), tuple(map(tuple, config.active_layers())))
+    return cache.extractor(key, lambda: build_extractor(config, backbone, strategy))
+
+
 def build_loss(config: Config, content_picture, style_pictures, backbone=None,
                extractor=None, target_cache=None, strategy=None,
                extra_terms=()) -> Objective:
@@ -263,8 +277,7 @@ def build_loss(config: Config, content_picture, style_pictures, backbone=None,
                                             extra_terms=extra_terms, **common)
     return build_objective(
         extractor, content, styles, **common, target_cache=target_cache,
-        network_key=(config.model, config.weights, config.seed, config.precision,
-                     config.pooling, config.padding), extra_terms=extra_terms)
+        network_key=network_key(config), extra_terms=extra_terms)
 
 
 # --------------------------------------------------------------------------
@@ -412,6 +425,31 @@ class StageResult:
     optimizer: object
 
 
+def _image_and_optimizer(run: Run, objective, start: np.ndarray):
+    """The image variable and the optimiser of a stage.  A worker's
+    ``TargetCache`` keeps them per objective and settings, reset to the state a
+    new pair would have, so the compiled SGD/Adam step is traced once."""
+    config = run.config
+
+    def build():
+        image = tf.Variable(start, dtype=tf.float32)
+        return image, optim.make_optimizer(
+            config.optimizer, objective, image, config.resolved_learning_rate(),
+            config.decay_steps, config.decay_rate, jit_compile=config.jit_compile,
+            bounds=vgg.pixel_bounds() if config.clamp_pixels else None)
+
+    cache = run.target_cache
+    if not isinstance(cache, TargetCache) or config.optimizer == "lbfgs" or \
+            getattr(objective, "host_loop", False):
+        return build()
+    key = (id(objective), tuple(start.shape), config.optimizer, config.resolved_learning_rate(),
+           config.decay_steps, config.decay_rate, config.jit_compile)
+    image, optimizer = cache.keep(cache.optimizers, key, build)
+    image.assign(start)
+    optimizer.reset()
+    return image, optimizer
+
+
 def run_stage(run: Run, stage: Stage, inputs: StageInputs, start: np.ndarray, extractor,
               previous: Optional[StageResult] = None) -> StageResult:
     """Optimises one stage's image from ``start`` (network image at its size)."""
@@ -423,11 +461,7 @@ def run_stage(run: Run, stage: Stage, inputs: StageInputs, start: np.ndarray, ex
         tiles = objective.tiles(start)
         run.log(f"tiled: {len(tiles)} tiles of {objective.tile_size} pixels, halo "
                 f"{objective.halo}, on {objective.spread.replicas} replica(s)")
-    image = tf.Variable(start, dtype=tf.float32)
-    optimizer = optim.make_optimizer(
-        config.optimizer, objective, image, config.resolved_learning_rate(),
-        config.decay_steps, config.decay_rate, jit_compile=config.jit_compile,
-        bounds=vgg.pixel_bounds() if config.clamp_pixels else None)
+    image, optimizer = _image_and_optimizer(run, objective, start)
     if previous is not None and config.optimizer != "lbfgs":
         carried = optimizer.warm_start(previous.optimizer, (stage.rows, stage.cols))
         run.log(f"warm start from the previous scale: {carried}")
@@ -553,7 +587,7 @@ def stylize(config: Config, content=None, style=None, callbacks: Sequence = (),
     precision, why = hardware.resolve_precision(config.precision, config.model)
     backbone, weights = vgg.load_backbone(config.model, config.weights, config.seed)
     resolved = config.replace(precision=precision)
-    extractor = build_extractor(resolved, backbone, strategy)
+    extractor = _extractor(resolved, backbone, strategy, target_cache)
     log(f"{config.model} weights: {weights}; image {last.rows}x{last.cols}; "
         f"{config.optimizer}, {last.last_step} iterations, {precision}"
         + (f" (auto: {why})" if config.precision == "auto" else ""))

@@ -217,6 +217,15 @@ class Term:
     name = "term"
     layers: Tuple[str, ...] = ()
     tileable = True
+    # The attributes holding the term's numbers (targets, factors): an
+    # objective that is reused for another picture of the same shape assigns
+    # them (``objective.Objective.adopt``); everything else must be equal.
+    state_names: Tuple[str, ...] = ()
+
+    def signature(self) -> tuple:
+        """What a reused objective must share with this term (besides its state's
+        shapes): the class, name, layers and static settings."""
+        return (type(self).__name__, self.name, tuple(self.layers))
 
     def inputs(self, region=None):
         """Per-position inputs of ``sums`` for ``region`` (``tiling.Region``;
@@ -244,6 +253,7 @@ class ContentTerm(Term):
     """
 
     name = "content_loss"
+    state_names = ("targets", "factors")
 
     def __init__(self, targets: Dict[str, tf.Tensor], factors: Dict[str, object]):
         self.targets = {k: v if len(v.shape) == 4 else v[None] for k, v in targets.items()}
@@ -289,6 +299,11 @@ class StyleTerm(Term):
     """
 
     name = "style_loss"
+    state_names = ("targets", "factors")
+
+    def signature(self) -> tuple:
+        return (*super().signature(), self.mean, tuple(sorted(self.positions.items())),
+                tuple(sorted(self.layer_weights.items())))
 
     def __init__(self, targets, layer_weights, factors, mean: bool,
                  positions: Optional[Mapping[str, int]] = None):
@@ -365,6 +380,7 @@ class TotalVariationTerm(Term):
     """
 
     name = "tv_loss"
+    state_names = ("factor",)
 
     def __init__(self, factor):
         self.factor = factor

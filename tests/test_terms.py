@@ -1,0 +1,164 @@
+"""The loss-term contract: every term is ``finish(sums)``, the tiled objective is the
+untiled one for every tileable term (the film's temporal term included), a term
+that cannot be tiled stops a tiled run in one line, and a worker's cache reuses
+one compiled step per shape with exactly the results of a fresh one."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import make_picture
+from nst_keras.engine import objective, tiling, vgg
+from nst_keras.engine.terms import WHOLE, ContentTerm, StyleTerm, Term, TotalVariationTerm
+from nst_keras.errors import UserError
+from nst_keras.video import temporal
+
+ROWS, COLS, TILE = 96, 128, 64
+CONTENT, STYLE = ["block2_conv2"], ["block1_conv1", "block2_conv1"]
+KW = dict(content_layers=CONTENT, style_layers=STYLE, content_weight=1.0, style_weight=10.0,
+          total_variation_weight=0.1, normalization="scaled")
+
+
+@pytest.fixture(scope="module")
+def extractor(backbone):
+    return vgg.build_extractor(backbone, CONTENT + STYLE)
+
+
+def network_image(seed):
+    return vgg.preprocess_image(make_picture(ROWS, COLS, seed))
+
+
+def test_each_term_is_finish_of_sums_and_its_sums_add_over_a_partition(extractor):
+    content, style = network_image(0), network_image(1)
+    built = objective.build_objective(extractor, content, [style], **KW)
+    x = tf.constant(content + 7.0)
+    feats = built.raw_features(x)
+    assert {t.name for _, t in built.items} == {"content_loss", "style_loss", "tv_loss"}
+    for _, term in built.items:
+        sums = term.sums(feats, x, term.inputs(None), WHOLE)
+        assert float(term.finish(sums)) == pytest.approx(float(term.value(feats, x)), rel=1e-6)
+    # The style term's sums are raw Gram matrices: the two halves of a map add up.
+    style_term = built.style
+    fmap = feats["block1_conv1"]
+    halves = [fmap[:, :ROWS // 2], fmap[:, ROWS // 2:]]
+    total = sum(style_term.sums({"block1_conv1": h, "block2_conv1": feats["block2_conv1"]},
+                                x, {}, WHOLE)["block1_conv1"] for h in halves)
+    whole = style_term.sums(feats, x, {}, WHOLE)["block1_conv1"]
+    np.testing.assert_allclose(total.numpy(), whole.numpy(), rtol=1e-5)
+
+
+def test_the_objective_is_the_weighted_sum_of_its_terms(extractor):
+    built = objective.build_objective(extractor, network_image(0), [network_image(1)], **KW)
+    terms = built.terms(tf.constant(network_image(2)))
+    want = 1.0 * terms["content_loss"] + 10.0 * terms["style_loss"] + 0.1 * terms["tv_loss"]
+    assert float(terms["loss"]) == pytest.approx(float(want), rel=1e-6)
+    off = objective.build_objective(extractor, network_image(0), [network_image(1)],
+                                    **{**KW, "total_variation_weight": 0.0})
+    assert off.tv is None and float(off.terms(tf.constant(network_image(2)))["tv_loss"]) == 0.0
+
+
+def test_the_temporal_term_is_exact_under_tiling(extractor):
+    rng = np.random.default_rng(4)
+    content = network_image(0)
+    target = content + rng.normal(0, 20, content.shape).astype(np.float32)
+    mask = (rng.uniform(size=(ROWS, COLS)) > 0.3).astype(np.float32)
+    term = temporal.TemporalTerm.build([target], [mask], "scaled", content)
+    extra = [(temporal.NAME, 3.0, term)]
+    untiled = objective.build_objective(extractor, content, [network_image(1)], **KW,
+                                        extra_terms=extra)
+    tiled = tiling.build_tiled_objective(extractor, content, [network_image(1)],
+                                         tile_size=TILE, halo=32, **KW, extra_terms=extra)
+    assert len(tiled.tiles(content)) == 4
+    x = tf.constant(content + rng.normal(0, 10, content.shape).astype(np.float32))
+    ref_terms, ref_grad = untiled.value_and_grad(x)
+    terms, grad = tiled.value_and_grad(x)
+    for name in ("loss", temporal.NAME, "content_loss", "style_loss", "tv_loss"):
+        assert float(terms[name]) == pytest.approx(float(ref_terms[name]), rel=1e-5), name
+    assert float(ref_terms[temporal.NAME]) > 0
+    err = np.linalg.norm(grad.numpy() - ref_grad.numpy()) / np.linalg.norm(ref_grad.numpy())
+    assert err < 1e-4
+
+
+class Untileable(Term):
+    name = "global_loss"
+    tileable = False
+
+    def sums(self, features, image, inputs, part):
+        return tf.reduce_sum(image)
+
+    def finish(self, sums):
+        return tf.square(sums)
+
+
+def test_a_term_that_cannot_be_tiled_stops_a_tiled_run_in_one_line(extractor):
+    with pytest.raises(UserError) as info:
+        tiling.build_tiled_objective(extractor, network_image(0), [network_image(1)],
+                                     tile_size=TILE, halo=32, **KW,
+                                     extra_terms=[("global_loss", 1.0, Untileable())])
+    text = str(info.value)
+    assert "global_loss cannot be tiled" in text and "\n" not in text
+    # Untiled it simply joins the list.
+    built = objective.build_objective(extractor, network_image(0), [network_image(1)], **KW,
+                                      extra_terms=[("global_loss", 1.0, Untileable())])
+    x = tf.constant(network_image(2))
+    assert float(built.terms(x)["global_loss"]) == pytest.approx(
+        float(tf.reduce_sum(x)) ** 2, rel=1e-5)
+
+
+def test_a_cached_objective_is_reused_with_the_results_of_a_fresh_one(extractor):
+    cache = objective.TargetCache()
+    first = objective.build_objective(extractor, network_image(0), [network_image(1)], **KW,
+                                      target_cache=cache)
+    x = tf.constant(network_image(5))
+    first.value_and_grad(x)
+    second = objective.build_objective(extractor, network_image(2), [network_image(3)], **KW,
+                                       target_cache=cache)
+    assert second is first and cache.reused == 1
+    fresh = objective.build_objective(extractor, network_image(2), [network_image(3)], **KW)
+    (t1, g1), (t2, g2) = second.value_and_grad(x), fresh.value_and_grad(x)
+    for name in t2:
+        assert float(t1[name]) == pytest.approx(float(t2[name]), rel=1e-6), name
+    np.testing.assert_allclose(g1.numpy(), g2.numpy(), rtol=1e-5, atol=1e-6)
+    assert second.value_and_grad.experimental_get_tracing_count() == 1
+    # Another size or another weight is another step.
+    other = objective.build_objective(extractor, network_image(2), [network_image(3)],
+                                      **{**KW, "style_weight": 11.0}, target_cache=cache)
+    assert other is not first and len(cache.objectives) == 2
+
+
+def test_terms_report_the_state_an_objective_adopts():
+    assert ContentTerm.state_names == ("targets", "factors")
+    assert StyleTerm.state_names == ("targets", "factors")
+    assert TotalVariationTerm.state_names == ("factor",)
+    assert temporal.TemporalTerm.state_names == ("targets", "weights", "factor")
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "lbfgs"])
+def test_a_worker_that_reuses_its_step_makes_the_pictures_of_fresh_runs(tmp_path, optimizer):
+    from PIL import Image
+
+    from nst_keras import batch, settings
+
+    paths = []
+    for seed in range(3):
+        path = tmp_path / f"p{seed}.png"
+        Image.fromarray(make_picture(48, 64, seed)).save(path)
+        paths.append(str(path))
+    config = settings.Config(weights="random", seed=3, img_nrows=48, iterations=3,
+                             optimizer=optimizer, precision="float32", log_every=1,
+                             save_every=0, content_layers=CONTENT, style_layers=STYLE,
+                             loss_normalization="scaled", content_weight=1.0,
+                             style_weight=10.0, total_variation_weight=0.1)
+    items = batch.make_items(paths[:2], paths[2])
+    cache = batch.new_cache()
+    for item in items:
+        assert batch.run_item(config, item, str(tmp_path / "shared"), cache)["status"] == \
+            "finished"
+        assert batch.run_item(config, item, str(tmp_path / "fresh"),
+                              batch.new_cache())["status"] == "finished"
+    assert cache.reused == 1  # the second item ran on the first item's step
+    for item in items:
+        name = f"{item.name}/{item.name.split('__')[0]}_stylized.png"
+        shared = np.asarray(Image.open(tmp_path / "shared" / name))
+        fresh = np.asarray(Image.open(tmp_path / "fresh" / name))
+        np.testing.assert_array_equal(shared, fresh)
