@@ -1,7 +1,9 @@
 """The flags of every command, generated from the settings' fields.
 
 Every field of ``settings.Config`` is a flag (generated here from the
-field's kind, default and help).  ``--preset=NAME`` reads a preset shipped in
+field's kind, default and help), and so is every field of the option class
+of a command (``settings.VideoOptions``, ``BatchOptions``, ``ServerOptions``:
+``define_flags(flag_values, fields)``, read back by ``options_from_flags``).  ``--preset=NAME`` reads a preset shipped in
 the package (``nst_keras/presets/NAME.cfg``, the same files as the
 checkout's ``configs/``) and ``--flagfile=PATH`` any flag file; flags are
 read left to right, so a flag given after either overrides its value.
@@ -41,41 +43,148 @@ _DEFINE = {
 }
 
 
-def define_flags(flag_values: flags.FlagValues) -> None:
-    """Defines one absl flag per ``Config`` field in ``flag_values``."""
-    for name, field in settings.FIELDS.items():
+def define_flags(flag_values: flags.FlagValues, fields=settings.FIELDS) -> None:
+    """Defines one absl flag per field in ``flag_values``: ``Config``'s, or those of
+    ``fields`` (an option class such as ``settings.VideoOptions``, or a dict of fields)."""
+    for name, field in settings.fields_of(fields).items():
         kind = field.metadata["flag"]
-        default = settings.flag_text(name, field.metadata["flag_default"])
+        default = settings.flag_text(field, field.metadata["flag_default"])
         if kind in ("integer", "float", "boolean"):
             default = field.metadata["flag_default"]
-        _DEFINE[kind](name, default, settings.full_help(name), flag_values=flag_values)
+        _DEFINE[kind](name, default, settings.full_help(field), flag_values=flag_values)
 
 
 define_flags(FLAGS)
 
 
-def config_from_flags(f: flags.FlagValues = FLAGS) -> settings.Config:
-    """Turns parsed flags into a validated ``Config`` (with ``--resume`` applied)."""
+def _values(fields, f: flags.FlagValues) -> dict:
+    """``{name: value}`` of the parsed flags of ``fields`` (flag syntax parsed)."""
     values = {}
-    for name, field in settings.FIELDS.items():
+    for name, field in fields.items():
         value = f[name].value
         parse = settings.FLAG_KINDS[field.metadata["flag"]]
         values[name] = parse(name, value) if parse is not None and value is not None else value
-    config = settings.Config(**values)
+    return values
+
+
+def options_from_flags(cls, f: flags.FlagValues = FLAGS):
+    """The validated ``cls`` object (an option class) of the parsed flags ``f``."""
+    return settings.validate_fields(cls(**_values(settings.fields_of(cls), f)))
+
+
+def config_from_flags(f: flags.FlagValues = FLAGS) -> settings.Config:
+    """Turns parsed flags into a validated ``Config`` (with ``--resume`` applied)."""
+    config = settings.Config(**_values(settings.FIELDS, f))
     if config.resume:  # the interrupted run's settings, with the ones given here checked
         config = checkpoint.resume_config(config.resume, config,
                                           [n for n in f if f[n].present])
     return settings.validate(config)
 
 
+PRESETS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "presets")
+_PRESET = ("--preset", "-preset")
+_FLAGFILE = ("--flagfile", "-flagfile")
+_MAX_NESTING = 16  # presets read within presets, at most
+
+
+def preset_names() -> list:
+    """The shipped presets' names (``nst_keras/presets/NAME.cfg``), sorted."""
+    return sorted(n[:-len(".cfg")] for n in os.listdir(PRESETS_DIR) if n.endswith(".cfg"))
+
+
+def preset_path(name: str) -> str:
+    """The file of preset ``name``; a one-line ``UserError`` listing the presets if unknown."""
+    names = preset_names()
+    if name not in names:
+        raise UserError(f"--preset={name} is not known; use one of: {', '.join(names)}")
+    return os.path.join(PRESETS_DIR, name + ".cfg")
+
+
+def _presets_to_flagfiles(args: list) -> list:
+    """``args`` with each ``--preset=NAME`` or ``--preset NAME`` replaced, in
+    place, by ``--flagfile=<the preset's file>``; nothing after ``--`` changes."""
+    out, rest = [], iter(args)
+    for arg in rest:
+        if arg == "--":
+            return out + [arg, *rest]
+        flag, eq, name = arg.partition("=")
+        if flag in _PRESET:
+            arg = "--flagfile=" + preset_path(name if eq else next(rest, ""))
+        out.append(arg)
+    return out
+
+
+def _names_any(args: list, flag_names) -> bool:
+    return any(a.partition("=")[0] in flag_names for a in args)
+
+
+def expand_presets(argv, flag_values: flags.FlagValues = FLAGS) -> list:
+    """``argv`` (program name first) with every preset and flagfile read in
+    where it stands, so flags stay in their order (the last value wins).
+
+    A preset file may name another preset (``--preset=default`` on a line of
+    its own): presets ship together, so a preset never depends on the
+    current folder the way a nested ``--flagfile=PATH`` does.
+    """
+    args = _presets_to_flagfiles(list(argv[1:]))
+    for _ in range(_MAX_NESTING):
+        if not _names_any(args, _FLAGFILE):
+            break
+        args = flag_values.read_flags_from_files(args, force_gnu=False)
+        if not _names_any(args, _PRESET):
+            break
+        args = _presets_to_flagfiles(args)
+    else:
+        raise UserError(f"presets read within presets more than {_MAX_NESTING} deep; "
+                        "check the files' --preset lines for a circle")
+    return [argv[0], *args]
+
+
+def read_preset(name: str) -> dict:
+    """``{flag name: text value}`` of preset ``name`` (with the presets it reads).
+
+    A boolean flag given alone reads ``"true"`` (``--noNAME``: ``"false"``).
+    """
+    values = {}
+    for arg in expand_presets(["prog", f"--preset={name}"], flags.FlagValues())[1:]:
+        key, eq, text = arg.lstrip("-").partition("=")
+        if not eq:
+            negated = key.startswith("no") and key not in settings.FIELDS
+            key, text = (key[2:], "false") if negated else (key, "true")
+        values[key] = text
+    return values
+
+
+def preset_config(name: str, extra=()) -> settings.Config:
+    """The validated ``Config`` of ``--preset=NAME`` followed by the flags ``extra``
+    (every other setting at its default); parses into flags of its own."""
+    flag_values = flags.FlagValues()
+    define_flags(flag_values)
+    parse(["prog", f"--preset={name}", *extra], flag_values)
+    return config_from_flags(flag_values)
+
+
+def presets_help() -> str:
+    """The shipped presets, one a line: name and the first line of its file."""
+    lines = [f"presets (--preset=NAME reads {PRESETS_DIR}{os.sep}NAME.cfg):"]
+    for name in preset_names():
+        with open(preset_path(name), encoding="utf-8") as f:
+            first = f.readline()
+        about = first[1:].strip() if first.startswith("#") else ""
+        lines.append(f"  {name:<20} {about}".rstrip())
+    return "\n".join(lines)
+
+
 def parse(argv, flag_values: flags.FlagValues = FLAGS) -> None:
     """Parses ``argv`` (program name first) into ``flag_values``, from defaults.
 
-    Raises ``UserError`` with one line for a bad flag, value or flagfile.
+    ``--preset=NAME`` (or ``--preset NAME``) reads the shipped preset
+    ``NAME`` where it stands, as ``--flagfile`` does its file.  Raises
+    ``UserError`` with one line for a bad flag, value, preset or flagfile.
     """
     flag_values.unparse_flags()
     try:
-        flag_values(list(argv))
+        flag_values(expand_presets(argv, flag_values))
     except flags.CantOpenFlagFileError as e:
         name = str(e).rsplit(": ", 1)[-1]
         raise UserError(f"cannot open flagfile {name}; check the --flagfile path") from None
@@ -99,7 +208,8 @@ def _bad_value(text: str, flag_values: flags.FlagValues) -> str:
 def print_help_if_asked(argv, doc: str, flag_values: flags.FlagValues = FLAGS) -> bool:
     """Prints ``doc`` and the flags when ``argv`` asks for help; True if it did."""
     if any(a in ("-h", "--help", "--helpshort", "--helpfull") for a in argv[1:]):
-        print(doc.strip() + "\n\nflags:\n" + flag_values.get_help(), flush=True)
+        print(doc.strip() + "\n\n" + presets_help() + "\n\nflags:\n" + flag_values.get_help(),
+              flush=True)
         return True
     return False
 

@@ -1,17 +1,23 @@
-"""Every setting of a run, in one place: ``Config``.
+"""Every option of every command, in one place: ``Config`` and the option classes.
 
-Each field of ``Config`` carries its default, its help text, its allowed
-values or check, the kind of command-line flag it becomes, and whether it
-changes the result (settings that do not may change on ``--resume``).  The
-absl flags (``nst_keras.cli``), validation (``validate``), the resume policy
-(``RESUME_MAY_CHANGE``) and the README's flag table (``flag_table``) are all
-generated from these fields, so adding an option is one field here plus the
-code that uses it.
+``setting(...)`` makes a field of a frozen dataclass that carries its
+default, its help text, its allowed values or check, the kind of
+command-line flag it becomes, its docs section, and marks: whether it changes
+the result (settings that do not may change on ``--resume``), the network
+(``network_key``) or a film's frames (``frame_settings``).  ``Config`` holds
+the engine's settings; ``VideoOptions``, ``BatchOptions`` and
+``ServerOptions`` the options of the video, batch and app commands.  The
+absl flags (``nst_keras.cli``), validation (``validate_fields``,
+``validate``), the resume policy (``RESUME_MAY_CHANGE``) and the docs' flag
+tables (``flag_table``) are all generated from the fields, so adding an
+option is one field here plus the code that uses it.
 
-Every default is the keras.io "Neural style transfer" tutorial's, so
-``Config(content_image=..., style_image=...)`` reproduces it.
+Every default of ``Config`` is the keras.io "Neural style transfer"
+tutorial's, so ``Config(content_image=..., style_image=...)`` reproduces it.
 
-``python -m nst_keras.settings`` prints the flag table.
+``python -m nst_keras.settings`` prints the guide's flag table;
+``python -m nst_keras.settings --write-docs`` rewrites every generated table
+of ``docs/`` (``DOC_TABLES``).
 """
 
 from __future__ import annotations
@@ -20,22 +26,25 @@ import dataclasses
 import math
 import os
 import urllib.parse
+import sys
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
-from nst_keras.engine import vgg
+from nst_keras.engine import hardware, vgg
 from nst_keras.errors import UserError
 
 ImageSource = Union[str, "numpy.ndarray"]  # noqa: F821  (path, URL or RGB array)
 
 MODELS = ("vgg19", "vgg16")
 OPTIMIZERS = ("sgd", "adam", "lbfgs")
-PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
+PRECISIONS = ("auto",) + hardware.PRECISIONS
 LOSS_NORMALIZATIONS = ("keras_io", "scaled", "gap", "gap_total")
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos", "box", "hamming")
 COLOR_MODES = ("none", "luminance", "histogram")
 INITS = ("content", "noise", "style")
 POOLINGS = ("max", "avg")
 PADDINGS = ("zero", "replicate")
+FLOWS = ("dis", "farneback")  # optical flow of films (nst_keras.video.flow)
+PAIRINGS = ("product", "zip")  # of a batch's contents and styles
 EXPERIMENTS = ("none", "deprocess_offsets", "reconstruct_content", "reconstruct_style",
                "tradeoff")
 
@@ -177,6 +186,11 @@ def _devices(name, value):
                             "a list like GPU:0,GPU:1")
 
 
+def _frame_distances(name, value):
+    if not value or min(int(v) for v in value) < 1:
+        _fail(name, value, "needs frame distances of 1 or more, e.g. 1 or 1,2,4")
+
+
 def _ratios(name, value):
     if not value or any(not (0 < float(r) < math.inf) for r in value):
         _fail(name, value, "needs one or more positive numbers (style_weight / "
@@ -270,32 +284,57 @@ FLAG_KINDS: Dict[str, Optional[Callable]] = {
 
 def setting(default, help: str, *, flag: str = "string", choices: Sequence[str] = (),
             check: Optional[Callable] = None, result: bool = True, group: str = "run",
-            flag_default: Any = dataclasses.MISSING):
-    """A ``Config`` field with everything the flags, checks and docs need.
+            flag_default: Any = dataclasses.MISSING, network: bool = False,
+            frames: bool = True):
+    """A field (of ``Config`` or an option class) with everything the flags,
+    checks and docs need.
 
     Args:
-      default: the value in Python (the keras.io tutorial's where it has one).
-      help: one sentence for ``--help`` and the README.
+      default: the value in Python (the keras.io tutorial's where it has one);
+        ``dataclasses.MISSING``: none, the field must be given (its flag's
+        default is unset).
+      help: one sentence for ``--help`` and the docs.
       flag: the kind of absl flag (a key of ``FLAG_KINDS``).
       choices: the allowed values (checked; listed in the help).
       check: ``check(name, value)`` raising ``UserError`` (values not None).
       result: whether the setting changes the result (``--resume`` refuses to
         change such settings).
-      group: the README section the flag is listed under.
+      group: the docs section the flag is listed under.
       flag_default: the command line's default where it differs from Python's.
+      network: whether the setting changes the network (``network_key``).
+      frames: whether the setting can change a film's frames
+        (``frame_settings``; False: stylised frames are reused across it).
     """
+    if flag_default is dataclasses.MISSING:
+        flag_default = None if default is dataclasses.MISSING else default
     meta = dict(help=help, flag=flag, choices=tuple(choices), check=check,
-                result=result, group=group,
-                flag_default=default if flag_default is dataclasses.MISSING else flag_default)
+                result=result, group=group, flag_default=flag_default, network=network,
+                frames=frames)
+    if default is dataclasses.MISSING:
+        return dataclasses.field(metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
+
+
+def fields_of(source) -> Dict[str, dataclasses.Field]:
+    """``{name: field}`` of the ``setting`` fields of a dataclass (the class or
+    an instance); a dict of fields is returned as it is."""
+    if isinstance(source, dict):
+        return source
+    return {f.name: f for f in dataclasses.fields(source) if "help" in f.metadata}
+
+
+def _field(field) -> dataclasses.Field:
+    """A field, or the ``Config`` field of that name."""
+    return FIELDS[field] if isinstance(field, str) else field
 
 
 def _group(name: str):
     return lambda *args, **kwargs: setting(*args, group=name, **kwargs)
 
 
-_inputs, _objective, _optimizer, _tiling, _output, _experiments = (
-    _group(n) for n in ("inputs", "objective", "optimizer", "tiling", "output", "experiments"))
+_inputs, _objective, _optimizer, _tiling, _output, _experiments, _video, _batch, _app = (
+    _group(n) for n in ("inputs", "objective", "optimizer", "tiling", "output", "experiments",
+                        "video", "batch", "app"))
 
 TILING_HELP = {
     "tile_size": "Optimise in tiles with interiors of this many pixels a side (exact; see "
@@ -319,7 +358,7 @@ class Config:
     """
 
     content_image: Optional[ImageSource] = _inputs(
-        None, "Content photo: a path or an http(s) URL (fetched into the Keras cache).")
+        None, "Content photo: a path or an http(s) URL (fetched into the Keras cache).", frames=False)
     style_image: Optional[Union[ImageSource, Sequence[ImageSource]]] = _inputs(
         None, "Style picture: a path or an http(s) URL; several separated by commas.")
     img_nrows: int = _inputs(
@@ -363,17 +402,17 @@ class Config:
         "one set of weights for any network, size and layers), gap (scaled, each style layer "
         "in units of the photo's distance from the painting) or gap_total (of the total).",
         choices=LOSS_NORMALIZATIONS)
-    model: str = _objective("vgg19", "Backbone (VGG, include_top=False).", choices=MODELS)
+    model: str = _objective("vgg19", "Backbone (VGG, include_top=False).", choices=MODELS, network=True)
     weights: str = _objective(
         "imagenet", "imagenet (Keras cache/download), random, or a path to a "
-        ".h5/.weights.h5 file.")
+        ".h5/.weights.h5 file.", network=True)
     pooling: str = _objective(
         "max", "Pooling layers: max (as trained) or avg (same weights, smoother).",
-        choices=POOLINGS)
+        choices=POOLINGS, network=True)
     padding: str = _objective(
         "zero", "Padding of the first convolution: zero (as trained) or replicate (fewer "
-        "border seams).", choices=PADDINGS)
-    seed: int = _objective(0, "Seed of random weights and noise.", flag="integer")
+        "border seams).", choices=PADDINGS, network=True)
+    seed: int = _objective(0, "Seed of random weights and noise.", flag="integer", network=True)
 
     optimizer: str = _optimizer("sgd", "Optimiser: sgd (keras.io), adam, or lbfgs (SciPy L-BFGS-B).", choices=OPTIMIZERS)
     iterations: Union[int, Sequence[int]] = _optimizer(
@@ -390,11 +429,11 @@ class Config:
     ema_decay: float = _optimizer(
         0.0, "Save an exponential moving average of the image with this decay, e.g. 0.99 "
         "(0: off).", flag="float", check=_off_or_fraction)
-    clamp_pixels: bool = _optimizer(False, "Keep every pixel in 0..255 after each step.",
-                                 flag="boolean")
+    clamp_pixels: bool = _optimizer(False, "Keep every pixel in 0..255 after each step.", flag="boolean")
     precision: str = _optimizer("auto", "Network precision: auto measures once per machine "
                                 "which is fastest (bfloat16 only where the hardware has it); "
-                                "losses and the image stay float32.", choices=PRECISIONS)
+                                "losses and the image stay float32.", choices=PRECISIONS,
+                                network=True)
     jit_compile: bool = _optimizer(False, "Compile the step with XLA.", flag="boolean")
     tile_size: Union[int, str] = _tiling(0, TILING_HELP["tile_size"], flag="size", check=_tile_size)
     tile_halo: Optional[int] = _tiling(None, TILING_HELP["tile_halo"], flag="integer", check=_tile_halo)
@@ -403,24 +442,24 @@ class Config:
 
     output_dir: Optional[str] = _output(
         None, "Directory for images, run.json, metrics.jsonl and checkpoint.npz (Python: "
-        "None writes nothing).", result=False, flag_default="outputs")
+        "None writes nothing).", result=False, flag_default="outputs", frames=False)
     result_prefix: Optional[str] = _output(
-        None, "File name prefix of the written images (default: <content stem>_stylized).")
+        None, "File name prefix of the written images (default: <content stem>_stylized).", frames=False)
     save_every: int = _output(100, "Save an image every N steps (0: only the final image).",
-                              flag="integer", check=_non_negative_int, result=False)
+                              flag="integer", check=_non_negative_int, result=False, frames=False)
     log_every: int = _output(100, "Log and record losses every N steps.", flag="integer",
-                             check=_non_negative_int, result=False)
+                             check=_non_negative_int, result=False, frames=False)
     deprocess_mean: Tuple[float, float, float] = _output(
         vgg.IMAGENET_MEAN_BGR, "B,G,R offsets deprocess_image adds back.", flag="floats",
         check=_bgr_triple)
     overwrite: bool = _output(False, "Replace the results of a previous run in "
-                              "--output_dir.", flag="boolean", result=False)
+                              "--output_dir.", flag="boolean", result=False, frames=False)
     resume: Optional[str] = _output(
         None, "Continue the interrupted run whose --output_dir this is (from its "
-        "checkpoint.npz).", result=False)
+        "checkpoint.npz).", result=False, frames=False)
     check_memory: bool = _output(
         True, "Refuse image sizes whose memory estimate exceeds the free memory.",
-        flag="boolean", result=False)
+        flag="boolean", result=False, frames=False)
 
     experiment: str = _experiments(
         "none", "What to run: none (a style transfer) or an experiment (see Experiments).",
@@ -463,27 +502,130 @@ class Config:
         return counts * len(self.stage_heights()) if len(counts) == 1 else counts
 
 
-FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+FIELDS = fields_of(Config)
 
 # Settings --resume may change: they do not alter the objective or the path
 # the optimiser takes (``iterations`` extends or shortens the run).
 RESUME_MAY_CHANGE = frozenset(n for n, f in FIELDS.items() if not f.metadata["result"])
+# Settings that change the network (its weights and arithmetic): ``network_key``.
+NETWORK = tuple(n for n, f in FIELDS.items() if f.metadata["network"])
+
+
+def network_key(config: Config) -> tuple:
+    """What fixes the network: the values of the ``network=True`` fields, in field
+    order (a key of the style targets a worker keeps across runs)."""
+    return tuple(getattr(config, name) for name in NETWORK)
+
+
+def frame_settings(config: Config) -> Dict[str, Any]:
+    """``to_dict(config)`` without the ``frames=False`` fields: the settings a
+    film's stylised frames depend on (a rerun that changes only the others
+    reuses them)."""
+    return {k: v for k, v in to_dict(config).items() if FIELDS[k].metadata["frames"]}
+
+
+# --------------------------------------------------------------------------
+# The options of the commands around the engine (each command also takes
+# every ``Config`` flag)
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoOptions:
+    """The options of ``python -m nst_keras.video`` (``video.film``).
+
+    ``video`` and ``output`` must be given.  ``frames``: ``"START:END"`` of
+    the film at ``fps`` (0-based, END excluded, either may be left out).
+    ``fps``: frame rate to sample the film at (``None``: its own).
+    ``frame_iterations``: steps of every frame after a chunk's first (0: half
+    of ``config.iterations``).  ``temporal_frames``: which previous frames the
+    temporal loss looks at (1 = the previous one; ``1,2,4`` adds long-term
+    consistency).  ``workers``: chunks run in parallel on Ray (0 or 1: one
+    chunk, in this process unless ``ray_address``).  ``rows`` (not a flag;
+    the command takes it from ``--img_nrows`` or ``--scales`` when given):
+    output height, ``None`` for the film's own.
+    """
+
+    video: str = _video(dataclasses.MISSING, "The film to stylise (any format ffmpeg reads).")
+    output: str = _video(dataclasses.MISSING, "The stylised film (.mp4, .mov, .mkv, .webm, "
+                         ".avi); written at the end, through a temporary file.")
+    temporal_weight: float = _video(
+        50.0, "Weight of the temporal loss (0: independent frames, each from --init).",
+        flag="float", check=_weight)
+    frame_iterations: int = _video(
+        0, "Optimiser steps of every frame after the first (0: half of --iterations).",
+        flag="integer", check=_non_negative_int)
+    temporal_frames: Tuple[int, ...] = _video(
+        (1,), "Previous frames the temporal loss looks at (1: the previous one; 1,2,4 adds "
+        "long-term consistency).", flag="integers", check=_frame_distances)
+    flow: str = _video("dis", "Optical flow: dis (OpenCV DIS) or farneback.", choices=FLOWS)
+    frames: Optional[str] = _video(
+        None, "START:END: only these frames (from 0, END excluded, at --fps).")
+    fps: Optional[float] = _video(
+        None, "Sample the film at this frame rate (default: its own).", flag="float")
+    codec: str = _video("libx264", "ffmpeg video encoder of the output.")
+    workers: int = _video(
+        0, "Run the film as this many overlapping chunks on a local Ray runtime (0 or 1: one "
+        "chain of frames, in this process).", flag="integer", check=_non_negative_int)
+    ray_address: Optional[str] = _video(
+        None, "Run the chunks on an existing Ray cluster (HOST:PORT or auto); every worker "
+        "must see --output_dir and --video.")
+    chunk_overlap: int = _video(
+        4, "Frames two neighbouring chunks share and cross-fade over.", flag="integer",
+        check=_non_negative_int)
+    rows: Optional[int] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchOptions:
+    """The options of ``python -m nst_keras.batch`` (``batch.Batch``)."""
+
+    pairing: str = _batch(
+        "product", "product: every content with every style; zip: the n-th content with the "
+        "n-th style.", choices=PAIRINGS)
+    workers: int = _batch(
+        0, "Run on a local Ray runtime with this many workers (one per GPU when there are "
+        "GPUs); 0: in this process.", flag="integer", check=_non_negative_int)
+    ray_address: Optional[str] = _batch(
+        None, "Submit to an existing Ray cluster (HOST:PORT or auto); every worker must see "
+        "--output_dir.")
+    max_retries: int = _batch(
+        3, "Times an item whose worker died is retried (from its last checkpoint) on another "
+        "worker.", flag="integer", check=_non_negative_int)
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerOptions:
+    """The options of ``python -m nst_keras.app`` (``app.server``)."""
+
+    port: int = _app(7860, "Port to serve on (0: any free port).", flag="integer")
+    host: str = _app("127.0.0.1", "Address to bind; anything but 127.0.0.1 lets other "
+                     "machines use the app (see the README).")
+    results_dir: Optional[str] = _app(
+        None, "Directory for the results (default: a new temporary directory).")
+    abandon_s: float = _app(
+        15.0, "Stop a run when no page has listened to it for this many seconds.",
+        flag="float", check=_positive_finite)
+    max_upload_mb: int = _app(25, "Largest upload, in MB.", flag="integer",
+                              check=_positive_int)
+    max_pixels: int = _app(40_000_000, "Most pixels an uploaded picture may have.",
+                           flag="integer", check=_positive_int)
 
 
 # --------------------------------------------------------------------------
 # Validation
 
 
-def coerce(config: Config) -> Config:
-    """Accepts the flag syntax (a string) for list settings given in Python."""
+def coerce(obj):
+    """Accepts the flag syntax (a string) for list settings given in Python
+    (``obj``: a ``Config`` or an option object)."""
     changes = {}
-    for name, field in FIELDS.items():
+    for name, field in fields_of(obj).items():
         parse = FLAG_KINDS[field.metadata["flag"]]
-        value = getattr(config, name)
+        value = getattr(obj, name)
         if parse is not None and isinstance(value, str):
             text = value if field.metadata["flag"] in ("offsets", "size") else value.split(",")
             changes[name] = parse(name, text)
-    return config.replace(**changes) if changes else config
+    return dataclasses.replace(obj, **changes) if changes else obj
 
 
 def style_sources(source) -> list:
@@ -517,15 +659,20 @@ def result_prefix(config: Config) -> str:
     return "stylized"
 
 
-def _check_fields(config: Config) -> None:
-    for name, field in FIELDS.items():
-        value = getattr(config, name)
+def validate_fields(obj):
+    """``obj`` (a ``Config`` or an option object) with flag-syntax strings
+    parsed, once each field's allowed values and check pass; the first bad
+    field raises a one-line ``UserError``."""
+    obj = coerce(obj)
+    for name, field in fields_of(obj).items():
+        value = getattr(obj, name)
         choices = field.metadata["choices"]
         if choices and value not in choices:
             raise UserError(f"--{name}={value!r} is not known; use one of: "
                             f"{', '.join(choices)}")
         if field.metadata["check"] is not None and value is not None:
             field.metadata["check"](name, value)
+    return obj
 
 
 def _count(name: str, values, count: int, what: str) -> None:
@@ -587,7 +734,7 @@ def validate(config: Config) -> Config:
         checked = config.replace(content_weight=0.0, style_weight=1.0)
     else:
         checked = config
-    _check_fields(checked)
+    validate_fields(checked)
     _check_inputs(checked)
     _check_together(checked)
     return config
@@ -623,11 +770,12 @@ def show_value(value) -> str:
     return str(value)
 
 
-def flag_text(name: str, value) -> Optional[str]:
-    """A value written as the flag ``--name`` takes it (``None`` for no value)."""
+def flag_text(field, value) -> Optional[str]:
+    """A value written as the flag of ``field`` (a field, or a ``Config`` field's
+    name) takes it (``None`` for no value)."""
     if value is None:
         return None
-    if FIELDS[name].metadata["flag"] == "offsets":
+    if _field(field).metadata["flag"] == "offsets":
         return format_offsets(value)
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -636,9 +784,10 @@ def flag_text(name: str, value) -> Optional[str]:
     return str(value)
 
 
-def full_help(name: str) -> str:
-    """The help text with the allowed values appended."""
-    field = FIELDS[name]
+def full_help(field) -> str:
+    """The help text of ``field`` (a field, or a ``Config`` field's name) with the
+    allowed values appended."""
+    field = _field(field)
     choices = field.metadata["choices"]
     return field.metadata["help"] + (f" One of: {', '.join(choices)}." if choices else "")
 
@@ -653,20 +802,75 @@ GROUP_TITLES = {
 }
 
 
-def flag_table() -> str:
-    """The README's flag table (Markdown), one section per group."""
+def flag_table(source=None) -> str:
+    """A flag table (Markdown) of ``source``'s fields (an option class, or a dict
+    of fields; ``None``: ``Config``'s, the guide's table), one section per
+    group in field order, titled where ``GROUP_TITLES`` names the group."""
+    fields = FIELDS if source is None else fields_of(source)
     lines = []
-    for group, title in GROUP_TITLES.items():
-        lines += [f"**{title}**", "", "| flag | default | meaning |", "|---|---|---|"]
-        for name, field in FIELDS.items():
+    for group in dict.fromkeys(f.metadata["group"] for f in fields.values()):
+        if group in GROUP_TITLES:
+            lines += [f"**{GROUP_TITLES[group]}**", ""]
+        lines += ["| flag | default | meaning |", "|---|---|---|"]
+        for name, field in fields.items():
             if field.metadata["group"] != group:
                 continue
-            default = flag_text(name, field.metadata["flag_default"])
+            default = flag_text(field, field.metadata["flag_default"])
             shown = "—" if default is None else f"`{default}`"
-            lines.append(f"| `--{name}` | {shown} | {full_help(name).replace('|', '/')} |")
+            lines.append(f"| `--{name}` | {shown} | {full_help(field).replace('|', '/')} |")
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
 
 
-if __name__ == "__main__":
+# The generated tables of docs/: (file, marker, fields).  Each table stands
+# between <!-- MARKER:start --> and <!-- MARKER:end --> lines of its file.
+DOC_TABLES = (
+    ("guide.md", "flags", FIELDS),
+    ("video.md", "video-flags", VideoOptions),
+    ("batch.md", "batch-flags", BatchOptions),
+    ("app.md", "app-flags", ServerOptions),
+)
+DOCS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs")
+
+
+def with_table(text: str, marker: str, table: str) -> str:
+    """``text`` with the block between ``marker``'s start and end lines set to ``table``."""
+    start, end = f"<!-- {marker}:start -->\n", f"<!-- {marker}:end -->"
+    head, found, rest = text.partition(start)
+    if not found or end not in rest:
+        raise UserError(f"no {start.strip()} ... {end} block to write the table into")
+    return head + start + table + end + rest.split(end, 1)[1]
+
+
+def write_docs(docs_dir: str = DOCS_DIR) -> List[str]:
+    """Rewrites every table of ``DOC_TABLES`` under ``docs_dir``; returns the files
+    that changed."""
+    changed = []
+    for name, marker, source in DOC_TABLES:
+        path = os.path.join(docs_dir, name)
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+        new = with_table(text, marker, flag_table(source))
+        if new != text:
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(new)
+            changed.append(path)
+    return changed
+
+
+def main(argv: Sequence[str]) -> int:
+    """``python -m nst_keras.settings``: prints the guide's flag table;
+    ``--write-docs`` rewrites the tables of ``docs/`` instead."""
+    if list(argv[1:]) == ["--write-docs"]:
+        for path in write_docs():
+            print(f"wrote {path}")
+        return 0
+    if argv[1:]:
+        print("usage: python -m nst_keras.settings [--write-docs]", file=sys.stderr)
+        return 2
     print(flag_table(), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

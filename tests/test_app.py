@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import REPO, config_for, make_picture
+from conftest import REPO, make_picture
 
 pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
@@ -102,21 +102,6 @@ def start(client, form=None, files=None):
 def picture_of(response):
     assert response.status_code == 200 and response.headers["content-type"] == "image/png"
     return np.asarray(Image.open(io.BytesIO(response.content)))
-
-
-@pytest.mark.parametrize("name", list(forms.PRESETS))
-def test_presets_are_their_config_files(name, monkeypatch):
-    monkeypatch.chdir(REPO)
-    preset = forms.PRESETS[name]
-    cfg = config_for(f"--flagfile=configs/{preset['cfg']}")
-    for key, value in preset["config"].items():
-        assert getattr(cfg, key) == value, key
-    form = preset["form"]
-    assert (form["optimizer"], form["preserve_colors"]) == (cfg.optimizer, cfg.preserve_colors)
-    assert form["iterations"] == ",".join(str(n) for n in cfg.iteration_counts())
-    assert form["rows"] == cfg.stage_heights()[-1]
-    if cfg.scales:
-        assert forms._scales(preset, form["rows"]) == tuple(cfg.scales)
 
 
 def test_the_page_is_served_whole_and_offline(app_client):
@@ -269,6 +254,24 @@ def test_the_command_says_what_to_install_without_the_extra(monkeypatch, capsys)
     assert stop.value.code == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "pip install 'nst_keras[app]'" in err
+
+
+@pytest.mark.parametrize("flag,message", [
+    ("--max_upload_mb=0", "--max_upload_mb=0 must be a positive integer"),
+    ("--max_pixels=-5", "--max_pixels=-5 must be a positive integer"),
+    ("--abandon_s=0", "--abandon_s=0.0 must be a positive number")])
+def test_a_bad_server_option_is_one_line_exit_2(flag, message, capsys):
+    assert server.main(["nst_keras.app", "--port=0", "--weights=random", flag]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err == f"error: {message}"
+
+
+def test_the_server_options_come_from_their_flags():
+    f = server.make_flags()
+    server.cli.parse(["nst_keras.app", "--port=0", "--host=::1", "--max_pixels=1000"], f)
+    options = server.cli.options_from_flags(server.settings.ServerOptions, f)
+    assert (options.port, options.host, options.max_pixels) == (0, "::1", 1000)
+    assert (options.abandon_s, options.max_upload_mb, options.results_dir) == (15.0, 25, None)
 
 
 # --------------------------------------------------------------------------

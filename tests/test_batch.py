@@ -91,6 +91,12 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(folder, tmp_path, capsy
     assert err.count("\n") == 0 and "missing" in err and "does not exist" in err
     assert run_batch(*flags(folder, out, "--iterations=0")) == 2
     assert "--iterations" in capsys.readouterr().err
+    for bad, message in [("--max_retries=-1", "--max_retries=-1 must be 0 or more"),
+                         ("--workers=-2", "--workers=-2 must be 0 or more"),
+                         ("--pairing=all", "--pairing='all' is not known")]:
+        assert run_batch(*flags(folder, out, bad)) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and message in err, (bad, err)
     if importlib.util.find_spec("ray") is not None:  # nobody listens on port 1
         assert run_batch(*flags(folder, out, "--ray_address=127.0.0.1:1")) == 2
         assert "cannot reach the Ray cluster" in capsys.readouterr().err

@@ -1,5 +1,5 @@
-"""The README and docs/: links resolve, the README stays short, the flag table
-is generated from the settings, and the README's test command is CI's."""
+"""The README and docs/: links resolve, the README stays short, the flag tables
+are generated from the settings, and the README's test command is CI's."""
 
 import glob
 import os
@@ -136,12 +136,55 @@ def test_guide_flag_table_is_generated_from_the_settings():
 
     match = FLAG_TABLE.search(read(GUIDE))
     assert match, "docs/guide.md needs the <!-- flags:start --> ... <!-- flags:end --> block"
-    message = "docs/guide.md's flag table drifted; regenerate it with python -m nst_keras.settings"
+    message = ("docs/guide.md's flag table drifted; regenerate it with "
+               "python -m nst_keras.settings --write-docs")
     assert match.group(1) == settings.flag_table(), message
     for name in settings.FIELDS:
         assert f"`--{name}`" in match.group(1), message
     # the check itself can fail: a table missing its last line differs
     assert match.group(1).rsplit("\n", 2)[0] + "\n" != settings.flag_table()
+
+
+def generated_tables():
+    from nst_keras import settings
+
+    return [(name, marker, settings.fields_of(source))
+            for name, marker, source in settings.DOC_TABLES]
+
+
+@pytest.mark.parametrize("name,marker,fields", generated_tables(),
+                         ids=[t[0] for t in generated_tables()])
+def test_every_generated_flag_table_is_fresh(name, marker, fields):
+    from nst_keras import settings
+
+    text = read(os.path.join(REPO, "docs", name))
+    block = re.compile(rf"<!-- {marker}:start -->\n(.*?)<!-- {marker}:end -->", re.S)
+    match = block.search(text)
+    assert match, f"docs/{name} needs the <!-- {marker}:start --> ... <!-- {marker}:end --> block"
+    message = (f"docs/{name}'s flag table drifted; regenerate the tables with "
+               "python -m nst_keras.settings --write-docs")
+    assert match.group(1) == settings.flag_table(fields), message
+    for flag in fields:
+        assert f"`--{flag}`" in match.group(1), message
+    # writing the tables again changes nothing; a stale table would be replaced
+    assert settings.with_table(text, marker, settings.flag_table(fields)) == text
+    stale = text.replace(match.group(1), match.group(1).rsplit("\n", 2)[0] + "\n")
+    assert stale != text and settings.with_table(stale, marker, match.group(1)) == text
+
+
+def test_write_docs_rewrites_every_table(tmp_path):
+    from nst_keras import settings
+
+    for name, marker, _ in settings.DOC_TABLES:
+        (tmp_path / name).write_text(f"# {name}\n\n<!-- {marker}:start -->\nold\n"
+                                     f"<!-- {marker}:end -->\n\nafter\n", encoding="utf-8")
+    changed = settings.write_docs(str(tmp_path))
+    assert len(changed) == len(settings.DOC_TABLES)
+    for name, marker, source in settings.DOC_TABLES:
+        text = (tmp_path / name).read_text(encoding="utf-8")
+        assert settings.flag_table(source) in text and "old" not in text
+        assert text.endswith(f"<!-- {marker}:end -->\n\nafter\n")
+    assert settings.write_docs(str(tmp_path)) == []  # fresh: nothing to write
 
 
 def first_command(text):

@@ -1,4 +1,7 @@
-"""settings: flag syntax (offsets lists) and validation of a Config."""
+"""settings: flag syntax (offsets lists), validation of a Config and of the
+commands' options, the network and frames marks, value lists defined once."""
+
+import dataclasses
 
 import pytest
 
@@ -52,3 +55,66 @@ def test_array_inputs_are_named_stylized(tmp_path, pictures):
                             save_every=0, output_dir=str(tmp_path)),
                      content=content, style=style, log=lambda line: None)
     assert [p.rsplit("/", 1)[-1] for p in result.paths] == ["stylized.png"]
+
+
+def _each_field_changed(config):
+    """``{name: config with that field set to a value no other setting has}``."""
+    return {name: dataclasses.replace(config, **{name: object()}) for name in settings.FIELDS}
+
+
+def test_network_key_is_exactly_the_fields_marked_network():
+    marked = {n for n, f in settings.FIELDS.items() if f.metadata["network"]}
+    assert marked == {"model", "weights", "seed", "precision", "pooling", "padding"}
+    config = Config(content_image="c.png", style_image="s.png")
+    key = settings.network_key(config)
+    assert key == tuple(getattr(config, n) for n in settings.FIELDS if n in marked)
+    for name, changed in _each_field_changed(config).items():
+        assert (settings.network_key(changed) != key) == (name in marked), name
+
+
+def test_frame_settings_drop_exactly_the_fields_marked_not_in_frames():
+    dropped = {n for n, f in settings.FIELDS.items() if not f.metadata["frames"]}
+    assert dropped == {"output_dir", "overwrite", "resume", "check_memory", "log_every",
+                       "save_every", "content_image", "result_prefix"}
+    config = Config(content_image="c.png", style_image="s.png", output_dir="out")
+    frames = settings.frame_settings(config)
+    assert frames == {k: v for k, v in settings.to_dict(config).items() if k not in dropped}
+    for name, changed in _each_field_changed(config).items():
+        assert (settings.frame_settings(changed) != frames) == (name not in dropped), name
+
+
+@pytest.mark.parametrize("options,message", [
+    (settings.VideoOptions("v.mp4", "o.mp4", chunk_overlap=-1),
+     "--chunk_overlap=-1 must be 0 or more"),
+    (settings.VideoOptions("v.mp4", "o.mp4", temporal_frames=(0, 1)),
+     "--temporal_frames=0,1 needs frame distances of 1 or more, e.g. 1 or 1,2,4"),
+    (settings.VideoOptions("v.mp4", "o.mp4", flow="lucas"),
+     "--flow='lucas' is not known; use one of: dis, farneback"),
+    (settings.BatchOptions(max_retries=-1), "--max_retries=-1 must be 0 or more"),
+    (settings.BatchOptions(pairing="all"), "--pairing='all' is not known"),
+    (settings.ServerOptions(max_upload_mb=0), "--max_upload_mb=0 must be a positive integer"),
+])
+def test_a_bad_option_is_one_line_naming_its_flag(options, message):
+    with pytest.raises(UserError) as e:
+        settings.validate_fields(options)
+    assert str(e.value).startswith(message) and "\n" not in str(e.value)
+
+
+def test_options_accept_the_flag_syntax_in_python():
+    options = settings.validate_fields(settings.VideoOptions("v.mp4", "o.mp4",
+                                                             temporal_frames="1,2,4"))
+    assert options.temporal_frames == (1, 2, 4)
+    with pytest.raises(TypeError):
+        settings.VideoOptions()  # the film and the output must be given
+
+
+def test_value_lists_are_defined_once():
+    from nst_keras.engine import hardware
+    from nst_keras.experiments import offsets
+
+    assert settings.PRECISIONS == ("auto",) + hardware.PRECISIONS
+    assert list(offsets.KNOWN_NAMES) == list(settings.DEFAULT_DEPROCESS_OFFSETS)
+    assert settings.FIELDS["loss_normalization"].metadata["choices"] == \
+        settings.LOSS_NORMALIZATIONS
+    assert settings.fields_of(settings.VideoOptions)["flow"].metadata["choices"] == \
+        settings.FLOWS

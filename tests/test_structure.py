@@ -2,6 +2,7 @@
 (``importlib`` included), late imports only where they pay, short functions."""
 
 import ast
+import dataclasses
 import os
 
 import pytest
@@ -234,6 +235,41 @@ def test_every_setting_is_a_flag_with_help_and_the_same_default():
     assert settings.to_dict(from_flags) == settings.to_dict(python)
     for name in names:
         assert len(settings.FIELDS[name].metadata["help"]) > 10, name
+
+
+def _video_flags():
+    from nst_keras import video
+
+    return video.FLAGS
+
+
+def _batch_flags():
+    from nst_keras import batch
+
+    return batch.FLAGS
+
+
+def _app_flags():
+    pytest.importorskip("starlette")
+    pytest.importorskip("uvicorn")
+    from nst_keras.app import server
+
+    return server.make_flags()
+
+
+@pytest.mark.parametrize("command,options", [
+    (_video_flags, settings.VideoOptions), (_batch_flags, settings.BatchOptions),
+    (_app_flags, settings.ServerOptions)], ids=["video", "batch", "app"])
+def test_every_option_of_a_command_is_its_flag_with_the_same_default_and_help(command,
+                                                                              options):
+    flag_values, fields = command(), settings.fields_of(options)
+    assert fields and set(flag_values) == set(settings.FIELDS) | set(fields)
+    for name, field in fields.items():
+        assert flag_values[name].help == settings.full_help(field), name
+        assert len(field.metadata["help"]) > 10, name
+    given = {n: f"{n}.x" for n, f in fields.items() if f.default is dataclasses.MISSING}
+    cli.parse(["prog", *(f"--{n}={v}" for n, v in given.items())], flag_values)
+    assert cli.options_from_flags(options, flag_values) == options(**given)
 
 
 def test_resume_policy_comes_from_the_fields():

@@ -135,7 +135,7 @@ def test_a_frame_starts_from_the_warped_previous_result_and_content_where_new():
     big = make_picture(60, 90, 4)
     contents = {0: big[4:52, 4:68], 1: big[4:52, 7:71]}  # a 3 px pan to the right
     stylised = make_picture(48, 64, 5)
-    options = film.Options(video="v.mp4", output="o.mp4")
+    options = film.settings.VideoOptions(video="v.mp4", output="o.mp4")
     config = film.settings.Config(content_image="v.mp4", style_image="s.png")
     init, term = film.temporal_start(config, options, contents, {0: stylised}, 1)
     inner = init[8:-8, 8:-12].astype(float)
@@ -318,6 +318,9 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(clips, tmp_path, capsys
         ([f"--style_image={tmp_path / 'missing.png'}"], "does not exist"),
         (["--style_layers=block9_conv1"], "block9_conv1"),
         (["--video="], "no --video given"),
+        (["--chunk_overlap=-1"], "--chunk_overlap=-1 must be 0 or more"),
+        (["--temporal_frames=0"], "needs frame distances of 1 or more"),
+        (["--flow=lucas"], "--flow='lucas' is not known"),
     ]
     if importlib.util.find_spec("ray") is not None:  # nobody listens on port 1
         cases.append((["--ray_address=127.0.0.1:1"], "cannot reach the Ray cluster"))

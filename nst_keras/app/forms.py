@@ -1,8 +1,9 @@
 """What the page sends, checked: uploaded pictures and the settings form.
 
 Everything here raises ``UserError`` with one readable line, which the page
-shows as is.  Nothing here touches a file: uploads arrive as bytes and
-become arrays.
+shows as is.  The page's presets are read from the shipped preset files
+(``nst_keras/presets``, as ``--preset`` reads them); nothing else here
+touches a file: uploads arrive as bytes and become arrays.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from nst_keras.engine import imaging, vgg
-from nst_keras import settings
+from nst_keras import cli, settings
 from nst_keras.errors import UserError
 from nst_keras.settings import Config
 
@@ -24,40 +25,51 @@ MAX_ROWS = 2048          # the largest output height the page accepts
 MAX_ITERATIONS = 20000   # per scale
 STRENGTH_RANGE = (-2.0, 2.0)  # style strength: log10 of the style weight's factor
 
-_TUTORIAL = dict(
-    loss_normalization="keras_io", content_weight=2.5e-8, style_weight=1e-6,
-    total_variation_weight=1e-6, interpolation="nearest", pooling="max", padding="zero",
-    learning_rate=100.0, ema_decay=0.0, clamp_pixels=False, precision="float32")
+# The settings a preset of the page stands for besides the fields the form
+# fills in; every other setting is the server's (its command line).
+OBJECTIVE = ("loss_normalization", "content_weight", "style_weight", "total_variation_weight",
+             "interpolation", "pooling", "padding", "learning_rate", "ema_decay",
+             "clamp_pixels", "precision")
 
-# Each preset: what the page fills in (``form``) and the other settings it
-# stands for (``config``), taken from configs/<name>.cfg (tests/test_app.py
-# checks they agree).  ``scales``: fractions of the output height, coarse to fine.
-PRESETS: Dict[str, Dict] = {
-    "fast": dict(
-        label="Fast (L-BFGS, 50 iterations)", cfg="fast.cfg",
-        form=dict(rows=400, iterations="50", optimizer="lbfgs", preserve_colors="none",
-                  init="content"),
-        config=dict(_TUTORIAL, loss_normalization="gap_total", content_weight=1.0,
-                    style_weight=160.0, total_variation_weight=1.0, pooling="avg",
-                    precision="auto", learning_rate=None)),
-    "tutorial": dict(
-        label="keras.io tutorial (slow)", cfg="default.cfg",
-        form=dict(rows=400, iterations="4000", optimizer="sgd", preserve_colors="none",
-                  init="content"),
-        config=dict(_TUTORIAL)),
-    "keep_colors": dict(
-        label="Keep the photo's colours", cfg="keep_colors.cfg",
-        form=dict(rows=400, iterations="1000", optimizer="adam",
-                  preserve_colors="luminance", init="content"),
-        config=dict(_TUTORIAL, pooling="avg", ema_decay=0.99, precision="auto")),
-    "high_res": dict(
-        label="High resolution (coarse to fine)", cfg="high_res.cfg",
-        form=dict(rows=2048, iterations="600,200,100", optimizer="adam",
-                  preserve_colors="none", init="content"),
-        config=dict(_TUTORIAL, interpolation="lanczos", clamp_pixels=True, ema_decay=0.99,
-                    padding="replicate", precision="auto"),
-        scales=(0.25, 0.5, 1.0)),
+# The page's presets, each a shipped preset (``--preset=NAME``): the page's
+# name -> (the preset's name, the label; ``{optimizer}`` and ``{iterations}``
+# are the preset's).
+PAGE_PRESETS = {
+    "fast": ("fast", "Fast ({optimizer}, {iterations} iterations)"),
+    "tutorial": ("default", "keras.io tutorial (slow)"),
+    "keep_colors": ("keep_colors", "Keep the photo's colours"),
+    "high_res": ("high_res", "High resolution (coarse to fine)"),
 }
+_OPTIMIZER_NAMES = {"sgd": "SGD", "adam": "Adam", "lbfgs": "L-BFGS"}
+
+
+def page_preset(name: str, label: str) -> Dict:
+    """The page's preset read from the shipped preset ``name`` (``cli.preset_config``).
+
+    ``form``: what the page fills in; ``config``: the ``OBJECTIVE`` settings
+    it stands for; ``scales`` (multi-scale presets only): the stages'
+    heights as fractions of the output height, coarse to fine.
+    """
+    config = cli.preset_config(name)
+    heights = config.stage_heights()
+    form = dict(rows=heights[-1], iterations=",".join(str(n) for n in config.iteration_counts()),
+                optimizer=config.optimizer, preserve_colors=config.preserve_colors,
+                init=config.init)
+    text = label.format(optimizer=_OPTIMIZER_NAMES.get(config.optimizer, config.optimizer),
+                        iterations=form["iterations"])
+    preset = dict(label=text, source=name, form=form,
+                  config={key: getattr(config, key) for key in OBJECTIVE})
+    if config.scales:
+        preset["scales"] = tuple(h / heights[-1] for h in heights)
+    return preset
+
+
+def load_presets() -> Dict[str, Dict]:
+    """``{page name: page_preset(...)}`` of ``PAGE_PRESETS``, read from the files now."""
+    return {page: page_preset(name, label) for page, (name, label) in PAGE_PRESETS.items()}
+
+
+PRESETS: Dict[str, Dict] = load_presets()
 
 
 class Limits:

@@ -243,23 +243,11 @@ def create_app(manager: jobs.Manager, limits: Optional[forms.Limits] = None) -> 
 # Command line
 
 
-APP_FLAGS = ("port", "host", "results_dir", "abandon_s", "max_upload_mb", "max_pixels")
-
-
 def make_flags() -> flags.FlagValues:
-    """The engine's flags (``cli.define_flags``) plus the server's own."""
+    """The engine's flags plus the server's own (``settings.ServerOptions``)."""
     f = flags.FlagValues()
     cli.define_flags(f)
-    flags.DEFINE_integer("port", 7860, "Port to serve on (0: any free port).", flag_values=f)
-    flags.DEFINE_string("host", "127.0.0.1", "Address to bind; anything but 127.0.0.1 "
-                        "lets other machines use the app (see the README).", flag_values=f)
-    flags.DEFINE_string("results_dir", None, "Directory for the results (default: a new "
-                        "temporary directory).", flag_values=f)
-    flags.DEFINE_float("abandon_s", 15.0, "Stop a run when no page has listened to it for "
-                       "this many seconds.", flag_values=f)
-    flags.DEFINE_integer("max_upload_mb", 25, "Largest upload, in MB.", flag_values=f)
-    flags.DEFINE_integer("max_pixels", 40_000_000, "Most pixels an uploaded picture may "
-                         "have.", flag_values=f)
+    cli.define_flags(f, settings.ServerOptions)
     return f
 
 
@@ -323,18 +311,20 @@ def main(argv=None) -> int:
     try:
         cli.parse(argv, f)
         config, explicit = base_config(f)
-        sock = bind(f.host, f.port)
+        options = cli.options_from_flags(settings.ServerOptions, f)
+        sock = bind(options.host, options.port)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         return 2
-    results = f.results_dir or tempfile.mkdtemp(prefix="nst_keras_app_")
+    results = options.results_dir or tempfile.mkdtemp(prefix="nst_keras_app_")
     os.makedirs(results, exist_ok=True)
-    if f.host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"warning: --host={f.host}: anyone who can reach this address can use the "
-              "app and its results; there is no login", file=sys.stderr, flush=True)
+    if options.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"warning: --host={options.host}: anyone who can reach this address can use "
+              "the app and its results; there is no login", file=sys.stderr, flush=True)
     cli.import_tensorflow_quietly()
-    manager = jobs.Manager(config, explicit, results, f.abandon_s)
-    app = create_app(manager, forms.Limits(f.max_upload_mb * 2 ** 20, f.max_pixels))
+    manager = jobs.Manager(config, explicit, results, options.abandon_s)
+    app = create_app(manager, forms.Limits(options.max_upload_mb * 2 ** 20,
+                                           options.max_pixels))
     print(f"nst_keras app: {url_of(sock)} (results in {results}; Ctrl-C to stop)", flush=True)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning",
                                            timeout_graceful_shutdown=2))

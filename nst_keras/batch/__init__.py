@@ -43,22 +43,13 @@ from nst_keras.engine.callbacks import Callback
 from nst_keras.errors import Interrupted, NonFiniteLoss, UserError
 
 BATCH_LOG = "batch.jsonl"
-PAIRINGS = ("product", "zip")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff")
 FAILED = ("failed", "non_finite")
 Sources = Union[str, Sequence[str]]
 
 FLAGS = flags.FlagValues()
 cli.define_flags(FLAGS)
-flags.DEFINE_enum("pairing", "product", PAIRINGS, "product: every content with every "
-                  "style; zip: the n-th content with the n-th style.", flag_values=FLAGS)
-flags.DEFINE_integer("workers", 0, "Run on a local Ray runtime with this many workers "
-                     "(one per GPU when there are GPUs); 0: in this process.",
-                     flag_values=FLAGS)
-flags.DEFINE_string("ray_address", None, "Submit to an existing Ray cluster (HOST:PORT or "
-                    "auto); every worker must see --output_dir.", flag_values=FLAGS)
-flags.DEFINE_integer("max_retries", 3, "Times an item whose worker died is retried (from "
-                     "its last checkpoint) on another worker.", flag_values=FLAGS)
+cli.define_flags(FLAGS, settings.BatchOptions)
 
 
 # --------------------------------------------------------------------------
@@ -117,9 +108,9 @@ def _stem(source: str) -> str:
 
 def make_items(contents: Sources, styles: Sources, pairing: str = "product") -> List[Item]:
     """The batch's items, named ``<content-stem>__<style-stem>`` (made unique)."""
-    if pairing not in PAIRINGS:
+    if pairing not in settings.PAIRINGS:
         raise UserError(f"--pairing={pairing!r} is not known; use one of: "
-                        f"{', '.join(PAIRINGS)}")
+                        f"{', '.join(settings.PAIRINGS)}")
     cs, ss = expand(contents, "content_image"), expand(styles, "style_image")
     if pairing == "zip":
         if len(cs) != len(ss):
@@ -339,35 +330,33 @@ class Tally:
 
 
 class Batch:
-    """A planned batch: the checked settings and items (``UserError`` if bad)."""
+    """A planned batch: the checked settings, options and items (``UserError`` if bad)."""
 
     def __init__(self, config: settings.Config, contents: Sources, styles: Sources,
-                 pairing: str = "product", workers: int = 0,
-                 ray_address: Optional[str] = None, max_retries: int = 3, log=print):
+                 options: settings.BatchOptions = settings.BatchOptions(), log=print):
         if config.resume:
             raise UserError("--resume does not apply to a batch; run the same command "
                             "again to resume its items")
-        if workers < 0 or max_retries < 0:
-            raise UserError("--workers and --max_retries must be 0 or more")
+        self.options = options = settings.validate_fields(options)
         _check_output_dir(config.output_dir)
-        self.items = make_items(contents, styles, pairing)
+        self.items = make_items(contents, styles, options.pairing)
         first = self.items[0]
         self.config = settings.validate(config.replace(content_image=first.content,
                                                        style_image=first.style))
         self.out_dir, self.log = config.output_dir, log
-        self.workers, self.ray_address, self.max_retries = workers, ray_address, max_retries
-        self.on_pool = bool(workers or ray_address)
+        self.on_pool = bool(options.workers or options.ray_address)
         if self.on_pool:
             pool.require()
-        if ray_address:
-            pool.check_address(ray_address)
+        if options.ray_address:
+            pool.check_address(options.ray_address)
         self.tally = Tally(len(self.items), log)
 
     def records(self) -> Iterator[Dict]:
         if not self.on_pool:
             return run_serial(self.config, self.items, self.out_dir)
-        return run_on_pool(self.config, self.items, self.out_dir, self.workers,
-                           self.ray_address, self.max_retries, self.log)
+        o = self.options
+        return run_on_pool(self.config, self.items, self.out_dir, o.workers, o.ray_address,
+                           o.max_retries, self.log)
 
     def run(self) -> Iterator[Dict]:
         """Runs the items; yields each record after writing it to ``batch.jsonl``."""
@@ -390,8 +379,8 @@ def stylize_many(config: settings.Config, contents: Sources, styles: Sources,
     ``item``, ``status`` (finished, skipped, failed, non_finite, interrupted),
     ``reason``, ``seconds``, ``steps``, ``final_losses``, ``device``, ``worker``.
     """
-    return Batch(config, contents, styles, pairing, workers, ray_address, max_retries,
-                 log).run()
+    options = settings.BatchOptions(pairing, workers, ray_address, max_retries)
+    return Batch(config, contents, styles, options, log).run()
 
 
 # --------------------------------------------------------------------------
@@ -401,8 +390,8 @@ def stylize_many(config: settings.Config, contents: Sources, styles: Sources,
 def _batch_from_flags() -> Batch:
     config = cli.config_from_flags(FLAGS) if not FLAGS["resume"].value else \
         settings.Config(resume=FLAGS["resume"].value)
-    return Batch(config, config.content_image, config.style_image, FLAGS.pairing,
-                 FLAGS.workers, FLAGS.ray_address, FLAGS.max_retries)
+    return Batch(config, config.content_image, config.style_image,
+                 cli.options_from_flags(settings.BatchOptions, FLAGS))
 
 
 def main(argv=None) -> int:

@@ -232,9 +232,8 @@ def build_extractor(config: Config, backbone=None, strategy=None):
 
 
 def network_key(config: Config) -> tuple:
-    """What fixes the network's weights and arithmetic."""
-    return (config.model, config.weights, config.seed, config.precision, config.pooling,
-            config.padding)
+    """What fixes the network's weights and arithmetic (the ``network=True`` fields)."""
+    return settings.network_key(config)
 
 
 def _extractor(config: Config, backbone, strategy, cache):

@@ -80,7 +80,9 @@ from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 import tensorflow as tf
 
-NORMALIZATIONS = ("keras_io", "scaled", "gap", "gap_total")
+from nst_keras import settings
+
+NORMALIZATIONS = settings.LOSS_NORMALIZATIONS
 RELATIVE = ("scaled", "gap", "gap_total")  # terms as relative errors, Gram of the mean
 _EPS = 1e-12
 Features = Mapping[str, tf.Tensor]

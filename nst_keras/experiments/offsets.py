@@ -18,13 +18,10 @@ from nst_keras.engine import vgg
 
 Triple = Tuple[float, float, float]
 
-# Names of the default triples, used in captions.
-KNOWN_NAMES = {
-    (103.939, 116.779, 123.68): "ImageNet means",
-    (123.939, 96.779, 96.68): "write-up variant",
-    (123.68, 116.779, 103.939): "means in RGB order",
-    (0.0, 0.0, 0.0): "zeros",
-}
+# Names of the default triples (settings.DEFAULT_DEPROCESS_OFFSETS, in its
+# order), used in captions.
+KNOWN_NAMES = dict(zip(settings.DEFAULT_DEPROCESS_OFFSETS, (
+    "ImageNet means", "write-up variant", "means in RGB order", "zeros")))
 
 
 def offsets_name(offsets: Triple) -> str:

@@ -21,6 +21,7 @@ written); 130 interrupted (the frames saved so far are kept).
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import os
 import sys
@@ -30,65 +31,24 @@ from absl import flags
 from nst_keras import cli, settings
 from nst_keras.errors import Interrupted, NonFiniteLoss, UserError
 
-FLOWS = ("dis", "farneback")
 VIDEO_MISSING = ("the video command needs OpenCV and imageio-ffmpeg; install them with "
                  "pip install 'nst_keras[video]'")
 
 FLAGS = flags.FlagValues()
 cli.define_flags(FLAGS)
-flags.DEFINE_string("video", None, "The film to stylise (any format ffmpeg reads).",
-                    flag_values=FLAGS)
-flags.DEFINE_string("output", None, "The stylised film (.mp4, .mov, .mkv, .webm, .avi); "
-                    "written at the end, through a temporary file.", flag_values=FLAGS)
-flags.DEFINE_float("temporal_weight", 50.0, "Weight of the temporal loss (0: independent "
-                   "frames, each from --init).", flag_values=FLAGS)
-flags.DEFINE_integer("frame_iterations", 0, "Optimiser steps of every frame after the "
-                     "first (0: half of --iterations).", flag_values=FLAGS)
-flags.DEFINE_list("temporal_frames", ["1"], "Previous frames the temporal loss looks at "
-                  "(1: the previous one; 1,2,4 adds long-term consistency).",
-                  flag_values=FLAGS)
-flags.DEFINE_enum("flow", "dis", FLOWS, "Optical flow: dis (OpenCV DIS) or farneback.",
-                  flag_values=FLAGS)
-flags.DEFINE_string("frames", None, "START:END: only these frames (from 0, END excluded, "
-                    "at --fps).", flag_values=FLAGS)
-flags.DEFINE_float("fps", None, "Sample the film at this frame rate (default: its own).",
-                   flag_values=FLAGS)
-flags.DEFINE_string("codec", "libx264", "ffmpeg video encoder of the output.",
-                    flag_values=FLAGS)
-flags.DEFINE_integer("workers", 0, "Run the film as this many overlapping chunks on a "
-                     "local Ray runtime (0 or 1: one chain of frames, in this process).",
-                     flag_values=FLAGS)
-flags.DEFINE_string("ray_address", None, "Run the chunks on an existing Ray cluster "
-                    "(HOST:PORT or auto); every worker must see --output_dir and --video.",
-                    flag_values=FLAGS)
-flags.DEFINE_integer("chunk_overlap", 4, "Frames two neighbouring chunks share and "
-                     "cross-fade over.", flag_values=FLAGS)
+cli.define_flags(FLAGS, settings.VideoOptions)
 
 
-def _temporal_frames(values) -> tuple:
-    try:
-        return tuple(int(v) for v in values)
-    except ValueError:
-        raise UserError(f"--temporal_frames={','.join(values)} must be whole numbers "
-                        "separated by commas, e.g. 1,2,4") from None
-
-
-def options_from_flags(f: flags.FlagValues = FLAGS):
-    """The ``film.Options`` of the parsed flags (``film`` imported by the caller)."""
-    from nst_keras.video import film  # late: after the quiet TensorFlow import
-
+def options_from_flags(f: flags.FlagValues = FLAGS) -> settings.VideoOptions:
+    """The ``settings.VideoOptions`` of the parsed flags (``rows`` from
+    ``--scales`` or ``--img_nrows`` where given, else the film's own)."""
     _check_named(f)
     rows = None
     if f["scales"].present and f.scales:
         rows = int(f.scales[-1])
     elif f["img_nrows"].present:
         rows = f.img_nrows
-    return film.Options(
-        video=f.video, output=f.output, temporal_weight=f.temporal_weight,
-        frame_iterations=f.frame_iterations, temporal_frames=_temporal_frames(
-            f.temporal_frames), flow=f.flow, rows=rows, frames=f.frames, fps=f.fps,
-        codec=f.codec, workers=f.workers, ray_address=f.ray_address,
-        chunk_overlap=f.chunk_overlap)
+    return dataclasses.replace(cli.options_from_flags(settings.VideoOptions, f), rows=rows)
 
 
 def _check_named(f: flags.FlagValues) -> None:
@@ -116,11 +76,11 @@ def _run(argv) -> dict:
     for module in ("cv2", "imageio_ffmpeg"):
         if importlib.util.find_spec(module) is None:
             raise UserError(VIDEO_MISSING)
-    config = config_from_flags(FLAGS)
+    config, options = config_from_flags(FLAGS), options_from_flags(FLAGS)
     cli.import_tensorflow_quietly()
     from nst_keras.video import film  # late: after the quiet TensorFlow import
 
-    return film.stylize_video(config, options_from_flags(FLAGS))
+    return film.stylize_video(config, options)
 
 
 def main(argv=None) -> int:

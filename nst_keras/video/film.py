@@ -1,7 +1,7 @@
 """Stylised films without flicker (Ruder, Dosovitskiy and Brox 2016).
 
-``stylize_video(config, Options(video=..., output=...))`` stylises a film
-frame by frame with ``pipeline.stylize``:
+``stylize_video(config, settings.VideoOptions(video=..., output=...))``
+stylises a film frame by frame with ``pipeline.stylize``:
 
 1. plan (``plan_film``): which source frames (``--frames``, ``--fps``), at
    which size (the film's, or ``--img_nrows``), cut into chunks
@@ -39,46 +39,13 @@ from nst_keras.engine import imaging, memory, objective, pipeline, tiling, vgg
 from nst_keras.output import manifest, rundir
 from nst_keras.video import flow, temporal, videoio
 from nst_keras.errors import UserError
+from nst_keras.settings import VideoOptions
 
 # One objective per frame retraces the step each time; TensorFlow warns about that.
 logging.getLogger("tensorflow").setLevel(logging.ERROR)
 
 MANIFEST = "video.json"
 FRAMES_DIR = "frames"
-# Settings that do not change a frame (the frames of a run may be reused).
-NOT_IN_FRAMES = ("output_dir", "overwrite", "resume", "check_memory", "log_every",
-                 "save_every", "content_image", "result_prefix")
-
-
-@dataclasses.dataclass(frozen=True)
-class Options:
-    """The video settings (the flags of ``python -m nst_keras.video``).
-
-    ``rows``: output height (``None``: the film's own).  ``frames``:
-    ``"START:END"`` of the film at ``fps`` (0-based, END excluded, either may
-    be left out).  ``fps``: frame rate to sample the film at (``None``: its
-    own).  ``frame_iterations``: steps of every frame after a chunk's first
-    (0: half of ``config.iterations``).  ``temporal_frames``: which previous
-    frames the temporal loss looks at (1 = the previous one; ``1,2,4`` adds
-    long-term consistency).  ``workers``: chunks run in parallel on Ray
-    (0 or 1: one chunk, in this process unless ``ray_address``).
-    """
-
-    video: str
-    output: str
-    temporal_weight: float = 50.0
-    frame_iterations: int = 0
-    temporal_frames: Tuple[int, ...] = (1,)
-    flow: str = "dis"
-    rows: Optional[int] = None
-    frames: Optional[str] = None
-    fps: Optional[float] = None
-    codec: str = "libx264"
-    workers: int = 0
-    ray_address: Optional[str] = None
-    chunk_overlap: int = 4
-
-
 @dataclasses.dataclass(frozen=True)
 class Chunk:
     """Film positions ``start`` .. ``stop - 1`` run as one chain of frames."""
@@ -192,7 +159,7 @@ def frame_path(folder: str, position: int) -> str:
 # One frame
 
 
-def frame_iterations(config: settings.Config, options: Options) -> int:
+def frame_iterations(config: settings.Config, options: VideoOptions) -> int:
     if options.frame_iterations:
         return int(options.frame_iterations)
     return max(1, sum(config.iteration_counts()) // len(config.stage_heights()) // 2)
@@ -203,7 +170,7 @@ def _loss_picture(config: settings.Config, picture) -> np.ndarray:
     return imaging.colors_for_loss(config.preserve_colors, picture, [])[0]
 
 
-def temporal_start(config: settings.Config, options: Options, contents: Dict[int, np.ndarray],
+def temporal_start(config: settings.Config, options: VideoOptions, contents: Dict[int, np.ndarray],
                    previous: Dict[int, np.ndarray], position: int):
     """``(init picture, TemporalTerm)`` of frame ``position`` from earlier stylised frames.
 
@@ -229,7 +196,7 @@ def temporal_start(config: settings.Config, options: Options, contents: Dict[int
     return init, term
 
 
-def stylize_frame(config: settings.Config, options: Options, contents, previous,
+def stylize_frame(config: settings.Config, options: VideoOptions, contents, previous,
                   position: int, target_cache=None) -> np.ndarray:
     """The stylised picture of one frame (``previous`` empty: an independent run)."""
     terms, frame_config = (), config.replace(output_dir=None, resume=None)
@@ -247,7 +214,7 @@ def stylize_frame(config: settings.Config, options: Options, contents, previous,
 # A chunk (in whichever process runs it)
 
 
-def read_contents(options: Options, film: Film, chunk: Chunk,
+def read_contents(options: VideoOptions, film: Film, chunk: Chunk,
                   interpolation: str) -> Dict[int, np.ndarray]:
     """``{position: content picture at the film's size}`` for the chunk's frames."""
     positions = range(chunk.start, chunk.stop)
@@ -260,7 +227,7 @@ def read_contents(options: Options, film: Film, chunk: Chunk,
     return {p: by_source[film.sources[p]] for p in positions}
 
 
-def run_chunk(config: settings.Config, options: Options, film: Film, chunk: Chunk,
+def run_chunk(config: settings.Config, options: VideoOptions, film: Film, chunk: Chunk,
               on_frame: Optional[Callable[[int, str], None]] = None) -> Dict:
     """Stylises the chunk's missing frames in order; returns a small record."""
     started = time.perf_counter()
@@ -288,18 +255,9 @@ def run_chunk(config: settings.Config, options: Options, film: Film, chunk: Chun
 # The film
 
 
-def plan_film(config: settings.Config, options: Options) -> Tuple[settings.Config, Film]:
-    """The checked settings at the film's size and the ``Film`` (``UserError`` if bad)."""
-    if options.temporal_weight < 0 or options.frame_iterations < 0 or \
-            options.chunk_overlap < 0 or options.workers < 0:
-        raise UserError("--temporal_weight, --frame_iterations, --chunk_overlap and "
-                        "--workers must be 0 or more")
-    if not options.temporal_frames or min(options.temporal_frames) < 1:
-        raise UserError(f"--temporal_frames={settings.show_value(options.temporal_frames)} "
-                        "needs frame distances of 1 or more, e.g. 1 or 1,2,4")
-    if options.flow not in flow.METHODS:
-        raise UserError(f"--flow={options.flow} is not known; use one of: "
-                        f"{', '.join(flow.METHODS)}")
+def plan_film(config: settings.Config, options: VideoOptions) -> Tuple[settings.Config, Film]:
+    """The checked settings at the film's size and the ``Film`` (``UserError`` if bad;
+    ``options`` are checked already: ``settings.validate_fields``)."""
     info = videoio.probe(options.video)
     sources, fps, first = select_frames(info.frames, info.fps, options.fps, options.frames)
     width, height = info.size
@@ -314,7 +272,7 @@ def plan_film(config: settings.Config, options: Options) -> Tuple[settings.Confi
     return config, Film(sources, rows, cols, fps, first / fps, info.audio, chunks)
 
 
-def preflight(config: settings.Config, options: Options, film: Film) -> None:
+def preflight(config: settings.Config, options: VideoOptions, film: Film) -> None:
     """Opens the style pictures, the network and its layers, checks the memory a
     frame needs and the Ray cluster, before anything is written (``UserError``)."""
     frame = np.zeros((film.rows, film.cols, 3), np.uint8)
@@ -329,11 +287,9 @@ def preflight(config: settings.Config, options: Options, film: Film) -> None:
             pool.check_address(options.ray_address)
 
 
-def frames_key(config: settings.Config, options: Options, film: Film) -> Dict:
+def frames_key(config: settings.Config, options: VideoOptions, film: Film) -> Dict:
     """What fixes the frames: a rerun with another key cannot reuse them."""
-    frame_settings = {k: v for k, v in settings.to_dict(config).items()
-                      if k not in NOT_IN_FRAMES}
-    key = {"settings": frame_settings, "video": os.path.abspath(options.video),
+    key = {"settings": settings.frame_settings(config), "video": os.path.abspath(options.video),
            "temporal_weight": options.temporal_weight,
            "frame_iterations": frame_iterations(config, options),
            "temporal_frames": list(options.temporal_frames), "flow": options.flow,
@@ -372,7 +328,7 @@ def prepare_output_dir(config: settings.Config, key: Dict, log) -> int:
     return kept
 
 
-def _check_not_replacing(config: settings.Config, options: Options, key: Dict) -> None:
+def _check_not_replacing(config: settings.Config, options: VideoOptions, key: Dict) -> None:
     """An existing ``--output`` is replaced only if this run made it (or ``--overwrite``)."""
     if not os.path.exists(options.output) or config.overwrite:
         return
@@ -393,7 +349,7 @@ def film_frames(output_dir: str, film: Film):
         yield np.clip(np.round(total), 0, 255).astype(np.uint8)
 
 
-def _run_chunks(config, options: Options, film: Film, log, on_frame) -> List[Dict]:
+def _run_chunks(config, options: VideoOptions, film: Film, log, on_frame) -> List[Dict]:
     if options.workers <= 1 and not options.ray_address:
         return [run_chunk(config, options, film, c, on_frame) for c in film.chunks]
     log(f"{len(film.chunks)} chunks of about {film.chunks[0].stop - film.chunks[0].start} "
@@ -414,7 +370,7 @@ def _chunk_failed(job, reason: str, attempts: int):
     raise UserError(f"chunk {job[3].index + 1} failed on its Ray worker: {reason}")
 
 
-def stylize_video(config: settings.Config, options: Options, log=print,
+def stylize_video(config: settings.Config, options: VideoOptions, log=print,
                   on_frame: Optional[Callable[[int, str], None]] = None) -> Dict:
     """Stylises ``options.video`` into ``options.output``; returns a summary.
 
@@ -423,6 +379,7 @@ def stylize_video(config: settings.Config, options: Options, log=print,
     """
     started = time.perf_counter()
     config = settings.validate(config.replace(content_image=options.video))
+    options = settings.validate_fields(options)
     if not config.output_dir:
         raise UserError("a video needs --output_dir (the folder for the stylised frames)")
     if os.path.abspath(options.output) == os.path.abspath(options.video):

@@ -28,7 +28,9 @@ from typing import List, Sequence
 import cv2
 import numpy as np
 
-METHODS = ("dis", "farneback")
+from nst_keras import settings
+
+METHODS = settings.FLOWS  # the --flow choices
 
 
 def _gray(picture) -> np.ndarray:

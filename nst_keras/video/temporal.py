@@ -71,6 +71,7 @@ class TemporalTerm(Term):
         return cls(stacked, masks, normalization_factor(normalization, content_image))
 
     name = NAME
+    state_names = ("targets", "weights", "factor")
 
     def _at(self, rows: int, cols: int):
         """Targets and weights at an image of ``rows x cols`` (resized if needed)."""
