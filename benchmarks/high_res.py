@@ -177,7 +177,7 @@ def tiled(args) -> None:
 
 
 def table(path: str) -> str:
-    """The README's Markdown table of a ``tiled`` JSON file."""
+    """The Markdown table (docs/tiling.md) of a ``tiled`` JSON file."""
     with open(path) as f:
         data = json.load(f)
     lines = ["| picture | mode | optimiser | peak RSS | targets | s/step | steps | conditions |",

@@ -1,4 +1,4 @@
-"""Tiled against untiled, pixel for pixel: the picture for the README's Tiling section.
+"""Tiled against untiled, pixel for pixel: the picture of docs/tiling.md.
 
 Compares one evaluation of the loss and gradient at the content image, then
 runs the same style transfer twice, untiled and in ``--tile_size`` tiles

@@ -41,8 +41,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from nst_keras import cli
-from nst_keras.video import flow, videoio
 from nst_keras.engine import hardware, imaging
+from nst_keras.video import flow, videoio
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)

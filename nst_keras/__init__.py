@@ -5,10 +5,10 @@ The defaults reproduce the keras.io "Neural style transfer" tutorial.
 load it on first use.
 """
 
-from nst_keras.errors import Interrupted, NonFiniteLoss, UserError
 from nst_keras.engine.imaging import load_image
-from nst_keras.settings import Config
 from nst_keras.engine.vgg import deprocess_image, preprocess_image
+from nst_keras.errors import Interrupted, NonFiniteLoss, UserError
+from nst_keras.settings import Config
 
 __version__ = "0.1.0"
 

@@ -3,8 +3,8 @@
 Every field of ``settings.Config`` is a flag (generated here from the
 field's kind, default and help), and so is every field of the option class
 of a command (``settings.VideoOptions``, ``BatchOptions``, ``ServerOptions``:
-``define_flags(flag_values, fields)``, read back by ``options_from_flags``).  ``--preset=NAME`` reads a preset shipped in
-the package (``nst_keras/presets/NAME.cfg``, the same files as the
+``define_flags(flag_values, fields)``, read back by ``options_from_flags``).
+``--preset=NAME`` reads a preset shipped in the package (``nst_keras/presets/NAME.cfg``, the same files as the
 checkout's ``configs/``) and ``--flagfile=PATH`` any flag file; flags are
 read left to right, so a flag given after either overrides its value.
 
@@ -21,9 +21,9 @@ import sys
 
 from absl import flags
 
-from nst_keras.output import checkpoint
 from nst_keras import settings
 from nst_keras.errors import Interrupted, NonFiniteLoss, UserError
+from nst_keras.output import checkpoint
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 

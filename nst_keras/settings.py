@@ -191,6 +191,11 @@ def _frame_distances(name, value):
         _fail(name, value, "needs frame distances of 1 or more, e.g. 1 or 1,2,4")
 
 
+def _crf(name, value):
+    if not 0 <= int(value) <= 51:
+        _fail(name, value, "must be 0 (lossless) to 51 (worst)")
+
+
 def _ratios(name, value):
     if not value or any(not (0 < float(r) < math.inf) for r in value):
         _fail(name, value, "needs one or more positive numbers (style_weight / "
@@ -563,6 +568,8 @@ class VideoOptions:
     fps: Optional[float] = _video(
         None, "Sample the film at this frame rate (default: its own).", flag="float")
     codec: str = _video("libx264", "ffmpeg video encoder of the output.")
+    crf: int = _video(18, "Quality of a libx264 output: 0 (lossless) to 51; lower is better "
+                      "and bigger.", flag="integer", check=_crf)
     workers: int = _video(
         0, "Run the film as this many overlapping chunks on a local Ray runtime (0 or 1: one "
         "chain of frames, in this process).", flag="integer", check=_non_negative_int)

@@ -137,3 +137,31 @@ def tiny(content_path, style_path, out, *extra):
     return [f"--content_image={content_path}", f"--style_image={style_path}",
             f"--output_dir={out}", "--weights=random", "--img_nrows=48",
             "--optimizer=lbfgs", "--save_every=0", "--log_every=0", *extra]
+
+
+# -- the slowest tests, in one place -------------------------------------------
+# Ray runtimes, the browser, the notebooks and whole programs in subprocesses:
+# ``python -m pytest -m "not slow" tests`` is the quick loop; the README's
+# command (and CI) runs everything.
+SLOW = (
+    "test_batch.py::test_two_local_ray_workers_give_the_serial_images",
+    "test_batch.py::test_a_killed_worker_has_its_item_finished_elsewhere",
+    "test_batch.py::test_items_run_on_both_nodes_of_a_two_node_cluster",
+    "test_batch.py::test_an_interrupted_batch_resumes_to_the_same_images",
+    "test_video.py::test_two_ray_workers_give_two_blended_chunks_of_the_right_length",
+    "test_app.py::test_the_page_in_a_real_browser",
+    "test_notebooks.py::test_notebook_executes",
+    "test_end_to_end.py::test_real_sigint_to_the_program",
+    "test_bad_input.py::test_subprocess_error_is_a_single_stderr_line",
+    "test_tiling.py::test_two_workers_give_the_first_step_loss_of_one_process",
+    "test_hardware.py::test_threads_are_set_before_tensorflow_starts_and_kept_after",
+    "test_presets.py::test_a_plain_install_runs_a_preset_from_another_folder",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        where = f"{os.path.basename(item.path)}::{item.originalname}"
+        if where in SLOW:
+            item.add_marker(pytest.mark.slow)
+

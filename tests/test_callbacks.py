@@ -8,8 +8,8 @@ import pytest
 from PIL import Image
 
 from nst_keras import Config, stylize
-from nst_keras.output import checkpoint
 from nst_keras.engine.callbacks import Callback
+from nst_keras.output import checkpoint
 
 QUIET = dict(log=lambda line: None)
 

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nst_keras.output import checkpoint
 from nst_keras import cli
+from nst_keras.output import checkpoint
 from conftest import REPO, base_args, flags_for, run_cli
 from conftest import metrics as read_metrics  # the name `metrics` is a local below
 

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nst_keras.output import checkpoint, manifest
 from nst_keras import settings
 from nst_keras import Config
 from nst_keras.errors import Interrupted, UserError
+from nst_keras.output import checkpoint, manifest
 from nst_keras.output.stylize import stylize
 from conftest import config_for, flags_for, metrics, run_cli
 

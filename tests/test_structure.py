@@ -3,6 +3,7 @@
 
 import ast
 import dataclasses
+import glob
 import os
 
 import pytest
@@ -276,3 +277,16 @@ def test_resume_policy_comes_from_the_fields():
     assert settings.RESUME_MAY_CHANGE == {
         "iterations", "save_every", "log_every", "overwrite", "resume", "check_memory",
         "output_dir"}
+
+
+def test_every_slow_name_is_a_test():
+    """A renamed test must not silently leave the slow list (tests/conftest.py)."""
+    from conftest import SLOW
+
+    names = set()
+    for path in glob.glob(os.path.join(REPO, "tests", "test_*.py")):
+        with open(path) as f:
+            tree = ast.parse(f.read())
+        names |= {f"{os.path.basename(path)}::{n.name}" for n in ast.walk(tree)
+                  if isinstance(n, ast.FunctionDef) and n.name.startswith("test_")}
+    assert SLOW and set(SLOW) <= names, sorted(set(SLOW) - names)

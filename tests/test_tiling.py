@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 
 from nst_keras import Config
-from nst_keras.output import checkpoint
 from nst_keras.engine import memory, tiling, vgg
-from nst_keras.errors import Interrupted, UserError
 from nst_keras.engine.objective import build_objective
+from nst_keras.errors import Interrupted, UserError
+from nst_keras.output import checkpoint
 from nst_keras.output.stylize import stylize
 from conftest import REPO, config_for, flags_for, make_picture, run_cli
 

@@ -14,9 +14,9 @@ cv2 = pytest.importorskip("cv2", reason="pip install 'nst_keras[video]'")
 imageio_ffmpeg = pytest.importorskip("imageio_ffmpeg", reason="pip install 'nst_keras[video]'")
 
 from conftest import make_picture  # noqa: E402
-from nst_keras.video import film, flow, temporal, videoio
 from nst_keras import video  # noqa: E402
 from nst_keras.errors import UserError  # noqa: E402
+from nst_keras.video import film, flow, temporal, videoio
 
 # --nocheck_memory: these films are tiny, and other jobs on a shared machine must not
 # make the engine's free-memory check refuse them.
@@ -321,6 +321,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(clips, tmp_path, capsys
         (["--chunk_overlap=-1"], "--chunk_overlap=-1 must be 0 or more"),
         (["--temporal_frames=0"], "needs frame distances of 1 or more"),
         (["--flow=lucas"], "--flow='lucas' is not known"),
+        (["--crf=60"], "--crf=60 must be 0 (lossless) to 51 (worst)"),
     ]
     if importlib.util.find_spec("ray") is not None:  # nobody listens on port 1
         cases.append((["--ray_address=127.0.0.1:1"], "cannot reach the Ray cluster"))
@@ -333,3 +334,15 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(clips, tmp_path, capsys
     assert not out.exists() and not (tmp_path / "out_frames").exists()
     assert not (tmp_path / "no_folder").exists()
     assert taken.read_bytes() == b"someone else's film"
+
+
+def test_crf_sets_the_quality_of_the_written_film(tmp_path):
+    rng = np.random.default_rng(2)
+    frames = [rng.integers(0, 255, (48, 64, 3), np.uint8) for _ in range(4)]
+    sizes = {}
+    for crf in (0, 45):
+        path = tmp_path / f"crf{crf}.mp4"
+        assert videoio.encode(str(path), iter(frames), 8.0, (48, 64), crf=crf) == 4
+        sizes[crf] = path.stat().st_size
+    assert sizes[0] > 3 * sizes[45]  # lossless noise is much bigger than crf 45
+    assert video.FLAGS["crf"].default == 18

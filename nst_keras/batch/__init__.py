@@ -36,11 +36,11 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Union
 
 from absl import flags
 
-from nst_keras.output import checkpoint, manifest, rundir
 from nst_keras import cli, pool, settings
 from nst_keras.engine import imaging
 from nst_keras.engine.callbacks import Callback
 from nst_keras.errors import Interrupted, NonFiniteLoss, UserError
+from nst_keras.output import checkpoint, manifest, rundir
 
 BATCH_LOG = "batch.jsonl"
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff")

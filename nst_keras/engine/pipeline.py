@@ -39,8 +39,8 @@ from nst_keras.engine import hardware, imaging, memory, optim, tiling, vgg
 from nst_keras import settings
 from nst_keras.engine.callbacks import FiniteGuard, Outcome, PrintLog, Progress, RunState, \
     StopOnSignal, StopWhenStyleClose
-from nst_keras.errors import UserError
 from nst_keras.engine.objective import Objective, TargetCache, build_objective
+from nst_keras.errors import UserError
 from nst_keras.settings import Config
 
 

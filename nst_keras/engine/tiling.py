@@ -58,12 +58,12 @@ import numpy as np
 import tensorflow as tf
 
 from nst_keras.engine import memory
-from nst_keras.errors import UserError
 from nst_keras.engine.objective import (NORMALIZATIONS, RELATIVE, ContentTerm, StyleTerm, Terms,
                                         TotalVariationTerm, Weighted, computes_in_float16,
                                         fast_gram_matrix, scaled_network_gradient,
                                         total_variation_loss, weighted_terms)
 from nst_keras.engine.terms import Part
+from nst_keras.errors import UserError
 from nst_keras.settings import TILE_ALIGN
 
 ALIGN = TILE_ALIGN  # the stride of block5: interiors, crops and halos start on it

@@ -31,13 +31,13 @@ from typing import Callable, Dict, List
 
 import numpy as np
 
-from nst_keras.engine import imaging, pipeline, vgg
-from nst_keras.output import rundir, stylize
 from nst_keras import settings
+from nst_keras.engine import imaging, pipeline, vgg
 from nst_keras.errors import UserError
 from nst_keras.experiments.grid import make_grid
 from nst_keras.experiments.offsets import offsets_panels, offsets_report
 from nst_keras.experiments.reconstruct import growing_sets, quiet_retracing, reconstruct
+from nst_keras.output import rundir, stylize
 from nst_keras.settings import Config
 
 Log = Callable[[str], None]

@@ -18,8 +18,8 @@ import platform
 from importlib import metadata
 from typing import Dict, List, Optional
 
-from nst_keras.engine import hardware, vgg
 from nst_keras import settings
+from nst_keras.engine import hardware, vgg
 from nst_keras.engine.imaging import atomic_write_bytes, fetch
 
 RUN_JSON = "run.json"

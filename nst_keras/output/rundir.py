@@ -23,12 +23,12 @@ import os
 import re
 from typing import List, Optional
 
-from nst_keras.output import checkpoint as ckptlib
-from nst_keras.engine import imaging
-from nst_keras.output import manifest
 from nst_keras import settings
+from nst_keras.engine import imaging
 from nst_keras.engine.callbacks import Callback, Outcome, Progress, RunState
 from nst_keras.errors import UserError
+from nst_keras.output import checkpoint as ckptlib
+from nst_keras.output import manifest
 
 RUN_FILES = (manifest.RUN_JSON, manifest.METRICS, manifest.LOSS_PLOT, ckptlib.CHECKPOINT_NAME)
 

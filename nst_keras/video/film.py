@@ -36,10 +36,10 @@ import numpy as np
 
 from nst_keras import pool, settings
 from nst_keras.engine import imaging, memory, objective, pipeline, tiling, vgg
-from nst_keras.output import manifest, rundir
-from nst_keras.video import flow, temporal, videoio
 from nst_keras.errors import UserError
+from nst_keras.output import manifest, rundir
 from nst_keras.settings import VideoOptions
+from nst_keras.video import flow, temporal, videoio
 
 # One objective per frame retraces the step each time; TensorFlow warns about that.
 logging.getLogger("tensorflow").setLevel(logging.ERROR)
@@ -403,7 +403,7 @@ def stylize_video(config: settings.Config, options: VideoOptions, log=print,
     records = _run_chunks(config, options, film, log, report)
     count = videoio.encode(options.output, film_frames(config.output_dir, film), film.fps,
                            (film.rows, film.cols), options.codec,
-                           options.video if film.audio else None, film.start_s)
+                           options.video if film.audio else None, film.start_s, options.crf)
     summary = {"output": options.output, "frames": count, "fps": film.fps,
                "size": [film.rows, film.cols], "audio": film.audio, "chunks": records,
                "seconds": round(time.perf_counter() - started, 3)}

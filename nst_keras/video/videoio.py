@@ -133,9 +133,10 @@ def _pix_fmt(codec: str, rows: int, cols: int) -> str:
     return "bgr0" if codec == "ffv1" else "yuv444p"
 
 
-def _write_video(path: str, frames: Iterable[np.ndarray], fps: float, size, codec: str):
+def _write_video(path: str, frames: Iterable[np.ndarray], fps: float, size, codec: str,
+                 crf: int = 18):
     rows, cols = size
-    params = ["-crf", "18"] if codec == "libx264" else []
+    params = ["-crf", str(int(crf))] if codec == "libx264" else []
     writer = imageio_ffmpeg.write_frames(
         path, (cols, rows), fps=fps, codec=codec, macro_block_size=1, quality=None,
         pix_fmt_out=_pix_fmt(codec, rows, cols), output_params=params,
@@ -163,7 +164,7 @@ def _mux_audio(video: str, source: str, start_s: float, duration_s: float, out: 
 
 def encode(path: str, frames: Iterable[np.ndarray], fps: float, size: Tuple[int, int],
            codec: str = "libx264", audio_from: Optional[str] = None,
-           audio_start_s: float = 0.0) -> int:
+           audio_start_s: float = 0.0, crf: int = 18) -> int:
     """Writes ``frames`` (``size = (rows, cols)``) to ``path``; returns the frame count.
 
     With ``audio_from``, its audio from ``audio_start_s`` on, as long as the
@@ -176,7 +177,7 @@ def encode(path: str, frames: Iterable[np.ndarray], fps: float, size: Tuple[int,
     fd, muxed_tmp = tempfile.mkstemp(prefix=".tmp-muxed-", suffix=suffix, dir=folder)
     os.close(fd)
     try:
-        count = _write_video(video_tmp, frames, fps, size, codec)
+        count = _write_video(video_tmp, frames, fps, size, codec, crf)
         final = video_tmp
         if audio_from is not None:
             _mux_audio(video_tmp, audio_from, audio_start_s, count / fps, muxed_tmp)
