@@ -37,18 +37,13 @@ sys.path.insert(0, os.environ.get("NST_KERAS_SOURCE", REPO))
 from nst_keras import batch, cli, settings  # noqa: E402
 
 
-def cpu_flags() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            text = f.read()
-    except OSError:
-        return ""
-    names = [line.split(":", 1)[1].strip() for line in text.splitlines()
-             if line.startswith("model name")][:1]
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines()
-                  if line.startswith("flags")), [])
-    wanted = [f for f in flags if f.startswith(("avx512_bf16", "amx", "avx2", "avx512f"))]
-    return f"{names[0] if names else platform.processor()} [{' '.join(sorted(wanted))}]"
+def machine() -> str:
+    """The CPU's name and the flags that decide the precision and speed."""
+    from nst_keras.engine import hardware
+
+    wanted = sorted(f for f in hardware.cpu_flags()
+                    if f.startswith(("avx512_bf16", "amx", "avx2", "avx512f")))
+    return f"{hardware.cpu_name() or platform.processor()} [{' '.join(wanted)}]"
 
 
 def pictures(root: str, count: int, rows: int):
@@ -84,7 +79,7 @@ def main() -> None:
     root = tempfile.mkdtemp()
     photos, style = pictures(root, args.items, args.rows)
     make_cache = getattr(batch, "new_cache", None) or getattr(batch, "TargetCache")
-    result = {"machine": cpu_flags(), "cores": os.cpu_count(), "rows": args.rows,
+    result = {"machine": machine(), "cores": os.cpu_count(), "rows": args.rows,
               "optimizer": args.optimizer, "items": args.items,
               "source": os.path.dirname(os.path.dirname(batch.__file__)),
               "load_1min": os.getloadavg()[0]}

@@ -214,6 +214,23 @@ def print_help_if_asked(argv, doc: str, flag_values: flags.FlagValues = FLAGS) -
     return False
 
 
+def exit_status(body, interrupted) -> int:
+    """Runs a command's ``body()`` (its exit status) and turns what it raises into
+    one line on stderr and the status: ``UserError`` 2, ``NonFiniteLoss`` 1,
+    ``Interrupted`` or Ctrl-C 130 (``interrupted(error)`` says what was kept)."""
+    try:
+        return body()
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        return 2
+    except NonFiniteLoss as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        return 1
+    except (Interrupted, KeyboardInterrupt) as e:
+        print(f"stopped: {interrupted(e)}", file=sys.stderr, flush=True)
+        return 130
+
+
 def import_tensorflow_quietly() -> None:
     """Imports TensorFlow with file descriptor 2 closed to its C++ start-up chatter.
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import sys
 
 from nst_keras import cli, settings
-from nst_keras.errors import Interrupted, NonFiniteLoss, UserError
+from nst_keras.errors import Interrupted
 
 
 def _run(config: settings.Config) -> list:
@@ -29,29 +29,25 @@ def _run(config: settings.Config) -> list:
     return stylize.stylize(config).paths
 
 
+def _interrupted(error: BaseException) -> str:
+    if isinstance(error, Interrupted):
+        return str(error)
+    return "interrupted before a checkpoint could be saved; files written so far are kept"
+
+
 def main(argv=None) -> int:
     """Entry point; returns the exit status (see the module docstring)."""
     argv = sys.argv if argv is None else argv
     if cli.print_help_if_asked(argv, __doc__):
         return 0
-    try:
+
+    def body() -> int:
         cli.parse(argv)
         paths = _run(cli.config_from_flags())
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr, flush=True)
-        return 2
-    except NonFiniteLoss as e:
-        print(f"error: {e}", file=sys.stderr, flush=True)
-        return 1
-    except Interrupted as e:
-        print(f"stopped: {e}", file=sys.stderr, flush=True)
-        return 130
-    except KeyboardInterrupt:
-        print("stopped: interrupted before a checkpoint could be saved; files written "
-              "so far are kept", file=sys.stderr, flush=True)
-        return 130
-    print(f"saved {paths[-1]}" if paths else "done", flush=True)
-    return 0
+        print(f"saved {paths[-1]}" if paths else "done", flush=True)
+        return 0
+
+    return cli.exit_status(body, _interrupted)
 
 
 def console_main() -> None:

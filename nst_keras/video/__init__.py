@@ -29,7 +29,7 @@ import sys
 from absl import flags
 
 from nst_keras import cli, settings
-from nst_keras.errors import Interrupted, NonFiniteLoss, UserError
+from nst_keras.errors import UserError
 
 VIDEO_MISSING = ("the video command needs OpenCV and imageio-ffmpeg; install them with "
                  "pip install 'nst_keras[video]'")
@@ -88,23 +88,17 @@ def main(argv=None) -> int:
     argv = sys.argv if argv is None else argv
     if cli.print_help_if_asked(argv, __doc__, FLAGS):
         return 0
-    try:
+
+    def body() -> int:
         summary = _run(argv)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr, flush=True)
-        return 2
-    except NonFiniteLoss as e:
-        print(f"error: {e}", file=sys.stderr, flush=True)
-        return 1
-    except (Interrupted, KeyboardInterrupt):
-        print(f"stopped: interrupted; the frames saved so far are kept in "
-              f"{FLAGS.output_dir}; run the same command again to go on",
-              file=sys.stderr, flush=True)
-        return 130
-    print(f"saved {summary['output']} ({summary['frames']} frames, {summary['fps']:g} fps, "
-          f"{summary['size'][1]}x{summary['size'][0]}"
-          f"{', with audio' if summary['audio'] else ''})", flush=True)
-    return 0
+        print(f"saved {summary['output']} ({summary['frames']} frames, {summary['fps']:g} "
+              f"fps, {summary['size'][1]}x{summary['size'][0]}"
+              f"{', with audio' if summary['audio'] else ''})", flush=True)
+        return 0
+
+    return cli.exit_status(body, lambda e: (
+        f"interrupted; the frames saved so far are kept in {FLAGS.output_dir}; run the "
+        "same command again to go on"))
 
 
 def console_main() -> None:
