@@ -605,8 +605,8 @@ class ServerOptions:
     """The options of ``python -m nst_keras.app`` (``app.server``)."""
 
     port: int = _app(7860, "Port to serve on (0: any free port).", flag="integer")
-    host: str = _app("127.0.0.1", "Address to bind; anything but 127.0.0.1 lets other "
-                     "machines use the app (see the README).")
+    host: str = _app("127.0.0.1", "Address to bind; anything but loopback lets other "
+                     "machines use the app and needs a token (see docs/security.md).")
     results_dir: Optional[str] = _app(
         None, "Directory for the results (default: a new temporary directory).")
     abandon_s: float = _app(
@@ -616,6 +616,13 @@ class ServerOptions:
                               check=_positive_int)
     max_pixels: int = _app(40_000_000, "Most pixels an uploaded picture may have.",
                            flag="integer", check=_positive_int)
+    max_queue: int = _app(4, "Most runs that may wait behind the running one; one more is "
+                          "refused (429) until one ends.", flag="integer", check=_positive_int)
+    allowed_hosts: Optional[Tuple[str, ...]] = _app(
+        None, "More host names to serve besides the bound address and loopback (a reverse "
+        "proxy's name); see docs/security.md.", flag="strings")
+    no_token: bool = _app(False, "Serve a --host other than loopback without a token: then "
+                          "anyone who can reach it can use the app.", flag="boolean")
 
 
 # --------------------------------------------------------------------------

@@ -27,8 +27,8 @@ with warnings.catch_warnings():  # Starlette's note about httpx's successor
     warnings.simplefilter("ignore")
     from starlette.testclient import TestClient  # noqa: E402
 
-import nst_keras.app as launcher  # noqa: E402
 from nst_keras.app import forms, jobs, server  # noqa: E402
+import nst_keras.app as launcher  # noqa: E402
 from nst_keras.settings import Config  # noqa: E402
 
 # Shallow layers keep the unit tests' runs short; the browser test uses the defaults.
@@ -45,6 +45,17 @@ def png(array, fmt="PNG"):
 
 
 CONTENT, STYLE = png(make_picture(48, 64, 0)), png(make_picture(40, 56, 1))
+LOCAL = "http://127.0.0.1:7860"  # the test client's address: a loopback host
+
+
+def one_line(response):
+    """The one-line message of a refusal: the API's ``{"error"}`` or a plain-text line."""
+    if response.headers.get("content-type", "").startswith("application/json"):
+        message = response.json()["error"]
+    else:
+        message = response.text.rstrip("\n")
+    assert message and "\n" not in message and len(message) < 300, message
+    return message
 
 
 def uploads(content=("photo.png", CONTENT), styles=(("painting.png", STYLE),)):
@@ -61,7 +72,8 @@ def app_client(tmp_path):
         base = Config(content_image="<upload>", style_image="<upload>", **ENGINE)
         manager = jobs.Manager(base, ENGINE, str(tmp_path / "results"), abandon_s,
                                log=lambda line: None)
-        client = TestClient(server.create_app(manager, limits))
+        client = TestClient(server.create_app(manager, limits), base_url=LOCAL)
+        assert client.get("/").status_code == 200  # the page's cookie, as a browser gets it
         made.append((manager, client))
         return manager, client
 
@@ -191,6 +203,7 @@ def test_a_page_that_closes_mid_run_stops_it(tmp_path):
     serving = server.Serving(server.create_app(manager))
     try:
         with httpx.Client(base_url=serving.url, timeout=30) as client:
+            client.get("/")  # the page's cookie
             job = manager.jobs[start(client, {"iterations": "5000"})]
             with client.stream("GET", f"api/jobs/{job.id}/events") as events:
                 for line in events.iter_lines():
@@ -241,8 +254,7 @@ def test_bad_input_gives_one_readable_line_and_writes_nothing(case, app_client, 
     response = client.post("/api/jobs", data=dict(FORM, **given.get("form", {})),
                            files=given.get("files", uploads()))
     assert response.status_code in (400, 413), response.text
-    message = response.json()["error"]
-    assert words in message and "\n" not in message and len(message) < 300
+    assert words in one_line(response)
     assert not manager.jobs and not os.path.exists(tmp_path / "results")
     assert client.get("/api/presets").status_code == 200  # still serving
 

@@ -9,6 +9,8 @@ in one line what to install and exits with status 2.
   uploads and the page's settings), free of any web framework;
 * ``nst_keras.app.server``: the Starlette routes, server-sent events and the
   command line;
+* ``nst_keras.app.guard``: what the server accepts and from whom (host, origin,
+  the page's cookie, the token off loopback, upload bytes as they stream);
 * ``nst_keras/app/static``: the page (plain HTML, CSS and JavaScript).
 """
 

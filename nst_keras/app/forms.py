@@ -16,8 +16,8 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 from PIL import Image
 
-from nst_keras.engine import imaging, vgg
 from nst_keras import cli, settings
+from nst_keras.engine import imaging, vgg
 from nst_keras.errors import UserError
 from nst_keras.settings import Config
 

@@ -34,6 +34,12 @@ PREVIEW_EVERY_S = 2.0   # a preview at least this often on slow steps
 PREVIEWS_PER_RUN = 50   # and at most about this many on fast ones
 
 
+class QueueFull(UserError):
+    """The queue has ``max_queue`` waiting runs: answered 429, one line."""
+
+    status = 429
+
+
 def png_bytes(picture: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(picture).save(buffer, format="PNG")
@@ -88,6 +94,21 @@ class Job:
     def unheard_s(self) -> float:
         """Seconds since a page last listened (0 while one listens)."""
         return 0.0 if self.listeners else time.monotonic() - self.last_heard
+
+    def finish(self, result) -> None:
+        """Ends a run that returned (finished or stopped): its picture and status."""
+        pictures = [p for p in result.paths
+                    if p.endswith(".png") and os.path.basename(p) != "loss.png"]
+        self.image_path = pictures[-1] if pictures else None
+        self.status, self.reason = result.status, self.stop_reason
+        if result.status != "stopped":
+            self.content = self.styles = None  # only a stopped run may continue
+        self.emit("end", **self.public())
+
+    def cancel(self, reason: str) -> None:
+        """Ends a job that never ran (its pictures dropped)."""
+        self.status, self.reason, self.content, self.styles = "cancelled", reason, None, None
+        self.emit("end", **self.public())
 
     def run_json(self) -> Optional[str]:
         path = os.path.join(self.directory, "run.json")
@@ -150,12 +171,15 @@ class LiveFeed(Callback):
 
 
 class Manager:
-    """The queue of jobs and the worker thread that runs them one at a time."""
+    """The queue of jobs (at most ``max_queue`` waiting) and the worker thread that
+    runs them one at a time."""
 
     def __init__(self, base: Config, explicit=(), results_dir: str = ".",
-                 abandon_s: float = 15.0, log: Callable[[str], None] = print):
+                 abandon_s: float = 15.0, log: Callable[[str], None] = print,
+                 max_queue: int = 4):
         self.base, self.explicit = base, frozenset(explicit)
         self.results_dir, self.abandon_s, self.log = results_dir, float(abandon_s), log
+        self.max_queue = int(max_queue)
         self.jobs: Dict[str, Job] = {}
         self.queue: collections.deque = collections.deque()
         self.running: Optional[Job] = None
@@ -178,11 +202,27 @@ class Manager:
         config = config.replace(output_dir=directory)
         return Job(job_id, config, content, styles, summary, directory, parent)
 
-    def submit(self, job: Job) -> int:
-        """Queues ``job``; returns its place in the queue (see ``position``)."""
+    def _drop_abandoned(self) -> None:
+        """Cancels the waiting jobs no page has listened to for ``abandon_s``."""
+        for job in [j for j in self.queue if j.unheard_s() > self.abandon_s]:
+            self.queue.remove(job)
+            job.cancel("no page was waiting for it")
+
+    def check_room(self) -> None:
+        """``QueueFull`` (or ``UserError`` when closing) unless a job may be queued now."""
         with self._cond:
             if self.closed:
                 raise UserError("the server is shutting down")
+            self._drop_abandoned()
+            n = len(self.queue)
+            if n >= self.max_queue:
+                raise QueueFull(f"{n} run{' is' if n == 1 else 's are'} waiting; try again "
+                                "when one ends")
+
+    def submit(self, job: Job) -> int:
+        """Queues ``job``; returns its place in the queue (see ``position``)."""
+        with self._cond:
+            self.check_room()
             self.jobs[job.id] = job
             self.queue.append(job)
             self._cond.notify_all()
@@ -199,8 +239,7 @@ class Manager:
         with self._cond:
             if job in self.queue:
                 self.queue.remove(job)
-                job.status, job.reason, job.content, job.styles = "cancelled", reason, None, None
-                job.emit("end", **job.public())
+                job.cancel(reason)
                 return
         job.stop_reason = reason
 
@@ -208,10 +247,15 @@ class Manager:
         """A new job that resumes a stopped one (in a copy of its directory)."""
         if not (job.status == "stopped" and job.content is not None):
             raise UserError("only a stopped run can be continued")
+        self.check_room()
         new = self.new_job(job.config, job.content, job.styles, dict(job.summary), job.id)
         shutil.copytree(job.directory, new.directory)
         new.config = new.config.replace(resume=new.directory, output_dir=new.directory)
-        self.submit(new)
+        try:
+            self.submit(new)
+        except UserError:
+            shutil.rmtree(new.directory, ignore_errors=True)
+            raise
         return new
 
     def result(self, job_id: str) -> Optional[Job]:
@@ -244,9 +288,7 @@ class Manager:
                     return
                 job = self.running = self.queue.popleft()
             if job.unheard_s() > self.abandon_s:  # its page left while it waited
-                job.status, job.reason = "cancelled", "no page was waiting for it"
-                job.content = job.styles = None
-                job.emit("end", **job.public())
+                job.cancel("no page was waiting for it")
                 self.running = None
                 continue
             try:
@@ -269,13 +311,7 @@ class Manager:
             text = str(e).strip().splitlines()
             self._fail(job, f"the run failed ({type(e).__name__}: {text[0] if text else ''})")
         else:
-            pictures = [p for p in result.paths
-                        if p.endswith(".png") and os.path.basename(p) != "loss.png"]
-            job.image_path = pictures[-1] if pictures else None
-            job.status, job.reason = result.status, job.stop_reason
-            if result.status != "stopped":
-                job.content = job.styles = None  # only a stopped run may continue
-            job.emit("end", **job.public())
+            job.finish(result)
 
     def _fail(self, job: Job, message: str) -> None:
         shutil.rmtree(job.directory, ignore_errors=True)  # nothing half-written

@@ -10,6 +10,10 @@ Routes (all under the server's own origin; the page needs nothing else):
 * ``POST /api/jobs/{id}/stop`` and ``/continue``;
 * ``GET /api/jobs/{id}/result.png`` and ``/run.json``: the downloads;
 * ``GET /api/gallery``: the results made since the server started.
+
+In front of them ``guard.Guard`` checks the Host, the Origin, the page's
+cookie (set by ``GET /``) and the upload's bytes as they stream in
+(docs/security.md).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import asyncio
 import base64
 import json
 import os
+import secrets
 import socket
 import sys
 import tempfile
@@ -28,12 +33,13 @@ import uvicorn
 from absl import flags
 from starlette.applications import Starlette
 from starlette.formparsers import MultiPartException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from nst_keras import cli, settings
-from nst_keras.app import forms, jobs
+from nst_keras.app import forms, guard, jobs
 from nst_keras.errors import UserError
 
 STATIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
@@ -82,10 +88,8 @@ class Handlers:
                         "preserve_colors": list(settings.COLOR_MODES)}}, headers=HEADERS)
 
     async def _read_form(self, request: Request):
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > self.limits.max_bytes:
-            raise UserError(f"the upload is {forms.size_text(int(length))}; the limit is "
-                            f"{self.limits.describe_bytes()} in all")
+        # The body's bytes are counted as they arrive (guard.Body), so this
+        # never holds more than the limit.
         try:
             form = await request.form(max_files=MAX_STYLES + 1, max_fields=64,
                                       max_part_size=self.limits.max_bytes)
@@ -128,6 +132,7 @@ class Handlers:
     async def create(self, request: Request) -> Response:
         try:
             fields, files = await self._read_form(request)
+            self.manager.check_room()  # before decoding the pictures
             content, styles, names = self._pictures(files)
             config = forms.build_config(self.manager.base, self.manager.explicit, fields,
                                         len(styles), self._init_path(fields))
@@ -135,7 +140,7 @@ class Handlers:
                                        else styles, forms.summary(fields, config, names))
             position = self.manager.submit(job)
         except UserError as e:
-            return _error(str(e))
+            return _error(str(e), getattr(e, "status", 400))
         return JSONResponse({"id": job.id, "position": position}, status_code=201,
                             headers=HEADERS)
 
@@ -151,7 +156,7 @@ class Handlers:
         try:
             new = self.manager.continue_job(self._job(request))
         except UserError as e:
-            return _error(str(e))
+            return _error(str(e), getattr(e, "status", 400))
         return JSONResponse({"id": new.id, "position": self.manager.position(new)},
                             status_code=201, headers=HEADERS)
 
@@ -221,9 +226,12 @@ async def event_stream(manager: jobs.Manager, job: jobs.Job):
             await asyncio.sleep(POLL_S)
 
 
-def create_app(manager: jobs.Manager, limits: Optional[forms.Limits] = None) -> Starlette:
-    """The Starlette application over ``manager``."""
-    h = Handlers(manager, limits or forms.Limits())
+def create_app(manager: jobs.Manager, limits: Optional[forms.Limits] = None,
+               policy: Optional[guard.Policy] = None) -> Starlette:
+    """The Starlette application over ``manager``, behind ``guard.Guard(policy)``
+    (default: served on loopback only, no token; bodies up to ``limits.max_bytes``)."""
+    limits, policy = limits or forms.Limits(), policy or guard.Policy()
+    h = Handlers(manager, limits)
     routes = [Route("/", _page("index.html")),
               Route("/static/app.js", _page("app.js")),
               Route("/static/app.css", _page("app.css")),
@@ -234,8 +242,9 @@ def create_app(manager: jobs.Manager, limits: Optional[forms.Limits] = None) -> 
               Route("/api/jobs/{job_id}/stop", h.stop, methods=["POST"]),
               Route("/api/jobs/{job_id}/continue", h.resume, methods=["POST"]),
               Route("/api/jobs/{job_id}/{what:str}", h.download)]
-    app = Starlette(routes=routes)
-    app.state.manager = manager
+    app = Starlette(routes=routes, middleware=[Middleware(guard.Guard, policy=policy,
+                                                           max_bytes=limits.max_bytes)])
+    app.state.manager, app.state.policy = manager, policy
     return app
 
 
@@ -302,6 +311,23 @@ class Serving:
         self.socket.close()
 
 
+def policy_of(options: settings.ServerOptions) -> guard.Policy:
+    """Who the server answers: off loopback a token is required unless ``--no_token``
+    (then the warning says that anyone who can reach it can use it)."""
+    token = None
+    if not guard.is_loopback(options.host):
+        if options.no_token:
+            print(f"warning: --host={options.host}: anyone who can reach this address can "
+                  "use the app and its results; there is no login", file=sys.stderr,
+                  flush=True)
+        else:
+            token = secrets.token_urlsafe(24)
+            print(f"warning: --host={options.host}: anyone who can reach this address and "
+                  "has the token in the address below can use the app and its results",
+                  file=sys.stderr, flush=True)
+    return guard.Policy(options.host, options.allowed_hosts, token)
+
+
 def main(argv=None) -> int:
     """Serves the app until Ctrl-C; returns the exit status (2: bad flags)."""
     argv = sys.argv if argv is None else argv
@@ -318,14 +344,14 @@ def main(argv=None) -> int:
         return 2
     results = options.results_dir or tempfile.mkdtemp(prefix="nst_keras_app_")
     os.makedirs(results, exist_ok=True)
-    if options.host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"warning: --host={options.host}: anyone who can reach this address can use "
-              "the app and its results; there is no login", file=sys.stderr, flush=True)
+    policy = policy_of(options)
     cli.import_tensorflow_quietly()
-    manager = jobs.Manager(config, explicit, results, options.abandon_s)
+    manager = jobs.Manager(config, explicit, results, options.abandon_s,
+                           max_queue=options.max_queue)
     app = create_app(manager, forms.Limits(options.max_upload_mb * 2 ** 20,
-                                           options.max_pixels))
-    print(f"nst_keras app: {url_of(sock)} (results in {results}; Ctrl-C to stop)", flush=True)
+                                           options.max_pixels), policy)
+    url = url_of(sock) + (f"?token={policy.token}" if policy.token else "")
+    print(f"nst_keras app: {url} (results in {results}; Ctrl-C to stop)", flush=True)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning",
                                            timeout_graceful_shutdown=2))
     try:

@@ -16,10 +16,19 @@ function setBusy(running) {
   if (running) $("continue").disabled = true;
 }
 
+// The server answers JSON, or one plain-text line when it refuses a request
+// (too large, from elsewhere, without the page's cookie); either is shown as is.
 async function api(path, options) {
-  const response = await fetch(path, options);
-  let body = {};
-  try { body = await response.json(); } catch (e) { body = { error: "the server answered " + response.status }; }
+  let response;
+  try { response = await fetch(path, options); } catch (e) {
+    throw new Error("Lost the connection to the server; is it still running?");
+  }
+  const text = await response.text();
+  let body;
+  try { body = JSON.parse(text); } catch (e) {
+    const line = text.trim();
+    body = { error: line && !line.includes("\n") && line.length < 400 ? line : "" };
+  }
   if (!response.ok) throw new Error(body.error || "the server answered " + response.status);
   return body;
 }
