@@ -38,6 +38,7 @@ MODELS = ("vgg19", "vgg16")
 OPTIMIZERS = ("sgd", "adam", "lbfgs")
 PRECISIONS = ("auto",) + hardware.PRECISIONS
 LOSS_NORMALIZATIONS = ("keras_io", "scaled", "gap", "gap_total")
+STYLE_LOSSES = ("gram", "wasserstein", "sliced_wasserstein")
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos", "box", "hamming")
 COLOR_MODES = ("none", "luminance", "histogram")
 INITS = ("content", "noise", "style")
@@ -375,6 +376,10 @@ class Config:
     style_blend_weights: Optional[Sequence[float]] = _inputs(
         None, "One weight per --style_image (normalised to sum 1; default equal).",
         flag="floats", check=_weights_list)
+    style_masks: Optional[Sequence[ImageSource]] = _inputs(
+        None, "One mask per --style_image, comma separated (white: that style applies, grey: "
+        "partly, black: not); resized to the output and to each layer's grid.",
+        flag="strings")
     style_scale: float = _inputs(
         1.0, "Style image resized to this factor times the output size (bigger: bigger "
         "strokes).", flag="float", check=_positive_finite)
@@ -402,6 +407,16 @@ class Config:
     style_layer_weights: Optional[Sequence[float]] = _objective(
         None, "One weight per --style_layers entry (normalised; default equal).",
         flag="floats", check=_weights_list)
+    style_loss: str = _objective(
+        "gram", "Style statistics matched: gram (the tutorial's Gram matrices), wasserstein "
+        "(mean and covariance, Wasserstein-2 between Gaussians) or sliced_wasserstein (the "
+        "whole distribution along random directions).", choices=STYLE_LOSSES)
+    sliced_directions: int = _objective(
+        32, "Random directions per layer and step of --style_loss=sliced_wasserstein.",
+        flag="integer", check=_positive_int)
+    color_weight: float = _objective(
+        0.0, "Weight of the colour term: the picture's pixel colours pulled towards the "
+        "painting's (mean and covariance; 0: off).", flag="float", check=_weight)
     loss_normalization: str = _objective(
         "keras_io", "keras_io (the tutorial's objective), scaled (each term a relative error: "
         "one set of weights for any network, size and layers), gap (scaled, each style layer "
@@ -695,6 +710,24 @@ def _count(name: str, values, count: int, what: str) -> None:
                         f"give one weight per {what[:-1]}")
 
 
+def _check_masks(config: Config, n_styles: int) -> None:
+    masks = config.style_masks
+    if masks is None:
+        return
+    masks = list(masks)
+    if len(masks) != n_styles:
+        raise UserError(f"--style_masks has {len(masks)} masks but there are {n_styles} style "
+                        "images; give one mask per --style_image, in the same order")
+    if config.style_loss == "sliced_wasserstein":
+        raise UserError("--style_masks work with --style_loss=gram or wasserstein; "
+                        "sliced_wasserstein matches the whole picture's distribution")
+    for mask in masks:
+        if isinstance(mask, str) and not mask.lower().startswith(("http://", "https://")) \
+                and not os.path.isfile(mask):
+            raise UserError(f"--style_masks: {mask!r} does not exist; give one image file "
+                            "per style (white where that style applies)")
+
+
 def _check_together(config: Config) -> None:
     """Checks that involve several settings."""
     if config.content_weight == 0 and config.style_weight == 0:
@@ -715,6 +748,11 @@ def _check_together(config: Config) -> None:
     n_styles = len(style_sources(config.style_image))
     if n_styles:
         _count("style_blend_weights", config.style_blend_weights, n_styles, "style images")
+    _check_masks(config, n_styles)
+    if config.color_weight > 0 and config.preserve_colors == "luminance":
+        raise UserError("--color_weight pulls the colours towards the painting's, "
+                        "--preserve_colors=luminance keeps the photo's: use one of them (or "
+                        "--preserve_colors=histogram, whose painting has the photo's colours)")
     if config.style_weight > 0:
         _count("style_layer_weights", config.style_layer_weights, len(config.style_layers),
                "style layers")
@@ -765,8 +803,10 @@ def to_dict(config: Config) -> Dict[str, Any]:
         value = getattr(config, name)
         if hasattr(value, "dtype") and hasattr(value, "shape"):
             value = "<array>"
-        elif isinstance(value, tuple):
-            value = [list(v) if isinstance(v, tuple) else v for v in value]
+        elif isinstance(value, (tuple, list)):
+            value = [list(v) if isinstance(v, tuple) else
+                     "<array>" if hasattr(v, "dtype") and hasattr(v, "shape") else v
+                     for v in value]
         out[name] = value
     return out
 

@@ -150,6 +150,7 @@ SLOW = (
     "test_batch.py::test_an_interrupted_batch_resumes_to_the_same_images",
     "test_video.py::test_two_ray_workers_give_two_blended_chunks_of_the_right_length",
     "test_app.py::test_the_page_in_a_real_browser",
+    "test_app_masks.py::test_painting_a_region_in_the_browser_sends_the_masks",
     "test_app_security.py::test_a_short_soak_leaves_nothing_behind",
     "test_app_security.py::test_the_page_shows_the_queue_full_and_too_large_lines",
     "test_notebooks.py::test_notebook_executes",

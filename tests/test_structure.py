@@ -217,11 +217,17 @@ def test_imports_inside_functions_are_the_deliberate_late_ones_with_a_reason():
             f"{module}:{line} needs a one-line reason ('# late: ...')"
 
 
+# Classes that are one field per option (they grow with the options, not with logic).
+FIELD_LISTS = {"nst_keras.settings.Config"}
+
+
 @pytest.mark.parametrize("kind,limit", [(ast.FunctionDef, 60), (ast.ClassDef, 150)])
 def test_functions_and_classes_are_short(kind, limit):
     long = []
     for name, (_, tree) in MODULES.items():
         for node in ast.walk(tree):
+            if f"{name}.{getattr(node, 'name', '')}" in FIELD_LISTS:
+                continue
             if isinstance(node, kind) and node.end_lineno - node.lineno + 1 > limit:
                 long.append(f"{name}.{node.name}: {node.end_lineno - node.lineno + 1} lines")
     assert not long, long

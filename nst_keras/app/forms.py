@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import io
 import math
+import re
 import warnings
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image
@@ -132,6 +133,51 @@ def _check_pixels(size, label: str, limits: Limits) -> None:
                         f"{limits.max_pixels:,} pixels; use a smaller picture")
 
 
+MASK_FIELD = re.compile(r"mask_([1-9][0-9]?)")  # the form's mask files: mask_1, mask_2, ...
+ASPECT_SLACK = 0.03  # a mask's width/height may differ this much (relative) from the photo's
+
+
+def mask_number(field: str) -> Optional[int]:
+    """``2`` for the form field ``mask_2``; ``None`` for any other name."""
+    match = MASK_FIELD.fullmatch(field)
+    return int(match.group(1)) if match else None
+
+
+def decode_masks(masks: Dict[int, Tuple[str, bytes]], n_styles: int, photo_shape,
+                 limits: Limits) -> Optional[List[np.ndarray]]:
+    """The ``uint8`` grey masks (255: that painting applies) of the form's
+    ``mask_<k>`` files, one per style picture, in order; ``None`` without any.
+
+    Each is an image file (``decode_picture``'s limits and checks) of the
+    photo's shape (any size: the engine resizes it) with some white or grey
+    in it: an all-black mask would leave its painting nowhere.
+    """
+    if not masks:
+        return None
+    if sorted(masks) != list(range(1, n_styles + 1)):
+        raise UserError(f"give one mask per painting ({n_styles}, mask_1 to mask_{n_styles}), "
+                        f"not {len(masks)}; paint the photo again")
+    arrays = []
+    for k in range(1, n_styles + 1):
+        name, data = masks[k]
+        picture = decode_picture(data, name, f"mask of painting {k}", limits)
+        grey = np.asarray(Image.fromarray(picture).convert("L"))
+        _check_mask_shape(grey.shape, photo_shape, k)
+        if not grey.any():
+            raise UserError(f"the mask of painting {k} is all black: that painting would apply "
+                            "nowhere; paint some of the photo with its brush, or remove it")
+        arrays.append(grey)
+    return arrays
+
+
+def _check_mask_shape(shape, photo_shape, k: int) -> None:
+    (rows, cols), (photo_rows, photo_cols) = shape[:2], photo_shape[:2]
+    aspect, photo_aspect = cols / rows, photo_cols / photo_rows
+    if abs(aspect - photo_aspect) > ASPECT_SLACK * photo_aspect + 1.0 / min(rows, cols):
+        raise UserError(f"the mask of painting {k} is {cols}x{rows} pixels, not the photo's "
+                        f"shape ({photo_cols}x{photo_rows}); paint the photo again")
+
+
 def _field(form: Dict[str, List[str]], name: str, default: Optional[str] = None) -> str:
     values = form.get(name) or []
     if not values or not str(values[0]).strip():
@@ -178,7 +224,8 @@ def _scales(preset: Dict, rows: int):
 
 
 def build_config(base: Config, explicit: Sequence[str], form: Dict[str, List[str]],
-                 n_styles: int, init: Optional[str] = None) -> Config:
+                 n_styles: int, init: Optional[str] = None,
+                 masks: Optional[Sequence[np.ndarray]] = None) -> Config:
     """The validated ``Config`` of the page's form.
 
     Args:
@@ -210,16 +257,18 @@ def build_config(base: Config, explicit: Sequence[str], form: Dict[str, List[str
         init=init if init is not None else init_choice, style_weight=style_weight,
         style_blend_weights=_blend(form, n_styles), content_image="<upload>",
         style_image=["<upload>"] * n_styles if n_styles > 1 else "<upload>",
+        style_masks=list(masks) if masks is not None else None,
         output_dir=None, resume=None, result_prefix="result", save_every=0, log_every=1,
         overwrite=False, experiment="none")
     return settings.validate(config)
 
 
-def summary(form: Dict[str, List[str]], config: Config, names: Sequence[str]) -> Dict:
-    """The settings a gallery entry shows."""
+def summary(form: Dict[str, List[str]], config: Config, names: Sequence[str],
+            regions: bool = False) -> Dict:
+    """The settings a gallery entry shows (``regions``: painted per region)."""
     return {"preset": _field(form, "preset", "fast"), "rows": config.img_nrows,
             "iterations": settings.show_value(config.iterations),
             "optimizer": config.optimizer, "preserve_colors": config.preserve_colors,
             "init": _field(form, "init", "content"),
             "strength": float(_field(form, "strength", "0")),
-            "style_weight": config.style_weight, "pictures": list(names)}
+            "style_weight": config.style_weight, "pictures": list(names), "regions": regions}

@@ -7,7 +7,9 @@ in a worker thread, each with ``output.stylize.stylize`` writing into its own
 directory under the server's results directory (no path ever comes from the
 browser).  ``LiveFeed`` is the callback that turns steps into events and
 previews, and stops a run when asked or when no page has listened for
-``abandon_s`` seconds.
+``abandon_s`` seconds.  A job painted per region saves its masks as
+``mask_<k>.png`` in its directory when it is queued, and its settings'
+``style_masks`` name those files (so ``run.json`` does).
 """
 
 from __future__ import annotations
@@ -50,9 +52,9 @@ class Job:
     """One run the page asked for (see the module docstring)."""
 
     def __init__(self, job_id: str, config: Config, content, styles, summary: Dict,
-                 directory: str, parent: Optional[str] = None):
+                 directory: str, parent: Optional[str] = None, masks=None):
         self.id, self.config, self.summary = job_id, config, summary
-        self.content, self.styles = content, styles
+        self.content, self.styles, self.masks = content, styles, masks
         self.directory, self.parent = directory, parent
         self.status, self.error, self.reason = "queued", None, None
         self.step, self.total = 0, 0
@@ -106,9 +108,29 @@ class Job:
         self.emit("end", **self.public())
 
     def cancel(self, reason: str) -> None:
-        """Ends a job that never ran (its pictures dropped)."""
+        """Ends a job that never ran (its pictures dropped, its saved masks removed)."""
         self.status, self.reason, self.content, self.styles = "cancelled", reason, None, None
+        if self.parent is None and self.config.style_masks:
+            shutil.rmtree(self.directory, ignore_errors=True)  # it held only the masks
         self.emit("end", **self.public())
+
+    def save_masks(self) -> None:
+        """Writes the painted masks as ``mask_<k>.png`` in the job's directory and
+        names them in ``config.style_masks``; ``UserError`` (nothing left) if it cannot."""
+        if self.masks is None:
+            return
+        paths = [os.path.abspath(os.path.join(self.directory, f"mask_{k}.png"))
+                 for k in range(1, len(self.masks) + 1)]
+        try:
+            os.makedirs(self.directory)
+            for path, mask in zip(paths, self.masks):
+                Image.fromarray(np.asarray(mask, np.uint8)).save(path, format="PNG")
+        except OSError as e:
+            shutil.rmtree(self.directory, ignore_errors=True)
+            raise UserError(f"cannot save the painted masks ({e.strerror or e}); check the "
+                            "results directory") from None
+        self.config = self.config.replace(style_masks=tuple(paths))
+        self.masks = None
 
     def run_json(self) -> Optional[str]:
         path = os.path.join(self.directory, "run.json")
@@ -191,8 +213,8 @@ class Manager:
         self._thread.start()
 
     def new_job(self, config: Config, content, styles, summary: Dict,
-                parent: Optional[str] = None) -> Job:
-        """A job with its own directory name under ``results_dir`` (not created yet)."""
+                parent: Optional[str] = None, masks=None) -> Job:
+        """A job with its own directory under ``results_dir`` (not made yet)."""
         with self._cond:
             while True:
                 job_id = str(next(self._ids))
@@ -200,7 +222,7 @@ class Manager:
                 if not os.path.exists(directory):
                     break
         config = config.replace(output_dir=directory)
-        return Job(job_id, config, content, styles, summary, directory, parent)
+        return Job(job_id, config, content, styles, summary, directory, parent, masks)
 
     def _drop_abandoned(self) -> None:
         """Cancels the waiting jobs no page has listened to for ``abandon_s``."""
@@ -220,9 +242,10 @@ class Manager:
                                 "when one ends")
 
     def submit(self, job: Job) -> int:
-        """Queues ``job``; returns its place in the queue (see ``position``)."""
+        """Queues ``job`` (masks saved first); returns its place (see ``position``)."""
         with self._cond:
             self.check_room()
+            job.save_masks()
             self.jobs[job.id] = job
             self.queue.append(job)
             self._cond.notify_all()

@@ -4,8 +4,9 @@ Routes (all under the server's own origin; the page needs nothing else):
 
 * ``GET /``, ``/static/app.js``, ``/static/app.css``: the page;
 * ``GET /api/presets``: the presets and limits the page's form offers;
-* ``POST /api/jobs``: uploads (``content``, ``style`` one or more, ``blend``)
-  and the form; answers ``{"id", "position"}`` or ``400 {"error"}``;
+* ``POST /api/jobs``: uploads (``content``, ``style`` one or more, ``blend``,
+  optionally ``mask_1`` ... ``mask_<n>``: one painted mask per style) and the
+  form; answers ``{"id", "position"}`` or ``400 {"error"}``;
 * ``GET /api/jobs/{id}/events``: the job's progress as server-sent events;
 * ``POST /api/jobs/{id}/stop`` and ``/continue``;
 * ``GET /api/jobs/{id}/result.png`` and ``/run.json``: the downloads;
@@ -91,19 +92,25 @@ class Handlers:
         # The body's bytes are counted as they arrive (guard.Body), so this
         # never holds more than the limit.
         try:
-            form = await request.form(max_files=MAX_STYLES + 1, max_fields=64,
+            form = await request.form(max_files=2 * MAX_STYLES + 1, max_fields=64,
                                       max_part_size=self.limits.max_bytes)
         except MultiPartException as e:
             raise UserError(f"the upload could not be read ({e.message})") from None
         fields: Dict[str, List[str]] = {}
         files: Dict[str, list] = {"content": [], "style": []}
+        masks: Dict[int, tuple] = {}
         for key, value in form.multi_items():
             if hasattr(value, "read"):
                 if key in files:
                     files[key].append((value.filename or "", await value.read()))
+                elif forms.mask_number(key) is not None:
+                    if forms.mask_number(key) in masks:
+                        raise UserError(f"the form has two {key} files; paint the photo again")
+                    masks[forms.mask_number(key)] = (value.filename or "", await value.read())
             else:
                 fields.setdefault(key, []).append(str(value))
         await form.close()
+        files["masks"] = masks
         return fields, files
 
     def _pictures(self, files):
@@ -134,10 +141,13 @@ class Handlers:
             fields, files = await self._read_form(request)
             self.manager.check_room()  # before decoding the pictures
             content, styles, names = self._pictures(files)
+            masks = forms.decode_masks(files["masks"], len(styles), content.shape, self.limits)
             config = forms.build_config(self.manager.base, self.manager.explicit, fields,
-                                        len(styles), self._init_path(fields))
+                                        len(styles), self._init_path(fields), masks)
             job = self.manager.new_job(config, content, styles[0] if len(styles) == 1
-                                       else styles, forms.summary(fields, config, names))
+                                       else styles, forms.summary(fields, config, names,
+                                                                  masks is not None),
+                                       masks=masks)
             position = self.manager.submit(job)
         except UserError as e:
             return _error(str(e), getattr(e, "status", 400))

@@ -161,6 +161,30 @@ def load_image(source, size: Optional[Tuple[int, int]] = None, interpolation="ne
     return np.asarray(img, dtype=np.uint8).copy()
 
 
+def load_mask(source, size: Tuple[int, int], what: str = "mask") -> np.ndarray:
+    """A region mask at ``size = (rows, cols)``: ``float32 (1, rows, cols, 1)`` in 0..1.
+
+    ``source``: a path, URL or array (uint8 0..255, or floats 0..1; grey or RGB,
+    whose channels are averaged); white is 1.  ``UserError`` for one that is
+    not an image or is black everywhere.
+    """
+    if isinstance(source, np.ndarray) and source.dtype != np.uint8:
+        arr = np.asarray(source, np.float32)
+        arr = arr.mean(axis=-1) if arr.ndim == 3 else arr.reshape(arr.shape[-2:]) \
+            if arr.ndim == 4 else arr
+        if arr.ndim != 2:
+            raise UserError(f"{what} array has shape {source.shape}; expected (rows, cols)")
+        picture = Image.fromarray(np.clip(arr * 255.0, 0, 255).astype(np.uint8))
+    else:
+        picture = open_picture(source).convert("L")
+    rows, cols = size
+    values = np.asarray(picture.resize((cols, rows), Image.BILINEAR), np.float32) / 255.0
+    if not values.max() > 0.0:
+        raise UserError(f"{what} {describe(source)} is black everywhere: that style would "
+                        "apply nowhere; paint white where it should apply")
+    return values[None, :, :, None]
+
+
 def describe(source) -> str:
     """How an image source is named in messages: its quoted path, or ``array``."""
     if isinstance(source, (str, os.PathLike)):

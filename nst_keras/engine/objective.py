@@ -21,6 +21,7 @@ from typing import Dict, List, Mapping, MutableMapping, Optional, Sequence, Tupl
 import numpy as np
 import tensorflow as tf
 
+from nst_keras.engine import distributions
 from nst_keras.engine.terms import (  # noqa: F401  (the term functions, re-exported)
     _EPS, NORMALIZATIONS, RELATIVE, ContentTerm, Features, StyleTerm, Term,
     TotalVariationTerm, blend_grams, content_loss, fast_gram_matrix, gram_matrix,
@@ -54,6 +55,11 @@ class Terms:
     @property
     def tv(self) -> Optional[TotalVariationTerm]:
         return self.term(TotalVariationTerm.name)
+
+    def at_step(self, step: int) -> None:
+        """Tells every term which optimiser step the next evaluations belong to."""
+        for _, term in self.items:
+            term.at_step(step)
 
     def network_terms(self) -> List[Weighted]:
         return [(w, t) for w, t in self.items if t.layers]
@@ -235,6 +241,8 @@ class TargetCache(collections.OrderedDict):
         return self.extractors[key]
 
     def objective(self, extractor, terms: Sequence[Weighted], build) -> "Objective":
+        if not all(term.reusable for _, term in terms):
+            return build()
         key = signature(extractor, terms)
         if key in self.objectives:
             self.objectives.move_to_end(key)
@@ -300,7 +308,8 @@ def build_objective(extractor, content_image, style_images, *, content_layers,
                     style_layers, content_weight, style_weight, total_variation_weight,
                     normalization="keras_io", blend_weights=None, layer_weights=None,
                     jit_compile=False, target_cache=None, network_key=None,
-                    extra_terms=()) -> Objective:
+                    extra_terms=(), style_loss="gram", color_weight=0.0, style_masks=None,
+                    sliced_directions=32, seed=0, color_images=None) -> Objective:
     """Computes the targets and returns the ``Objective``.
 
     Args:
@@ -316,6 +325,11 @@ def build_objective(extractor, content_image, style_images, *, content_layers,
         a ``TargetCache`` also keeps the compiled objective (``TargetCache.objective``).
       extra_terms: ``(name, weight, term)`` triples added to the list, e.g.
         ``video.temporal.TemporalTerm``.
+      style_loss, sliced_directions, seed: the style statistics matched
+        (``engine.distributions``); style_masks: ``(1, rows, cols, 1)`` masks in
+        0..1, one per style image (a style per region).
+      color_weight, color_images: the colour term's weight and the pictures
+        whose colours it pulls towards (default: the style images).
     """
     if normalization not in NORMALIZATIONS:
         raise ValueError(f"unknown loss normalization {normalization!r}")
@@ -329,19 +343,44 @@ def build_objective(extractor, content_image, style_images, *, content_layers,
     if content_layers:
         content = ContentTerm.build({k: content_feats[k] for k in content_layers},
                                     normalization, pixels)
-    if style_layers:
-        out_positions = {k: int(content_feats[k].shape[1]) * int(content_feats[k].shape[2])
-                         for k in style_layers}
-        grams = [style_grams(probe.features, s, out_positions, normalization, target_cache,
-                             network_key) for s in style_images]
-        photo = {k: mean_gram(content_feats[k][0]) for k in style_layers} \
-            if normalization in ("gap", "gap_total") else None
-        style = StyleTerm.build(normalization, out_positions, pixels, grams, blend_weights,
-                                layer_weights, photo_grams=photo)
+    if style_layers and (style_loss != "gram" or style_masks is not None):
+        style = distributions.build_style_term(
+            style_loss, normalization, _moments_of(probe, style_layers), probe.features,
+            content_image, style_images, style_layers, pixels, blend_weights, layer_weights,
+            style_masks, sliced_directions, seed)
+    elif style_layers:
+        style = _gram_term(probe, content_feats, style_images, style_layers, normalization,
+                           pixels, blend_weights, layer_weights, target_cache, network_key)
     tv = TotalVariationTerm.build(content_image, normalization)
     terms = weighted_terms(content, style, tv,
                            (content_weight, style_weight, total_variation_weight), extra_terms)
+    if color_weight:
+        terms.append((float(color_weight), distributions.build_color_term(
+            normalization, content_image, color_images or style_images, pixels,
+            blend_weights, style_masks)))
     if isinstance(target_cache, TargetCache):  # a worker reuses one compiled step per shape
         return target_cache.objective(extractor, terms,
                                       lambda: Objective(extractor, terms, jit_compile))
     return Objective(extractor, terms, jit_compile)
+
+
+def _gram_term(probe, content_feats, style_images, style_layers, normalization, pixels,
+               blend_weights, layer_weights, target_cache, network_key) -> StyleTerm:
+    """The tutorial's Gram-matrix style term (targets through ``style_grams``)."""
+    out_positions = {k: int(content_feats[k].shape[1]) * int(content_feats[k].shape[2])
+                     for k in style_layers}
+    grams = [style_grams(probe.features, s, out_positions, normalization, target_cache,
+                         network_key) for s in style_images]
+    photo = {k: mean_gram(content_feats[k][0]) for k in style_layers} \
+        if normalization in ("gap", "gap_total") else None
+    return StyleTerm.build(normalization, out_positions, pixels, grams, blend_weights,
+                           layer_weights, photo_grams=photo)
+
+
+def _moments_of(probe: Objective, layers):
+    """``moments_of(image, masks=None)`` of ``distributions.build_style_term``, untiled."""
+    def moments_of(image, masks=None):
+        feats = probe.raw_features(image)
+        return {k: distributions.moments(feats[k], None if masks is None else masks[k])
+                for k in layers}
+    return moments_of

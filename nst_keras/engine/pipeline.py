@@ -156,6 +156,7 @@ class StageInputs:
     content: np.ndarray          # RGB picture the content loss sees
     styles: List[np.ndarray]     # RGB pictures the style loss sees
     content_colour: np.ndarray   # the content picture itself (chroma source)
+    masks: Optional[List[np.ndarray]] = None  # (1, rows, cols, 1) per style (--style_masks)
 
 
 def stage_inputs(config: Config, sources: Sources, stage: Stage) -> StageInputs:
@@ -165,7 +166,11 @@ def stage_inputs(config: Config, sources: Sources, stage: Stage) -> StageInputs:
     names = sources.style_names or ["the style image"] * len(sources.styles)
     styles = [_sized(s, ssize, config, n) for s, n in zip(sources.styles, names)]
     loss_content, loss_styles = imaging.colors_for_loss(config.preserve_colors, content, styles)
-    return StageInputs(loss_content, loss_styles, content)
+    masks = None
+    if config.style_masks is not None:
+        masks = [imaging.load_mask(m, (stage.rows, stage.cols), f"--style_masks mask {i + 1}")
+                 for i, m in enumerate(config.style_masks)]
+    return StageInputs(loss_content, loss_styles, content, masks)
 
 
 def load_inputs(config: Config, content=None, style=None):
@@ -245,7 +250,7 @@ def _extractor(config: Config, backbone, strategy, cache):
 
 
 def build_loss(config: Config, content_picture, style_pictures, backbone=None,
-               extractor=None, target_cache=None, strategy=None,
+               extractor=None, target_cache=None, strategy=None, masks=None,
                extra_terms=()) -> Objective:
     """The ``Objective`` of ``config`` for RGB pictures already sized.
 
@@ -266,7 +271,9 @@ def build_loss(config: Config, content_picture, style_pictures, backbone=None,
         normalization=config.loss_normalization,
         blend_weights=config.style_blend_weights,
         layer_weights=config.style_layer_weights if style_layers else None,
-        jit_compile=config.jit_compile)
+        jit_compile=config.jit_compile, style_loss=config.style_loss,
+        color_weight=config.color_weight, style_masks=masks,
+        sliced_directions=config.sliced_directions, seed=config.seed)
     content = vgg.preprocess_image(content_picture)
     styles = [vgg.preprocess_image(p) for p in style_pictures]
     tile = memory.tile_size_for(content.shape[1], content.shape[2], config)
@@ -455,7 +462,7 @@ def run_stage(run: Run, stage: Stage, inputs: StageInputs, start: np.ndarray, ex
     config = run.config
     objective = build_loss(config, inputs.content, inputs.styles, extractor=extractor,
                            target_cache=run.target_cache, strategy=run.strategy,
-                           extra_terms=run.extra_terms)
+                           extra_terms=run.extra_terms, masks=inputs.masks)
     if isinstance(objective, tiling.TiledObjective):
         tiles = objective.tiles(start)
         run.log(f"tiled: {len(tiles)} tiles of {objective.tile_size} pixels, halo "
@@ -471,7 +478,10 @@ def run_stage(run: Run, stage: Stage, inputs: StageInputs, start: np.ndarray, ex
     average = optim.ImageAverage(image, config.ema_decay) if config.ema_decay else None
     first = run.attach(stage, inputs, image, optimizer, average)
 
+    objective.at_step(first)
+
     def on_step(step, terms):
+        objective.at_step(step + 1)
         if clamp:
             optim.clamp(image)
         if average is not None:

@@ -223,6 +223,11 @@ class Term:
     # objective that is reused for another picture of the same shape assigns
     # them (``objective.Objective.adopt``); everything else must be equal.
     state_names: Tuple[str, ...] = ()
+    reusable = True  # False: its numbers are constants of the step (never adopted)
+
+    def at_step(self, step: int) -> None:
+        """Called before the evaluations of optimiser step ``step`` (a term that
+        draws random directions draws them from the step)."""
 
     def signature(self) -> tuple:
         """What a reused objective must share with this term (besides its state's

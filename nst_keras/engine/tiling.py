@@ -57,7 +57,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
-from nst_keras.engine import memory
+from nst_keras.engine import distributions, memory
 from nst_keras.engine.objective import (NORMALIZATIONS, RELATIVE, ContentTerm, StyleTerm, Terms,
                                         TotalVariationTerm, Weighted, computes_in_float16,
                                         fast_gram_matrix, scaled_network_gradient,
@@ -299,6 +299,29 @@ class FeatureSums:
         return {k: weight * fast_gram_matrix(part.features(raw[k], k)[0])
                 for k in self.gram_layers}
 
+    def tile_moments_fn(self, packed):
+        """``(crop, inner, {layer: mask crop}, weight)`` -> ``{layer: moments}`` over
+        the interior (``distributions.moments``; no masks: every position counts 1)."""
+        crop, inner, masks, weight = packed
+        raw = self.extractor(crop, training=False)
+        part = Part(inner, self.strides)
+        out = {}
+        for k in self.gram_layers:
+            m = part.features(masks[k], k) if k in masks else None
+            sums = distributions.moments(part.features(raw[k], k), m)
+            out[k] = {name: weight * value for name, value in sums.items()}
+        return out
+
+    def moments(self, image, tiles, spread: "Spread", masks=None):
+        """``{layer: moments}`` of a full network image, summed over the tiles;
+        ``masks``: ``{layer: (1, h, w, 1)}`` full-size, one region."""
+        if not hasattr(self, "tile_moments"):
+            self.tile_moments = tf.function(self.tile_moments_fn, reduce_retracing=True)
+        image = tf.convert_to_tensor(image, tf.float32)
+        return spread.sum(self.tile_moments, tiles, lambda t: (
+            t.crop(image), tf.constant(t.inner),
+            {k: t.feature_crop(v, self.strides[k]) for k, v in (masks or {}).items()}))
+
     def grams(self, image, tiles, spread: "Spread") -> Dict[str, tf.Tensor]:
         """``{layer: F^T F}`` of a full network image, summed over the tiles."""
         image = tf.convert_to_tensor(image, tf.float32)
@@ -513,7 +536,8 @@ def build_tiled_objective(extractor, content_image, style_images, *, content_lay
                           style_layers, content_weight, style_weight, total_variation_weight,
                           normalization="keras_io", blend_weights=None, layer_weights=None,
                           tile_size=1024, halo=192, strategy=None, jit_compile=False,
-                          extra_terms=()) -> TiledObjective:
+                          extra_terms=(), style_loss="gram", color_weight=0.0,
+                          style_masks=None, sliced_directions=32, seed=0) -> TiledObjective:
     """``objective.build_objective`` computed in tiles (targets included).
 
     Args are ``build_objective``'s (network images ``(1, rows, cols, 3)``), and
@@ -525,6 +549,8 @@ def build_tiled_objective(extractor, content_image, style_images, *, content_lay
     strides = extractor_strides(extractor)
     check_tiling(strides, list(content_layers) + list(style_layers), tile_size, halo)
     names = not_tileable([(1.0, term) for _, _, term in extra_terms])
+    if style_layers and style_loss == "sliced_wasserstein":
+        names.insert(0, "--style_loss=sliced_wasserstein (it sorts every position at once)")
     if names:  # before any target is computed
         raise UserError(f"{', '.join(names)} cannot be tiled; lower --img_nrows or set "
                         "--tile_size=0")
@@ -536,7 +562,16 @@ def build_tiled_objective(extractor, content_image, style_images, *, content_lay
     if content_layers:
         content = ContentTerm.build(sums.features(content_image, tiles, content_layers),
                                     normalization, pixels)
-    if style_layers:
+    if style_layers and (style_loss != "gram" or style_masks is not None):
+        def moments_of(image, masks=None):
+            r, c = int(image.shape[1]), int(image.shape[2])
+            return sums.moments(image, tile_grid(r, c, tile_size, halo), spread, masks)
+
+        style = distributions.build_style_term(
+            style_loss, normalization, moments_of,
+            lambda image: sums.features(image, tiles, style_layers), content_image,
+            style_images, style_layers, pixels, blend_weights, layer_weights, style_masks)
+    elif style_layers:
         style = _style_term(sums, spread, content_image, style_images, style_layers,
                             normalization, blend_weights, layer_weights, tile_size, halo)
     tv = TotalVariationTerm.build(
@@ -545,6 +580,9 @@ def build_tiled_objective(extractor, content_image, style_images, *, content_lay
         if normalization in RELATIVE else None)
     terms = weighted_terms(content, style, tv,
                            (content_weight, style_weight, total_variation_weight), extra_terms)
+    if color_weight:
+        terms.append((float(color_weight), distributions.build_color_term(
+            normalization, content_image, style_images, pixels, blend_weights, style_masks)))
     return TiledObjective(extractor, strides, terms, tile_size, halo, spread, jit_compile)
 
 

@@ -45,6 +45,7 @@ function thumbnail(file) {
 
 function setContent(file) {
   state.content = file;
+  loadRegionsPhoto(file);
   const thumb = $("content-thumb");
   thumb.src = URL.createObjectURL(file);
   thumb.hidden = false;
@@ -72,10 +73,11 @@ function renderStyles() {
     const remove = document.createElement("button");
     remove.textContent = "×";
     remove.title = "remove";
-    remove.onclick = () => { state.styles.splice(i, 1); renderStyles(); };
+    remove.onclick = () => { state.styles.splice(i, 1); dropRegion(i + 1); renderStyles(); };
     item.append(name, document.createTextNode(" weight "), weight, remove);
     list.appendChild(item);
   });
+  showRegions();
 }
 
 function dropZone(zone, onFiles) {
@@ -86,6 +88,175 @@ function dropZone(zone, onFiles) {
     zone.classList.remove("over");
     if (e.dataTransfer.files.length) onFiles(Array.from(e.dataTransfer.files));
   });
+}
+
+// ---- a style per region -----------------------------------------------------
+// The photo on a canvas, painted with one brush per painting.  ``labels``
+// holds, per canvas pixel, the painting whose brush painted it (1, 2, ...) or
+// 0 (unpainted); the masks sent are made from it: white where that painting
+// applies, black elsewhere.  With two or more paintings the unpainted pixels
+// are painting 1's, so the masks share the photo out; with one, its mask is
+// where it was painted.  Nothing painted: no masks (every painting everywhere).
+
+const BRUSH_COLOURS = [[229, 62, 62], [49, 130, 206], [56, 161, 105], [214, 158, 46],
+                       [128, 90, 213], [221, 107, 32], [49, 151, 149], [213, 63, 140]];
+const OVERLAY_ALPHA = 140;     // the painted colours over the photo, of 255
+const MAX_CANVAS_SIDE = 1024;  // the masks' size: the photo's, at most this
+const regions = { labels: null, overlay: null, width: 0, height: 0, brush: 1, last: null,
+                  dirty: null, loading: 0 };
+
+function regionsSize(img) {
+  const w = img.naturalWidth, h = img.naturalHeight;
+  let scale = Math.min(1, MAX_CANVAS_SIDE / Math.max(w, h));
+  scale = Math.max(scale, Math.min(1, 32 / Math.min(w, h)));  // the server's smallest side
+  return [Math.max(1, Math.round(w * scale)), Math.max(1, Math.round(h * scale))];
+}
+
+function loadRegionsPhoto(file) {
+  const token = ++regions.loading;
+  regions.labels = null;
+  showRegions();
+  const img = new Image();
+  img.onload = () => {
+    if (token !== regions.loading) return;
+    const [w, h] = regionsSize(img);
+    for (const id of ["regions-photo", "regions-canvas"]) { $(id).width = w; $(id).height = h; }
+    $("regions-photo").getContext("2d").drawImage(img, 0, 0, w, h);
+    Object.assign(regions, { width: w, height: h, labels: new Uint8Array(w * h),
+      overlay: $("regions-canvas").getContext("2d").createImageData(w, h) });
+    redrawOverlay();
+    showRegions();
+  };
+  img.src = URL.createObjectURL(file);
+}
+
+function colourOf(brush) {
+  return BRUSH_COLOURS[(brush - 1) % BRUSH_COLOURS.length];
+}
+
+function showRegions() {
+  const n = state.styles.length;
+  $("regions").hidden = !(regions.labels && n >= 1);
+  if (regions.brush > n) regions.brush = 1;
+  $("regions-rule").textContent = n >= 2 ? "Unpainted: painting 1."
+    : "Unpainted: no style (the photo as it is).";
+  const brushes = $("brushes");
+  brushes.textContent = "";
+  state.styles.forEach((style, i) => {
+    const swatch = document.createElement("button");
+    Object.assign(swatch, { type: "button", className: "swatch", title: `paint with painting ${i + 1}` });
+    swatch.dataset.brush = String(i + 1);
+    swatch.style.background = `rgb(${colourOf(i + 1).join(",")})`;
+    swatch.style.color = "#fff";
+    swatch.classList.toggle("active", regions.brush === i + 1);
+    swatch.append(thumbnail(style.file), document.createTextNode(String(i + 1)));
+    swatch.onclick = () => { regions.brush = i + 1; showRegions(); };
+    brushes.appendChild(swatch);
+  });
+  $("eraser").classList.toggle("active", regions.brush === 0);
+}
+
+function dropRegion(k) {
+  // Painting k is gone: its pixels are unpainted, the later ones move down.
+  if (!regions.labels) return;
+  const labels = regions.labels;
+  for (let at = 0; at < labels.length; at++) {
+    if (labels[at] === k) labels[at] = 0;
+    else if (labels[at] > k) labels[at] -= 1;
+  }
+  if (regions.brush >= k && regions.brush > 0) regions.brush = Math.max(1, regions.brush - 1);
+  redrawOverlay();
+}
+
+function setOverlayPixel(at, brush) {
+  const c = brush ? colourOf(brush) : [0, 0, 0];
+  regions.overlay.data.set([c[0], c[1], c[2], brush ? OVERLAY_ALPHA : 0], at * 4);
+}
+
+function redrawOverlay() {
+  if (!regions.labels) return;
+  regions.labels.forEach((brush, at) => setOverlayPixel(at, brush));
+  regions.dirty = [0, 0, regions.width - 1, regions.height - 1];
+  flushOverlay();
+}
+
+function flushOverlay() {
+  const d = regions.dirty;
+  if (!d) return;
+  regions.dirty = null;
+  $("regions-canvas").getContext("2d").putImageData(regions.overlay, 0, 0, d[0], d[1],
+                                                    d[2] - d[0] + 1, d[3] - d[1] + 1);
+}
+
+function stamp(x, y, radius) {
+  const { width, height, labels } = regions;
+  const x0 = Math.max(0, Math.floor(x - radius)), x1 = Math.min(width - 1, Math.ceil(x + radius));
+  const y0 = Math.max(0, Math.floor(y - radius)), y1 = Math.min(height - 1, Math.ceil(y + radius));
+  if (x0 > x1 || y0 > y1) return;
+  for (let j = y0; j <= y1; j++) {
+    for (let i = x0; i <= x1; i++) {
+      if ((i + 0.5 - x) ** 2 + (j + 0.5 - y) ** 2 > radius * radius) continue;
+      labels[j * width + i] = regions.brush;
+      setOverlayPixel(j * width + i, regions.brush);
+    }
+  }
+  const d = regions.dirty || [x0, y0, x1, y1];
+  regions.dirty = [Math.min(d[0], x0), Math.min(d[1], y0), Math.max(d[2], x1), Math.max(d[3], y1)];
+}
+
+function strokeTo(e) {
+  const rect = $("regions-canvas").getBoundingClientRect();
+  const scale = regions.width / rect.width;
+  const x = (e.clientX - rect.left) * scale, y = (e.clientY - rect.top) * regions.height / rect.height;
+  const radius = Math.max(0.75, Number($("brush-size").value) / 2 * scale);
+  const [lx, ly] = regions.last || [x, y];
+  const steps = Math.max(1, Math.ceil(Math.hypot(x - lx, y - ly) / Math.max(0.5, radius / 2)));
+  for (let s = 1; s <= steps; s++) stamp(lx + (x - lx) * s / steps, ly + (y - ly) * s / steps, radius);
+  regions.last = [x, y];
+  requestAnimationFrame(flushOverlay);
+}
+
+function wireRegions() {
+  const canvas = $("regions-canvas");
+  canvas.addEventListener("pointerdown", (e) => {
+    if (!regions.labels) return;
+    e.preventDefault();
+    canvas.setPointerCapture(e.pointerId);
+    regions.last = null;
+    strokeTo(e);
+  });
+  canvas.addEventListener("pointermove", (e) => { if (regions.last) strokeTo(e); });
+  const end = () => { regions.last = null; };
+  canvas.addEventListener("pointerup", end);
+  canvas.addEventListener("pointercancel", end);
+  $("eraser").onclick = () => { regions.brush = 0; showRegions(); };
+  $("clear-regions").onclick = () => { if (regions.labels) { regions.labels.fill(0); redrawOverlay(); } };
+}
+
+async function maskFiles() {
+  // The masks to send: [] when nothing is painted, else one PNG per painting.
+  const n = state.styles.length, labels = regions.labels;
+  if (!labels || !n || !labels.some((brush) => brush > 0)) return [];
+  const canvas = document.createElement("canvas");
+  Object.assign(canvas, { width: regions.width, height: regions.height });
+  const context = canvas.getContext("2d");
+  const files = [];
+  for (let k = 1; k <= n; k++) {
+    const image = context.createImageData(regions.width, regions.height);
+    let used = false;
+    labels.forEach((brush, at) => {
+      const on = brush === k || (brush === 0 && k === 1 && n > 1);
+      used = used || on;
+      image.data.fill(on ? 255 : 0, at * 4, at * 4 + 3);
+      image.data[at * 4 + 3] = 255;
+    });
+    if (!used) throw new Error(`Painting ${k} has no region on the photo: paint some of it with ` +
+                               "its brush, remove the painting, or press Clear.");
+    context.putImageData(image, 0, 0);
+    const blob = await new Promise((resolve) => canvas.toBlob(resolve, "image/png"));
+    files.push(new File([blob], `mask_${k}.png`, { type: "image/png" }));
+  }
+  return files;
 }
 
 // ---- settings -------------------------------------------------------------
@@ -113,7 +284,7 @@ async function loadPresets() {
   document.body.dataset.ready = "1";
 }
 
-function formData() {
+async function formData() {
   const data = new FormData();
   if (state.content) data.append("content", state.content, state.content.name);
   for (const style of state.styles) {
@@ -123,6 +294,7 @@ function formData() {
   for (const key of ["preset", "strength", "rows", "iterations", "optimizer", "preserve_colors", "init"]) {
     data.append(key, $(key).value);
   }
+  (await maskFiles()).forEach((file, i) => data.append("mask_" + (i + 1), file, file.name));
   return data;
 }
 
@@ -249,7 +421,7 @@ function card(result) {
   text.textContent = `Run ${result.id} (${result.status}, step ${result.step}/${result.total}): ` +
     `${s.preset}, ${s.rows} rows, ${s.iterations} × ${s.optimizer}, strength ×` +
     `${Math.pow(10, s.strength).toPrecision(2)}, colours ${s.preserve_colors}, from ${s.init}; ` +
-    s.pictures.join(" + ");
+    s.pictures.join(" + ") + (s.regions ? " (a style per painted region)" : "");
   const use = document.createElement("button");
   use.textContent = "Use as start";
   use.onclick = () => useAsStart(result);
@@ -278,7 +450,12 @@ function wire() {
   dropZone($("style-drop"), addStyles);
   $("preset").onchange = () => applyPreset($("preset").value);
   $("strength").oninput = showStrength;
-  $("stylize").onclick = () => start("api/jobs", { method: "POST", body: formData() }, false);
+  $("stylize").onclick = async () => {
+    let body;
+    try { body = await formData(); } catch (e) { showMessage(e.message); return; }
+    start("api/jobs", { method: "POST", body: body }, false);
+  };
+  wireRegions();
   $("stop").onclick = () => { if (state.job) api(`api/jobs/${state.job}/stop`, { method: "POST" }).catch((e) => showMessage(e.message)); };
   $("continue").onclick = () => start(`api/jobs/${state.job}/continue`, { method: "POST" }, true);
   showStrength();

@@ -1,0 +1,465 @@
+"""Style terms that match feature distributions, the colour term, and masks.
+
+All follow the term contract of ``nst_keras.engine.terms``.  Notation: at a
+style layer ``l`` the features ``F_l`` are ``n`` positions of ``c`` channels;
+a mask ``m`` (0..1 per position, resized to the layer's grid) weighs them.
+
+``WassersteinStyleTerm`` (``--style_loss=wasserstein``; crowsonkb's
+style-transfer-pytorch default, after Gatys et al.'s Gram matrices): a
+Gaussian is fitted to each layer's features, ``mu = sum m F / sum m`` and
+``Sigma = sum m F F^T / sum m - mu mu^T``, and compared with the painting's
+by the Wasserstein-2 distance between Gaussians::
+
+    W2^2 = ||mu - mu_s||^2 + tr(Sigma + Sigma_s - 2 (Sigma_s^1/2 Sigma Sigma_s^1/2)^1/2)
+
+Its sums (``sum m``, ``sum m F``, ``sum m F F^T``) add over positions, so
+several styles blend (their first and second moments) and tiles add
+exactly.  The matrix square root's trace is taken from an eigendecomposition
+with an exact gradient, ``d tr(A^1/2) = tr(A^-1/2 dA) / 2``, its eigenvalues
+floored at a small fraction of the mean one (``trace_sqrt``).
+
+``SlicedStyleTerm`` (``--style_loss=sliced_wasserstein``; Heitz et al.,
+"A Sliced Wasserstein Loss for Neural Texture Synthesis", CVPR 2021): the
+features and the painting's are projected on ``K`` random unit directions,
+drawn anew at every step from ``(--seed, step)`` (so a resumed run draws the
+same ones), sorted, and compared quantile by quantile (the painting's
+sorted projections interpolated to the output's number of positions).
+Sorting needs every position at once: it cannot be tiled.
+
+``ColorTerm`` (``--color_weight``): the same Wasserstein-2 distance between
+Gaussians, on the pixels' colours (network image channels) instead of
+features, towards the painting's colours -- the palette, independent of the
+network.
+
+Normalisation (``--loss_normalization``): ``keras_io`` takes the distances
+as they are (averaged over the layers with ``--style_layer_weights``); the
+relative normalisations divide each layer by the painting's mean squared
+feature ``||mu_s||^2 + tr(Sigma_s)`` (``scaled``), by the photo's own
+distance (``gap``) or its share of the total (``gap_total``), and multiply
+by ``P`` (output pixels), as the Gram term does.  The colour term is always
+measured in units of the photo's own colour distance from the painting
+(times ``P`` under the relative normalisations), so weight 1 pulls about as
+hard as the photo is far.
+
+Masks (``--style_masks``): style ``k`` is compared with the output's
+statistics weighted by its mask ``m_k`` -- a guided statistic (Gatys et al.,
+"Controlling Perceptual Factors in Neural Style Transfer", CVPR 2017) -- and
+the styles' terms are added with their blend weights.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List, Mapping, Optional, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from nst_keras.engine.terms import RELATIVE, WHOLE, Term, fast_gram_matrix
+
+_FLOOR = 1e-6  # eigenvalues floored at this fraction of the mean eigenvalue
+
+
+# --------------------------------------------------------------------------
+# Moments and the Wasserstein-2 distance between Gaussians
+
+
+def moments(x, mask=None) -> Dict[str, tf.Tensor]:
+    """``{"n", "s1", "s2"}``: ``sum m``, ``sum m x`` and ``sum m x x^T`` (float32) of a
+    ``(1, h, w, c)`` map, weighted by a ``(1, h, w, 1)`` mask (``None``: 1)."""
+    x = tf.cast(x, tf.float32) if mask is not None else x
+    flat = tf.reshape(x, (-1, tf.shape(x)[-1]))
+    if mask is None:
+        f32 = tf.cast(flat, tf.float32)
+        return {"n": tf.cast(tf.shape(flat)[0], tf.float32), "s1": tf.reduce_sum(f32, 0),
+                "s2": fast_gram_matrix(x[0])}
+    m = tf.reshape(tf.cast(mask, tf.float32), (-1, 1))
+    weighted = flat * m
+    return {"n": tf.reduce_sum(m), "s1": tf.reduce_sum(weighted, 0),
+            "s2": tf.matmul(weighted, flat, transpose_a=True)}
+
+
+def gaussian(sums) -> tuple:
+    """``(mu, Sigma)`` from ``moments``' sums, in float64 (the covariance is a
+    difference of nearby numbers)."""
+    n = tf.maximum(tf.cast(sums["n"], tf.float64), 1e-12)
+    mu = tf.cast(sums["s1"], tf.float64) / n
+    return mu, tf.cast(sums["s2"], tf.float64) / n - mu[:, None] * mu[None, :]
+
+
+@tf.custom_gradient
+def trace_sqrt(a):
+    """``tr(A^1/2)`` of a symmetric positive semi-definite float64 ``A``, with
+    eigenvalues floored at ``_FLOOR`` times their mean, and its exact gradient
+    ``A^-1/2 / 2`` (of the floored matrix)."""
+    values, vectors = tf.linalg.eigh((a + tf.transpose(a)) / 2.0)
+    floor = _FLOOR * tf.maximum(tf.reduce_mean(tf.abs(values)), 1e-30)
+    roots = tf.sqrt(tf.maximum(values, floor))
+
+    def grad(upstream):
+        return upstream * tf.matmul(vectors * (0.5 / roots), vectors, transpose_b=True)
+
+    return tf.reduce_sum(roots), grad
+
+
+def sqrtm_psd(matrix: np.ndarray) -> np.ndarray:
+    """The symmetric square root of a positive semi-definite matrix (float64)."""
+    sym = (np.asarray(matrix, np.float64) + np.asarray(matrix, np.float64).T) / 2.0
+    values, vectors = np.linalg.eigh(sym)
+    return (vectors * np.sqrt(np.maximum(values, 0.0))) @ vectors.T
+
+
+class Gaussian:
+    """A target Gaussian: ``mu_s``, ``Sigma_s^1/2`` and ``tr(Sigma_s)`` (float32 tensors)."""
+
+    def __init__(self, mean, second):
+        mean, second = np.asarray(mean, np.float64), np.asarray(second, np.float64)
+        cov = second - np.outer(mean, mean)
+        self.mu = tf.constant(mean, tf.float64)
+        self.root = tf.constant(sqrtm_psd(cov), tf.float64)
+        self.trace = tf.constant(float(np.trace(cov)), tf.float64)
+        self.energy = float(mean @ mean + np.trace(cov))  # E ||x||^2
+
+    @classmethod
+    def of(cls, sums_list: Sequence[Mapping], weights: Sequence[float]) -> "Gaussian":
+        """The blend of several pictures' moments (weights normalised)."""
+        total = float(sum(weights))
+        mean = sum(w / total * (s["s1"].numpy().astype(np.float64) / float(s["n"]))
+                   for s, w in zip(sums_list, weights))
+        second = sum(w / total * (s["s2"].numpy().astype(np.float64) / float(s["n"]))
+                     for s, w in zip(sums_list, weights))
+        return cls(mean, second)
+
+
+def w2_squared(sums, target: Gaussian) -> tf.Tensor:
+    """Wasserstein-2 distance squared between the Gaussian of ``sums`` and ``target``."""
+    mu, sigma = gaussian(sums)
+    cross = tf.matmul(tf.matmul(target.root, sigma), target.root)
+    return tf.cast(tf.reduce_sum(tf.square(mu - target.mu)) + tf.linalg.trace(sigma) +
+                   target.trace - 2.0 * trace_sqrt(cross), tf.float32)
+
+
+# --------------------------------------------------------------------------
+# Masks
+
+
+def layer_masks(masks: Optional[Sequence[np.ndarray]], shapes: Mapping[str, tuple]):
+    """``{layer: [(1, h, w, 1) float32 per style]}``: each output-size mask (``(1,
+    rows, cols, 1)``, 0..1) resized to the layer's grid by area (``None``: no masks)."""
+    if masks is None:
+        return None
+    return {k: [tf.image.resize(tf.constant(m, tf.float32), shape, method="area")
+                for m in masks] for k, shape in shapes.items()}
+
+
+def _mask_inputs(masks, region, key=None):
+    """A term's per-position masks cut to a tile's region (``None``: whole image)."""
+    if masks is None:
+        return {}
+    if region is None:
+        return {"masks": masks}
+    if key is None:  # pixel masks
+        return {"masks": [region.window_of(m) for m in masks]}
+    return {"masks": {k: [region.crop_of(m, k) for m in ms] for k, ms in masks.items()}}
+
+
+# --------------------------------------------------------------------------
+# The terms
+
+
+def _factors(normalization: str, targets, photo_distance, weights, pixels: float):
+    """Per-layer factors (the module docstring's normalisation)."""
+    if normalization == "gap":
+        return {k: pixels / max(photo_distance[k], 1e-12) for k in targets}
+    if normalization == "gap_total":
+        total = sum(weights[k] * photo_distance[k] / targets[k].energy for k in targets)
+        return {k: pixels / (targets[k].energy * max(total, 1e-12)) for k in targets}
+    if normalization in RELATIVE:
+        return {k: pixels / max(targets[k].energy, 1e-12) for k in targets}
+    return {k: 1.0 for k in targets}
+
+
+class WassersteinStyleTerm(Term):
+    """``sum_k b_k sum_l w_l c_l W2^2(F_l(x) over m_k, style k)`` (module docstring).
+
+    Args:
+      targets: ``[{layer: Gaussian}]``, one per mask (one blended without masks).
+      layer_weights, factors: ``{layer: w_l}``, ``{layer: c_l}``.
+      masks: ``layer_masks`` of the output, or ``None``.
+      region_weights: ``b_k`` per mask (normalised blend weights).
+    """
+
+    name = "style_loss"
+    state_names = ("factors",)
+
+    def __init__(self, targets: List[Dict[str, Gaussian]], layer_weights, factors,
+                 masks=None, region_weights=(1.0,)):
+        self.targets, self.layer_weights, self.factors = targets, layer_weights, factors
+        self.masks, self.region_weights = masks, tuple(region_weights)
+        self.layers = tuple(targets[0])
+
+    reusable = False  # its targets are constants of the compiled step
+
+    def inputs(self, region=None):
+        return _mask_inputs(self.masks, region, key="layers")
+
+    def sums(self, features, image, inputs, part):
+        masks = inputs.get("masks")
+        out = []
+        for index in range(len(self.targets)):
+            out.append({k: moments(part.features(features[k], k), None if masks is None else
+                                   part.features(masks[k][index], k)) for k in self.layers})
+        return out
+
+    def finish(self, sums) -> tf.Tensor:
+        total = tf.zeros((), tf.float32)
+        for b, region, targets in zip(self.region_weights, sums, self.targets):
+            for k in self.layers:
+                total += b * self.layer_weights[k] * self.factors[k] * w2_squared(
+                    region[k], targets[k])
+        return total
+
+
+class ColorTerm(Term):
+    """``c * sum_k b_k W2^2(pixels of x over m_k, painting k's pixels)``."""
+
+    name = "color_loss"
+    state_names = ("factor",)
+
+    def __init__(self, targets: List[Gaussian], factor, masks=None, region_weights=(1.0,)):
+        self.targets, self.factor = targets, factor
+        self.masks, self.region_weights = masks, tuple(region_weights)
+
+    reusable = False
+
+    def inputs(self, region=None):
+        return _mask_inputs(self.masks, region)
+
+    def sums(self, features, image, inputs, part):
+        masks = inputs.get("masks")
+        window = part.window(image)
+        return [moments(window, None if masks is None else part.window(masks[i]))
+                for i in range(len(self.targets))]
+
+    def finish(self, sums) -> tf.Tensor:
+        total = tf.zeros((), tf.float32)
+        for b, region, target in zip(self.region_weights, sums, self.targets):
+            total += b * w2_squared(region, target)
+        return self.factor * total
+
+
+class SlicedStyleTerm(Term):
+    """``sum_l w_l c_l mean((sort(F_l D) - Q_l(D))^2)`` over random unit directions ``D``.
+
+    Args:
+      style_features: ``{layer: (n_s, c) float32}`` the painting's features (several
+        paintings: their positions pooled, each repeated by its blend weight's share).
+      layer_weights, factors: as ``WassersteinStyleTerm``.
+      directions: ``K``; ``seed``: with the step, what draws them.
+    """
+
+    name = "style_loss"
+    tileable = False
+    state_names = ("factors",)
+
+    def __init__(self, style_features, layer_weights, factors, directions: int, seed: int):
+        self.style_features, self.layer_weights = style_features, layer_weights
+        self.factors, self.directions, self.seed = factors, int(directions), int(seed)
+        self.layers = tuple(style_features)
+        self.draw = tf.Variable(0, dtype=tf.int64, trainable=False)
+
+    reusable = False
+
+    def at_step(self, step: int) -> None:
+        self.draw.assign(int(step))
+
+    def _directions(self, index: int, channels: int):
+        seed = tf.stack([tf.constant(self.seed * 131 + index, tf.int64), self.draw])
+        d = tf.random.stateless_normal((channels, self.directions), seed, dtype=tf.float32)
+        return d / tf.norm(d, axis=0, keepdims=True)
+
+    def sums(self, features, image, inputs, part):
+        return {k: tf.reshape(tf.cast(part.features(features[k], k), tf.float32),
+                              (-1, features[k].shape[-1])) for k in self.layers}
+
+    def finish(self, sums) -> tf.Tensor:
+        total = tf.zeros((), tf.float32)
+        for index, k in enumerate(self.layers):
+            flat, style = sums[k], self.style_features[k]
+            d = self._directions(index, int(style.shape[-1]))
+            mine = tf.sort(tf.matmul(flat, d), axis=0)
+            theirs = quantiles(tf.sort(tf.matmul(style, d), axis=0), tf.shape(flat)[0])
+            total += self.layer_weights[k] * self.factors[k] * tf.reduce_mean(
+                tf.square(mine - theirs))
+        return total
+
+
+def quantiles(sorted_values, count) -> tf.Tensor:
+    """``count`` evenly spaced quantiles of each column of ``sorted_values`` (linear)."""
+    n = tf.shape(sorted_values)[0]
+    where = (tf.cast(tf.range(count), tf.float32) + 0.5) / tf.cast(count, tf.float32) * \
+        tf.cast(n, tf.float32) - 0.5
+    where = tf.clip_by_value(where, 0.0, tf.cast(n - 1, tf.float32))
+    low = tf.cast(tf.floor(where), tf.int32)
+    high = tf.minimum(low + 1, n - 1)
+    frac = (where - tf.cast(low, tf.float32))[:, None]
+    return tf.gather(sorted_values, low) * (1 - frac) + tf.gather(sorted_values, high) * frac
+
+
+class GuidedGramTerm(Term):
+    """Gram matrices over masked regions: ``sum_k b_k sum_l w_l c_kl ||A_kl - G_l(x; m_k)/n||^2``.
+
+    ``G_l(x; m_k) = sum m_k F F^T`` and ``n = sum m_k`` (relative normalisations: the
+    region's Gram of the mean against the painting's); under ``keras_io`` the
+    painting's Gram of the mean times ``n`` against ``G_l`` (the tutorial's plain
+    Gram matrices, rescaled to the region as to the output without masks).
+    """
+
+    name = "style_loss"
+    state_names = ("factors",)
+    reusable = False
+
+    def __init__(self, targets, layer_weights, factors, masks, region_weights, mean: bool):
+        self.targets, self.layer_weights, self.factors = targets, layer_weights, factors
+        self.masks, self.region_weights, self.mean = masks, tuple(region_weights), mean
+        self.layers = tuple(targets[0])
+
+    def inputs(self, region=None):
+        return _mask_inputs(self.masks, region, key="layers")
+
+    def sums(self, features, image, inputs, part):
+        masks = inputs["masks"]
+        return [{k: moments(part.features(features[k], k), part.features(masks[k][i], k))
+                 for k in self.layers} for i in range(len(self.targets))]
+
+    def finish(self, sums) -> tf.Tensor:
+        total = tf.zeros((), tf.float32)
+        for i, (b, region) in enumerate(zip(self.region_weights, sums)):
+            for k in self.layers:
+                n = tf.maximum(region[k]["n"], 1e-12)
+                gram, target = region[k]["s2"], self.targets[i][k]
+                diff = target - gram / n if self.mean else target * n - gram
+                total += b * self.layer_weights[k] * self.factors[i][k] * tf.reduce_sum(
+                    tf.square(diff))
+        return total
+
+
+# --------------------------------------------------------------------------
+# Building the terms from the pictures' statistics
+
+
+def _normalised(weights, count: int) -> List[float]:
+    weights = list(weights) if weights is not None else [1.0] * count
+    return [float(w) / float(sum(weights)) for w in weights]
+
+
+def build_style_term(loss: str, normalization: str, moments_of, features_of,
+                     content_image, style_images, layers: Sequence[str], pixels: float,
+                     blend_weights=None, layer_weights=None, masks=None, directions=32,
+                     seed=0):
+    """The style term of ``loss`` (``wasserstein``, ``sliced_wasserstein``, or ``gram``
+    with masks).
+
+    ``moments_of(image, masks=None)``: ``{layer: moments}`` of a network image (masks:
+    ``{layer: (1, h, w, 1)}``, one region); ``features_of(image)``: its features.
+    ``masks``: output-size ``(1, rows, cols, 1)`` masks, one per style image.
+    """
+    w = dict(zip(layers, _normalised(layer_weights, len(layers))))
+    blend = _normalised(blend_weights, len(style_images))
+    if loss == "sliced_wasserstein":
+        return _sliced(normalization, features_of, content_image, style_images, layers, w,
+                       blend, pixels, directions, seed)
+    styles = [moments_of(tf.constant(s)) for s in style_images]
+    shapes = {k: tuple(int(d) for d in features_of(tf.constant(content_image))[k].shape[1:3])
+              for k in layers} if masks is not None else None
+    per_layer = layer_masks(masks, shapes)
+    regions = [None] if masks is None else [{k: per_layer[k][i] for k in layers}
+                                           for i in range(len(masks))]
+    photo = [moments_of(tf.constant(content_image), r) for r in regions]
+    if loss == "gram":
+        return _guided_gram(normalization, styles, photo, per_layer, layers, w, blend, pixels)
+    if masks is None:
+        targets = [{k: Gaussian.of([s[k] for s in styles], blend) for k in layers}]
+        region_weights = (1.0,)
+    else:
+        targets = [{k: Gaussian.of([s[k]], [1.0]) for k in layers} for s in styles]
+        region_weights = blend
+    factors = _w2_factors(normalization, targets, photo, w, pixels)
+    return WassersteinStyleTerm(targets, w, factors, per_layer, region_weights)
+
+
+def _w2_factors(normalization, targets, photo, w, pixels):
+    """One factor per layer, from the first region (the blend without masks)."""
+    distance = {k: sum(float(w2_squared(p[k], t[k])) for p, t in zip(photo, targets)) /
+                len(targets) for k in targets[0]}
+    mean_targets = targets[0]
+    return _factors(normalization, mean_targets, distance, w, pixels)
+
+
+def _guided_gram(normalization, styles, photo, per_layer, layers, w, blend, pixels):
+    targets = [{k: s[k]["s2"] / s[k]["n"] for k in layers} for s in styles]
+    factors = []
+    for target, region in zip(targets, photo):
+        if normalization in ("gap", "gap_total"):
+            gaps = {k: float(tf.reduce_sum(tf.square(target[k] - region[k]["s2"] /
+                                                     region[k]["n"]))) for k in layers}
+            norms = {k: float(tf.reduce_sum(tf.square(target[k]))) for k in layers}
+            if normalization == "gap":
+                factors.append({k: pixels / max(gaps[k], 1e-12) for k in layers})
+            else:
+                total = sum(w[k] * gaps[k] / norms[k] for k in layers)
+                factors.append({k: pixels / max(norms[k] * total, 1e-12) for k in layers})
+        elif normalization in RELATIVE:
+            factors.append({k: pixels / max(float(tf.reduce_sum(tf.square(target[k]))),
+                                            1e-12) for k in layers})
+        else:
+            factors.append({k: 1.0 / (4.0 * 3**2 * pixels**2) for k in layers})
+    return GuidedGramTerm(targets, w, factors, per_layer, blend, normalization in RELATIVE)
+
+
+def _sliced(normalization, features_of, content_image, style_images, layers, w, blend,
+            pixels, directions, seed):
+    feats = [features_of(tf.constant(s)) for s in style_images]
+    pooled = {}
+    for k in layers:
+        parts = []
+        for f, b in zip(feats, blend):
+            flat = tf.reshape(tf.cast(f[k], tf.float32), (-1, f[k].shape[-1]))
+            repeat = max(1, int(round(b * len(blend) * 1)))
+            parts += [flat] * repeat
+        pooled[k] = tf.concat(parts, 0)
+    energy = {k: float(tf.reduce_mean(tf.reduce_sum(tf.square(pooled[k]), 1))) for k in layers}
+    if normalization in RELATIVE:
+        factors = {k: pixels / max(energy[k], 1e-12) for k in layers}
+    else:
+        factors = {k: 1.0 for k in layers}
+    term = SlicedStyleTerm(pooled, w, factors, directions, seed)
+    if normalization in ("gap", "gap_total"):  # the photo's own distance, at draw 0
+        photo = features_of(tf.constant(content_image))
+        sums = term.sums(photo, None, {}, WHOLE)
+        single = {k: float(SlicedStyleTerm({k: pooled[k]}, {k: 1.0}, {k: 1.0}, directions,
+                                           seed).finish({k: sums[k]})) for k in layers}
+        if normalization == "gap":
+            term.factors = {k: pixels / max(single[k], 1e-12) for k in layers}
+        else:
+            total = sum(w[k] * single[k] / energy[k] for k in layers)
+            term.factors = {k: pixels / max(energy[k] * total, 1e-12) for k in layers}
+    return term
+
+
+def build_color_term(normalization: str, content_image, style_images, pixels: float,
+                     blend_weights=None, masks=None) -> ColorTerm:
+    """The colour term towards the paintings' pixels (network images ``(1, r, c, 3)``)."""
+    blend = _normalised(blend_weights, len(style_images))
+    styles = [moments(tf.constant(s)) for s in style_images]
+    photo_pixels = tf.constant(content_image)
+    if masks is None:
+        targets, weights = [Gaussian.of(styles, blend)], (1.0,)
+        photo = [moments(photo_pixels)]
+        masks_t = None
+    else:
+        targets, weights = [Gaussian.of([s], [1.0]) for s in styles], blend
+        masks_t = [tf.constant(m, tf.float32) for m in masks]
+        photo = [moments(photo_pixels, m) for m in masks_t]
+    distance = sum(b * float(w2_squared(p, t)) for b, p, t in zip(weights, photo, targets))
+    scale = pixels if normalization in RELATIVE else 1.0
+    return ColorTerm(targets, scale / max(distance, 1e-12), masks_t, weights)

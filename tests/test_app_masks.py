@@ -1,0 +1,199 @@
+"""A style per region in the web app: the painted masks the page sends
+(``mask_1`` ... one per painting), checked, saved in the run's directory and
+named in its ``run.json`` (``style_masks``); and the painting tool in
+headless Chromium.
+
+Random weights, tiny pictures, a few steps, as in tests/test_app.py (whose
+helpers these tests use).
+"""
+
+import json
+import os
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import make_picture
+from test_app import (CHROMEDRIVER, CHROMIUM, CONTENT, FORM, app_client, chromium,  # noqa: F401
+                      fill, one_line, png, read_events, server_url, start_server, uploads,
+                      wait_for)
+
+STYLE_1, STYLE_2 = png(make_picture(40, 56, 1)), png(make_picture(44, 52, 2))
+TWO = (("one.png", STYLE_1), ("two.png", STYLE_2))
+
+
+def halves(rows=48, cols=64):
+    """Two masks that share the photo out: the left part and the right part."""
+    left = np.zeros((rows, cols), np.uint8)
+    left[:, :cols // 3] = 255
+    return left, 255 - left
+
+
+def mask_files(*masks):
+    """The form's ``mask_<k>`` files: arrays (saved as PNG) or ``(name, bytes)``."""
+    files = []
+    for k, mask in enumerate(masks, 1):
+        name, data = (f"mask_{k}.png", png(mask)) if isinstance(mask, np.ndarray) else mask
+        files.append((f"mask_{k}", (name, data, "image/png")))
+    return files
+
+
+def post(client, masks, styles=TWO, form=None):
+    blend = {"blend": ["1"] * len(styles)} if len(styles) > 1 else {}
+    return client.post("/api/jobs", data=dict(FORM, **blend, **(form or {})),
+                       files=uploads(styles=styles) + mask_files(*masks))
+
+
+def read_run_json(path):
+    """The settings a run's ``run.json`` records."""
+    with open(path) as f:
+        run = json.load(f)
+    return run["flags"]
+
+
+def test_the_masks_are_saved_and_named_in_run_json(app_client):
+    manager, client = app_client()
+    sent = halves()
+    response = post(client, sent)
+    assert response.status_code == 201, response.text
+    job = manager.jobs[response.json()["id"]]
+    paths = job.config.style_masks
+    assert [os.path.basename(p) for p in paths] == ["mask_1.png", "mask_2.png"]
+    assert all(os.path.dirname(p) == os.path.abspath(job.directory) for p in paths)
+    events = read_events(client, job.id)
+    end = events[-1][1]
+    assert end["status"] == "finished", end
+    assert end["summary"]["regions"] is True
+    config = read_run_json(job.run_json())
+    assert config["style_masks"] == list(paths)
+    for path, mask in zip(config["style_masks"], sent):
+        with Image.open(path) as saved:
+            assert saved.format == "PNG"
+            np.testing.assert_array_equal(np.asarray(saved.convert("L")), mask)
+    assert client.get(f"/api/jobs/{job.id}/run.json").json()  # the download names them too
+
+
+def test_one_painting_with_its_mask_and_no_masks_at_all(app_client):
+    manager, client = app_client()
+    where = halves()[1]
+    response = post(client, [where], styles=TWO[:1])
+    assert response.status_code == 201, response.text
+    job = manager.jobs[response.json()["id"]]
+    assert read_events(client, job.id)[-1][1]["status"] == "finished"
+    (path,) = read_run_json(job.run_json())["style_masks"]
+    np.testing.assert_array_equal(np.asarray(Image.open(path)), where)
+    response = post(client, [])  # nothing painted: the ordinary run
+    plain = manager.jobs[response.json()["id"]]
+    assert read_events(client, plain.id)[-1][1]["status"] == "finished"
+    assert read_run_json(plain.run_json())["style_masks"] is None
+    assert not [n for n in os.listdir(plain.directory) if n.startswith("mask_")]
+
+
+def test_a_stopped_painted_run_continues_with_its_masks(app_client):
+    manager, client = app_client()
+    response = post(client, halves(), form={"iterations": "40"})
+    job = manager.jobs[response.json()["id"]]
+    wait_for(lambda: job.step >= 2)
+    client.post(f"/api/jobs/{job.id}/stop")
+    wait_for(lambda: job.done)
+    assert job.status == "stopped", job.error
+    response = client.post(f"/api/jobs/{job.id}/continue")
+    assert response.status_code == 201, response.text
+    end = read_events(client, response.json()["id"])[-1][1]
+    assert end["status"] == "finished" and end["step"] == 40, end
+    assert manager.jobs[end["id"]].config.style_masks == job.config.style_masks
+
+
+BLACK = np.zeros((48, 64), np.uint8)
+BAD = {
+    "too_few": (halves()[:1], "give one mask per painting (2"),
+    "too_many": (halves() + (halves()[0],), "give one mask per painting (2"),
+    "text": ((halves()[0], ("notes.txt", b"not a picture\n")),
+             "mask of painting 2 (notes.txt): it is not an image"),
+    "all_black": ((255 - BLACK, BLACK), "mask of painting 2 is all black"),
+    "wrong_shape": ((halves()[0], np.full((64, 64), 255, np.uint8)), "not the photo's shape"),
+    "tiny": ((halves()[0], np.full((12, 16), 255, np.uint8)), "at least 32 pixels"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_a_bad_mask_is_one_line_and_writes_nothing(case, app_client, tmp_path):
+    masks, words = BAD[case]
+    manager, client = app_client()
+    response = post(client, masks)
+    assert response.status_code == 400, response.text
+    assert words in one_line(response)
+    assert not manager.jobs and not os.path.exists(tmp_path / "results")
+
+
+def test_a_second_mask_1_is_refused(app_client, tmp_path):
+    manager, client = app_client()
+    files = uploads(styles=TWO) + mask_files(*halves()) + mask_files(halves()[0])
+    response = client.post("/api/jobs", data=dict(FORM, blend=["1", "1"]), files=files)
+    assert response.status_code == 400 and "two mask_1 files" in one_line(response)
+    assert not os.path.exists(tmp_path / "results")
+
+
+# --------------------------------------------------------------------------
+# The painting tool in a real browser
+
+
+@pytest.mark.skipif(not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)),
+                    reason="needs the Debian packages chromium and chromium-driver "
+                           "(/usr/bin/chromium, /usr/bin/chromedriver)")
+def test_painting_a_region_in_the_browser_sends_the_masks(tmp_path):
+    pytest.importorskip("selenium")
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.support.ui import Select
+
+    Image.fromarray(make_picture(60, 80, 0)).save(tmp_path / "photo.png")
+    for k in (1, 2):
+        Image.fromarray(make_picture(44, 56, k)).save(tmp_path / f"painting{k}.png")
+    process = start_server(tmp_path / "results")
+    driver = None
+    try:
+        driver = chromium(tmp_path / "profile", tmp_path)
+        driver.get(server_url(process))
+        wait_for(lambda: driver.execute_script("return document.body.dataset.ready") == "1")
+        driver.find_element("id", "content-input").send_keys(str(tmp_path / "photo.png"))
+        driver.find_element("id", "style-input").send_keys(
+            f"{tmp_path / 'painting1.png'}\n{tmp_path / 'painting2.png'}")
+        canvas = driver.find_element("id", "regions-canvas")
+        wait_for(lambda: canvas.is_displayed() and canvas.get_attribute("width") == "80")
+        assert "Unpainted: painting 1" in driver.find_element("id", "regions").text
+        driver.find_element("css selector", '#brushes .swatch[data-brush="2"]').click()
+        driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", canvas)
+        width = canvas.rect["width"]
+        ActionChains(driver).move_to_element_with_offset(canvas, int(-0.3 * width), 0) \
+            .click_and_hold().move_by_offset(int(0.3 * width), 0) \
+            .move_by_offset(int(0.3 * width), 0).release().perform()
+        Select(driver.find_element("id", "preset")).select_by_value("fast")
+        Select(driver.find_element("id", "optimizer")).select_by_value("adam")
+        fill(driver, "rows", "64")
+        fill(driver, "iterations", "6")
+        driver.find_element("id", "stylize").click()
+        wait_for(lambda: driver.execute_script("return document.body.dataset.result")
+                 in ("finished", "failed", "stopped"), 90)
+        assert driver.execute_script("return document.body.dataset.result") == "finished", \
+            driver.find_element("id", "message").text
+    finally:
+        if driver is not None:
+            driver.quit()
+        process.terminate()
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        shutil.rmtree(tmp_path / "profile", ignore_errors=True)
+    paths = read_run_json(tmp_path / "results" / "run-0001" / "run.json")["style_masks"]
+    assert [os.path.basename(p) for p in paths] == ["mask_1.png", "mask_2.png"]
+    first, second = (np.asarray(Image.open(p).convert("L")).astype(int) for p in paths)
+    assert first.shape == second.shape == (60, 80)
+    assert set(np.unique(first)) <= {0, 255} and (first + second == 255).all()  # a partition
+    assert (second[30, 20:60] == 255).all()  # along the stroke, across the middle
+    assert (second[:20] == 0).all() and (second[42:] == 0).all()  # nowhere else
+    assert (first[:20] == 255).all() and (first[:, :12] == 255).all()
