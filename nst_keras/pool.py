@@ -265,7 +265,7 @@ class Pool:
             self.idle.append(worker)
             text = str(getattr(e, "cause", None) or e).strip().splitlines()
             return Done(item, self.on_error(item, text[0][:200] if text else
-                                            type(e).__name__), attempts)
+                                            type(e).__name__, attempts), attempts)
         self.idle.append(worker)
         return Done(item, record, attempts)
 
@@ -320,8 +320,7 @@ def run(function: Callable, items: Sequence, *, workers: int = 0,
         plans = plan_workers(workers)
         log(f"ray: {len(plans)} worker(s) on {len(ray.nodes())} node(s), "
             f"{plans[0]['options']}, {plans[0]['threads'] or 'default'} thread(s) each")
-        pool = Pool(function, plans, setup, max_retries, log, on_lost,
-                    lambda item, why, attempts=0: on_error(item, why, attempts))
+        pool = Pool(function, plans, setup, max_retries, log, on_lost, on_error)
         for info in ray.get(list(pool.infos.values())):
             log(f"ray worker {info['worker']} (pid {info['pid']}) ready")
         pool.queue.extend(enumerate(items))

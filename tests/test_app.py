@@ -312,6 +312,20 @@ def server_url(process, timeout=60.0):
     raise AssertionError("the app printed no URL")
 
 
+def stop_browser_and_server(driver, process, profile) -> None:
+    """Quits the browser, stops the server process within 15 s (then kills it) and
+    removes the browser profile."""
+    if driver is not None:
+        driver.quit()
+    process.terminate()
+    try:
+        process.wait(15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    shutil.rmtree(profile, ignore_errors=True)
+
+
 def chromium(user_dir, downloads):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
@@ -393,12 +407,4 @@ def test_the_page_in_a_real_browser(tmp_path):
         wait_for(lambda: message.is_displayed() and "not an image" in message.text)
         assert "notes.txt" in message.text
     finally:
-        if driver is not None:
-            driver.quit()
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        shutil.rmtree(tmp_path / "profile", ignore_errors=True)
+        stop_browser_and_server(driver, process, tmp_path / "profile")

@@ -9,8 +9,6 @@ helpers these tests use).
 
 import json
 import os
-import shutil
-import subprocess
 
 import numpy as np
 import pytest
@@ -18,8 +16,8 @@ from PIL import Image
 
 from conftest import make_picture
 from test_app import (CHROMEDRIVER, CHROMIUM, CONTENT, FORM, app_client, chromium,  # noqa: F401
-                      fill, one_line, png, read_events, server_url, start_server, uploads,
-                      wait_for)
+                      fill, one_line, png, read_events, server_url, start_server,
+                      stop_browser_and_server, uploads, wait_for)
 
 STYLE_1, STYLE_2 = png(make_picture(40, 56, 1)), png(make_picture(44, 52, 2))
 TWO = (("one.png", STYLE_1), ("two.png", STYLE_2))
@@ -180,15 +178,7 @@ def test_painting_a_region_in_the_browser_sends_the_masks(tmp_path):
         assert driver.execute_script("return document.body.dataset.result") == "finished", \
             driver.find_element("id", "message").text
     finally:
-        if driver is not None:
-            driver.quit()
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        shutil.rmtree(tmp_path / "profile", ignore_errors=True)
+        stop_browser_and_server(driver, process, tmp_path / "profile")
     paths = read_run_json(tmp_path / "results" / "run-0001" / "run.json")["style_masks"]
     assert [os.path.basename(p) for p in paths] == ["mask_1.png", "mask_2.png"]
     first, second = (np.asarray(Image.open(p).convert("L")).astype(int) for p in paths)

@@ -23,7 +23,8 @@ floored at a small fraction of the mean one (``trace_sqrt``).
 features and the painting's are projected on ``K`` random unit directions,
 drawn anew at every step from ``(--seed, step)`` (so a resumed run draws the
 same ones), sorted, and compared quantile by quantile (the painting's
-sorted projections interpolated to the output's number of positions).
+sorted projections interpolated to the output's number of positions);
+several paintings' distances are added with their blend weights.
 Sorting needs every position at once: it cannot be tiled.
 
 ``ColorTerm`` (``--color_weight``): the same Wasserstein-2 distance between
@@ -248,26 +249,29 @@ class ColorTerm(Term):
 
 
 class SlicedStyleTerm(Term):
-    """``sum_l w_l c_l mean((sort(F_l D) - Q_l(D))^2)`` over random unit directions ``D``.
+    """``sum_k b_k sum_l w_l c_l mean((sort(F_l D) - Q_kl(D))^2)`` over random unit
+    directions ``D`` (``Q_kl``: painting ``k``'s sorted projections at the output's
+    quantiles).
 
     Args:
-      style_features: ``{layer: (n_s, c) float32}`` the painting's features (several
-        paintings: their positions pooled, each repeated by its blend weight's share).
+      style_features: ``[{layer: (n_s, c) float32}]``, one per painting.
       layer_weights, factors: as ``WassersteinStyleTerm``.
       directions: ``K``; ``seed``: with the step, what draws them.
+      region_weights: ``b_k`` (normalised blend weights).
     """
 
     name = "style_loss"
     tileable = False
+    reusable = False
     state_names = ("factors",)
 
-    def __init__(self, style_features, layer_weights, factors, directions: int, seed: int):
+    def __init__(self, style_features, layer_weights, factors, directions: int, seed: int,
+                 region_weights=(1.0,)):
         self.style_features, self.layer_weights = style_features, layer_weights
         self.factors, self.directions, self.seed = factors, int(directions), int(seed)
-        self.layers = tuple(style_features)
+        self.region_weights = tuple(region_weights)
+        self.layers = tuple(style_features[0])
         self.draw = tf.Variable(0, dtype=tf.int64, trainable=False)
-
-    reusable = False
 
     def at_step(self, step: int) -> None:
         self.draw.assign(int(step))
@@ -281,15 +285,22 @@ class SlicedStyleTerm(Term):
         return {k: tf.reshape(tf.cast(part.features(features[k], k), tf.float32),
                               (-1, features[k].shape[-1])) for k in self.layers}
 
+    def layer_distances(self, sums) -> Dict[str, tf.Tensor]:
+        """``{layer: sum_k b_k mean((sort(F D) - Q_k(D))^2)}``, before the factors."""
+        out = {}
+        for index, k in enumerate(self.layers):
+            flat = sums[k]
+            d = self._directions(index, int(flat.shape[-1]))
+            mine = tf.sort(tf.matmul(flat, d), axis=0)
+            out[k] = tf.add_n([b * tf.reduce_mean(tf.square(mine - quantiles(
+                tf.sort(tf.matmul(style[k], d), axis=0), tf.shape(flat)[0])))
+                for b, style in zip(self.region_weights, self.style_features)])
+        return out
+
     def finish(self, sums) -> tf.Tensor:
         total = tf.zeros((), tf.float32)
-        for index, k in enumerate(self.layers):
-            flat, style = sums[k], self.style_features[k]
-            d = self._directions(index, int(style.shape[-1]))
-            mine = tf.sort(tf.matmul(flat, d), axis=0)
-            theirs = quantiles(tf.sort(tf.matmul(style, d), axis=0), tf.shape(flat)[0])
-            total += self.layer_weights[k] * self.factors[k] * tf.reduce_mean(
-                tf.square(mine - theirs))
+        for k, distance in self.layer_distances(sums).items():
+            total += self.layer_weights[k] * self.factors[k] * distance
         return total
 
 
@@ -418,26 +429,16 @@ def _guided_gram(normalization, styles, photo, per_layer, layers, w, blend, pixe
 
 def _sliced(normalization, features_of, content_image, style_images, layers, w, blend,
             pixels, directions, seed):
-    feats = [features_of(tf.constant(s)) for s in style_images]
-    pooled = {}
-    for k in layers:
-        parts = []
-        for f, b in zip(feats, blend):
-            flat = tf.reshape(tf.cast(f[k], tf.float32), (-1, f[k].shape[-1]))
-            repeat = max(1, int(round(b * len(blend) * 1)))
-            parts += [flat] * repeat
-        pooled[k] = tf.concat(parts, 0)
-    energy = {k: float(tf.reduce_mean(tf.reduce_sum(tf.square(pooled[k]), 1))) for k in layers}
-    if normalization in RELATIVE:
-        factors = {k: pixels / max(energy[k], 1e-12) for k in layers}
-    else:
-        factors = {k: 1.0 for k in layers}
-    term = SlicedStyleTerm(pooled, w, factors, directions, seed)
+    styles = [{k: tf.reshape(tf.cast(f[k], tf.float32), (-1, f[k].shape[-1])) for k in layers}
+              for f in (features_of(tf.constant(s)) for s in style_images)]
+    energy = {k: sum(b * float(tf.reduce_mean(tf.reduce_sum(tf.square(s[k]), 1)))
+                     for b, s in zip(blend, styles)) for k in layers}
+    factors = {k: pixels / max(energy[k], 1e-12) if normalization in RELATIVE else 1.0
+               for k in layers}
+    term = SlicedStyleTerm(styles, w, factors, directions, seed, blend)
     if normalization in ("gap", "gap_total"):  # the photo's own distance, at draw 0
-        photo = features_of(tf.constant(content_image))
-        sums = term.sums(photo, None, {}, WHOLE)
-        single = {k: float(SlicedStyleTerm({k: pooled[k]}, {k: 1.0}, {k: 1.0}, directions,
-                                           seed).finish({k: sums[k]})) for k in layers}
+        photo = term.sums(features_of(tf.constant(content_image)), None, {}, WHOLE)
+        single = {k: float(v) for k, v in term.layer_distances(photo).items()}
         if normalization == "gap":
             term.factors = {k: pixels / max(single[k], 1e-12) for k in layers}
         else:

@@ -290,7 +290,6 @@ class ContentTerm(Term):
             total += self.factors[name] * sums[name]
         return total / float(max(len(self.layers), 1))
 
-    combine = finish
 
 
 class StyleTerm(Term):
