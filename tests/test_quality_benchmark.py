@@ -10,6 +10,7 @@ import os
 import sys
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from conftest import make_picture
@@ -71,3 +72,22 @@ def test_quality_benchmark_explains_missing_weights(tmp_path, capsys):
     assert code == 0
     assert "skipped: weights file" in capsys.readouterr().out
     assert not os.path.exists(tmp_path / "r")
+
+
+def test_palette_distance_sees_colours_and_not_layout(tmp_path):
+    rng = np.random.default_rng(0)
+    warm = rng.uniform([150, 60, 0], [255, 140, 60], (64, 80, 3)).astype(np.uint8)
+    cold = rng.uniform([0, 40, 120], [60, 120, 255], (64, 80, 3)).astype(np.uint8)
+    paths = {}
+    for name, array in {"warm": warm, "cold": cold,
+                        "shuffled": rng.permutation(warm.reshape(-1, 3)).reshape(warm.shape),
+                        "half": np.concatenate([warm[:32], cold[32:]])}.items():
+        paths[name] = str(tmp_path / f"{name}.png")
+        Image.fromarray(array).save(paths[name])
+    far = quality.palette_distance(paths["cold"], paths["warm"])
+    assert far > 0.3  # about the distance between the two colour boxes
+    # The same colours in another layout: (almost) no distance.
+    assert quality.palette_distance(paths["shuffled"], paths["warm"]) < 0.02 * far
+    half = quality.palette_distance(paths["half"], paths["warm"])
+    assert 0.2 * far < half < 0.8 * far
+    assert quality.palette_closed(half, far) == pytest.approx(1 - half / far)

@@ -22,10 +22,19 @@ floored at a small fraction of the mean one (``trace_sqrt``).
 "A Sliced Wasserstein Loss for Neural Texture Synthesis", CVPR 2021): the
 features and the painting's are projected on ``K`` random unit directions,
 drawn anew at every step from ``(--seed, step)`` (so a resumed run draws the
-same ones), sorted, and compared quantile by quantile (the painting's
-sorted projections interpolated to the output's number of positions);
-several paintings' distances are added with their blend weights.
-Sorting needs every position at once: it cannot be tiled.
+same ones), and each output projection is compared with the painting's
+projection at the same quantile -- ``mean((p - Q_s(F(p)))^2)``, ``F`` the
+output's distribution function and ``Q_s`` the painting's quantile function:
+the sorted projections matched rank by rank, with the target held fixed in
+the gradient, as the sorted form has it.  ``F`` and ``Q_s`` are read off
+cumulative histograms of ``_BINS`` equal bins per direction (each value at a
+random place inside its bin, which spreads ties as a sort would), which costs
+a pass over the positions instead of a sort (TensorFlow's sort made the
+whole step 1.7x the Gram step's at 400 rows); the value is within 2 % of the
+sorted form's and the gradient's cosine with it above 0.999
+(``tests/test_distributions.py``).  Several paintings' distances are
+added with their blend weights.  It needs every position at once: it cannot
+be tiled.
 
 ``ColorTerm`` (``--color_weight``): the same Wasserstein-2 distance between
 Gaussians, on the pixels' colours (network image channels) instead of
@@ -286,14 +295,16 @@ class SlicedStyleTerm(Term):
                               (-1, features[k].shape[-1])) for k in self.layers}
 
     def layer_distances(self, sums) -> Dict[str, tf.Tensor]:
-        """``{layer: sum_k b_k mean((sort(F D) - Q_k(D))^2)}``, before the factors."""
+        """``{layer: sum_k b_k mean((p - Q_k(F(p)))^2)}``, before the factors."""
         out = {}
         for index, k in enumerate(self.layers):
             flat = sums[k]
             d = self._directions(index, int(flat.shape[-1]))
-            mine = tf.sort(tf.matmul(flat, d), axis=0)
-            out[k] = tf.add_n([b * tf.reduce_mean(tf.square(mine - quantiles(
-                tf.sort(tf.matmul(style[k], d), axis=0), tf.shape(flat)[0])))
+            mine = tf.matmul(d, flat, transpose_a=True, transpose_b=True)  # (K, n)
+            grid = _histogram(tf.stop_gradient(mine))
+            seed = tf.stack([tf.constant(self.seed * 131 + 64 + index, tf.int64), self.draw])
+            out[k] = tf.add_n([b * matched_distance(mine, tf.matmul(
+                d, style[k], transpose_a=True, transpose_b=True), seed, grid)
                 for b, style in zip(self.region_weights, self.style_features)])
         return out
 
@@ -304,16 +315,85 @@ class SlicedStyleTerm(Term):
         return total
 
 
-def quantiles(sorted_values, count) -> tf.Tensor:
-    """``count`` evenly spaced quantiles of each column of ``sorted_values`` (linear)."""
-    n = tf.shape(sorted_values)[0]
-    where = (tf.cast(tf.range(count), tf.float32) + 0.5) / tf.cast(count, tf.float32) * \
-        tf.cast(n, tf.float32) - 0.5
-    where = tf.clip_by_value(where, 0.0, tf.cast(n - 1, tf.float32))
+_BINS = 4096  # histogram bins per direction (F and Q_s of SlicedStyleTerm)
+_LEVELS = 4096  # quantile levels tabulated for Q_s
+
+
+def _row_gather(table, index):
+    """``table[r, index[r, j]]`` for a ``(K, w, ...)`` table and ``(K, n)`` indices."""
+    rows, width = tf.shape(table)[0], tf.shape(table)[1]
+    flat = tf.reshape(table, tf.concat([[-1], tf.shape(table)[2:]], 0))
+    return tf.gather(flat, index + tf.range(rows)[:, None] * width)
+
+
+def _histogram(values, bins: int = _BINS):
+    """Per row of ``(K, n)`` values: ``(low, width, cdf, bin, position)`` -- equal bins
+    from the row's min to max, ``cdf`` ``(K, bins + 1)`` the fraction below each edge."""
+    low = tf.reduce_min(values, 1, keepdims=True)
+    width = tf.maximum(tf.reduce_max(values, 1, keepdims=True) - low, 1e-30) / bins
+    position = (values - low) / width
+    where = tf.clip_by_value(tf.cast(tf.floor(position), tf.int32), 0, bins - 1)
+    rows = tf.shape(values)[0]
+    counts = tf.math.bincount(tf.reshape(where + tf.range(rows)[:, None] * bins, [-1]),
+                              minlength=rows * bins, maxlength=rows * bins, dtype=tf.int32)
+    cdf = tf.concat([tf.zeros((rows, 1)), tf.cumsum(tf.cast(tf.reshape(
+        counts, (rows, bins)), tf.float32), 1)], 1) / tf.cast(tf.shape(values)[1], tf.float32)
+    return low, width, cdf, where, position
+
+
+def matched_distance(mine, style, seed, grid=None) -> tf.Tensor:
+    """``mean((p - Q_s(F(p)))^2)`` of ``(K, n)`` projections against a painting's
+    ``(K, n_s)``, the target held fixed (``grid``: ``mine``'s ``_histogram``;
+    ``seed``: ``transport``'s)."""
+    grid = _histogram(tf.stop_gradient(mine)) if grid is None else grid
+    target = tf.stop_gradient(transport(grid, quantile_table(style), seed))
+    return tf.reduce_mean(tf.square(mine - target))
+
+
+def transport(grid, table, seed) -> tf.Tensor:
+    """``Q_s(F(p))`` for the values of a ``_histogram`` ``grid``: the map taken at the
+    bin edges (``Q_s`` of the fractions below them), each value at a place drawn
+    uniformly inside its bin (``seed``: a stateless seed).  Drawn rather than read off
+    the value, so equal values (a flat region) spread over their quantiles as a sort
+    that breaks ties would spread them, instead of all taking one target."""
+    _, _, cdf, where, _ = grid
+    edges = at_levels(table, cdf)  # (K, bins + 1)
+    at = _row_gather(tf.stack([edges[:, :-1], edges[:, 1:] - edges[:, :-1]], -1), where)
+    return at[..., 0] + tf.random.stateless_uniform(tf.shape(where), seed) * at[..., 1]
+
+
+def quantile_table(values, levels: int = _LEVELS) -> tf.Tensor:
+    """``Q(u)`` of each row at ``u = 0, 1/levels, ..., 1`` (``(K, levels + 1)``)."""
+    low, width, cdf, _, _ = _histogram(values)
+    rows = tf.shape(values)[0]
+    u = tf.tile(tf.linspace(0.0, 1.0, levels + 1)[None], [rows, 1])
+    j = tf.clip_by_value(tf.searchsorted(cdf, u, side="right") - 1, 0, _BINS - 1)
+    below, above = tf.gather(cdf, j, batch_dims=1), tf.gather(cdf, j + 1, batch_dims=1)
+    inside = tf.where(above > below, (u - below) / tf.maximum(above - below, 1e-30), 0.5)
+    return low + (tf.cast(j, tf.float32) + inside) * width
+
+
+def at_levels(table, u) -> tf.Tensor:
+    """``Q(u)`` by linear interpolation in a ``quantile_table``."""
+    levels = int(table.shape[1]) - 1
+    where = tf.clip_by_value(u, 0.0, 1.0) * levels
+    i = tf.clip_by_value(tf.cast(tf.floor(where), tf.int32), 0, levels - 1)
+    steps = _row_gather(tf.stack([table[:, :-1], table[:, 1:] - table[:, :-1]], -1), i)
+    return steps[..., 0] + (where - tf.cast(i, tf.float32)) * steps[..., 1]
+
+
+def sorted_distance(mine, style) -> tf.Tensor:
+    """The sorted form, ``mean((sort(p) - Q_s((i + 1/2) / n))^2)`` per ``(K, n)`` rows
+    against ``(K, n_s)`` (the reference ``SlicedStyleTerm`` approximates)."""
+    n, n_s = tf.shape(mine)[1], tf.shape(style)[1]
+    where = tf.clip_by_value((tf.cast(tf.range(n), tf.float32) + 0.5) / tf.cast(n, tf.float32)
+                             * tf.cast(n_s, tf.float32) - 0.5, 0.0, tf.cast(n_s - 1, tf.float32))
     low = tf.cast(tf.floor(where), tf.int32)
-    high = tf.minimum(low + 1, n - 1)
-    frac = (where - tf.cast(low, tf.float32))[:, None]
-    return tf.gather(sorted_values, low) * (1 - frac) + tf.gather(sorted_values, high) * frac
+    high = tf.minimum(low + 1, n_s - 1)
+    s = tf.sort(style, axis=1)
+    frac = where - tf.cast(low, tf.float32)
+    target = tf.gather(s, low, axis=1) * (1 - frac) + tf.gather(s, high, axis=1) * frac
+    return tf.reduce_mean(tf.square(tf.sort(mine, axis=1) - target))
 
 
 class GuidedGramTerm(Term):
