@@ -718,9 +718,6 @@ def _check_masks(config: Config, n_styles: int) -> None:
     if len(masks) != n_styles:
         raise UserError(f"--style_masks has {len(masks)} masks but there are {n_styles} style "
                         "images; give one mask per --style_image, in the same order")
-    if config.style_loss == "sliced_wasserstein":
-        raise UserError("--style_masks work with --style_loss=gram or wasserstein; "
-                        "sliced_wasserstein matches the whole picture's distribution")
     for mask in masks:
         if isinstance(mask, str) and not mask.lower().startswith(("http://", "https://")) \
                 and not os.path.isfile(mask):

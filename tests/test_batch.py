@@ -83,6 +83,32 @@ def test_items_from_files_folders_globs_and_zip(folder):
         batch.make_items(str(folder / "*.gif"), str(folder / "wave.png"))
 
 
+def test_a_photo_with_its_own_mask_uses_it_and_the_others_take_style_masks(tmp_path):
+    import numpy as np
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(2):
+        Image.fromarray(make_picture(48, 64, i)).save(photos / f"p{i}.png")
+    left = np.zeros((48, 64), np.uint8)
+    left[:, :32] = 255
+    Image.fromarray(left).save(photos / "p0.mask1.png")  # p0's own mask
+    everywhere = tmp_path / "all.png"
+    Image.fromarray(np.full((48, 64), 255, np.uint8)).save(everywhere)
+    Image.fromarray(make_picture(40, 56, 7)).save(tmp_path / "wave.png")
+    items = batch.make_items(str(photos), str(tmp_path / "wave.png"))
+    assert [(i.name, i.masks) for i in items] == [
+        ("p0__wave", (str(photos / "p0.mask1.png"),)), ("p1__wave", None)]  # no mask item
+    out = tmp_path / "out"
+    assert run_batch(f"--content_image={photos}", f"--style_image={tmp_path / 'wave.png'}",
+                     f"--output_dir={out}", f"--style_masks={everywhere}", "--iterations=2",
+                     *FAST) == 0
+    masks = {item: json.load(open(out / item / "run.json"))["flags"]["style_masks"]
+             for item in ("p0__wave", "p1__wave")}
+    assert masks == {"p0__wave": [str(photos / "p0.mask1.png")],
+                     "p1__wave": [str(everywhere)]}
+
+
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(folder, tmp_path, capsys,
                                                          monkeypatch):
     out = tmp_path / "out"

@@ -294,6 +294,29 @@ def test_two_ray_workers_give_two_blended_chunks_of_the_right_length(clips, tmp_
 # Bad input
 
 
+def test_style_masks_reach_every_frame(clips, tmp_path):
+    from PIL import Image
+
+    left = np.zeros((48, 64), np.uint8)
+    left[:, :32] = 255
+    Image.fromarray(left).save(tmp_path / "left.png")
+    Image.fromarray(255 - left).save(tmp_path / "right.png")
+    Image.fromarray(make_picture(40, 56, 5)).save(tmp_path / "other.png")
+    styles = f"--style_image={clips / 'style.png'},{tmp_path / 'other.png'}"
+    made = {}
+    for name, extra in {"masked": [f"--style_masks={tmp_path / 'left.png'},"
+                                   f"{tmp_path / 'right.png'}"], "blend": []}.items():
+        out = tmp_path / f"{name}.mp4"
+        assert video.main(["nst_keras.video", f"--video={clips / 'clip.mp4'}", styles,
+                           f"--output={out}", *FAST, "--frames=0:2", "--temporal_weight=0",
+                           *extra]) == 0
+        made[name] = frame_bytes(tmp_path / f"{name}_frames" / "frames")
+        record = json.load(open(tmp_path / f"{name}_frames" / "video.json"))
+        assert bool(record["key"]["settings"]["style_masks"]) == (name == "masked")
+    assert len(made["masked"]) == 2
+    assert all(made["masked"][n] != made["blend"][n] for n in made["masked"])
+
+
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(clips, tmp_path, capsys):
     text = tmp_path / "notes.mp4"
     text.write_text("not a film")

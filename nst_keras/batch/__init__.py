@@ -14,6 +14,11 @@ from their checkpoints.  A bad item (unreadable file, image too small,
 failed download) is recorded with its reason and the others go on.  Items
 sharing a style compute its Gram targets once per worker.
 
+Each item has one painting, so ``--style_masks`` takes one mask, used for
+every photo (resized to each); a photo with its own mask beside it,
+``<photo stem>.mask1.png``, uses that one instead (folders skip such files
+as photos).
+
 ``--workers=N`` runs the items on a local Ray runtime with N workers;
 ``--ray_address=HOST:PORT`` (or ``auto``) on an existing Ray cluster whose
 workers all see ``--output_dir`` (``nst_keras.pool``).  Without either,
@@ -30,6 +35,7 @@ import collections
 import dataclasses
 import glob
 import os
+import re
 import sys
 import time
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Union
@@ -58,17 +64,36 @@ cli.define_flags(FLAGS, settings.BatchOptions)
 
 @dataclasses.dataclass(frozen=True)
 class Item:
-    """One content x style pair and its run directory's name."""
+    """One content x style pair, its run directory's name, and the photo's own style
+    mask if one lies beside it (``<photo stem>.mask1.png``; ``None``: ``--style_masks``)."""
 
     name: str
     content: str
     style: str
+    masks: Optional[tuple] = None
+
+
+MASK_NAME = re.compile(r"\.mask\d+$", re.IGNORECASE)  # photo.mask1.png: a mask, no photo
 
 
 def _image_files(folder: str) -> List[str]:
     names = sorted(n for n in os.listdir(folder) if not n.startswith(".") and
-                   n.lower().endswith(IMAGE_EXTENSIONS))
+                   n.lower().endswith(IMAGE_EXTENSIONS) and
+                   not MASK_NAME.search(os.path.splitext(n)[0]))
     return [os.path.join(folder, n) for n in names if os.path.isfile(os.path.join(folder, n))]
+
+
+def own_masks(content: str) -> Optional[tuple]:
+    """The mask beside a local photo, ``<stem>.mask1.png`` (or another image
+    extension), as a 1-tuple; ``None`` if there is none (or the photo is a URL)."""
+    if imaging.is_url(content):
+        return None
+    stem = os.path.splitext(content)[0]
+    for ext in IMAGE_EXTENSIONS:
+        for candidate in (stem + ".mask1" + ext, stem + ".mask1" + ext.upper()):
+            if os.path.isfile(candidate):
+                return (candidate,)
+    return None
 
 
 def expand(sources: Sources, flag: str) -> List[str]:
@@ -123,7 +148,8 @@ def make_items(contents: Sources, styles: Sources, pairing: str = "product") -> 
     for c, s in pairs:
         name = f"{_stem(c)}__{_stem(s)}"
         seen[name] += 1
-        items.append(Item(name if seen[name] == 1 else f"{name}_{seen[name]}", c, s))
+        items.append(Item(name if seen[name] == 1 else f"{name}_{seen[name]}", c, s,
+                          own_masks(c)))
     return items
 
 
@@ -145,6 +171,8 @@ def item_config(config: settings.Config, item: Item, out_dir: str):
     run_dir = os.path.join(out_dir, item.name)
     config = config.replace(content_image=item.content, style_image=item.style,
                             output_dir=run_dir, resume=None)
+    if item.masks:
+        config = config.replace(style_masks=list(item.masks))
     previous = manifest.read_json(os.path.join(run_dir, manifest.RUN_JSON))
     if previous.get("status") == "finished":
         return None, previous.get("steps")

@@ -52,7 +52,8 @@ measured in units of the photo's own colour distance from the painting
 hard as the photo is far.
 
 Masks (``--style_masks``): style ``k`` is compared with the output's
-statistics weighted by its mask ``m_k`` -- a guided statistic (Gatys et al.,
+statistics weighted by its mask ``m_k`` (for the sliced loss: the
+distribution of the region's positions, weighted histograms and mean) -- a guided statistic (Gatys et al.,
 "Controlling Perceptual Factors in Neural Style Transfer", CVPR 2017) -- and
 the styles' terms are added with their blend weights.
 """
@@ -267,6 +268,9 @@ class SlicedStyleTerm(Term):
       layer_weights, factors: as ``WassersteinStyleTerm``.
       directions: ``K``; ``seed``: with the step, what draws them.
       region_weights: ``b_k`` (normalised blend weights).
+      masks: ``layer_masks`` of the output (painting ``k`` is matched by the
+        output's distribution weighted by ``m_k``: weighted histograms and a
+        weighted mean), or ``None``.
     """
 
     name = "style_loss"
@@ -275,12 +279,15 @@ class SlicedStyleTerm(Term):
     state_names = ("factors",)
 
     def __init__(self, style_features, layer_weights, factors, directions: int, seed: int,
-                 region_weights=(1.0,)):
+                 region_weights=(1.0,), masks=None):
         self.style_features, self.layer_weights = style_features, layer_weights
         self.factors, self.directions, self.seed = factors, int(directions), int(seed)
-        self.region_weights = tuple(region_weights)
+        self.region_weights, self.masks = tuple(region_weights), masks
         self.layers = tuple(style_features[0])
         self.draw = tf.Variable(0, dtype=tf.int64, trainable=False)
+
+    def inputs(self, region=None):
+        return _mask_inputs(self.masks, region, key="layers")
 
     def at_step(self, step: int) -> None:
         self.draw.assign(int(step))
@@ -291,21 +298,28 @@ class SlicedStyleTerm(Term):
         return d / tf.norm(d, axis=0, keepdims=True)
 
     def sums(self, features, image, inputs, part):
-        return {k: tf.reshape(tf.cast(part.features(features[k], k), tf.float32),
-                              (-1, features[k].shape[-1])) for k in self.layers}
+        """``({layer: (n, c) features}, {layer: [(n,) weights per painting]} or None)``."""
+        flats = {k: tf.reshape(tf.cast(part.features(features[k], k), tf.float32),
+                               (-1, features[k].shape[-1])) for k in self.layers}
+        masks = inputs.get("masks")
+        weights = None if masks is None else {
+            k: [tf.reshape(part.features(m, k), (-1,)) for m in masks[k]] for k in self.layers}
+        return flats, weights
 
     def layer_distances(self, sums) -> Dict[str, tf.Tensor]:
-        """``{layer: sum_k b_k mean((p - Q_k(F(p)))^2)}``, before the factors."""
+        """``{layer: sum_k b_k mean_{m_k}((p - Q_k(F_k(p)))^2)}``, before the factors."""
+        flats, weights = sums
         out = {}
         for index, k in enumerate(self.layers):
-            flat = sums[k]
+            flat = flats[k]
             d = self._directions(index, int(flat.shape[-1]))
             mine = tf.matmul(d, flat, transpose_a=True, transpose_b=True)  # (K, n)
-            grid = _histogram(tf.stop_gradient(mine))
+            grid = _histogram(tf.stop_gradient(mine)) if weights is None else None
             seed = tf.stack([tf.constant(self.seed * 131 + 64 + index, tf.int64), self.draw])
-            out[k] = tf.add_n([b * matched_distance(mine, tf.matmul(
-                d, style[k], transpose_a=True, transpose_b=True), seed, grid)
-                for b, style in zip(self.region_weights, self.style_features)])
+            out[k] = tf.add_n([b * matched_distance(
+                mine, tf.matmul(d, style[k], transpose_a=True, transpose_b=True), seed, grid,
+                None if weights is None else weights[k][i])
+                for i, (b, style) in enumerate(zip(self.region_weights, self.style_features))])
         return out
 
     def finish(self, sums) -> tf.Tensor:
@@ -326,28 +340,41 @@ def _row_gather(table, index):
     return tf.gather(flat, index + tf.range(rows)[:, None] * width)
 
 
-def _histogram(values, bins: int = _BINS):
+def _histogram(values, bins: int = _BINS, weights=None):
     """Per row of ``(K, n)`` values: ``(low, width, cdf, bin, position)`` -- equal bins
-    from the row's min to max, ``cdf`` ``(K, bins + 1)`` the fraction below each edge."""
+    from the row's min to max, ``cdf`` ``(K, bins + 1)`` the fraction below each edge
+    (of the ``(n,)`` ``weights``' total, if given)."""
     low = tf.reduce_min(values, 1, keepdims=True)
     width = tf.maximum(tf.reduce_max(values, 1, keepdims=True) - low, 1e-30) / bins
     position = (values - low) / width
     where = tf.clip_by_value(tf.cast(tf.floor(position), tf.int32), 0, bins - 1)
     rows = tf.shape(values)[0]
-    counts = tf.math.bincount(tf.reshape(where + tf.range(rows)[:, None] * bins, [-1]),
-                              minlength=rows * bins, maxlength=rows * bins, dtype=tf.int32)
-    cdf = tf.concat([tf.zeros((rows, 1)), tf.cumsum(tf.cast(tf.reshape(
-        counts, (rows, bins)), tf.float32), 1)], 1) / tf.cast(tf.shape(values)[1], tf.float32)
+    ids = tf.reshape(where + tf.range(rows)[:, None] * bins, [-1])
+    if weights is None:
+        counts = tf.cast(tf.math.bincount(ids, minlength=rows * bins, maxlength=rows * bins,
+                                          dtype=tf.int32), tf.float32)
+        total = tf.cast(tf.shape(values)[1], tf.float32)
+    else:
+        counts = tf.math.unsorted_segment_sum(tf.reshape(tf.tile(
+            tf.cast(weights, tf.float32)[None], [rows, 1]), [-1]), ids, rows * bins)
+        total = tf.maximum(tf.reduce_sum(tf.cast(weights, tf.float32)), 1e-12)
+    cdf = tf.concat([tf.zeros((rows, 1)), tf.cumsum(tf.reshape(counts, (rows, bins)), 1)],
+                    1) / total
     return low, width, cdf, where, position
 
 
-def matched_distance(mine, style, seed, grid=None) -> tf.Tensor:
+def matched_distance(mine, style, seed, grid=None, weights=None) -> tf.Tensor:
     """``mean((p - Q_s(F(p)))^2)`` of ``(K, n)`` projections against a painting's
     ``(K, n_s)``, the target held fixed (``grid``: ``mine``'s ``_histogram``;
-    ``seed``: ``transport``'s)."""
-    grid = _histogram(tf.stop_gradient(mine)) if grid is None else grid
+    ``seed``: ``transport``'s).  ``weights`` (``(n,)``, a mask): ``F`` and the mean
+    weighted by them, the distance of the masked region's distribution."""
+    if grid is None:
+        grid = _histogram(tf.stop_gradient(mine), weights=weights)
     target = tf.stop_gradient(transport(grid, quantile_table(style), seed))
-    return tf.reduce_mean(tf.square(mine - target))
+    if weights is None:
+        return tf.reduce_mean(tf.square(mine - target))
+    return tf.reduce_sum(tf.square(mine - target) * weights) / (
+        tf.maximum(tf.reduce_sum(weights), 1e-12) * tf.cast(tf.shape(mine)[0], tf.float32))
 
 
 def transport(grid, table, seed) -> tf.Tensor:
@@ -456,13 +483,13 @@ def build_style_term(loss: str, normalization: str, moments_of, features_of,
     """
     w = dict(zip(layers, _normalised(layer_weights, len(layers))))
     blend = _normalised(blend_weights, len(style_images))
-    if loss == "sliced_wasserstein":
-        return _sliced(normalization, features_of, content_image, style_images, layers, w,
-                       blend, pixels, directions, seed)
-    styles = [moments_of(tf.constant(s)) for s in style_images]
     shapes = {k: tuple(int(d) for d in features_of(tf.constant(content_image))[k].shape[1:3])
               for k in layers} if masks is not None else None
     per_layer = layer_masks(masks, shapes)
+    if loss == "sliced_wasserstein":
+        return _sliced(normalization, features_of, content_image, style_images, layers, w,
+                       blend, pixels, directions, seed, per_layer)
+    styles = [moments_of(tf.constant(s)) for s in style_images]
     regions = [None] if masks is None else [{k: per_layer[k][i] for k in layers}
                                            for i in range(len(masks))]
     photo = [moments_of(tf.constant(content_image), r) for r in regions]
@@ -508,16 +535,17 @@ def _guided_gram(normalization, styles, photo, per_layer, layers, w, blend, pixe
 
 
 def _sliced(normalization, features_of, content_image, style_images, layers, w, blend,
-            pixels, directions, seed):
+            pixels, directions, seed, per_layer=None):
     styles = [{k: tf.reshape(tf.cast(f[k], tf.float32), (-1, f[k].shape[-1])) for k in layers}
               for f in (features_of(tf.constant(s)) for s in style_images)]
     energy = {k: sum(b * float(tf.reduce_mean(tf.reduce_sum(tf.square(s[k]), 1)))
                      for b, s in zip(blend, styles)) for k in layers}
     factors = {k: pixels / max(energy[k], 1e-12) if normalization in RELATIVE else 1.0
                for k in layers}
-    term = SlicedStyleTerm(styles, w, factors, directions, seed, blend)
+    term = SlicedStyleTerm(styles, w, factors, directions, seed, blend, per_layer)
     if normalization in ("gap", "gap_total"):  # the photo's own distance, at draw 0
-        photo = term.sums(features_of(tf.constant(content_image)), None, {}, WHOLE)
+        photo = term.sums(features_of(tf.constant(content_image)), None, term.inputs(None),
+                          WHOLE)
         single = {k: float(v) for k, v in term.layer_distances(photo).items()}
         if normalization == "gap":
             term.factors = {k: pixels / max(single[k], 1e-12) for k in layers}
