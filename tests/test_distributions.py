@@ -115,12 +115,34 @@ def test_sliced_wasserstein_draws_from_the_step_and_refuses_tiling(extractor):
     b = float(built.terms(x)["style_loss"])
     built.at_step(3)
     assert float(built.terms(x)["style_loss"]) == a and a != b and a > 0
+    assert built.hold_draws(10)  # as under L-BFGS: one draw for steps 10..19
+    built.at_step(13)
+    held = float(built.terms(x)["style_loss"])
+    built.at_step(19)
+    assert float(built.terms(x)["style_loss"]) == held
+    built.at_step(20)
+    assert float(built.terms(x)["style_loss"]) != held
     at_style = objective.build_objective(extractor, image(1), [image(1)], **KW,
                                          style_loss="sliced_wasserstein")
     assert float(at_style.terms(tf.constant(image(1)))["style_loss"]) < 1e-6 * pixels_ratio()
     with pytest.raises(UserError, match="sliced_wasserstein .*cannot be tiled"):
         tiling.build_tiled_objective(extractor, image(0), [image(1)], tile_size=TILE, halo=32,
                                      **KW, style_loss="sliced_wasserstein")
+
+
+def test_lbfgs_runs_every_iteration_of_a_sliced_run_and_lowers_its_loss():
+    config = Config(weights="random", seed=3, img_nrows=48, iterations=25, optimizer="lbfgs",
+                    precision="float32", content_layers=CONTENT, style_layers=STYLE,
+                    loss_normalization="gap_total", content_weight=1.0, style_weight=100.0,
+                    total_variation_weight=0.1, style_loss="sliced_wasserstein", log_every=1,
+                    save_every=0)
+    result = stylize(config, content=make_picture(48, 64, 0), style=[make_picture(40, 56, 1)],
+                     log=lambda s: None)
+    # A new draw every 10 steps would end one L-BFGS-B run early (its line search
+    # sees another function); restarted at each draw, it makes all 25.
+    assert [h["iteration"] for h in result.history] == list(range(1, 26))
+    style = [h["style_loss"] for h in result.history]
+    assert style[-1] < 0.5 * style[0]
 
 
 @pytest.mark.parametrize("n, n_style", [(50000, 31000), (300, 200), (1000, 5000)])

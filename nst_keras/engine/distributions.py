@@ -22,7 +22,8 @@ floored at a small fraction of the mean one (``trace_sqrt``).
 "A Sliced Wasserstein Loss for Neural Texture Synthesis", CVPR 2021): the
 features and the painting's are projected on ``K`` random unit directions,
 drawn anew at every step from ``(--seed, step)`` (so a resumed run draws the
-same ones), and each output projection is compared with the painting's
+same ones; under L-BFGS every ``optim.LBFGS_HOLD`` steps, the optimiser
+restarting at each draw, since its line search needs one fixed function), and each output projection is compared with the painting's
 projection at the same quantile -- ``mean((p - Q_s(F(p)))^2)``, ``F`` the
 output's distribution function and ``Q_s`` the painting's quantile function:
 the sorted projections matched rank by rank, with the target held fixed in
@@ -289,8 +290,10 @@ class SlicedStyleTerm(Term):
     def inputs(self, region=None):
         return _mask_inputs(self.masks, region, key="layers")
 
+    hold = 1  # steps per draw (``Term.hold``)
+
     def at_step(self, step: int) -> None:
-        self.draw.assign(int(step))
+        self.draw.assign(int(step) // self.hold)
 
     def _directions(self, index: int, channels: int):
         seed = tf.stack([tf.constant(self.seed * 131 + index, tf.int64), self.draw])

@@ -61,6 +61,14 @@ class Terms:
         for _, term in self.items:
             term.at_step(step)
 
+    def hold_draws(self, steps: int) -> bool:
+        """Makes every randomly drawing term keep a draw for ``steps`` steps (0..steps-1,
+        steps..2 steps-1, ...); whether there is any such term."""
+        drawing = [t for _, t in self.items if t.hold is not None]
+        for term in drawing:
+            term.hold = int(steps)
+        return bool(drawing)
+
     def network_terms(self) -> List[Weighted]:
         return [(w, t) for w, t in self.items if t.layers]
 

@@ -22,7 +22,7 @@ Which loss a step reports:
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 import keras
 import numpy as np
@@ -126,6 +126,9 @@ class GradientDescent:
         return step
 
 
+LBFGS_HOLD = 10  # L-BFGS steps per random draw of a drawing term (then a restart)
+
+
 class LBFGS:
     """SciPy's L-BFGS-B over the flattened image, on the same objective.
 
@@ -145,6 +148,9 @@ class LBFGS:
         # would break its line search and curvature pairs).
         self.bounds = bounds
         self.evaluations = 0
+        # Restart every this many steps (at multiples of it): the objective changes
+        # there (``Objective.hold_draws``).  None: one run over all steps.
+        self.restart_every: Optional[int] = None
 
     def state(self):
         return []
@@ -157,6 +163,19 @@ class LBFGS:
         return "nothing"
 
     def run(self, first_step: int, last_step: int, on_step: OnStep) -> int:
+        """Steps ``first_step..last_step`` (in pieces of ``restart_every``)."""
+        every, step = self.restart_every, first_step - 1
+        while step < last_step:
+            end = last_step if not every else min(last_step, (step + 1) // every * every
+                                                  + every - 1)
+            reached, stopped = self._minimize(step + 1, end, on_step)
+            if stopped or reached < end:  # by on_step, or a line search that failed
+                return reached
+            step = end
+        return step
+
+    def _minimize(self, first_step: int, last_step: int, on_step: OnStep) -> Tuple[int, bool]:
+        """One L-BFGS-B run; ``(last step reached, whether on_step stopped it)``."""
         shape = tuple(self.image.shape)
         cache = {}
 
@@ -179,6 +198,7 @@ class LBFGS:
             else:
                 terms = self.loss.terms(self.image)
             if on_step(state["step"], terms) is False:
+                state["stopped"] = True
                 raise StopIteration
 
         x0 = self.image.numpy().astype(np.float64).ravel()
@@ -202,7 +222,7 @@ class LBFGS:
         if state["step"] < first_step:
             # No iteration completed (e.g. line search failed at once).
             self.image.assign(result.x.reshape(shape).astype(np.float32))
-        return state["step"]
+        return state["step"], bool(state.get("stopped"))
 
 
 def make_optimizer(name, loss, image, learning_rate, decay_steps, decay_rate,

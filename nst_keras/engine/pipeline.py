@@ -468,6 +468,9 @@ def run_stage(run: Run, stage: Stage, inputs: StageInputs, start: np.ndarray, ex
         run.log(f"tiled: {len(tiles)} tiles of {objective.tile_size} pixels, halo "
                 f"{objective.halo}, on {objective.spread.replicas} replica(s)")
     image, optimizer = _image_and_optimizer(run, objective, start)
+    hold = optim.LBFGS_HOLD if config.optimizer == "lbfgs" else 1
+    if objective.hold_draws(hold) and hold > 1:
+        optimizer.restart_every = hold
     if previous is not None and config.optimizer != "lbfgs":
         carried = optimizer.warm_start(previous.optimizer, (stage.rows, stage.cols))
         run.log(f"warm start from the previous scale: {carried}")

@@ -225,6 +225,11 @@ class Term:
     state_names: Tuple[str, ...] = ()
     reusable = True  # False: its numbers are constants of the step (never adopted)
 
+    # Steps that share one random draw (``at_step``); None: the term draws nothing.
+    # L-BFGS sets it above 1 (``Objective.hold_draws``): its line search and
+    # curvature pairs need one fixed function, so it restarts at each new draw.
+    hold: Optional[int] = None
+
     def at_step(self, step: int) -> None:
         """Called before the evaluations of optimiser step ``step`` (a term that
         draws random directions draws them from the step)."""
