@@ -39,6 +39,7 @@ OPTIMIZERS = ("sgd", "adam", "lbfgs")
 PRECISIONS = ("auto",) + hardware.PRECISIONS
 LOSS_NORMALIZATIONS = ("keras_io", "scaled", "gap", "gap_total")
 STYLE_LOSSES = ("gram", "wasserstein", "sliced_wasserstein")
+COLOR_LOSSES = ("gaussian", "sliced")
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos", "box", "hamming")
 COLOR_MODES = ("none", "luminance", "histogram")
 INITS = ("content", "noise", "style")
@@ -417,6 +418,11 @@ class Config:
     color_weight: float = _objective(
         0.0, "Weight of the colour term: the picture's pixel colours pulled towards the "
         "painting's (mean and covariance; 0: off).", flag="float", check=_weight)
+    color_loss: str = _objective(
+        "gaussian", "What --color_weight matches of the painting's colours: gaussian (mean "
+        "and covariance, Wasserstein-2; tiles exactly) or sliced (the whole colour "
+        "distribution, sliced Wasserstein along 16 fixed directions; not tiled).",
+        choices=COLOR_LOSSES)
     loss_normalization: str = _objective(
         "keras_io", "keras_io (the tutorial's objective), scaled (each term a relative error: "
         "one set of weights for any network, size and layers), gap (scaled, each style layer "

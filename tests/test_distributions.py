@@ -13,7 +13,7 @@ from PIL import Image
 
 from conftest import make_picture
 from nst_keras import Config
-from nst_keras.engine import distributions, objective, tiling, vgg
+from nst_keras.engine import distributions, objective, terms, tiling, vgg
 from nst_keras.errors import UserError
 from nst_keras.output import checkpoint
 from nst_keras.output.stylize import stylize
@@ -145,6 +145,23 @@ def test_lbfgs_runs_every_iteration_of_a_sliced_run_and_lowers_its_loss():
     assert style[-1] < 0.5 * style[0]
 
 
+def test_sliced_colour_term_is_nil_at_the_paintings_colours_and_not_tiled(extractor):
+    photo, painting = image(0), image(1)
+    term = distributions.build_color_term("scaled", photo, [painting], float(ROWS * COLS),
+                                          loss="sliced")
+    at = {name: float(term.finish(term.sums({}, tf.constant(x), term.inputs(None),
+                                            terms.WHOLE)))
+          for name, x in {"photo": photo, "painting": painting,
+                          "shuffled": np.random.default_rng(0).permutation(
+                              painting.reshape(-1, 3)).reshape(painting.shape)}.items()}
+    assert at["photo"] == pytest.approx(ROWS * COLS, rel=1e-4)  # in units of the photo's
+    assert at["painting"] < 1e-3 * at["photo"]
+    assert at["shuffled"] < 1e-3 * at["photo"]  # colours only, not where they are
+    with pytest.raises(UserError, match="--color_loss=sliced .*cannot be tiled"):
+        tiling.build_tiled_objective(extractor, photo, [painting], tile_size=TILE, halo=32,
+                                     **KW, color_weight=1.0, color_loss="sliced")
+
+
 @pytest.mark.parametrize("n, n_style", [(50000, 31000), (300, 200), (1000, 5000)])
 def test_sliced_histogram_matches_the_sorted_form_in_value_and_gradient(n, n_style):
     rng = np.random.default_rng(5)
@@ -210,11 +227,12 @@ class StopAt:
         pass
 
 
-@pytest.mark.parametrize("loss,optimizer", [("wasserstein", "sgd"), ("wasserstein", "adam"),
-                                            ("sliced_wasserstein", "sgd"),
-                                            ("sliced_wasserstein", "adam"), ("gram", "adam")])
-def test_resume_is_bit_for_bit_with_each_loss(files, tmp_path, loss, optimizer):
-    extra = dict(style_loss=loss, optimizer=optimizer, color_weight=1.0)
+@pytest.mark.parametrize("loss,optimizer,color_loss", [
+    ("wasserstein", "sgd", "gaussian"), ("wasserstein", "adam", "gaussian"),
+    ("sliced_wasserstein", "sgd", "gaussian"), ("sliced_wasserstein", "adam", "sliced"),
+    ("gram", "adam", "sliced")])
+def test_resume_is_bit_for_bit_with_each_loss(files, tmp_path, loss, optimizer, color_loss):
+    extra = dict(style_loss=loss, optimizer=optimizer, color_weight=1.0, color_loss=color_loss)
     straight = tiny_config(files, tmp_path / "straight", **extra)
     stylize(straight, log=lambda s: None)
     stopped = tiny_config(files, tmp_path / "stopped", **extra)
@@ -224,11 +242,12 @@ def test_resume_is_bit_for_bit_with_each_loss(files, tmp_path, loss, optimizer):
                                   checkpoint.load(str(tmp_path / "straight")).image)
 
 
-@pytest.mark.parametrize("loss, color_weight, scales", [
-    ("gram", 10.0, None), ("wasserstein", 0.0, None), ("sliced_wasserstein", 0.0, None),
-    ("wasserstein", 0.0, [32, 48])])  # coarse to fine: the masks resized at each scale
+@pytest.mark.parametrize("loss, color_weight, scales, color_loss", [
+    ("gram", 10.0, None, "gaussian"), ("gram", 10.0, None, "sliced"),
+    ("wasserstein", 0.0, None, "gaussian"), ("sliced_wasserstein", 0.0, None, "gaussian"),
+    ("wasserstein", 0.0, [32, 48], "gaussian")])  # coarse to fine: masks resized per scale
 def test_a_masked_two_style_run_gives_each_half_its_own_palette(tmp_path, loss, color_weight,
-                                                                scales):
+                                                                scales, color_loss):
     rows, cols = 48, 64
     photo = make_picture(rows, cols, 0)
     red = np.zeros((rows, cols, 3), np.uint8)
@@ -242,7 +261,7 @@ def test_a_masked_two_style_run_gives_each_half_its_own_palette(tmp_path, loss, 
                     loss_normalization="scaled", content_weight=0.1, style_weight=10.0,
                     total_variation_weight=0.1, color_weight=color_weight,
                     style_masks=[left, 1 - left], style_loss=loss, log_every=0, save_every=0,
-                    scales=scales)
+                    scales=scales, color_loss=color_loss)
     result = stylize(config, content=photo, style=[red, blue], log=lambda s: None)
     pic = result.image.astype(float)
     lh, rh = pic[:, :cols // 2 - 4], pic[:, cols // 2 + 4:]

@@ -317,7 +317,8 @@ def build_objective(extractor, content_image, style_images, *, content_layers,
                     normalization="keras_io", blend_weights=None, layer_weights=None,
                     jit_compile=False, target_cache=None, network_key=None,
                     extra_terms=(), style_loss="gram", color_weight=0.0, style_masks=None,
-                    sliced_directions=32, seed=0, color_images=None) -> Objective:
+                    sliced_directions=32, seed=0, color_images=None,
+                    color_loss="gaussian") -> Objective:
     """Computes the targets and returns the ``Objective``.
 
     Args:
@@ -336,7 +337,7 @@ def build_objective(extractor, content_image, style_images, *, content_layers,
       style_loss, sliced_directions, seed: the style statistics matched
         (``engine.distributions``); style_masks: ``(1, rows, cols, 1)`` masks in
         0..1, one per style image (a style per region).
-      color_weight, color_images: the colour term's weight and the pictures
+      color_weight, color_images, color_loss: the colour term's weight, the pictures
         whose colours it pulls towards (default: the style images).
     """
     if normalization not in NORMALIZATIONS:
@@ -365,7 +366,7 @@ def build_objective(extractor, content_image, style_images, *, content_layers,
     if color_weight:
         terms.append((float(color_weight), distributions.build_color_term(
             normalization, content_image, color_images or style_images, pixels,
-            blend_weights, style_masks)))
+            blend_weights, style_masks, color_loss)))
     if isinstance(target_cache, TargetCache):  # a worker reuses one compiled step per shape
         return target_cache.objective(extractor, terms,
                                       lambda: Objective(extractor, terms, jit_compile))

@@ -273,7 +273,8 @@ def build_loss(config: Config, content_picture, style_pictures, backbone=None,
         layer_weights=config.style_layer_weights if style_layers else None,
         jit_compile=config.jit_compile, style_loss=config.style_loss,
         color_weight=config.color_weight, style_masks=masks,
-        sliced_directions=config.sliced_directions, seed=config.seed)
+        sliced_directions=config.sliced_directions, seed=config.seed,
+        color_loss=config.color_loss)
     content = vgg.preprocess_image(content_picture)
     styles = [vgg.preprocess_image(p) for p in style_pictures]
     tile = memory.tile_size_for(content.shape[1], content.shape[2], config)

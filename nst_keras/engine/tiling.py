@@ -537,7 +537,8 @@ def build_tiled_objective(extractor, content_image, style_images, *, content_lay
                           normalization="keras_io", blend_weights=None, layer_weights=None,
                           tile_size=1024, halo=192, strategy=None, jit_compile=False,
                           extra_terms=(), style_loss="gram", color_weight=0.0,
-                          style_masks=None, sliced_directions=32, seed=0) -> TiledObjective:
+                          style_masks=None, sliced_directions=32, seed=0,
+                          color_loss="gaussian") -> TiledObjective:
     """``objective.build_objective`` computed in tiles (targets included).
 
     Args are ``build_objective``'s (network images ``(1, rows, cols, 3)``), and
@@ -550,7 +551,9 @@ def build_tiled_objective(extractor, content_image, style_images, *, content_lay
     check_tiling(strides, list(content_layers) + list(style_layers), tile_size, halo)
     names = not_tileable([(1.0, term) for _, _, term in extra_terms])
     if style_layers and style_loss == "sliced_wasserstein":
-        names.insert(0, "--style_loss=sliced_wasserstein (it sorts every position at once)")
+        names.insert(0, "--style_loss=sliced_wasserstein (it ranks every position at once)")
+    if color_weight and color_loss == "sliced":
+        names.insert(0, "--color_loss=sliced (it ranks every pixel at once)")
     if names:  # before any target is computed
         raise UserError(f"{', '.join(names)} cannot be tiled; lower --img_nrows or set "
                         "--tile_size=0")
