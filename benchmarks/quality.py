@@ -101,20 +101,22 @@ def gap_closed(style_sim, photo_style_sim):
     return (style_sim - photo_style_sim) / (1.0 - photo_style_sim)
 
 
-def palette_distance(a_path, b_path, directions=64, levels=1024, size=256):
+def palette_distance(a_path, b_path, directions=64, levels=1024, sample=65536):
     """Sliced Wasserstein-2 distance between the RGB pixels (0..1) of two pictures:
     the root mean square, over ``directions`` fixed random unit directions in RGB,
     of the difference of the two projections' quantile functions (``levels``
-    levels).  Each picture is resized to at most ``size`` rows first, so pictures
-    of any size compare alike.  It sees only colours, never the network."""
+    levels).  Each picture's pixels are taken as they are, at most ``sample`` of
+    them drawn at random (seeded): resizing would blend neighbouring colours and
+    narrow the distribution.  It sees only colours, never the network."""
     import numpy as np
     from PIL import Image
 
     def pixels(path):
-        im = Image.open(path).convert("RGB")
-        if im.height > size:
-            im = im.resize((max(1, round(im.width * size / im.height)), size), Image.BILINEAR)
-        return np.asarray(im, np.float64).reshape(-1, 3) / 255.0
+        with Image.open(path) as im:
+            flat = np.asarray(im.convert("RGB"), np.float64).reshape(-1, 3) / 255.0
+        if len(flat) > sample:
+            flat = flat[np.random.default_rng(1).choice(len(flat), sample, replace=False)]
+        return flat
 
     d = np.random.default_rng(0).normal(size=(3, directions))
     d /= np.linalg.norm(d, axis=0, keepdims=True)

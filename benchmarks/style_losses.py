@@ -1,5 +1,6 @@
 """What each style loss costs per step: gram, wasserstein, sliced_wasserstein (and
-the colour term), on the same images, weights and size, in one process.
+the colour term, gaussian and sliced), on the same images, weights and size, in one
+process.
 
 Usage (from the repository root)::
 
@@ -59,7 +60,8 @@ def main() -> None:
               normalization="scaled")
     settings = {"gram": {}, "wasserstein": dict(style_loss="wasserstein"),
                 "sliced_wasserstein": dict(style_loss="sliced_wasserstein"),
-                "gram + colour": dict(color_weight=1.0)}
+                "gram + colour": dict(color_weight=1.0),
+                "gram + sliced colour": dict(color_weight=1.0, color_loss="sliced")}
     built, images = {}, {}
     times, cpu = {name: [] for name in settings}, {name: [] for name in settings}
     for name, extra in settings.items():

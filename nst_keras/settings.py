@@ -421,7 +421,7 @@ class Config:
     color_loss: str = _objective(
         "gaussian", "What --color_weight matches of the painting's colours: gaussian (mean "
         "and covariance, Wasserstein-2; tiles exactly) or sliced (the whole colour "
-        "distribution, sliced Wasserstein along 16 fixed directions; not tiled).",
+        "distribution, sliced Wasserstein along 32 random directions a step; not tiled).",
         choices=COLOR_LOSSES)
     loss_normalization: str = _objective(
         "keras_io", "keras_io (the tutorial's objective), scaled (each term a relative error: "

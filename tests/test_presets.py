@@ -41,7 +41,8 @@ def test_preset_reads_the_same_config_as_its_flagfile(content_path, style_path):
     assert config_for("--preset=fast", *images) == by_file
     assert config_for("--preset", "fast", *images) == by_file
     assert (by_file.optimizer, by_file.iterations, by_file.loss_normalization,
-            by_file.style_weight, by_file.pooling) == ("lbfgs", 50, "gap_total", 160.0, "avg")
+            by_file.style_weight, by_file.pooling, by_file.color_weight,
+            by_file.color_loss) == ("lbfgs", 50, "gap_total", 160.0, "avg", 50.0, "gaussian")
     assert by_file != config_for(*images)  # the preset changes settings
 
 

@@ -41,7 +41,7 @@ be tiled.
 Gaussians, on the pixels' colours (network image channels) instead of
 features, towards the painting's colours -- the palette, independent of the
 network.  ``SlicedColorTerm`` (``--color_loss=sliced``) matches the whole
-colour distribution instead, along 16 fixed directions in colour space.
+colour distribution instead, along random directions in colour space.
 
 Normalisation (``--loss_normalization``): ``keras_io`` takes the distances
 as they are (averaged over the layers with ``--style_layer_weights``); the
@@ -559,31 +559,29 @@ def _sliced(normalization, features_of, content_image, style_images, layers, w, 
     return term
 
 
-def color_directions(count: int = 16) -> np.ndarray:
-    """``(3, count)`` unit directions spread evenly over the sphere (a Fibonacci
-    lattice): fixed, so the sliced colour term is one function for every step."""
-    i = np.arange(count) + 0.5
-    z = 1.0 - 2.0 * i / count
-    angle = np.pi * (1.0 + 5.0 ** 0.5) * i
-    r = np.sqrt(1.0 - z * z)
-    return np.stack([r * np.cos(angle), r * np.sin(angle), z]).astype(np.float32)
-
-
 class SlicedColorTerm(Term):
     """``c * sum_k b_k mean_{m_k}((p - Q_k(F(p)))^2)`` over the pixels' projections on
-    ``color_directions`` (``--color_loss=sliced``): the whole colour distribution,
-    as ``SlicedStyleTerm`` matches features, with the painting's quantile tables
-    computed once (the directions are fixed)."""
+    ``K`` random directions in colour space (``--color_loss=sliced``): the whole
+    colour distribution, as ``SlicedStyleTerm`` matches features, its directions
+    drawn from ``(seed, step)`` the same way (fixed directions would not do: a
+    picture can match any few projections of a 3-D distribution and still miss
+    the others)."""
 
     name = "color_loss"
     tileable = False
     reusable = False
     state_names = ("factor",)
+    hold = 1  # steps per draw (``Term.hold``)
 
-    def __init__(self, tables, factor, masks=None, region_weights=(1.0,)):
-        self.tables, self.factor = tables, factor
+    def __init__(self, paintings, factor, masks=None, region_weights=(1.0,), seed: int = 0,
+                 directions: int = 32):
+        self.paintings, self.factor = paintings, factor  # [(n_s, 3) pixels]
         self.masks, self.region_weights = masks, tuple(region_weights)
-        self.directions = tf.constant(color_directions())
+        self.seed, self.count = int(seed), int(directions)
+        self.draw = tf.Variable(0, dtype=tf.int64, trainable=False)
+
+    def at_step(self, step: int) -> None:
+        self.draw.assign(int(step) // self.hold)
 
     def inputs(self, region=None):
         return _mask_inputs(self.masks, region)
@@ -594,40 +592,30 @@ class SlicedColorTerm(Term):
         weights = None if masks is None else [tf.reshape(part.window(m), (-1,)) for m in masks]
         return window, weights
 
-    def distances(self, sums) -> List[tf.Tensor]:
-        pixels, weights = sums
-        mine = tf.matmul(self.directions, pixels, transpose_a=True, transpose_b=True)
-        seed = tf.constant([7, 11], tf.int64)  # fixed: the places drawn inside bins
-        grid = _histogram(tf.stop_gradient(mine)) if weights is None else None
-        out = []
-        for i, table in enumerate(self.tables):
-            g = grid if weights is None else _histogram(tf.stop_gradient(mine),
-                                                        weights=weights[i])
-            target = tf.stop_gradient(transport(g, table, seed))
-            square = tf.square(mine - target)
-            out.append(tf.reduce_mean(square) if weights is None else
-                       tf.reduce_sum(square * weights[i]) /
-                       (tf.maximum(tf.reduce_sum(weights[i]), 1e-12) *
-                        float(self.directions.shape[1])))
-        return out
-
     def finish(self, sums) -> tf.Tensor:
-        return self.factor * tf.add_n([b * d for b, d in zip(self.region_weights,
-                                                             self.distances(sums))])
+        pixels, weights = sums
+        d = tf.random.stateless_normal((3, self.count), tf.stack(
+            [tf.constant(self.seed * 131 + 97, tf.int64), self.draw]))
+        d = d / tf.norm(d, axis=0, keepdims=True)
+        mine = tf.matmul(d, pixels, transpose_a=True, transpose_b=True)
+        seed = tf.stack([tf.constant(self.seed * 131 + 98, tf.int64), self.draw])
+        grid = _histogram(tf.stop_gradient(mine)) if weights is None else None
+        total = tf.zeros((), tf.float32)
+        for i, (b, painting) in enumerate(zip(self.region_weights, self.paintings)):
+            theirs = tf.matmul(d, painting, transpose_a=True, transpose_b=True)
+            total += b * matched_distance(mine, theirs, seed, grid,
+                                          None if weights is None else weights[i])
+        return self.factor * total
 
 
 def build_sliced_color_term(normalization: str, content_image, style_images, pixels: float,
-                            blend_weights=None, masks=None) -> SlicedColorTerm:
+                            blend_weights=None, masks=None, seed: int = 0) -> SlicedColorTerm:
     """``SlicedColorTerm`` towards the paintings' pixels, in units of the photo's own
-    distance (as ``build_color_term``)."""
-    blend = _normalised(blend_weights, len(style_images))
-    d = tf.constant(color_directions())
-    tables = [quantile_table(tf.matmul(d, tf.reshape(tf.constant(s, tf.float32), (-1, 3)),
-                                       transpose_a=True, transpose_b=True))
-              for s in style_images]
+    distance (at draw 0; as ``build_color_term``)."""
+    paintings = [tf.reshape(tf.constant(s, tf.float32), (-1, 3)) for s in style_images]
     masks_t = None if masks is None else [tf.constant(m, tf.float32) for m in masks]
-    weights = blend
-    term = SlicedColorTerm(tables, 1.0, masks_t, weights)
+    term = SlicedColorTerm(paintings, 1.0, masks_t, _normalised(blend_weights,
+                                                                len(style_images)), seed)
     photo = term.sums({}, tf.constant(content_image), term.inputs(None), WHOLE)
     distance = float(term.finish(photo))
     scale = pixels if normalization in RELATIVE else 1.0
@@ -636,12 +624,12 @@ def build_sliced_color_term(normalization: str, content_image, style_images, pix
 
 
 def build_color_term(normalization: str, content_image, style_images, pixels: float,
-                     blend_weights=None, masks=None, loss: str = "gaussian"):
+                     blend_weights=None, masks=None, loss: str = "gaussian", seed: int = 0):
     """The colour term towards the paintings' pixels (network images ``(1, r, c, 3)``):
     ``ColorTerm`` (``loss="gaussian"``) or ``SlicedColorTerm`` (``"sliced"``)."""
     if loss == "sliced":
         return build_sliced_color_term(normalization, content_image, style_images, pixels,
-                                       blend_weights, masks)
+                                       blend_weights, masks, seed)
     blend = _normalised(blend_weights, len(style_images))
     styles = [moments(tf.constant(s)) for s in style_images]
     photo_pixels = tf.constant(content_image)

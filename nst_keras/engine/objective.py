@@ -366,7 +366,7 @@ def build_objective(extractor, content_image, style_images, *, content_layers,
     if color_weight:
         terms.append((float(color_weight), distributions.build_color_term(
             normalization, content_image, color_images or style_images, pixels,
-            blend_weights, style_masks, color_loss)))
+            blend_weights, style_masks, color_loss, seed)))
     if isinstance(target_cache, TargetCache):  # a worker reuses one compiled step per shape
         return target_cache.objective(extractor, terms,
                                       lambda: Objective(extractor, terms, jit_compile))

@@ -553,7 +553,8 @@ def build_tiled_objective(extractor, content_image, style_images, *, content_lay
     if style_layers and style_loss == "sliced_wasserstein":
         names.insert(0, "--style_loss=sliced_wasserstein (it ranks every position at once)")
     if color_weight and color_loss == "sliced":
-        names.insert(0, "--color_loss=sliced (it ranks every pixel at once)")
+        names.insert(0, "--color_loss=sliced (it ranks every pixel at once; "
+                        "--color_loss=gaussian tiles)")
     if names:  # before any target is computed
         raise UserError(f"{', '.join(names)} cannot be tiled; lower --img_nrows or set "
                         "--tile_size=0")
