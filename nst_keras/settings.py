@@ -731,6 +731,21 @@ def _check_masks(config: Config, n_styles: int) -> None:
                             "per style (white where that style applies)")
 
 
+def _check_untiled(config: Config) -> None:
+    """The sliced terms rank every position at once: refused with a tile size, before
+    anything is written (``engine.tiling`` refuses them too, for ``auto``)."""
+    if not isinstance(config.tile_size, int) or config.tile_size <= 0:
+        return
+    if config.style_loss == "sliced_wasserstein" and config.style_weight > 0:
+        raise UserError(f"--style_loss=sliced_wasserstein cannot be tiled (it ranks every "
+                        f"position at once); set --tile_size=0 or use --style_loss=wasserstein "
+                        f"(given --tile_size={config.tile_size})")
+    if config.color_loss == "sliced" and config.color_weight > 0:
+        raise UserError(f"--color_loss=sliced cannot be tiled (it ranks every pixel at once); "
+                        f"set --tile_size=0 or use --color_loss=gaussian "
+                        f"(given --tile_size={config.tile_size})")
+
+
 def _check_together(config: Config) -> None:
     """Checks that involve several settings."""
     if config.content_weight == 0 and config.style_weight == 0:
@@ -748,6 +763,7 @@ def _check_together(config: Config) -> None:
     if (config.devices or config.distribute == "multi_worker") and not config.tile_size:
         raise UserError("--devices and --distribute=multi_worker spread tiles over devices; "
                         "set --tile_size too (e.g. 1024)")
+    _check_untiled(config)
     n_styles = len(style_sources(config.style_image))
     if n_styles:
         _count("style_blend_weights", config.style_blend_weights, n_styles, "style images")

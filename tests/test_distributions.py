@@ -287,6 +287,10 @@ def test_bad_masks_are_one_line_exit_2_and_write_nothing(files, tmp_path, capsys
         ([f"--style_masks={black},{files['m2']}"], "black everywhere"),
         ([f"--style_masks={text},{files['m2']}"], "notes.png"),
         (["--color_weight=1", "--preserve_colors=luminance"], "--color_weight"),
+        (["--style_loss=sliced_wasserstein", "--tile_size=64"],
+         "--style_loss=sliced_wasserstein cannot be tiled"),
+        (["--color_weight=1", "--color_loss=sliced", "--tile_size=64"],
+         "--color_loss=sliced cannot be tiled"),
     ]
     for extra, message in cases:
         assert run_main(["nst_keras.run", *base, *extra]) == 2, extra
