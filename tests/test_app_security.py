@@ -197,6 +197,29 @@ def test_a_full_queue_is_429_and_a_stopped_or_abandoned_waiting_job_frees_a_plac
     wait_for(lambda: running.done, timeout=10)
 
 
+def test_a_long_running_server_forgets_old_jobs_and_their_pictures(make_client, monkeypatch):
+    """Stopped runs keep their uploads only while among the newest ``keep_continuable``;
+    only the newest ``keep_jobs`` ended jobs stay listed (their files stay on disk)."""
+    def run(manager, job):  # a run that stops at once, keeping its pictures (as a real one)
+        job.status = "running"
+        job.image_path = os.path.join(job.directory, "final.png")
+        job.status, job.reason = "stopped", "stopped in the page"
+        job.emit("end", **job.public())
+    monkeypatch.setattr(jobs.Manager, "_run", run)
+    manager, client = make_client(keep_jobs=3, keep_continuable=1)
+    ids = []
+    for _ in range(5):
+        ids.append(post_job(client).json()["id"])
+        wait_for(lambda: manager.jobs[ids[-1]].done and manager.running is None)
+    assert list(manager.jobs) == ids[-3:]
+    assert [manager.jobs[i].content is not None for i in ids[-3:]] == [False, False, True]
+    gallery = client.get("/api/gallery").json()["results"]
+    assert [j["id"] for j in gallery] == ids[:-4:-1]
+    assert [j["can_continue"] for j in gallery] == [True, False, False]
+    assert client.post(f"/api/jobs/{ids[0]}/stop").status_code == 404
+    assert client.post(f"/api/jobs/{ids[-2]}/continue").status_code == 400
+
+
 # --------------------------------------------------------------------------
 # Bytes cut off while they stream
 

@@ -34,6 +34,8 @@ from nst_keras.settings import Config
 DONE = ("finished", "stopped", "failed", "cancelled")
 PREVIEW_EVERY_S = 2.0   # a preview at least this often on slow steps
 PREVIEWS_PER_RUN = 50   # and at most about this many on fast ones
+KEEP_JOBS = 200         # ended jobs remembered (gallery, results); older ones forgotten
+KEEP_CONTINUABLE = 4    # stopped jobs whose uploaded pictures are kept to continue them
 
 
 class QueueFull(UserError):
@@ -198,10 +200,12 @@ class Manager:
 
     def __init__(self, base: Config, explicit=(), results_dir: str = ".",
                  abandon_s: float = 15.0, log: Callable[[str], None] = print,
-                 max_queue: int = 4):
+                 max_queue: int = 4, keep_jobs: int = KEEP_JOBS,
+                 keep_continuable: int = KEEP_CONTINUABLE):
         self.base, self.explicit = base, frozenset(explicit)
         self.results_dir, self.abandon_s, self.log = results_dir, float(abandon_s), log
         self.max_queue = int(max_queue)
+        self.keep_jobs, self.keep_continuable = int(keep_jobs), int(keep_continuable)
         self.jobs: Dict[str, Job] = {}
         self.queue: collections.deque = collections.deque()
         self.running: Optional[Job] = None
@@ -229,6 +233,19 @@ class Manager:
         for job in [j for j in self.queue if j.unheard_s() > self.abandon_s]:
             self.queue.remove(job)
             job.cancel("no page was waiting for it")
+
+    def _forget_old(self) -> None:
+        """Bounds what a server left running holds: the uploaded pictures of only the
+        newest ``keep_continuable`` stopped jobs (older ones can no longer continue)
+        and the newest ``keep_jobs`` ended jobs (older ones leave the gallery; their
+        files stay in the results directory)."""
+        with self._cond:
+            ended = [j for j in self.jobs.values() if j.done]
+            stopped = [j for j in ended if j.content is not None]
+            for job in stopped[:max(len(stopped) - self.keep_continuable, 0)]:
+                job.content = job.styles = None
+            for job in ended[:max(len(ended) - self.keep_jobs, 0)]:
+                del self.jobs[job.id]
 
     def check_room(self) -> None:
         """``QueueFull`` (or ``UserError`` when closing) unless a job may be queued now."""
@@ -319,6 +336,7 @@ class Manager:
             finally:
                 with self._cond:
                     self.running = None
+                self._forget_old()
 
     def _run(self, job: Job) -> None:
         from nst_keras.output import stylize  # late: imports TensorFlow
