@@ -369,3 +369,18 @@ def test_crf_sets_the_quality_of_the_written_film(tmp_path):
         sizes[crf] = path.stat().st_size
     assert sizes[0] > 3 * sizes[45]  # lossless noise is much bigger than crf 45
     assert video.FLAGS["crf"].default == 18
+
+
+def test_the_frames_key_changes_when_a_mask_file_changes_in_place(tmp_path):
+    from nst_keras.settings import Config
+    from PIL import Image
+    style, mask = str(tmp_path / "style.png"), str(tmp_path / "mask.png")
+    Image.fromarray(make_picture(16, 16, 1)).save(style)
+    Image.fromarray(np.full((16, 16), 255, np.uint8)).save(mask)
+    config = Config(content_image=style, style_image=style, style_masks=(mask,))
+    before = film._file_digests(config)
+    assert sorted(before) == sorted({os.path.abspath(style), os.path.abspath(mask)})
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(mask)  # same name, new painting
+    after = film._file_digests(config)
+    assert after[os.path.abspath(mask)] != before[os.path.abspath(mask)]
+    assert after[os.path.abspath(style)] == before[os.path.abspath(style)]

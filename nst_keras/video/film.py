@@ -24,6 +24,7 @@ run from ``--init``).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import math
@@ -293,8 +294,23 @@ def frames_key(config: settings.Config, options: VideoOptions, film: Film) -> Di
            "temporal_weight": options.temporal_weight,
            "frame_iterations": frame_iterations(config, options),
            "temporal_frames": list(options.temporal_frames), "flow": options.flow,
-           "film": dataclasses.asdict(film)}
+           "film": dataclasses.asdict(film),
+           "files": _file_digests(config)}
     return json.loads(json.dumps(key, default=str))
+
+
+def _file_digests(config: settings.Config) -> Dict[str, str]:
+    """SHA-256 of each local style image and mask, so a file changed in place
+    under the same name is not taken for the one the frames were made with."""
+    styles = config.style_image
+    names = [styles] if isinstance(styles, str) else list(styles or ())
+    names += list(config.style_masks or ())
+    digests = {}
+    for name in names:
+        if isinstance(name, str) and os.path.isfile(name):
+            with open(name, "rb") as f:
+                digests[os.path.abspath(name)] = hashlib.sha256(f.read()).hexdigest()
+    return digests
 
 
 def _held_frames(output_dir: str) -> List[str]:
