@@ -194,18 +194,29 @@ class LiveFeed(Callback):
             progress.stop(reason)
 
 
+def forget_old(jobs: Dict[str, "Job"], keep_jobs: int, keep_continuable: int) -> None:
+    """Bounds what a server left running holds: the uploaded pictures of only the
+    newest ``keep_continuable`` stopped jobs (older ones can no longer continue)
+    and the newest ``keep_jobs`` ended jobs (older ones leave the gallery; their
+    files stay in the results directory)."""
+    ended = [j for j in jobs.values() if j.done]
+    stopped = [j for j in ended if j.content is not None]
+    for job in stopped[:max(len(stopped) - keep_continuable, 0)]:
+        job.content = job.styles = None
+    for job in ended[:max(len(ended) - keep_jobs, 0)]:
+        del jobs[job.id]
+
+
 class Manager:
     """The queue of jobs (at most ``max_queue`` waiting) and the worker thread that
     runs them one at a time."""
 
     def __init__(self, base: Config, explicit=(), results_dir: str = ".",
                  abandon_s: float = 15.0, log: Callable[[str], None] = print,
-                 max_queue: int = 4, keep_jobs: int = KEEP_JOBS,
-                 keep_continuable: int = KEEP_CONTINUABLE):
+                 max_queue: int = 4, keep_jobs: int = KEEP_JOBS, keep_continuable: int = 4):
         self.base, self.explicit = base, frozenset(explicit)
         self.results_dir, self.abandon_s, self.log = results_dir, float(abandon_s), log
-        self.max_queue = int(max_queue)
-        self.keep_jobs, self.keep_continuable = int(keep_jobs), int(keep_continuable)
+        self.max_queue, self.keep_jobs, self.keep_continuable = max_queue, keep_jobs, keep_continuable
         self.jobs: Dict[str, Job] = {}
         self.queue: collections.deque = collections.deque()
         self.running: Optional[Job] = None
@@ -233,19 +244,6 @@ class Manager:
         for job in [j for j in self.queue if j.unheard_s() > self.abandon_s]:
             self.queue.remove(job)
             job.cancel("no page was waiting for it")
-
-    def _forget_old(self) -> None:
-        """Bounds what a server left running holds: the uploaded pictures of only the
-        newest ``keep_continuable`` stopped jobs (older ones can no longer continue)
-        and the newest ``keep_jobs`` ended jobs (older ones leave the gallery; their
-        files stay in the results directory)."""
-        with self._cond:
-            ended = [j for j in self.jobs.values() if j.done]
-            stopped = [j for j in ended if j.content is not None]
-            for job in stopped[:max(len(stopped) - self.keep_continuable, 0)]:
-                job.content = job.styles = None
-            for job in ended[:max(len(ended) - self.keep_jobs, 0)]:
-                del self.jobs[job.id]
 
     def check_room(self) -> None:
         """``QueueFull`` (or ``UserError`` when closing) unless a job may be queued now."""
@@ -336,7 +334,7 @@ class Manager:
             finally:
                 with self._cond:
                     self.running = None
-                self._forget_old()
+                    forget_old(self.jobs, self.keep_jobs, self.keep_continuable)
 
     def _run(self, job: Job) -> None:
         from nst_keras.output import stylize  # late: imports TensorFlow
