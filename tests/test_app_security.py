@@ -198,15 +198,17 @@ def test_a_full_queue_is_429_and_a_stopped_or_abandoned_waiting_job_frees_a_plac
 
 
 def test_a_long_running_server_forgets_old_jobs_and_their_pictures(make_client, monkeypatch):
-    """Stopped runs keep their uploads only while among the newest ``keep_continuable``;
-    only the newest ``keep_jobs`` ended jobs stay listed (their files stay on disk)."""
+    """Stopped runs keep their uploads only while among the newest ``KEEP_CONTINUABLE``;
+    only the newest ``KEEP_JOBS`` ended jobs stay listed (their files stay on disk)."""
     def run(manager, job):  # a run that stops at once, keeping its pictures (as a real one)
         job.status = "running"
         job.image_path = os.path.join(job.directory, "final.png")
         job.status, job.reason = "stopped", "stopped in the page"
         job.emit("end", **job.public())
     monkeypatch.setattr(jobs.Manager, "_run", run)
-    manager, client = make_client(keep_jobs=3, keep_continuable=1)
+    monkeypatch.setattr(jobs, "KEEP_JOBS", 3)
+    monkeypatch.setattr(jobs, "KEEP_CONTINUABLE", 1)
+    manager, client = make_client()
     ids = []
     for _ in range(5):
         ids.append(post_job(client).json()["id"])

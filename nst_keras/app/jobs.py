@@ -213,10 +213,10 @@ class Manager:
 
     def __init__(self, base: Config, explicit=(), results_dir: str = ".",
                  abandon_s: float = 15.0, log: Callable[[str], None] = print,
-                 max_queue: int = 4, keep_jobs: int = KEEP_JOBS, keep_continuable: int = 4):
+                 max_queue: int = 4):
         self.base, self.explicit = base, frozenset(explicit)
         self.results_dir, self.abandon_s, self.log = results_dir, float(abandon_s), log
-        self.max_queue, self.keep_jobs, self.keep_continuable = max_queue, keep_jobs, keep_continuable
+        self.max_queue = int(max_queue)
         self.jobs: Dict[str, Job] = {}
         self.queue: collections.deque = collections.deque()
         self.running: Optional[Job] = None
@@ -334,7 +334,7 @@ class Manager:
             finally:
                 with self._cond:
                     self.running = None
-                    forget_old(self.jobs, self.keep_jobs, self.keep_continuable)
+                    forget_old(self.jobs, KEEP_JOBS, KEEP_CONTINUABLE)
 
     def _run(self, job: Job) -> None:
         from nst_keras.output import stylize  # late: imports TensorFlow
