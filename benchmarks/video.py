@@ -8,7 +8,8 @@
    written losslessly (FFV1), so the true motion is known exactly.
 2. The films, all through ``film.stylize_video`` with VGG16 (``--weights``),
    ``gap_total`` normalisation, style weight 160, L-BFGS and average pooling
-   (the ``fast`` preset's objective; ``--loss_normalization``,
+   (the ``fast`` preset's objective when docs/video.md's figures were measured;
+   ``--loss_normalization``,
    ``--style_weight``): independent frames (``--temporal_weight=0``,
    ``--iterations`` steps each), the temporal method (``--temporal_weight``,
    then ``--frame_iterations`` per frame), its long-term variant

@@ -42,7 +42,7 @@ def test_preset_reads_the_same_config_as_its_flagfile(content_path, style_path):
     assert config_for("--preset", "fast", *images) == by_file
     assert (by_file.optimizer, by_file.iterations, by_file.loss_normalization,
             by_file.style_weight, by_file.pooling, by_file.color_weight,
-            by_file.color_loss) == ("lbfgs", 50, "gap_total", 160.0, "avg", 50.0, "gaussian")
+            by_file.color_loss) == ("lbfgs", 50, "gap_total", 200.0, "avg", 50.0, "gaussian")
     assert by_file != config_for(*images)  # the preset changes settings
 
 
@@ -137,7 +137,7 @@ def test_every_preset_parses_into_a_valid_config(name, content_path, style_path)
 
 def test_read_preset_gives_the_files_texts():
     fast = cli.read_preset("fast")
-    assert (fast["optimizer"], fast["iterations"], fast["style_weight"]) == ("lbfgs", "50", "160")
+    assert (fast["optimizer"], fast["iterations"], fast["style_weight"]) == ("lbfgs", "50", "200")
     assert fast["jit_compile"] == "false" and "preset" not in fast
     high = cli.read_preset("high_res")
     assert (high["clamp_pixels"], high["result_prefix"], high["scales"]) == (
