@@ -24,7 +24,6 @@ run from ``--init``).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import math
@@ -308,8 +307,7 @@ def _file_digests(config: settings.Config) -> Dict[str, str]:
     digests = {}
     for name in names:
         if isinstance(name, str) and os.path.isfile(name):
-            with open(name, "rb") as f:
-                digests[os.path.abspath(name)] = hashlib.sha256(f.read()).hexdigest()
+            digests[os.path.abspath(name)] = vgg.sha256_of(name)
     return digests
 
 
