@@ -637,6 +637,15 @@ class ServerOptions:
                               check=_positive_int)
     max_pixels: int = _app(40_000_000, "Most pixels an uploaded picture may have.",
                            flag="integer", check=_positive_int)
+    max_rows: int = _app(
+        2048, f"Largest output height (rows) the page may ask for; at least {vgg.MIN_SIDE}.",
+        flag="integer", check=lambda name, value: int(value) >= vgg.MIN_SIDE or _fail(
+            name, value, f"must be at least {vgg.MIN_SIDE} (the smallest picture side)"))
+    max_iterations: int = _app(20000, "Most iterations per scale the page may ask for.",
+                               flag="integer", check=_positive_int)
+    max_strength: float = _app(
+        2.0, "The page's style strength goes from -this to +this: log10 of the factor on the "
+        "preset's style_weight.", flag="float", check=_positive_finite)
     max_queue: int = _app(4, "Most runs that may wait behind the running one; one more is "
                           "refused (429) until one ends.", flag="integer", check=_positive_int)
     allowed_hosts: Optional[Tuple[str, ...]] = _app(
@@ -729,21 +738,6 @@ def _check_masks(config: Config, n_styles: int) -> None:
                 and not os.path.isfile(mask):
             raise UserError(f"--style_masks: {mask!r} does not exist; give one image file "
                             "per style (white where that style applies)")
-
-
-def _check_untiled(config: Config) -> None:
-    """The sliced terms rank every position at once: refused with a tile size, before
-    anything is written (``engine.tiling`` refuses them too, for ``auto``)."""
-    if not isinstance(config.tile_size, int) or config.tile_size <= 0:
-        return
-    if config.style_loss == "sliced_wasserstein" and config.style_weight > 0:
-        raise UserError(f"--style_loss=sliced_wasserstein cannot be tiled (it ranks every "
-                        f"position at once); set --tile_size=0 or use --style_loss=wasserstein "
-                        f"(given --tile_size={config.tile_size})")
-    if config.color_loss == "sliced" and config.color_weight > 0:
-        raise UserError(f"--color_loss=sliced cannot be tiled (it ranks every pixel at once); "
-                        f"set --tile_size=0 or use --color_loss=gaussian "
-                        f"(given --tile_size={config.tile_size})")
 
 
 def _check_together(config: Config) -> None:

@@ -72,6 +72,33 @@ def style2_path(image_dir):
     return str(image_dir / "style2.png")
 
 
+# The objective builder's old keyword names -> Config fields (tests build objectives
+# from network images with a few settings; ``objective_of``).
+_FIELD_OF = {"normalization": "loss_normalization", "blend_weights": "style_blend_weights",
+             "layer_weights": "style_layer_weights"}
+
+
+def objective_of(extractor, content, styles, *, tile_size=0, halo=32, style_masks=None,
+                 target_cache=None, network_key=None, extra_terms=(), jit_compile=False,
+                 strategy=None, **fields):
+    """``engine.build.build_objective`` for network images ``content`` and ``styles``
+    with a ``Config`` of ``fields`` (``content_layers``, ``normalization``, ...)."""
+    from nst_keras.engine import build
+    from nst_keras.engine.terms import Pictures
+    from nst_keras.settings import Config
+
+    values = {_FIELD_OF.get(k, k): (tuple(v) if isinstance(v, list) else v)
+              for k, v in fields.items()}
+    values.setdefault("content_layers", ())
+    values.setdefault("style_layers", ())
+    config = Config(content_image="c", style_image="s", jit_compile=jit_compile, **values)
+    styles = [styles] if isinstance(styles, np.ndarray) and styles.ndim == 4 else styles
+    pictures = Pictures(content, styles, style_masks)
+    return build.build_objective(config, extractor, pictures, tile_size=tile_size, halo=halo,
+                                 strategy=strategy, target_cache=target_cache,
+                                 network_key=network_key, extra_terms=extra_terms)
+
+
 def run_cli(*args):
     """Runs the command line in this process; returns its exit status."""
     from nst_keras import run

@@ -11,9 +11,9 @@ import scipy.linalg
 import tensorflow as tf
 from PIL import Image
 
-from conftest import make_picture
+from conftest import make_picture, objective_of
 from nst_keras import Config
-from nst_keras.engine import distributions, objective, terms, tiling, vgg
+from nst_keras.engine import distributions, terms, vgg
 from nst_keras.errors import UserError
 from nst_keras.output import checkpoint
 from nst_keras.output.stylize import stylize
@@ -43,7 +43,7 @@ def test_w2_equals_a_direct_numpy_computation():
     rng = np.random.default_rng(0)
     x = rng.normal(0, 1, (400, 6)) @ rng.normal(0, 1, (6, 6)) + 2.0
     y = rng.normal(0, 1, (300, 6)) @ rng.normal(0, 1, (6, 6)) - 1.0
-    target = distributions.Gaussian.of([sums_of(y)], [1.0])
+    target = distributions.blended_gaussian([sums_of(y)], [1.0])
     got = float(distributions.w2_squared(sums_of(x), target))
     assert got == pytest.approx(w2_numpy(x, y), rel=1e-3)
     assert float(distributions.w2_squared(sums_of(y), target)) == pytest.approx(0.0, abs=1e-3)
@@ -52,7 +52,7 @@ def test_w2_equals_a_direct_numpy_computation():
 def test_w2_gradient_matches_finite_differences():
     rng = np.random.default_rng(1)
     y = rng.normal(0, 1, (200, 4)) @ rng.normal(0, 1, (4, 4))
-    target = distributions.Gaussian.of([sums_of(y)], [1.0])
+    target = distributions.blended_gaussian([sums_of(y)], [1.0])
     x = tf.Variable(rng.normal(0, 1, (1, 50, 1, 4)).astype(np.float32))
     with tf.GradientTape() as tape:
         value = distributions.w2_squared(distributions.moments(x), target)
@@ -91,8 +91,8 @@ def halves():
 def test_tiled_equals_untiled_for_every_tileable_term(extractor, extra):
     kw = {**KW, **extra}
     styles = [image(1), image(2)] if "style_masks" in kw else [image(1)]
-    untiled = objective.build_objective(extractor, image(0), styles, **kw)
-    tiled = tiling.build_tiled_objective(extractor, image(0), styles, tile_size=TILE, halo=32,
+    untiled = objective_of(extractor, image(0), styles, **kw)
+    tiled = objective_of(extractor, image(0), styles, tile_size=TILE, halo=32,
                                          **kw)
     x = tf.constant(image(0) + np.random.default_rng(3).normal(0, 10, image(0).shape)
                     .astype(np.float32))
@@ -106,7 +106,7 @@ def test_tiled_equals_untiled_for_every_tileable_term(extractor, extra):
 
 
 def test_sliced_wasserstein_draws_from_the_step_and_refuses_tiling(extractor):
-    built = objective.build_objective(extractor, image(0), [image(1)], **KW,
+    built = objective_of(extractor, image(0), [image(1)], **KW,
                                       style_loss="sliced_wasserstein")
     x = tf.constant(image(0))
     built.at_step(3)
@@ -122,11 +122,11 @@ def test_sliced_wasserstein_draws_from_the_step_and_refuses_tiling(extractor):
     assert float(built.terms(x)["style_loss"]) == held
     built.at_step(20)
     assert float(built.terms(x)["style_loss"]) != held
-    at_style = objective.build_objective(extractor, image(1), [image(1)], **KW,
+    at_style = objective_of(extractor, image(1), [image(1)], **KW,
                                          style_loss="sliced_wasserstein")
     assert float(at_style.terms(tf.constant(image(1)))["style_loss"]) < 1e-6 * pixels_ratio()
-    with pytest.raises(UserError, match="sliced_wasserstein .*cannot be tiled"):
-        tiling.build_tiled_objective(extractor, image(0), [image(1)], tile_size=TILE, halo=32,
+    with pytest.raises(UserError, match="sliced_wasserstein cannot be tiled"):
+        objective_of(extractor, image(0), [image(1)], tile_size=TILE, halo=32,
                                      **KW, style_loss="sliced_wasserstein")
 
 
@@ -147,8 +147,9 @@ def test_lbfgs_runs_every_iteration_of_a_sliced_run_and_lowers_its_loss():
 
 def test_sliced_colour_term_is_nil_at_the_paintings_colours_and_not_tiled(extractor):
     photo, painting = image(0), image(1)
-    term = distributions.build_color_term("scaled", photo, [painting], float(ROWS * COLS),
-                                          loss="sliced")
+    term = distributions.SlicedColorTerm.from_config(
+        Config(content_image="c", style_image="s", loss_normalization="scaled",
+               color_weight=1.0, color_loss="sliced"), terms.Pictures(photo, [painting]), None)
     at = {name: float(term.finish(term.sums({}, tf.constant(x), term.inputs(None),
                                             terms.WHOLE)))
           for name, x in {"photo": photo, "painting": painting,
@@ -157,8 +158,8 @@ def test_sliced_colour_term_is_nil_at_the_paintings_colours_and_not_tiled(extrac
     assert at["photo"] == pytest.approx(ROWS * COLS, rel=1e-4)  # in units of the photo's
     assert at["painting"] < 1e-3 * at["photo"]
     assert at["shuffled"] < 1e-3 * at["photo"]  # colours only, not where they are
-    with pytest.raises(UserError, match="--color_loss=sliced .*cannot be tiled"):
-        tiling.build_tiled_objective(extractor, photo, [painting], tile_size=TILE, halo=32,
+    with pytest.raises(UserError, match="--color_loss=sliced cannot be tiled"):
+        objective_of(extractor, photo, [painting], tile_size=TILE, halo=32,
                                      **KW, color_weight=1.0, color_loss="sliced")
 
 

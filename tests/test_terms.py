@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import make_picture
-from nst_keras.engine import objective, tiling, vgg
+from conftest import make_picture, objective_of
+from nst_keras.engine import objective, vgg
 from nst_keras.engine.terms import WHOLE, ContentTerm, StyleTerm, Term, TotalVariationTerm
 from nst_keras.errors import UserError
 from nst_keras.video import temporal
@@ -30,7 +30,7 @@ def network_image(seed):
 
 def test_each_term_is_finish_of_sums_and_its_sums_add_over_a_partition(extractor):
     content, style = network_image(0), network_image(1)
-    built = objective.build_objective(extractor, content, [style], **KW)
+    built = objective_of(extractor, content, [style], **KW)
     x = tf.constant(content + 7.0)
     feats = built.raw_features(x)
     assert {t.name for _, t in built.items} == {"content_loss", "style_loss", "tv_loss"}
@@ -48,11 +48,11 @@ def test_each_term_is_finish_of_sums_and_its_sums_add_over_a_partition(extractor
 
 
 def test_the_objective_is_the_weighted_sum_of_its_terms(extractor):
-    built = objective.build_objective(extractor, network_image(0), [network_image(1)], **KW)
+    built = objective_of(extractor, network_image(0), [network_image(1)], **KW)
     terms = built.terms(tf.constant(network_image(2)))
     want = 1.0 * terms["content_loss"] + 10.0 * terms["style_loss"] + 0.1 * terms["tv_loss"]
     assert float(terms["loss"]) == pytest.approx(float(want), rel=1e-6)
-    off = objective.build_objective(extractor, network_image(0), [network_image(1)],
+    off = objective_of(extractor, network_image(0), [network_image(1)],
                                     **{**KW, "total_variation_weight": 0.0})
     assert off.tv is None and float(off.terms(tf.constant(network_image(2)))["tv_loss"]) == 0.0
 
@@ -64,9 +64,9 @@ def test_the_temporal_term_is_exact_under_tiling(extractor):
     mask = (rng.uniform(size=(ROWS, COLS)) > 0.3).astype(np.float32)
     term = temporal.TemporalTerm.build([target], [mask], "scaled", content)
     extra = [(temporal.NAME, 3.0, term)]
-    untiled = objective.build_objective(extractor, content, [network_image(1)], **KW,
+    untiled = objective_of(extractor, content, [network_image(1)], **KW,
                                         extra_terms=extra)
-    tiled = tiling.build_tiled_objective(extractor, content, [network_image(1)],
+    tiled = objective_of(extractor, content, [network_image(1)],
                                          tile_size=TILE, halo=32, **KW, extra_terms=extra)
     assert len(tiled.tiles(content)) == 4
     x = tf.constant(content + rng.normal(0, 10, content.shape).astype(np.float32))
@@ -92,13 +92,13 @@ class Untileable(Term):
 
 def test_a_term_that_cannot_be_tiled_stops_a_tiled_run_in_one_line(extractor):
     with pytest.raises(UserError) as info:
-        tiling.build_tiled_objective(extractor, network_image(0), [network_image(1)],
+        objective_of(extractor, network_image(0), [network_image(1)],
                                      tile_size=TILE, halo=32, **KW,
                                      extra_terms=[("global_loss", 1.0, Untileable())])
     text = str(info.value)
     assert "global_loss cannot be tiled" in text and "\n" not in text
     # Untiled it simply joins the list.
-    built = objective.build_objective(extractor, network_image(0), [network_image(1)], **KW,
+    built = objective_of(extractor, network_image(0), [network_image(1)], **KW,
                                       extra_terms=[("global_loss", 1.0, Untileable())])
     x = tf.constant(network_image(2))
     assert float(built.terms(x)["global_loss"]) == pytest.approx(
@@ -107,21 +107,21 @@ def test_a_term_that_cannot_be_tiled_stops_a_tiled_run_in_one_line(extractor):
 
 def test_a_cached_objective_is_reused_with_the_results_of_a_fresh_one(extractor):
     cache = objective.TargetCache()
-    first = objective.build_objective(extractor, network_image(0), [network_image(1)], **KW,
+    first = objective_of(extractor, network_image(0), [network_image(1)], **KW,
                                       target_cache=cache)
     x = tf.constant(network_image(5))
     first.value_and_grad(x)
-    second = objective.build_objective(extractor, network_image(2), [network_image(3)], **KW,
+    second = objective_of(extractor, network_image(2), [network_image(3)], **KW,
                                        target_cache=cache)
     assert second is first and cache.reused == 1
-    fresh = objective.build_objective(extractor, network_image(2), [network_image(3)], **KW)
+    fresh = objective_of(extractor, network_image(2), [network_image(3)], **KW)
     (t1, g1), (t2, g2) = second.value_and_grad(x), fresh.value_and_grad(x)
     for name in t2:
         assert float(t1[name]) == pytest.approx(float(t2[name]), rel=1e-6), name
     np.testing.assert_allclose(g1.numpy(), g2.numpy(), rtol=1e-5, atol=1e-6)
     assert second.value_and_grad.experimental_get_tracing_count() == 1
     # Another size or another weight is another step.
-    other = objective.build_objective(extractor, network_image(2), [network_image(3)],
+    other = objective_of(extractor, network_image(2), [network_image(3)],
                                       **{**KW, "style_weight": 11.0}, target_cache=cache)
     assert other is not first and len(cache.objectives) == 2
 

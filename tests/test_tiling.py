@@ -16,11 +16,10 @@ import pytest
 
 from nst_keras import Config
 from nst_keras.engine import memory, tiling, vgg
-from nst_keras.engine.objective import build_objective
 from nst_keras.errors import Interrupted, UserError
 from nst_keras.output import checkpoint
 from nst_keras.output.stylize import stylize
-from conftest import REPO, config_for, flags_for, make_picture, run_cli
+from conftest import REPO, config_for, flags_for, make_picture, run_cli, objective_of
 
 ROWS, COLS, TILE = 160, 224, 64
 # Layers up to block3: the exact halo is 32 pixels, so the 64-pixel tiles'
@@ -58,8 +57,8 @@ def objectives(backbone, images, normalization, pooling="max", halo=None, strate
     kw = dict(content_layers=CONTENT, style_layers=STYLE, content_weight=cw, style_weight=sw,
               total_variation_weight=tw, normalization=normalization)
     halo = tiling.default_halo("vgg19", CONTENT + STYLE) if halo is None else halo
-    built = (build_objective(extractor, content, [style], **kw),
-             tiling.build_tiled_objective(extractor, content, [style], tile_size=TILE,
+    built = (objective_of(extractor, content, [style], **kw),
+             objective_of(extractor, content, [style], tile_size=TILE,
                                           halo=halo, strategy=strategy, **kw))
     if strategy is None:
         _BUILT[key] = built
@@ -124,9 +123,9 @@ def test_tiling_adds_little_to_the_error_of_half_precision(backbone, images, pre
     for policy in ("float32", precision):
         extractor = vgg.build_extractor(backbone, CONTENT + STYLE, precision=policy,
                                         pooling="avg")
-        untiled = build_objective(extractor, content, [style], **kw)
+        untiled = objective_of(extractor, content, [style], **kw)
         grads[policy] = untiled.value_and_grad(x)[1].numpy()
-    tiled = tiling.build_tiled_objective(extractor, content, [style], tile_size=TILE,
+    tiled = objective_of(extractor, content, [style], tile_size=TILE,
                                          halo=32, **kw)
     rel, tiling_error = errors(untiled, tiled, x)
     precision_error = float(np.linalg.norm(grads[precision] - grads["float32"])

@@ -113,13 +113,13 @@ def test_temporal_loss_is_zero_at_the_warped_frame_positive_elsewhere_masked(nor
 def test_the_objective_adds_an_extra_term_to_its_loss_and_gradient():
     import tensorflow as tf
 
-    from nst_keras.engine.objective import build_objective
+    from conftest import objective_of
 
     rng = np.random.default_rng(1)
     target, image = (rng.normal(0, 30, (1, 8, 10, 3)).astype(np.float32) for _ in range(2))
     mask = (rng.uniform(size=(8, 10)) > 0.3).astype(np.float32)
     term = temporal.TemporalTerm.build([target], [mask], "keras_io", target)
-    objective = build_objective(None, target, [], content_layers=[], style_layers=[],
+    objective = objective_of(None, target, [], content_layers=[], style_layers=[],
                                 content_weight=0, style_weight=0, total_variation_weight=0,
                                 extra_terms=[(temporal.NAME, 2.0, term)])
     terms, grad = objective.value_and_grad(tf.constant(image))

@@ -371,6 +371,9 @@ class Batch:
         first = self.items[0]
         self.config = settings.validate(config.replace(content_image=first.content,
                                                        style_image=first.style))
+        if isinstance(self.config.tile_size, int) and self.config.tile_size > 0:
+            from nst_keras.engine import build  # late: TensorFlow only for a tiled batch
+            build.check(self.config)  # terms that cannot be tiled, before any item
         self.out_dir, self.log = config.output_dir, log
         self.on_pool = bool(options.workers or options.ray_address)
         if self.on_pool:

@@ -123,34 +123,38 @@ def sqrtm_psd(matrix: np.ndarray) -> np.ndarray:
     return (vectors * np.sqrt(np.maximum(values, 0.0))) @ vectors.T
 
 
-class Gaussian:
-    """A target Gaussian: ``mu_s``, ``Sigma_s^1/2`` and ``tr(Sigma_s)`` (float32 tensors)."""
-
-    def __init__(self, mean, second):
-        mean, second = np.asarray(mean, np.float64), np.asarray(second, np.float64)
-        cov = second - np.outer(mean, mean)
-        self.mu = tf.constant(mean, tf.float64)
-        self.root = tf.constant(sqrtm_psd(cov), tf.float64)
-        self.trace = tf.constant(float(np.trace(cov)), tf.float64)
-        self.energy = float(mean @ mean + np.trace(cov))  # E ||x||^2
-
-    @classmethod
-    def of(cls, sums_list: Sequence[Mapping], weights: Sequence[float]) -> "Gaussian":
-        """The blend of several pictures' moments (weights normalised)."""
-        total = float(sum(weights))
-        mean = sum(w / total * (s["s1"].numpy().astype(np.float64) / float(s["n"]))
-                   for s, w in zip(sums_list, weights))
-        second = sum(w / total * (s["s2"].numpy().astype(np.float64) / float(s["n"]))
-                     for s, w in zip(sums_list, weights))
-        return cls(mean, second)
+def gaussian_target(mean, second) -> Dict[str, tf.Tensor]:
+    """A target Gaussian from a mean and a second moment ``E[x x^T]``:
+    ``{"mu": mu_s, "root": Sigma_s^1/2, "trace": tr(Sigma_s)}`` (float64 tensors,
+    the numbers a term holds in its state)."""
+    mean, second = np.asarray(mean, np.float64), np.asarray(second, np.float64)
+    cov = second - np.outer(mean, mean)
+    return {"mu": tf.constant(mean, tf.float64), "root": tf.constant(sqrtm_psd(cov), tf.float64),
+            "trace": tf.constant(float(np.trace(cov)), tf.float64)}
 
 
-def w2_squared(sums, target: Gaussian) -> tf.Tensor:
+def blended_gaussian(sums_list: Sequence[Mapping], weights: Sequence[float]):
+    """``gaussian_target`` of the blend of several pictures' moments (weights normalised)."""
+    total = float(sum(weights))
+    mean = sum(w / total * (s["s1"].numpy().astype(np.float64) / float(s["n"]))
+               for s, w in zip(sums_list, weights))
+    second = sum(w / total * (s["s2"].numpy().astype(np.float64) / float(s["n"]))
+                 for s, w in zip(sums_list, weights))
+    return gaussian_target(mean, second)
+
+
+def energy(target: Mapping[str, tf.Tensor]) -> float:
+    """``E ||x||^2 = ||mu_s||^2 + tr(Sigma_s)`` of a ``gaussian_target``."""
+    return float(tf.reduce_sum(tf.square(target["mu"])) + target["trace"])
+
+
+def w2_squared(sums, target: Mapping[str, tf.Tensor]) -> tf.Tensor:
     """Wasserstein-2 distance squared between the Gaussian of ``sums`` and ``target``."""
     mu, sigma = gaussian(sums)
-    cross = tf.matmul(tf.matmul(target.root, sigma), target.root)
-    return tf.cast(tf.reduce_sum(tf.square(mu - target.mu)) + tf.linalg.trace(sigma) +
-                   target.trace - 2.0 * trace_sqrt(cross), tf.float32)
+    root = target["root"]
+    cross = tf.matmul(tf.matmul(root, sigma), root)
+    return tf.cast(tf.reduce_sum(tf.square(mu - target["mu"])) + tf.linalg.trace(sigma) +
+                   target["trace"] - 2.0 * trace_sqrt(cross), tf.float32)
 
 
 # --------------------------------------------------------------------------
@@ -186,10 +190,10 @@ def _factors(normalization: str, targets, photo_distance, weights, pixels: float
     if normalization == "gap":
         return {k: pixels / max(photo_distance[k], 1e-12) for k in targets}
     if normalization == "gap_total":
-        total = sum(weights[k] * photo_distance[k] / targets[k].energy for k in targets)
-        return {k: pixels / (targets[k].energy * max(total, 1e-12)) for k in targets}
+        total = sum(weights[k] * photo_distance[k] / energy(targets[k]) for k in targets)
+        return {k: pixels / (energy(targets[k]) * max(total, 1e-12)) for k in targets}
     if normalization in RELATIVE:
-        return {k: pixels / max(targets[k].energy, 1e-12) for k in targets}
+        return {k: pixels / max(energy(targets[k]), 1e-12) for k in targets}
     return {k: 1.0 for k in targets}
 
 
@@ -197,22 +201,40 @@ class WassersteinStyleTerm(Term):
     """``sum_k b_k sum_l w_l c_l W2^2(F_l(x) over m_k, style k)`` (module docstring).
 
     Args:
-      targets: ``[{layer: Gaussian}]``, one per mask (one blended without masks).
+      targets: ``[{layer: gaussian_target}]``, one per mask (one blended without masks).
       layer_weights, factors: ``{layer: w_l}``, ``{layer: c_l}``.
       masks: ``layer_masks`` of the output, or ``None``.
       region_weights: ``b_k`` per mask (normalised blend weights).
     """
 
     name = "style_loss"
-    state_names = ("factors",)
+    weight_field = "style_weight"
+    state_names = ("targets", "factors", "masks")
+    static_names = ("layer_weights", "region_weights")
 
-    def __init__(self, targets: List[Dict[str, Gaussian]], layer_weights, factors,
+    def __init__(self, targets: List[Dict[str, Dict[str, tf.Tensor]]], layer_weights, factors,
                  masks=None, region_weights=(1.0,)):
         self.targets, self.layer_weights, self.factors = targets, layer_weights, factors
         self.masks, self.region_weights = masks, tuple(region_weights)
         self.layers = tuple(targets[0])
 
-    reusable = False  # its targets are constants of the compiled step
+    @classmethod
+    def selected(cls, config, masked: bool) -> bool:
+        return bool(config.active_layers()[1]) and config.style_loss == "wasserstein"
+
+    @classmethod
+    def from_config(cls, config, pictures, stats) -> "WassersteinStyleTerm":
+        s = _StyleSetup(config, pictures, stats)
+        styles = [stats.moments(p, s.layers) for p in pictures.styles]
+        photo = s.photo_moments()
+        if s.masks is None:
+            targets = [{k: blended_gaussian([m[k] for m in styles], s.blend) for k in s.layers}]
+            region_weights = (1.0,)
+        else:
+            targets = [{k: blended_gaussian([m[k]], [1.0]) for k in s.layers} for m in styles]
+            region_weights = s.blend
+        factors = _w2_factors(s.normalization, targets, photo, s.weights, s.pixels)
+        return cls(targets, s.weights, factors, s.masks, region_weights)
 
     def inputs(self, region=None):
         return _mask_inputs(self.masks, region, key="layers")
@@ -238,13 +260,35 @@ class ColorTerm(Term):
     """``c * sum_k b_k W2^2(pixels of x over m_k, painting k's pixels)``."""
 
     name = "color_loss"
-    state_names = ("factor",)
+    weight_field = "color_weight"
+    state_names = ("targets", "factor", "masks")
+    static_names = ("region_weights",)
 
-    def __init__(self, targets: List[Gaussian], factor, masks=None, region_weights=(1.0,)):
+    def __init__(self, targets: List[Dict[str, tf.Tensor]], factor, masks=None, region_weights=(1.0,)):
         self.targets, self.factor = targets, factor
         self.masks, self.region_weights = masks, tuple(region_weights)
 
-    reusable = False
+    @classmethod
+    def selected(cls, config, masked: bool) -> bool:
+        return config.color_weight > 0 and config.color_loss == "gaussian"
+
+    @classmethod
+    def from_config(cls, config, pictures, stats) -> "ColorTerm":
+        """Towards the paintings' pixels (network images), in units of the photo's own
+        colour distance from them."""
+        blend = _normalised(config.style_blend_weights, len(pictures.styles))
+        styles = [moments(tf.constant(p)) for p in pictures.styles]
+        photo_pixels = tf.constant(pictures.content)
+        if pictures.masks is None:
+            targets, weights = [blended_gaussian(styles, blend)], (1.0,)
+            photo, masks = [moments(photo_pixels)], None
+        else:
+            targets, weights = [blended_gaussian([m], [1.0]) for m in styles], blend
+            masks = [tf.constant(m, tf.float32) for m in pictures.masks]
+            photo = [moments(photo_pixels, m) for m in masks]
+        distance = sum(b * float(w2_squared(p, t)) for b, p, t in zip(weights, photo, targets))
+        scale = pictures.pixels if config.loss_normalization in RELATIVE else 1.0
+        return cls(targets, scale / max(distance, 1e-12), masks, weights)
 
     def inputs(self, region=None):
         return _mask_inputs(self.masks, region)
@@ -301,9 +345,34 @@ class SlicedStyleTerm(_Drawing):
     """
 
     name = "style_loss"
+    weight_field = "style_weight"
     tileable = False
-    reusable = False
-    state_names = ("factors",)
+    untileable = ("--style_loss=sliced_wasserstein cannot be tiled (it ranks every position "
+                  "at once; --style_loss=wasserstein tiles)")
+    state_names = ("style_features", "factors", "masks")
+    static_names = ("layer_weights", "directions", "seed", "region_weights")
+
+    @classmethod
+    def selected(cls, config, masked: bool) -> bool:
+        return bool(config.active_layers()[1]) and config.style_loss == "sliced_wasserstein"
+
+    @classmethod
+    def from_config(cls, config, pictures, stats) -> "SlicedStyleTerm":
+        s = _StyleSetup(config, pictures, stats)
+        styles = [{k: tf.reshape(f[k], (-1, f[k].shape[-1])) for k in s.layers}
+                  for f in (stats.features(p, s.layers) for p in pictures.styles)]
+        energies = {k: sum(b * float(tf.reduce_mean(tf.reduce_sum(tf.square(m[k]), 1)))
+                           for b, m in zip(s.blend, styles)) for k in s.layers}
+        relative = s.normalization in RELATIVE
+        factors = {k: s.pixels / max(energies[k], 1e-12) if relative else 1.0 for k in s.layers}
+        term = cls(styles, s.weights, factors, config.sliced_directions, config.seed, s.blend,
+                   s.masks)
+        if s.normalization in ("gap", "gap_total"):  # the photo's own distance, at draw 0
+            photo = term.sums(stats.features(pictures.content, s.layers), None,
+                              term.inputs(None), WHOLE)
+            single = {k: float(v) for k, v in term.layer_distances(photo).items()}
+            term.factors = _gap_factors(s.normalization, single, energies, s.weights, s.pixels)
+        return term
 
     def __init__(self, style_features, layer_weights, factors, directions: int, seed: int,
                  region_weights=(1.0,), masks=None):
@@ -460,8 +529,33 @@ class GuidedGramTerm(Term):
     """
 
     name = "style_loss"
-    state_names = ("factors",)
-    reusable = False
+    weight_field = "style_weight"
+    state_names = ("targets", "factors", "masks")
+    static_names = ("layer_weights", "region_weights", "mean")
+
+    @classmethod
+    def selected(cls, config, masked: bool) -> bool:
+        return bool(config.active_layers()[1]) and config.style_loss == "gram" and masked
+
+    @classmethod
+    def from_config(cls, config, pictures, stats) -> "GuidedGramTerm":
+        s = _StyleSetup(config, pictures, stats)
+        styles = [stats.moments(p, s.layers) for p in pictures.styles]
+        photo = s.photo_moments()
+        targets = [{k: m[k]["s2"] / m[k]["n"] for k in s.layers} for m in styles]
+        factors = []
+        for target, region in zip(targets, photo):
+            norms = {k: float(tf.reduce_sum(tf.square(target[k]))) for k in s.layers}
+            if s.normalization in ("gap", "gap_total"):
+                gaps = {k: float(tf.reduce_sum(tf.square(target[k] - region[k]["s2"] /
+                                                         region[k]["n"]))) for k in s.layers}
+                factors.append(_gap_factors(s.normalization, gaps, norms, s.weights, s.pixels))
+            elif s.normalization in RELATIVE:
+                factors.append({k: s.pixels / max(norms[k], 1e-12) for k in s.layers})
+            else:
+                factors.append({k: 1.0 / (4.0 * 3**2 * s.pixels**2) for k in s.layers})
+        return cls(targets, s.weights, factors, s.masks, s.blend,
+                   s.normalization in RELATIVE)
 
     def __init__(self, targets, layer_weights, factors, masks, region_weights, mean: bool):
         self.targets, self.layer_weights, self.factors = targets, layer_weights, factors
@@ -489,7 +583,7 @@ class GuidedGramTerm(Term):
 
 
 # --------------------------------------------------------------------------
-# Building the terms from the pictures' statistics
+# What the style terms' targets are built from
 
 
 def _normalised(weights, count: int) -> List[float]:
@@ -497,89 +591,40 @@ def _normalised(weights, count: int) -> List[float]:
     return [float(w) / float(sum(weights)) for w in weights]
 
 
-def build_style_term(loss: str, normalization: str, moments_of, features_of,
-                     content_image, style_images, layers: Sequence[str], pixels: float,
-                     blend_weights=None, layer_weights=None, masks=None, directions=32,
-                     seed=0):
-    """The style term of ``loss`` (``wasserstein``, ``sliced_wasserstein``, or ``gram``
-    with masks).
+class _StyleSetup:
+    """What every distribution style term reads from the settings and pictures: the
+    layers and their weights, the blend, the masks at each layer's grid."""
 
-    ``moments_of(image, masks=None)``: ``{layer: moments}`` of a network image (masks:
-    ``{layer: (1, h, w, 1)}``, one region); ``features_of(image)``: its features.
-    ``masks``: output-size ``(1, rows, cols, 1)`` masks, one per style image.
-    """
-    w = dict(zip(layers, _normalised(layer_weights, len(layers))))
-    blend = _normalised(blend_weights, len(style_images))
-    shapes = {k: tuple(int(d) for d in features_of(tf.constant(content_image))[k].shape[1:3])
-              for k in layers} if masks is not None else None
-    per_layer = layer_masks(masks, shapes)
-    if loss == "sliced_wasserstein":
-        return _sliced(normalization, features_of, content_image, style_images, layers, w,
-                       blend, pixels, directions, seed, per_layer)
-    styles = [moments_of(tf.constant(s)) for s in style_images]
-    regions = [None] if masks is None else [{k: per_layer[k][i] for k in layers}
-                                           for i in range(len(masks))]
-    photo = [moments_of(tf.constant(content_image), r) for r in regions]
-    if loss == "gram":
-        return _guided_gram(normalization, styles, photo, per_layer, layers, w, blend, pixels)
-    if masks is None:
-        targets = [{k: Gaussian.of([s[k] for s in styles], blend) for k in layers}]
-        region_weights = (1.0,)
-    else:
-        targets = [{k: Gaussian.of([s[k]], [1.0]) for k in layers} for s in styles]
-        region_weights = blend
-    factors = _w2_factors(normalization, targets, photo, w, pixels)
-    return WassersteinStyleTerm(targets, w, factors, per_layer, region_weights)
+    def __init__(self, config, pictures, stats):
+        self.layers = config.active_layers()[1]
+        self.normalization, self.pixels = config.loss_normalization, pictures.pixels
+        self.weights = dict(zip(self.layers, _normalised(config.style_layer_weights,
+                                                         len(self.layers))))
+        self.blend = _normalised(config.style_blend_weights, len(pictures.styles))
+        self.pictures, self.stats = pictures, stats
+        self.masks = None if pictures.masks is None else layer_masks(
+            pictures.masks, stats.shapes(pictures.content, self.layers))
+
+    def photo_moments(self) -> List[Dict]:
+        """The photo's moments per region (one region without masks)."""
+        regions = [None] if self.masks is None else [
+            {k: self.masks[k][i] for k in self.layers} for i in range(len(self.pictures.masks))]
+        return [self.stats.moments(self.pictures.content, self.layers, r) for r in regions]
 
 
 def _w2_factors(normalization, targets, photo, w, pixels):
     """One factor per layer, from the first region (the blend without masks)."""
     distance = {k: sum(float(w2_squared(p[k], t[k])) for p, t in zip(photo, targets)) /
                 len(targets) for k in targets[0]}
-    mean_targets = targets[0]
-    return _factors(normalization, mean_targets, distance, w, pixels)
+    return _factors(normalization, targets[0], distance, w, pixels)
 
 
-def _guided_gram(normalization, styles, photo, per_layer, layers, w, blend, pixels):
-    targets = [{k: s[k]["s2"] / s[k]["n"] for k in layers} for s in styles]
-    factors = []
-    for target, region in zip(targets, photo):
-        if normalization in ("gap", "gap_total"):
-            gaps = {k: float(tf.reduce_sum(tf.square(target[k] - region[k]["s2"] /
-                                                     region[k]["n"]))) for k in layers}
-            norms = {k: float(tf.reduce_sum(tf.square(target[k]))) for k in layers}
-            if normalization == "gap":
-                factors.append({k: pixels / max(gaps[k], 1e-12) for k in layers})
-            else:
-                total = sum(w[k] * gaps[k] / norms[k] for k in layers)
-                factors.append({k: pixels / max(norms[k] * total, 1e-12) for k in layers})
-        elif normalization in RELATIVE:
-            factors.append({k: pixels / max(float(tf.reduce_sum(tf.square(target[k]))),
-                                            1e-12) for k in layers})
-        else:
-            factors.append({k: 1.0 / (4.0 * 3**2 * pixels**2) for k in layers})
-    return GuidedGramTerm(targets, w, factors, per_layer, blend, normalization in RELATIVE)
-
-
-def _sliced(normalization, features_of, content_image, style_images, layers, w, blend,
-            pixels, directions, seed, per_layer=None):
-    styles = [{k: tf.reshape(tf.cast(f[k], tf.float32), (-1, f[k].shape[-1])) for k in layers}
-              for f in (features_of(tf.constant(s)) for s in style_images)]
-    energy = {k: sum(b * float(tf.reduce_mean(tf.reduce_sum(tf.square(s[k]), 1)))
-                     for b, s in zip(blend, styles)) for k in layers}
-    factors = {k: pixels / max(energy[k], 1e-12) if normalization in RELATIVE else 1.0
-               for k in layers}
-    term = SlicedStyleTerm(styles, w, factors, directions, seed, blend, per_layer)
-    if normalization in ("gap", "gap_total"):  # the photo's own distance, at draw 0
-        photo = term.sums(features_of(tf.constant(content_image)), None, term.inputs(None),
-                          WHOLE)
-        single = {k: float(v) for k, v in term.layer_distances(photo).items()}
-        if normalization == "gap":
-            term.factors = {k: pixels / max(single[k], 1e-12) for k in layers}
-        else:
-            total = sum(w[k] * single[k] / energy[k] for k in layers)
-            term.factors = {k: pixels / max(energy[k] * total, 1e-12) for k in layers}
-    return term
+def _gap_factors(normalization, gaps, norms, w, pixels):
+    """``gap``: ``P / gap_l``; ``gap_total``: ``P / (norm_l * sum_l w_l gap_l / norm_l)``."""
+    if normalization == "gap":
+        return {k: pixels / max(gaps[k], 1e-12) for k in gaps}
+    total = sum(w[k] * gaps[k] / norms[k] for k in gaps)
+    return {k: pixels / max(norms[k] * total, 1e-12) for k in gaps}
 
 
 class SlicedColorTerm(_Drawing):
@@ -591,9 +636,31 @@ class SlicedColorTerm(_Drawing):
     the others)."""
 
     name = "color_loss"
+    weight_field = "color_weight"
     tileable = False
-    reusable = False
-    state_names = ("factor",)
+    untileable = ("--color_loss=sliced cannot be tiled (it ranks every pixel at once; "
+                  "--color_loss=gaussian tiles)")
+    state_names = ("paintings", "factor", "masks")
+    static_names = ("count", "seed", "region_weights")
+
+    @classmethod
+    def selected(cls, config, masked: bool) -> bool:
+        return config.color_weight > 0 and config.color_loss == "sliced"
+
+    @classmethod
+    def from_config(cls, config, pictures, stats) -> "SlicedColorTerm":
+        """Towards the paintings' pixels, in units of the photo's own distance (at
+        draw 0), as ``ColorTerm``."""
+        paintings = [tf.reshape(tf.constant(p, tf.float32), (-1, 3)) for p in pictures.styles]
+        masks = None if pictures.masks is None else [tf.constant(m, tf.float32)
+                                                     for m in pictures.masks]
+        blend = _normalised(config.style_blend_weights, len(pictures.styles))
+        term = cls(paintings, 1.0, masks, blend, config.seed)
+        photo = term.sums({}, tf.constant(pictures.content), term.inputs(None), WHOLE)
+        distance = float(term.finish(photo))
+        scale = pictures.pixels if config.loss_normalization in RELATIVE else 1.0
+        term.factor = scale / max(distance, 1e-12)
+        return term
 
     def __init__(self, paintings, factor, masks=None, region_weights=(1.0,), seed: int = 0,
                  directions: int = 32):
@@ -618,39 +685,6 @@ class SlicedColorTerm(_Drawing):
                                              self._seed(98), weights)
 
 
-def build_sliced_color_term(normalization: str, content_image, style_images, pixels: float,
-                            blend_weights=None, masks=None, seed: int = 0) -> SlicedColorTerm:
-    """``SlicedColorTerm`` towards the paintings' pixels, in units of the photo's own
-    distance (at draw 0; as ``build_color_term``)."""
-    paintings = [tf.reshape(tf.constant(s, tf.float32), (-1, 3)) for s in style_images]
-    masks_t = None if masks is None else [tf.constant(m, tf.float32) for m in masks]
-    term = SlicedColorTerm(paintings, 1.0, masks_t, _normalised(blend_weights,
-                                                                len(style_images)), seed)
-    photo = term.sums({}, tf.constant(content_image), term.inputs(None), WHOLE)
-    distance = float(term.finish(photo))
-    scale = pixels if normalization in RELATIVE else 1.0
-    term.factor = scale / max(distance, 1e-12)
-    return term
-
-
-def build_color_term(normalization: str, content_image, style_images, pixels: float,
-                     blend_weights=None, masks=None, loss: str = "gaussian", seed: int = 0):
-    """The colour term towards the paintings' pixels (network images ``(1, r, c, 3)``):
-    ``ColorTerm`` (``loss="gaussian"``) or ``SlicedColorTerm`` (``"sliced"``)."""
-    if loss == "sliced":
-        return build_sliced_color_term(normalization, content_image, style_images, pixels,
-                                       blend_weights, masks, seed)
-    blend = _normalised(blend_weights, len(style_images))
-    styles = [moments(tf.constant(s)) for s in style_images]
-    photo_pixels = tf.constant(content_image)
-    if masks is None:
-        targets, weights = [Gaussian.of(styles, blend)], (1.0,)
-        photo = [moments(photo_pixels)]
-        masks_t = None
-    else:
-        targets, weights = [Gaussian.of([s], [1.0]) for s in styles], blend
-        masks_t = [tf.constant(m, tf.float32) for m in masks]
-        photo = [moments(photo_pixels, m) for m in masks_t]
-    distance = sum(b * float(w2_squared(p, t)) for b, p, t in zip(weights, photo, targets))
-    scale = pixels if normalization in RELATIVE else 1.0
-    return ColorTerm(targets, scale / max(distance, 1e-12), masks_t, weights)
+# The terms a Config can select here (``engine.build.TERMS``)
+STYLE_TERMS = (GuidedGramTerm, WassersteinStyleTerm, SlicedStyleTerm)
+COLOR_TERMS = (ColorTerm, SlicedColorTerm)

@@ -117,7 +117,9 @@ class Objective(Terms):
         them instead of capturing them, and ``adopt`` can replace them."""
         for _, term in self.items:
             for name in term.state_names:
-                setattr(term, name, tf.nest.map_structure(_variable, getattr(term, name)))
+                value = getattr(term, name)
+                if value is not None:
+                    setattr(term, name, tf.nest.map_structure(_variable, value))
         return self
 
     def signature(self) -> tuple:
@@ -128,8 +130,9 @@ class Objective(Terms):
         compiled step; returns ``self``."""
         for (_, mine), (_, theirs) in zip(self.items, other):
             for name in mine.state_names:
-                tf.nest.map_structure(lambda var, value: var.assign(value),
-                                      getattr(mine, name), getattr(theirs, name))
+                if getattr(mine, name) is not None:
+                    tf.nest.map_structure(lambda var, value: var.assign(value),
+                                          getattr(mine, name), getattr(theirs, name))
         return self
 
     def raw_features(self, image) -> Dict[str, tf.Tensor]:
@@ -171,7 +174,10 @@ class Objective(Terms):
 
 
 def _variable(value):
-    return tf.Variable(tf.cast(value, tf.float32), trainable=False)
+    """A term's number as a variable (float64 stays float64: the Gaussians' roots)."""
+    value = tf.convert_to_tensor(value)
+    dtype = tf.float64 if value.dtype == tf.float64 else tf.float32
+    return tf.Variable(tf.cast(value, dtype), trainable=False)
 
 
 def _shapes(value) -> tuple:
@@ -249,8 +255,6 @@ class TargetCache(collections.OrderedDict):
         return self.extractors[key]
 
     def objective(self, extractor, terms: Sequence[Weighted], build) -> "Objective":
-        if not all(term.reusable for _, term in terms):
-            return build()
         key = signature(extractor, terms)
         if key in self.objectives:
             self.objectives.move_to_end(key)
@@ -272,124 +276,75 @@ class TargetCache(collections.OrderedDict):
         return store[key]
 
 
-def style_grams(features_of, style_image, output_positions: Mapping[str, int],
-                normalization: str, cache: Optional[MutableMapping] = None, network_key=None):
-    """One style image's target Gram matrices, taken from ``cache`` when it has them.
-
-    ``features_of(image)``: ``{layer: (1, rows', cols', c)}`` features of a
-    network image.  ``cache`` (any mapping, kept by the caller across runs) is
-    keyed by ``network_key`` (what fixes the network: model, weights,
-    precision, ...), a digest of the network image, the layers with their
-    output positions and the normalisation; a hit gives exactly the matrices
-    computing them would.
-    """
-    scaled = normalization in RELATIVE
-    key = None
-    if cache is not None:
-        image = np.ascontiguousarray(style_image, dtype=np.float32)
-        key = (network_key, hashlib.sha256(image.tobytes()).hexdigest(), image.shape,
-               tuple(output_positions.items()), scaled)
-        if key in cache:
-            return cache[key]
-    feats = features_of(tf.constant(style_image))
-    raw = {k: fast_gram_matrix(feats[k][0]) for k in output_positions}
-    grams = StyleTerm.image_grams(raw, {k: positions(feats[k][0]) for k in output_positions},
-                                  output_positions, scaled)
-    if cache is not None:
-        cache[key] = grams
-    return grams
-
-
-def weighted_terms(content, style, tv, weights, extra_terms=()) -> List[Weighted]:
-    """The keras.io triple with its weights, terms of weight 0 (or ``None``) left
-    out, then the ``(name, weight, term)`` extra terms."""
-    out = [(float(w), term) for w, term in zip(weights, (content, style, tv))
-           if term is not None and float(w)]
-    for name, weight, term in extra_terms:
-        if term.name != name:
-            raise ValueError(f"extra term {name!r} reports itself as {term.name!r}")
-        out.append((float(weight), term))
-    return out
-
-
-def build_objective(extractor, content_image, style_images, *, content_layers,
-                    style_layers, content_weight, style_weight, total_variation_weight,
-                    normalization="keras_io", blend_weights=None, layer_weights=None,
-                    jit_compile=False, target_cache=None, network_key=None,
-                    extra_terms=(), style_loss="gram", color_weight=0.0, style_masks=None,
-                    sliced_directions=32, seed=0, color_images=None,
-                    color_loss="gaussian") -> Objective:
-    """Computes the targets and returns the ``Objective``.
+class WholeImage:
+    """The statistics terms build their targets from, on whole network images
+    (``tiling.TiledImage`` gives the same ones summed over tiles).
 
     Args:
-      extractor: model from ``vgg.build_extractor`` covering the layers.
-      content_image: network image ``(1, rows, cols, 3)``: the content target,
-        and the output size ``P = rows * cols``.
-      style_images: one or more network images (any size).
-      content_layers, style_layers: layer names (empty: term off).
-      blend_weights: one weight per style image (default equal).
-      layer_weights: one weight per style layer (default equal; normalised).
-      target_cache, network_key: a mapping that keeps the style images' Gram
-        matrices across calls, and what identifies the network (``style_grams``);
-        a ``TargetCache`` also keeps the compiled objective (``TargetCache.objective``).
-      extra_terms: ``(name, weight, term)`` triples added to the list, e.g.
-        ``video.temporal.TemporalTerm``.
-      style_loss, sliced_directions, seed: the style statistics matched
-        (``engine.distributions``); style_masks: ``(1, rows, cols, 1)`` masks in
-        0..1, one per style image (a style per region).
-      color_weight, color_images, color_loss: the colour term's weight, the pictures
-        whose colours it pulls towards (default: the style images).
+      extractor: the cut network (``None``: no term reads it).
+      cache, network_key: a mapping that keeps paintings' Gram matrices across
+        calls (a worker's ``TargetCache``) and what identifies the network
+        (``settings.network_key``); see ``style_grams``.
     """
-    if normalization not in NORMALIZATIONS:
-        raise ValueError(f"unknown loss normalization {normalization!r}")
-    if isinstance(style_images, (np.ndarray, tf.Tensor)):
-        style_images = [style_images]
-    pixels = float(content_image.shape[1] * content_image.shape[2])
-    probe = Objective(extractor, [])
-    content = style = None
-    if content_layers or style_layers:
-        content_feats = probe.features(tf.constant(content_image))
-    if content_layers:
-        content = ContentTerm.build({k: content_feats[k] for k in content_layers},
-                                    normalization, pixels)
-    if style_layers and (style_loss != "gram" or style_masks is not None):
-        style = distributions.build_style_term(
-            style_loss, normalization, _moments_of(probe, style_layers), probe.features,
-            content_image, style_images, style_layers, pixels, blend_weights, layer_weights,
-            style_masks, sliced_directions, seed)
-    elif style_layers:
-        style = _gram_term(probe, content_feats, style_images, style_layers, normalization,
-                           pixels, blend_weights, layer_weights, target_cache, network_key)
-    tv = TotalVariationTerm.build(content_image, normalization)
-    terms = weighted_terms(content, style, tv,
-                           (content_weight, style_weight, total_variation_weight), extra_terms)
-    if color_weight:
-        terms.append((float(color_weight), distributions.build_color_term(
-            normalization, content_image, color_images or style_images, pixels,
-            blend_weights, style_masks, color_loss, seed)))
-    if isinstance(target_cache, TargetCache):  # a worker reuses one compiled step per shape
-        return target_cache.objective(extractor, terms,
-                                      lambda: Objective(extractor, terms, jit_compile))
-    return Objective(extractor, terms, jit_compile)
 
+    def __init__(self, extractor, cache: Optional[MutableMapping] = None, network_key=None):
+        self.probe = Objective(extractor, [])
+        self.cache, self.network_key = cache, network_key
+        self._seen: Dict[int, tuple] = {}
 
-def _gram_term(probe, content_feats, style_images, style_layers, normalization, pixels,
-               blend_weights, layer_weights, target_cache, network_key) -> StyleTerm:
-    """The tutorial's Gram-matrix style term (targets through ``style_grams``)."""
-    out_positions = {k: int(content_feats[k].shape[1]) * int(content_feats[k].shape[2])
-                     for k in style_layers}
-    grams = [style_grams(probe.features, s, out_positions, normalization, target_cache,
-                         network_key) for s in style_images]
-    photo = {k: mean_gram(content_feats[k][0]) for k in style_layers} \
-        if normalization in ("gap", "gap_total") else None
-    return StyleTerm.build(normalization, out_positions, pixels, grams, blend_weights,
-                           layer_weights, photo_grams=photo)
+    def raw(self, image) -> Dict[str, tf.Tensor]:
+        """The network's features of ``image`` in its compute dtype (kept for the
+        pictures of one build: ``image`` is the same array each time)."""
+        seen = self._seen.get(id(image))
+        if seen is None or seen[0] is not image:
+            seen = (image, self.probe.raw_features(tf.constant(image)))
+            self._seen[id(image)] = seen
+        return seen[1]
 
+    def features(self, image, layers) -> Dict[str, tf.Tensor]:
+        """``{layer: (1, rows', cols', c)}`` float32."""
+        raw = self.raw(image)
+        return {k: tf.cast(raw[k], tf.float32) for k in layers}
 
-def _moments_of(probe: Objective, layers):
-    """``moments_of(image, masks=None)`` of ``distributions.build_style_term``, untiled."""
-    def moments_of(image, masks=None):
-        feats = probe.raw_features(image)
-        return {k: distributions.moments(feats[k], None if masks is None else masks[k])
+    def shapes(self, image, layers) -> Dict[str, Tuple[int, int]]:
+        """``{layer: (rows', cols')}`` of the feature maps."""
+        raw = self.raw(image)
+        return {k: (int(raw[k].shape[1]), int(raw[k].shape[2])) for k in layers}
+
+    def grams(self, image, layers) -> Dict[str, tf.Tensor]:
+        """``{layer: F^T F}`` (float32)."""
+        feats = self.features(image, layers)
+        return {k: fast_gram_matrix(feats[k][0]) for k in layers}
+
+    def moments(self, image, layers, masks=None) -> Dict[str, Dict[str, tf.Tensor]]:
+        """``{layer: distributions.moments}`` (``masks``: ``{layer: (1, h, w, 1)}``)."""
+        raw = self.raw(image)
+        return {k: distributions.moments(raw[k], None if masks is None else masks[k])
                 for k in layers}
-    return moments_of
+
+    def total_variation(self, image) -> tf.Tensor:
+        return total_variation_loss(tf.constant(image))
+
+    def style_grams(self, image, output_positions: Mapping[str, int], scaled: bool):
+        """One painting's target Gram matrices (``StyleTerm.image_grams``), taken
+        from the cache when it has them.
+
+        The cache is keyed by the network key, a digest of the network image,
+        the layers with their output positions and the normalisation; a hit
+        gives exactly the matrices computing them would.
+        """
+        key = None
+        if self.cache is not None:
+            array = np.ascontiguousarray(image, dtype=np.float32)
+            key = (self.network_key, hashlib.sha256(array.tobytes()).hexdigest(), array.shape,
+                   tuple(output_positions.items()), scaled)
+            if key in self.cache:
+                return self.cache[key]
+        layers = list(output_positions)
+        raw = self.grams(image, layers)
+        shapes = self.shapes(image, layers)
+        grams = StyleTerm.image_grams(raw, {k: tf.constant(float(h * w)) for k, (h, w) in shapes.items()},
+                                      output_positions, scaled)
+        if self.cache is not None:
+            self.cache[key] = grams
+        return grams

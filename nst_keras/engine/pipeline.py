@@ -35,11 +35,12 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
-from nst_keras.engine import hardware, imaging, memory, optim, tiling, vgg
+from nst_keras.engine import build, hardware, imaging, memory, optim, tiling, vgg
 from nst_keras import settings
 from nst_keras.engine.callbacks import FiniteGuard, Outcome, PrintLog, Progress, RunState, \
     StopOnSignal, StopWhenStyleClose
-from nst_keras.engine.objective import Objective, TargetCache, build_objective
+from nst_keras.engine.objective import Objective, TargetCache
+from nst_keras.engine.terms import Pictures
 from nst_keras.errors import UserError
 from nst_keras.settings import Config
 
@@ -252,39 +253,27 @@ def _extractor(config: Config, backbone, strategy, cache):
 def build_loss(config: Config, content_picture, style_pictures, backbone=None,
                extractor=None, target_cache=None, strategy=None, masks=None,
                extra_terms=()) -> Objective:
-    """The ``Objective`` of ``config`` for RGB pictures already sized.
+    """The ``Objective`` of ``config`` for RGB pictures already sized (``engine.build``).
 
-    ``target_cache``: a mapping that keeps style Gram targets across calls
-    (``objective.style_grams``), e.g. one per process for a batch of runs.
-    When ``memory.tile_size_for`` says the size is tiled, a
-    ``tiling.TiledObjective`` (same interface), its tiles spread over
-    ``strategy``'s replicas.  ``extra_terms``: ``(name, weight, term)``
-    triples added to the term list (a term that is not ``tileable`` stops a
-    tiled run in one line).
+    ``target_cache``: a mapping that keeps style Gram targets across calls,
+    e.g. one per process for a batch of runs (a ``TargetCache`` keeps the
+    compiled objective too).  When ``memory.tile_size_for`` says the size is
+    tiled, a ``tiling.TiledObjective`` (same interface), its tiles spread
+    over ``strategy``'s replicas.  ``masks``: ``(1, rows, cols, 1)`` per
+    style picture; ``extra_terms``: ``(name, weight, term)`` triples added to
+    the term list (a term that is not ``tileable`` stops a tiled run in one
+    line).
     """
-    content_layers, style_layers = config.active_layers()
     extractor = extractor if extractor is not None else build_extractor(config, backbone)
-    common = dict(
-        content_layers=content_layers, style_layers=style_layers,
-        content_weight=config.content_weight, style_weight=config.style_weight,
-        total_variation_weight=config.total_variation_weight,
-        normalization=config.loss_normalization,
-        blend_weights=config.style_blend_weights,
-        layer_weights=config.style_layer_weights if style_layers else None,
-        jit_compile=config.jit_compile, style_loss=config.style_loss,
-        color_weight=config.color_weight, style_masks=masks,
-        sliced_directions=config.sliced_directions, seed=config.seed,
-        color_loss=config.color_loss)
-    content = vgg.preprocess_image(content_picture)
-    styles = [vgg.preprocess_image(p) for p in style_pictures]
-    tile = memory.tile_size_for(content.shape[1], content.shape[2], config)
+    pictures = Pictures(vgg.preprocess_image(content_picture),
+                        [vgg.preprocess_image(p) for p in style_pictures], masks)
+    tile = memory.tile_size_for(pictures.content.shape[1], pictures.content.shape[2], config)
     if tile and extractor is not None:
-        return tiling.build_tiled_objective(extractor, content, styles, tile_size=tile,
-                                            halo=tiling.halo_for(config), strategy=strategy,
-                                            extra_terms=extra_terms, **common)
-    return build_objective(
-        extractor, content, styles, **common, target_cache=target_cache,
-        network_key=network_key(config), extra_terms=extra_terms)
+        return build.build_objective(config, extractor, pictures, tile_size=tile,
+                                     halo=tiling.halo_for(config), strategy=strategy,
+                                     extra_terms=extra_terms)
+    return build.build_objective(config, extractor, pictures, target_cache=target_cache,
+                                 network_key=network_key(config), extra_terms=extra_terms)
 
 
 # --------------------------------------------------------------------------
@@ -561,7 +550,9 @@ def _plan(config: Config, content, style, start: Optional[RunState]):
 
 def checked(config: Config, content=None, style=None) -> Config:
     """``config`` validated, with images given as arrays marked (``run.json`` says so)."""
-    return settings.validate(_with_arrays(config, content, style))
+    config = settings.validate(_with_arrays(config, content, style))
+    build.check(config)
+    return config
 
 
 def stylize(config: Config, content=None, style=None, callbacks: Sequence = (),

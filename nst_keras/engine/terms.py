@@ -78,6 +78,7 @@ from __future__ import annotations
 
 from typing import Dict, Mapping, Optional, Sequence, Tuple
 
+import numpy as np
 import tensorflow as tf
 
 from nst_keras import settings
@@ -207,23 +208,72 @@ class Part:
 WHOLE = Part()
 
 
+def _static(value):
+    """A hashable form of a static setting (dicts as sorted pairs)."""
+    if isinstance(value, Mapping):
+        return tuple(sorted((k, _static(v)) for k, v in value.items()))
+    if isinstance(value, (list, tuple)):
+        return tuple(_static(v) for v in value)
+    return value
+
+
+class Pictures:
+    """The network images a term computes its targets from.
+
+    Args:
+      content: the photo ``(1, rows, cols, 3)`` float32: the content target
+        and the output's size (``pixels = rows * cols``).
+      styles: the paintings, network images of any size.
+      masks: ``(1, rows, cols, 1)`` float32 in 0..1, one per painting (a style
+        per region), or ``None``.
+    """
+
+    def __init__(self, content, styles: Sequence, masks: Optional[Sequence] = None):
+        self.content = np.asarray(content, np.float32)
+        self.styles = [np.asarray(s, np.float32) for s in styles]
+        self.masks = None if masks is None else [np.asarray(m, np.float32) for m in masks]
+
+    @property
+    def pixels(self) -> float:
+        return float(self.content.shape[1] * self.content.shape[2])
+
+
 class Term:
     """One term of the objective (see the module docstring for the contract).
 
     Attributes:
       name: the key its value is reported under (``content_loss``, ...).
       layers: the network layers it reads; empty for an image-space term.
-      tileable: whether ``sums`` over tiles add up to the whole image's.
+      tileable: whether ``sums`` over tiles add up to the whole image's
+        (``untileable``: the refusal of a tiled run, "... cannot be tiled (why)").
+      weight_field: the ``Config`` field holding its weight (empty for a term
+        a command adds itself, such as a film's temporal term).
     """
 
     name = "term"
     layers: Tuple[str, ...] = ()
     tileable = True
-    # The attributes holding the term's numbers (targets, factors): an
+    untileable = ""
+    weight_field = ""
+    # The attributes holding the term's numbers (targets, factors, masks): an
     # objective that is reused for another picture of the same shape assigns
-    # them (``objective.Objective.adopt``); everything else must be equal.
+    # them (``objective.Objective.adopt``), so every number the step reads is
+    # one of them; ``static_names``: the settings baked into the compiled step
+    # (in ``signature``: a reused objective must share them).
     state_names: Tuple[str, ...] = ()
-    reusable = True  # False: its numbers are constants of the step (never adopted)
+    static_names: Tuple[str, ...] = ()
+
+    @classmethod
+    def selected(cls, config, masked: bool) -> bool:
+        """Whether ``config`` asks for this term (``masked``: a style per region)."""
+        return False
+
+    @classmethod
+    def from_config(cls, config, pictures: Pictures, stats) -> "Term":
+        """The term of ``config`` for ``pictures``, its targets computed through
+        ``stats`` (``objective.WholeImage`` or ``tiling.TiledImage``: the same
+        statistics on the whole image or summed over tiles)."""
+        raise NotImplementedError
 
     # Steps that share one random draw (``at_step``); None: the term draws nothing.
     # L-BFGS sets it above 1 (``Objective.hold_draws``): its line search and
@@ -237,7 +287,8 @@ class Term:
     def signature(self) -> tuple:
         """What a reused objective must share with this term (besides its state's
         shapes): the class, name, layers and static settings."""
-        return (type(self).__name__, self.name, tuple(self.layers))
+        return (type(self).__name__, self.name, tuple(self.layers),
+                tuple(_static(getattr(self, n)) for n in self.static_names))
 
     def inputs(self, region=None):
         """Per-position inputs of ``sums`` for ``region`` (``tiling.Region``;
@@ -271,6 +322,18 @@ class ContentTerm(Term):
         self.targets = {k: v if len(v.shape) == 4 else v[None] for k, v in targets.items()}
         self.factors = factors
         self.layers = tuple(self.targets)
+
+    weight_field = "content_weight"
+
+    @classmethod
+    def selected(cls, config, masked: bool) -> bool:
+        return bool(config.active_layers()[0])
+
+    @classmethod
+    def from_config(cls, config, pictures: Pictures, stats) -> "ContentTerm":
+        layers = config.active_layers()[0]
+        return cls.build(stats.features(pictures.content, layers), config.loss_normalization,
+                         pictures.pixels)
 
     @classmethod
     def build(cls, targets: Dict[str, tf.Tensor], normalization: str, pixels: float):
@@ -310,11 +373,30 @@ class StyleTerm(Term):
     """
 
     name = "style_loss"
+    weight_field = "style_weight"
     state_names = ("targets", "factors")
+    static_names = ("mean", "positions", "layer_weights")
 
-    def signature(self) -> tuple:
-        return (*super().signature(), self.mean, tuple(sorted(self.positions.items())),
-                tuple(sorted(self.layer_weights.items())))
+    @classmethod
+    def selected(cls, config, masked: bool) -> bool:
+        return bool(config.active_layers()[1]) and config.style_loss == "gram" and not masked
+
+    @classmethod
+    def from_config(cls, config, pictures: Pictures, stats) -> "StyleTerm":
+        """The tutorial's Gram matrices: each painting's through ``stats.style_grams``
+        (which a worker's cache may already hold), blended."""
+        layers = config.active_layers()[1]
+        scaled = config.loss_normalization in RELATIVE
+        shapes = stats.shapes(pictures.content, layers)
+        out_positions = {k: h * w for k, (h, w) in shapes.items()}
+        grams = [stats.style_grams(s, out_positions, scaled) for s in pictures.styles]
+        photo = None
+        if config.loss_normalization in ("gap", "gap_total"):
+            raw = stats.grams(pictures.content, layers)
+            photo = {k: raw[k] / float(out_positions[k]) for k in layers}
+        return cls.build(config.loss_normalization, out_positions, pictures.pixels, grams,
+                         config.style_blend_weights, config.style_layer_weights,
+                         photo_grams=photo)
 
     def __init__(self, targets, layer_weights, factors, mean: bool,
                  positions: Optional[Mapping[str, int]] = None):
@@ -391,7 +473,18 @@ class TotalVariationTerm(Term):
     """
 
     name = "tv_loss"
+    weight_field = "total_variation_weight"
     state_names = ("factor",)
+
+    @classmethod
+    def selected(cls, config, masked: bool) -> bool:
+        return True
+
+    @classmethod
+    def from_config(cls, config, pictures: Pictures, stats) -> "TotalVariationTerm":
+        tv = stats.total_variation(pictures.content) \
+            if config.loss_normalization in RELATIVE else None
+        return cls.build(pictures.content, config.loss_normalization, tv)
 
     def __init__(self, factor):
         self.factor = factor

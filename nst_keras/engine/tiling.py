@@ -52,16 +52,16 @@ are all-reduced and the interiors' gradients gathered (``Spread``).
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, List, Optional, Sequence
+import functools
+from typing import Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
 
 from nst_keras.engine import distributions, memory
-from nst_keras.engine.objective import (NORMALIZATIONS, RELATIVE, ContentTerm, StyleTerm, Terms,
-                                        TotalVariationTerm, Weighted, computes_in_float16,
+from nst_keras.engine.objective import (StyleTerm, Terms, Weighted, computes_in_float16,
                                         fast_gram_matrix, scaled_network_gradient,
-                                        total_variation_loss, weighted_terms)
+                                        total_variation_loss)
 from nst_keras.engine.terms import Part
 from nst_keras.errors import UserError
 from nst_keras.settings import TILE_ALIGN
@@ -273,69 +273,97 @@ def image_window(tile: Tile, rows: int, cols: int) -> tuple:
             max(tile.left - MARGIN, 0), min(tile.right + MARGIN, cols))
 
 
-class FeatureSums:
-    """Full-image statistics of one network's features, computed in tiles
-    (for the targets: Gram sums of the style images, content feature maps).
+class TiledImage:
+    """The statistics terms build their targets from (``objective.WholeImage``'s),
+    summed over tiles: full-image feature maps, Gram sums and moments of a
+    network image too large for one pass.
 
     Args:
-      extractor: the cut extractor.
-      strides: ``{layer: stride}`` (``extractor_strides``).
-      gram_layers: the layers whose Gram matrices are summed (the style layers).
-      jit_compile: compile the per-tile function with XLA.
+      extractor: the cut extractor; strides: ``{layer: stride}``
+        (``extractor_strides``).
+      tile_size, halo: the tiling (``tile_grid``) of every picture.
+      spread: the replicas the tiles go to.
+      jit_compile: compile the per-tile functions with XLA.
     """
 
-    def __init__(self, extractor, strides: Dict[str, int], gram_layers: Sequence[str],
-                 jit_compile: bool = False):
-        self.extractor, self.strides = extractor, strides
-        self.gram_layers = tuple(gram_layers)
-        self.tile_grams = tf.function(self.tile_grams_fn, jit_compile=jit_compile,
-                                      reduce_retracing=True)
+    cache = network_key = None  # paintings' targets are not kept across tiled runs
 
-    def tile_grams_fn(self, packed):
+    def __init__(self, extractor, strides: Dict[str, int], tile_size: int, halo: int,
+                 spread: "Spread", jit_compile: bool = False):
+        self.extractor, self.strides = extractor, strides
+        self.tile_size, self.halo, self.spread = int(tile_size), int(halo), spread
+        self.jit_compile = jit_compile
+        self._compiled: Dict[tuple, object] = {}
+
+    def _per_tile(self, fn, layers, jit_compile: bool = False):
+        """``fn`` for ``layers``, compiled once per function and layers."""
+        key = (fn.__name__, tuple(layers))
+        if key not in self._compiled:
+            self._compiled[key] = tf.function(functools.partial(fn, layers=tuple(layers)),
+                                              jit_compile=jit_compile, reduce_retracing=True)
+        return self._compiled[key]
+
+    def tiles(self, image) -> List[Tile]:
+        return tile_grid(int(image.shape[1]), int(image.shape[2]), self.tile_size, self.halo)
+
+    def tile_grams_fn(self, packed, layers):
         """``(crop, inner, weight)`` -> ``{layer: F^T F}`` over the interior."""
         crop, inner, weight = packed
         raw = self.extractor(crop, training=False)
         part = Part(inner, self.strides)
-        return {k: weight * fast_gram_matrix(part.features(raw[k], k)[0])
-                for k in self.gram_layers}
+        return {k: weight * fast_gram_matrix(part.features(raw[k], k)[0]) for k in layers}
 
-    def tile_moments_fn(self, packed):
+    def tile_moments_fn(self, packed, layers):
         """``(crop, inner, {layer: mask crop}, weight)`` -> ``{layer: moments}`` over
         the interior (``distributions.moments``; no masks: every position counts 1)."""
         crop, inner, masks, weight = packed
         raw = self.extractor(crop, training=False)
         part = Part(inner, self.strides)
         out = {}
-        for k in self.gram_layers:
+        for k in layers:
             m = part.features(masks[k], k) if k in masks else None
             sums = distributions.moments(part.features(raw[k], k), m)
             out[k] = {name: weight * value for name, value in sums.items()}
         return out
 
-    def moments(self, image, tiles, spread: "Spread", masks=None):
+    def shapes(self, image, layers) -> Dict[str, tuple]:
+        rows, cols = int(image.shape[1]), int(image.shape[2])
+        return {k: (rows // self.strides[k], cols // self.strides[k]) for k in layers}
+
+    def moments(self, image, layers, masks=None):
         """``{layer: moments}`` of a full network image, summed over the tiles;
         ``masks``: ``{layer: (1, h, w, 1)}`` full-size, one region."""
-        if not hasattr(self, "tile_moments"):
-            self.tile_moments = tf.function(self.tile_moments_fn, reduce_retracing=True)
         image = tf.convert_to_tensor(image, tf.float32)
-        return spread.sum(self.tile_moments, tiles, lambda t: (
+        return self.spread.sum(self._per_tile(self.tile_moments_fn, layers),
+                               self.tiles(image), lambda t: (
             t.crop(image), tf.constant(t.inner),
             {k: t.feature_crop(v, self.strides[k]) for k, v in (masks or {}).items()}))
 
-    def grams(self, image, tiles, spread: "Spread") -> Dict[str, tf.Tensor]:
+    def grams(self, image, layers) -> Dict[str, tf.Tensor]:
         """``{layer: F^T F}`` of a full network image, summed over the tiles."""
         image = tf.convert_to_tensor(image, tf.float32)
-        return spread.sum(self.tile_grams, tiles,
-                          lambda t: (t.crop(image), tf.constant(t.inner)))
+        return self.spread.sum(self._per_tile(self.tile_grams_fn, layers, self.jit_compile),
+                               self.tiles(image),
+                               lambda t: (t.crop(image), tf.constant(t.inner)))
 
-    def features(self, image, tiles, names) -> Dict[str, tf.Tensor]:
+    def style_grams(self, image, output_positions: Mapping[str, int], scaled: bool):
+        """One painting's target Gram matrices (``StyleTerm.image_grams``)."""
+        layers = list(output_positions)
+        raw = self.grams(image, layers)
+        n = {k: float(h * w) for k, (h, w) in self.shapes(image, layers).items()}
+        return StyleTerm.image_grams(raw, n, output_positions, scaled)
+
+    def total_variation(self, image) -> tf.Tensor:
+        return tiled_total_variation(tf.constant(image), self.tiles(image))
+
+    def features(self, image, layers) -> Dict[str, tf.Tensor]:
         """Full-image feature maps ``{layer: (1, rows/s, cols/s, c)}`` float32, from tiles."""
         image = tf.convert_to_tensor(image, tf.float32)
         rows, cols = int(image.shape[1]), int(image.shape[2])
         out = {}
-        for tile in tiles:
+        for tile in self.tiles(image):
             raw = self.extractor(tile.crop(image), training=False)
-            for k in names:
+            for k in layers:
                 s = self.strides[k]
                 part = interior(tf.cast(raw[k], tf.float32), tile.inner, s).numpy()
                 if k not in out:
@@ -347,11 +375,6 @@ class FeatureSums:
 
 # --------------------------------------------------------------------------
 # The tiled objective
-
-
-def not_tileable(terms: Sequence[Weighted]) -> List[str]:
-    """The names of the terms that cannot be summed over tiles."""
-    return [t.name for _, t in terms if not t.tileable]
 
 
 class TiledObjective(Terms):
@@ -377,10 +400,8 @@ class TiledObjective(Terms):
     def __init__(self, extractor, strides: Dict[str, int], terms: Sequence[Weighted],
                  tile_size: int, halo: int, spread: Spread, jit_compile: bool = False):
         super().__init__(terms)
-        names = not_tileable(self.items)
-        if names:
-            raise UserError(f"{', '.join(names)} cannot be tiled; lower --img_nrows or set "
-                            "--tile_size=0")
+        if any(not t.tileable for _, t in self.items):  # engine.build refuses them first
+            raise ValueError("a term that cannot be tiled in a tiled objective")
         self.extractor, self.strides = extractor, strides
         self.tile_size, self.halo, self.spread = int(tile_size), int(halo), spread
         self.float16 = computes_in_float16(extractor.layers)
@@ -511,83 +532,6 @@ def check_settings(config) -> int:
         strides = {k: reach_and_stride(config.model, [k])[1] for k in layers}
         check_tiling(strides, layers, int(config.tile_size), halo)
     return halo
-
-
-def _style_term(sums: FeatureSums, spread, content_image, style_images, style_layers,
-                normalization, blend_weights, layer_weights, tile_size, halo) -> StyleTerm:
-    strides = sums.strides
-    rows, cols = int(content_image.shape[1]), int(content_image.shape[2])
-    pos = {k: (rows // strides[k]) * (cols // strides[k]) for k in style_layers}
-    scaled = normalization in RELATIVE
-
-    def grams_of(image, exact: bool):
-        r, c = int(image.shape[1]), int(image.shape[2])
-        raw = sums.grams(image, tile_grid(r, c, tile_size, halo), spread)
-        n = {k: float((r // strides[k]) * (c // strides[k])) for k in style_layers}
-        return StyleTerm.image_grams(raw, n, pos, exact)
-
-    grams = [grams_of(image, scaled) for image in style_images]
-    photo = grams_of(content_image, True) if normalization in ("gap", "gap_total") else None
-    return StyleTerm.build(normalization, pos, float(rows * cols), grams, blend_weights,
-                           layer_weights, photo_grams=photo)
-
-
-def build_tiled_objective(extractor, content_image, style_images, *, content_layers,
-                          style_layers, content_weight, style_weight, total_variation_weight,
-                          normalization="keras_io", blend_weights=None, layer_weights=None,
-                          tile_size=1024, halo=192, strategy=None, jit_compile=False,
-                          extra_terms=(), style_loss="gram", color_weight=0.0,
-                          style_masks=None, sliced_directions=32, seed=0,
-                          color_loss="gaussian") -> TiledObjective:
-    """``objective.build_objective`` computed in tiles (targets included).
-
-    Args are ``build_objective``'s (network images ``(1, rows, cols, 3)``), and
-    ``tile_size``, ``halo`` (``tile_grid``) and the ``tf.distribute`` strategy
-    the tiles of a step are spread over (``None``: the default device).
-    """
-    if normalization not in NORMALIZATIONS:
-        raise ValueError(f"unknown loss normalization {normalization!r}")
-    strides = extractor_strides(extractor)
-    check_tiling(strides, list(content_layers) + list(style_layers), tile_size, halo)
-    names = not_tileable([(1.0, term) for _, _, term in extra_terms])
-    if style_layers and style_loss == "sliced_wasserstein":
-        names.insert(0, "--style_loss=sliced_wasserstein (it ranks every position at once)")
-    if color_weight and color_loss == "sliced":
-        names.insert(0, "--color_loss=sliced (it ranks every pixel at once; "
-                        "--color_loss=gaussian tiles)")
-    if names:  # before any target is computed
-        raise UserError(f"{', '.join(names)} cannot be tiled; lower --img_nrows or set "
-                        "--tile_size=0")
-    sums = FeatureSums(extractor, strides, style_layers, jit_compile)
-    spread = Spread(strategy)
-    rows, cols = int(content_image.shape[1]), int(content_image.shape[2])
-    tiles, pixels = tile_grid(rows, cols, tile_size, halo), float(rows * cols)
-    content = style = None
-    if content_layers:
-        content = ContentTerm.build(sums.features(content_image, tiles, content_layers),
-                                    normalization, pixels)
-    if style_layers and (style_loss != "gram" or style_masks is not None):
-        def moments_of(image, masks=None):
-            r, c = int(image.shape[1]), int(image.shape[2])
-            return sums.moments(image, tile_grid(r, c, tile_size, halo), spread, masks)
-
-        style = distributions.build_style_term(
-            style_loss, normalization, moments_of,
-            lambda image: sums.features(image, tiles, style_layers), content_image,
-            style_images, style_layers, pixels, blend_weights, layer_weights, style_masks)
-    elif style_layers:
-        style = _style_term(sums, spread, content_image, style_images, style_layers,
-                            normalization, blend_weights, layer_weights, tile_size, halo)
-    tv = TotalVariationTerm.build(
-        content_image, normalization,
-        tiled_total_variation(tf.constant(content_image), tiles)
-        if normalization in RELATIVE else None)
-    terms = weighted_terms(content, style, tv,
-                           (content_weight, style_weight, total_variation_weight), extra_terms)
-    if color_weight:
-        terms.append((float(color_weight), distributions.build_color_term(
-            normalization, content_image, style_images, pixels, blend_weights, style_masks)))
-    return TiledObjective(extractor, strides, terms, tile_size, halo, spread, jit_compile)
 
 
 # --------------------------------------------------------------------------

@@ -392,7 +392,7 @@ def stylize_video(config: settings.Config, options: VideoOptions, log=print,
     stylised frames go to ``config.output_dir``, which a rerun resumes.
     """
     started = time.perf_counter()
-    config = settings.validate(config.replace(content_image=options.video))
+    config = pipeline.checked(config.replace(content_image=options.video))
     options = settings.validate_fields(options)
     if not config.output_dir:
         raise UserError("a video needs --output_dir (the folder for the stylised frames)")
