@@ -43,6 +43,7 @@ from PIL import Image, ImageDraw
 
 from nst_keras import cli
 from nst_keras.engine import hardware, imaging
+from nst_keras.output import files
 from nst_keras.video import flow, videoio
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -130,7 +131,7 @@ def _frame_files(output_dir: str) -> list:
     paths = []
     for i, frame in enumerate(film.film_frames(output_dir, filmed)):
         paths.append(os.path.join(folder, f"{i:04d}.png"))
-        imaging.save_image(paths[-1], frame)
+        files.save_image(paths[-1], frame)
     return paths
 
 
@@ -196,7 +197,7 @@ def main() -> None:
         clip = os.path.join(root, "pan.mkv")
         contents = make_clip(args.photo, clip, args)
         content_png = os.path.join(root, "content.png")
-        imaging.save_image(content_png, contents[0])
+        files.save_image(content_png, contents[0])
         for name, *extra in runs_of(args):
             run = run_film(clip, root, name, args, *extra)
             record = run["record"]

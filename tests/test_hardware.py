@@ -1,8 +1,8 @@
 """--precision=auto and the thread count: candidates from the hardware, the choice
-as a pure function of the device and probe timings, the cache, the real probe,
-and the cores a cgroup quota leaves."""
+as a pure function of the device and probe timings, the store of answers (the
+cache file is the file layer's: tests/test_files.py), the real probe, and the
+cores a cgroup quota leaves."""
 
-import json
 import math
 import os
 import subprocess
@@ -114,59 +114,60 @@ def test_an_unknown_precision_is_a_user_error_naming_the_valid_ones():
     assert all(p in message for p in hardware.PRECISIONS)
 
 
-def test_auto_on_a_cpu_without_bfloat16_does_not_probe(tmp_path, unpinned):
-    assert hardware.resolve_precision("auto", cache_dir=str(tmp_path), device=AVX2,
-                                      measure=never)[0] == "float32"
-    assert not (tmp_path / hardware.CACHE_NAME).exists()
+def test_auto_on_a_cpu_without_bfloat16_does_not_probe(unpinned):
+    store = hardware.MemoryStore()
+    assert hardware.resolve_precision("auto", device=AVX2, measure=never,
+                                      store=store)[0] == "float32"
+    assert store.entries == {}  # nothing measured, nothing stored
 
 
-def test_the_answer_is_measured_once_then_cached_per_machine_and_model(tmp_path, unpinned):
+def test_the_answer_is_measured_once_then_stored_per_machine_and_model(unpinned):
     calls = []
 
     def measure(precision):
         calls.append(precision)
         return {"float32": 0.078, "mixed_bfloat16": 0.041}[precision]
 
-    first = hardware.resolve_precision("auto", "vgg19", cache_dir=str(tmp_path),
-                                       device=BF16_CPU, measure=measure)
+    store = hardware.MemoryStore()
+    first = hardware.resolve_precision("auto", "vgg19", device=BF16_CPU, measure=measure,
+                                       store=store)
     assert first[0] == "mixed_bfloat16" and not first[1].endswith("(cached)")
     assert calls == ["float32", "mixed_bfloat16"]
-    stored = json.loads((tmp_path / hardware.CACHE_NAME).read_text())
-    (entry,) = stored.values()
+    ((key, entry),) = store.entries.items()
+    assert key.startswith(BF16_CPU.key() + "|tensorflow ") and key.endswith("|vgg19")
     assert entry["precision"] == "mixed_bfloat16" and entry["reason"] == first[1]
     assert entry["timings_s"] == {"float32": 0.078, "mixed_bfloat16": 0.041}
     assert entry["tensorflow"] and entry["date"]
-    assert os.listdir(tmp_path) == [hardware.CACHE_NAME]  # no temporary left
 
-    again = hardware.auto_precision("vgg19", cache_dir=str(tmp_path), device=BF16_CPU,
-                                    measure=never)
+    again = hardware.auto_precision("vgg19", device=BF16_CPU, measure=never, store=store)
     assert again == (first[0], first[1] + " (cached)")
 
-    hardware.auto_precision("vgg16", cache_dir=str(tmp_path), device=BF16_CPU, measure=measure)
-    hardware.auto_precision("vgg19", cache_dir=str(tmp_path), device=AMX_CPU, measure=measure)
+    hardware.auto_precision("vgg16", device=BF16_CPU, measure=measure, store=store)
+    hardware.auto_precision("vgg19", device=AMX_CPU, measure=measure, store=store)
     assert len(calls) == 6  # another model, another machine: measured again
-    assert len(json.loads((tmp_path / hardware.CACHE_NAME).read_text())) == 3
+    assert len(store.entries) == 3
 
 
-def test_the_cache_defaults_to_keras_home(tmp_path, monkeypatch, unpinned):
-    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
-    hardware.auto_precision(device=TURING, measure=lambda p: 0.1)
-    assert (tmp_path / "keras" / hardware.CACHE_NAME).exists()
-
-
-def test_an_unwritable_cache_only_means_no_caching(tmp_path, unpinned):
-    blocker = tmp_path / "a_file"
-    blocker.write_text("not a directory")
+def test_a_stored_entry_that_is_not_a_candidate_is_measured_again(unpinned):
+    store = hardware.MemoryStore()
+    hardware.auto_precision(device=TURING, measure=lambda p: 0.1, store=store)
+    (key,) = store.entries
+    store.entries[key] = {"precision": "mixed_bfloat16", "reason": "from another machine"}
     calls = []
+    hardware.auto_precision(device=TURING, measure=lambda p: calls.append(p) or 0.1,
+                            store=store)
+    assert calls == ["float32", "mixed_float16"]
 
-    def measure(precision):
-        calls.append(precision)
-        return 0.1
 
-    for _ in range(2):
-        assert hardware.auto_precision(cache_dir=str(blocker), device=BF16_CPU,
-                                       measure=measure)[0] == "float32"
-    assert len(calls) == 4
+def test_using_store_answers_auto_within_the_block_only(unpinned):
+    mine = hardware.MemoryStore()
+    before = hardware.current_store()
+    with hardware.using_store(mine):
+        assert hardware.current_store() is mine
+        hardware.resolve_precision("auto", device=TURING, measure=lambda p: 0.1)
+    assert hardware.current_store() is before and len(mine.entries) == 1
+    # Without a store handed in, answers stay in this process's memory.
+    assert isinstance(before, hardware.MemoryStore)
 
 
 def test_the_pin_variable_answers_auto(monkeypatch):

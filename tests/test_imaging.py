@@ -1,4 +1,4 @@
-"""imaging: opening (odd formats), resizing, atomic saving, colour transforms."""
+"""imaging: opening (odd formats), resizing, colour transforms (saving: tests/test_files.py)."""
 
 import numpy as np
 import pytest
@@ -29,21 +29,6 @@ def test_load_image_matches_keras_load_img_nearest(tmp_path):
 def test_missing_image_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="does not exist"):
         imaging.load_image(str(tmp_path / "nope.jpg"))
-
-
-def test_save_image_is_atomic(tmp_path, monkeypatch):
-    path = tmp_path / "out.png"
-    imaging.save_image(str(path), make_picture(10, 12))
-    before = path.read_bytes()
-
-    def broken(*args, **kwargs):
-        raise OSError("disk full")
-
-    monkeypatch.setattr("nst_keras.engine.imaging.os.replace", broken)
-    with pytest.raises(OSError):
-        imaging.save_image(str(path), make_picture(10, 12, 5))
-    assert path.read_bytes() == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.png"]
 
 
 # -- odd but valid images ------------------------------------------------------

@@ -161,7 +161,7 @@ def test_json_and_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
     def fail(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("nst_keras.engine.imaging.os.replace", fail)
+    monkeypatch.setattr("nst_keras.output.files.os.replace", fail)
     with pytest.raises(OSError):
         manifest.write_json(str(path), {"a": 2, "long": "x" * 10000})
     with pytest.raises(OSError):
@@ -265,6 +265,7 @@ def test_loss_plot_is_skipped_without_matplotlib(tmp_path, monkeypatch):
 def test_run_json_records_the_precision_auto_chose_and_the_threads(
         tmp_path, content_path, style_path, monkeypatch):
     from nst_keras.engine import hardware
+    from nst_keras.output import precision_cache
     from nst_keras.output.stylize import stylize as run_stylize
 
     monkeypatch.delenv(hardware.PIN_VARIABLE, raising=False)
@@ -276,7 +277,8 @@ def test_run_json_records_the_precision_auto_chose_and_the_threads(
                        output_dir=str(out)), log=lines.append)
     manifest_data = json.loads((out / "run.json").read_text())
     device = manifest_data["device"]
-    want, _ = hardware.auto_precision()  # answered from the cache the run wrote
+    # answered from the cache file the run wrote
+    want, _ = hardware.auto_precision(store=precision_cache.PrecisionCache())
     assert device["precision_requested"] == "auto" == manifest_data["flags"]["precision"]
     assert device["precision"] == want and want in hardware.PRECISIONS
     assert device["threads"] >= 1 and device["precision_reason"]

@@ -179,6 +179,78 @@ def test_the_engine_writes_no_file_layer_and_imaging_stays_low():
     assert "nst_keras.settings" not in graph["nst_keras.engine.objective"]
 
 
+# Calls that write, move or remove files: ``module.function`` on the module's
+# usual name, and methods whose name writes whatever their object is.
+WRITING_CALLS = {
+    "os": {"replace", "rename", "renames", "remove", "unlink", "rmdir", "removedirs",
+           "makedirs", "mkdir", "write", "fdopen", "truncate", "ftruncate", "link",
+           "symlink", "chmod"},
+    "shutil": {"copy", "copy2", "copyfile", "copytree", "move", "rmtree"},
+    "tempfile": {"mkstemp", "mkdtemp", "NamedTemporaryFile", "TemporaryDirectory",
+                 "TemporaryFile", "SpooledTemporaryFile"},
+    "np": {"save", "savez", "savez_compressed", "savetxt"},
+    "numpy": {"save", "savez", "savez_compressed", "savetxt"},
+    "json": {"dump"},
+    "pickle": {"dump"},
+}
+WRITING_METHODS = {"save", "savefig", "tofile", "write_text", "write_bytes", "save_weights",
+                   "save_img", "imwrite"}
+
+
+def _opens_for_writing(call: ast.Call) -> bool:
+    """``open(path, mode)`` (or ``io.open``) with a mode that writes, appends or creates."""
+    func = call.func
+    if not (isinstance(func, ast.Name) and func.id == "open") and \
+            not (isinstance(func, ast.Attribute) and func.attr == "open" and
+                 isinstance(func.value, ast.Name) and func.value.id == "io"):
+        return False
+    mode = call.args[1] if len(call.args) > 1 else next(
+        (k.value for k in call.keywords if k.arg == "mode"), None)
+    if mode is None:
+        return False
+    if not isinstance(mode, ast.Constant):
+        return True  # a mode computed at run time: assume the worst
+    return any(c in str(mode.value) for c in "wax+")
+
+
+def writing_calls(tree) -> list:
+    """``(line, what)`` of every call in ``tree`` that writes a file."""
+    found = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        if _opens_for_writing(node):
+            found.append((node.lineno, "open(..., 'w')"))
+        elif isinstance(func, ast.Attribute):
+            owner = func.value.id if isinstance(func.value, ast.Name) else None
+            if func.attr in WRITING_CALLS.get(owner, ()):
+                found.append((node.lineno, f"{owner}.{func.attr}"))
+            elif func.attr in WRITING_METHODS:
+                found.append((node.lineno, f".{func.attr}(...)"))
+    return found
+
+
+def test_no_engine_module_writes_a_file():
+    """The engine computes in memory and reports through callbacks; the file
+    layer (``nst_keras.output``) writes: pictures, the precision cache file."""
+    engine = {m: tree for m, (_, tree) in MODULES.items() if m.startswith("nst_keras.engine")}
+    assert len(engine) >= 8
+    bad = [f"{m}:{line} {what}" for m, tree in sorted(engine.items())
+           for line, what in writing_calls(tree)]
+    assert bad == []
+    # The check sees each kind of write.
+    sample = ast.parse(
+        "open(p, 'w')\nopen(p, mode='ab')\nio.open(p, m)\nos.replace(a, b)\n"
+        "tempfile.mkstemp()\nnp.savez(buf)\nimg.save(buf, format='PNG')\njson.dump(d, f)\n"
+        "open(p)\nopen(p, 'rb')\nconfig.replace(x=1)\nsys.stdout.write('x')\n")
+    assert [what for _, what in writing_calls(sample)] == [
+        "open(..., 'w')", "open(..., 'w')", "open(..., 'w')", "os.replace", "tempfile.mkstemp",
+        "np.savez", ".save(...)", "json.dump"]
+    # ... and the file layer does write.
+    assert writing_calls(MODULES["nst_keras.output.files"][1])
+
+
 def test_at_most_ten_modules_at_the_top_of_the_package():
     top = [n for n in os.listdir(PACKAGE) if n.endswith(".py")]
     assert len(top) <= 10, sorted(top)

@@ -14,9 +14,12 @@ With more than one candidate a short probe (``probe``) measures a forward and
 backward pass of the first VGG blocks in each, and a reduced precision is
 chosen only when it beats float32 by ``MARGIN``: float32 is exact, so a tie
 goes to it.  Even a CPU with AVX512-BF16 can be slower in bfloat16, which is
-why the probe decides, not the flags.  The answer is cached per machine,
-TensorFlow version and model in the Keras cache directory
-(``~/.keras/nst_keras_precision.json``), so the probe runs once per machine.
+why the probe decides, not the flags.  The answer goes to a store under the
+machine, TensorFlow version and model (``cache_key``): nothing here writes a
+file, so on its own the store is this process's memory (``MemoryStore``);
+the file layer hands in the per-machine cache file
+(``output.precision_cache``, ``~/.keras/nst_keras_precision.json``) with
+``using_store``, so the probe runs once per machine.
 
 ``NST_KERAS_PRECISION=float32`` (or another precision) pins the answer of
 ``auto`` without touching configs; the test suite does this so numbers
@@ -29,22 +32,21 @@ affinity, capped by a cgroup CPU quota, as in a container), and
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import datetime
-import json
 import math
 import os
 import platform
 import statistics
-import tempfile
 import time
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 from nst_keras.errors import UserError
 
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 MARGIN = 0.10  # a reduced precision must be at least this much faster than float32
-CACHE_NAME = "nst_keras_precision.json"
 PIN_VARIABLE = "NST_KERAS_PRECISION"
 BF16_CPU_FLAGS = {"avx512_bf16": "AVX512-BF16", "amx_bf16": "AMX", "amx_tile": "AMX"}
 VGG_BLOCKS_1_TO_3 = ((2, 64), (2, 128), (4, 256))  # (convolutions, channels) per block
@@ -255,61 +257,79 @@ def probe(precision: str, size: int = 96, repeats: int = 3) -> float:
     return statistics.median(times)
 
 
-def cache_path(cache_dir: Optional[str] = None) -> str:
-    """The precision cache file: in ``cache_dir``, else ``$KERAS_HOME``, else ``~/.keras``."""
-    home = cache_dir or os.environ.get("KERAS_HOME") or os.path.join(
-        os.path.expanduser("~"), ".keras")
-    return os.path.join(home, CACHE_NAME)
+class MemoryStore:
+    """Precision answers kept in memory: what ``auto`` uses unless a caller hands it
+    another store (``using_store``).  A store has ``get(key)`` (the entry or
+    ``None``) and ``put(key, entry)``."""
+
+    def __init__(self):
+        self.entries: Dict[str, Dict] = {}
+
+    def get(self, key: str) -> Optional[Dict]:
+        return self.entries.get(key)
+
+    def put(self, key: str, entry: Dict) -> None:
+        self.entries[key] = dict(entry)
 
 
-def _read_cache(path: str) -> Dict:
-    """The cache's entries; empty when missing or unreadable."""
+_PROCESS_STORE = MemoryStore()
+_STORE: contextvars.ContextVar = contextvars.ContextVar("nst_keras_precision_store",
+                                                        default=None)
+
+
+def current_store():
+    """The store ``auto`` reads and reports to: ``using_store``'s, else this process's."""
+    store = _STORE.get()
+    return _PROCESS_STORE if store is None else store
+
+
+@contextlib.contextmanager
+def using_store(store) -> Iterator:
+    """Within the block (in this thread or task), ``auto`` reads and reports to ``store``."""
+    token = _STORE.set(store)
     try:
-        with open(path) as f:
-            data = json.load(f)
-        return data if isinstance(data, dict) else {}
-    except (OSError, ValueError):
-        return {}
+        yield store
+    finally:
+        _STORE.reset(token)
 
 
-def _write_cache(path: str, data: Dict) -> None:
-    """Writes atomically (temporary file, then rename); an unwritable place means no cache."""
-    directory = os.path.dirname(path)
-    try:
-        os.makedirs(directory, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".nst_keras_precision-", suffix=".tmp", dir=directory)
-    except OSError:
-        return
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=1, sort_keys=True)
-        os.replace(tmp, path)
-    except OSError:
-        try:
-            os.remove(tmp)
-        except OSError:
-            pass
+def cache_key(device: Device, model: str, tensorflow_version: str) -> str:
+    """What a stored answer is kept under: the machine, TensorFlow's version, the model."""
+    return f"{device.key()}|tensorflow {tensorflow_version}|{model}"
 
 
-def auto_precision(model: str = "vgg19", cache_dir: Optional[str] = None,
-                   device: Optional[Device] = None,
-                   measure: Callable[[str], float] = probe) -> Tuple[str, str]:
-    """The fastest faithful precision for this device: measured once, then cached.
+def measured_entry(device: Device, measure: Callable[[str], float],
+                   tensorflow_version: str) -> Dict:
+    """Measures every candidate of ``device`` and chooses (``choose_precision``).
 
-    With float32 the only candidate nothing is measured.  Otherwise the cache
-    (``cache_path(cache_dir)``) is looked up under the device's ``key()``, the
-    TensorFlow version and ``model``; on a miss every candidate is measured
-    and the answer stored with its timings.
+    Returns:
+      The entry a store keeps: ``precision``, ``reason``, ``timings_s``
+      (``{precision: seconds per probe step}``), ``tensorflow`` and ``date``.
+    """
+    timings = {p: measure(p) for p in candidates(device)}
+    precision, reason = choose_precision(device, timings)
+    return {"precision": precision, "reason": reason, "timings_s": timings,
+            "tensorflow": tensorflow_version, "date": datetime.date.today().isoformat()}
+
+
+def auto_precision(model: str = "vgg19", device: Optional[Device] = None,
+                   measure: Callable[[str], float] = probe, store=None) -> Tuple[str, str]:
+    """The fastest faithful precision for this device: measured once, then stored.
+
+    With float32 the only candidate nothing is measured or stored.  Otherwise
+    the store is looked up under ``cache_key``; on a miss every candidate is
+    measured and the entry (``measured_entry``) handed to the store.
 
     Args:
-      model: the network's name (part of the cache key).
-      cache_dir: where the cache file lives; default ``$KERAS_HOME`` or ``~/.keras``.
+      model: the network's name (part of the key).
       device: the ``Device``; default ``describe_device()``.
       measure: ``precision -> seconds per step``; default ``probe``.
+      store: where answers are kept (``get``/``put``); default
+        ``current_store()``.
 
     Returns:
       ``(precision, reason)``; the reason ends with ``" (cached)"`` when the
-      answer came from the cache.
+      answer came from the store.
     """
     import tensorflow as tf  # late: importing this module must not start TensorFlow
 
@@ -317,18 +337,14 @@ def auto_precision(model: str = "vgg19", cache_dir: Optional[str] = None,
     options = candidates(device)
     if len(options) == 1:
         return choose_precision(device, None)
-    key = f"{device.key()}|tensorflow {tf.__version__}|{model}"
-    path = cache_path(cache_dir)
-    cache = _read_cache(path)
-    entry = cache.get(key)
+    store = current_store() if store is None else store
+    key = cache_key(device, model, tf.__version__)
+    entry = store.get(key)
     if isinstance(entry, dict) and entry.get("precision") in options and entry.get("reason"):
         return entry["precision"], entry["reason"] + " (cached)"
-    timings = {p: measure(p) for p in options}
-    precision, reason = choose_precision(device, timings)
-    cache[key] = {"precision": precision, "reason": reason, "timings_s": timings,
-                  "tensorflow": tf.__version__, "date": datetime.date.today().isoformat()}
-    _write_cache(path, cache)
-    return precision, reason
+    entry = measured_entry(device, measure, tf.__version__)
+    store.put(key, entry)
+    return entry["precision"], entry["reason"]
 
 
 def resolve_precision(requested: str, model: str = "vgg19", **kwargs) -> Tuple[str, str]:

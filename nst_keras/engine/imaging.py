@@ -1,6 +1,7 @@
-"""Pictures: open, resize, save (atomically), and the colour transforms.
+"""Pictures: open, resize, and the colour transforms.
 
-NumPy and Pillow only; nothing here knows the settings or the network.
+NumPy and Pillow only; nothing here knows the settings or the network, and
+nothing here writes a file (``output.files.save_image`` saves pictures).
 
 Layouts: a *picture* is an array ``(rows, cols, 3)`` in RGB order, values
 0..255 (``uint8`` when loaded or saved, ``float32`` in the colour transforms).
@@ -21,7 +22,6 @@ import contextlib
 import io
 import os
 import sys
-import tempfile
 import urllib.parse
 from typing import Optional, Tuple
 
@@ -198,37 +198,6 @@ def noise_picture(rows: int, cols: int, seed: int) -> np.ndarray:
     return rng.uniform(0.0, 255.0, size=(rows, cols, 3)).astype(np.float32)
 
 
-def atomic_write_bytes(path: str, data: bytes) -> None:
-    """Writes ``data`` to ``path`` through a temporary file and a rename.
-
-    A reader never sees a partial file; if writing fails, ``path`` keeps its
-    previous content (or stays absent) and the temporary file is removed.
-    """
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        # mkstemp creates the file private (0600); give it the usual mode.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-def save_image(path: str, picture: np.ndarray) -> None:
-    """Saves an RGB ``uint8`` picture atomically; the format follows the suffix."""
-    fmt = os.path.splitext(path)[1].lower().lstrip(".") or "png"
-    fmt = {"jpg": "JPEG", "jpeg": "JPEG"}.get(fmt, fmt.upper())
-    buf = io.BytesIO()
-    Image.fromarray(np.asarray(picture, dtype=np.uint8)).save(buf, format=fmt)
-    atomic_write_bytes(path, buf.getvalue())
-
-
 # --------------------------------------------------------------------------
 # Colour transforms
 
@@ -278,12 +247,14 @@ def restore_chroma(result, content) -> np.ndarray:
     return np.clip(yiq_to_rgb(out), 0.0, 255.0).astype(np.float32)
 
 
-def _sqrt_and_inverse_sqrt(cov):
-    values, vectors = np.linalg.eigh(cov)
-    values = np.maximum(values, 1e-5)
-    root = (vectors * np.sqrt(values)) @ vectors.T
-    inv_root = (vectors / np.sqrt(values)) @ vectors.T
-    return root, inv_root
+def sqrtm_psd(matrix, floor: float = 0.0, inverse: bool = False) -> np.ndarray:
+    """The symmetric square root ``M^1/2`` (``inverse``: ``M^-1/2``) of a positive
+    semi-definite matrix, in float64, its eigenvalues floored at ``floor`` first
+    (``inverse`` needs ``floor > 0``)."""
+    sym = (np.asarray(matrix, np.float64) + np.asarray(matrix, np.float64).T) / 2.0
+    values, vectors = np.linalg.eigh(sym)
+    roots = np.sqrt(np.maximum(values, floor))
+    return ((vectors / roots) if inverse else (vectors * roots)) @ vectors.T
 
 
 def match_color_statistics(style, content) -> np.ndarray:
@@ -298,9 +269,7 @@ def match_color_statistics(style, content) -> np.ndarray:
     mu_s, mu_c = s.mean(0), c.mean(0)
     cov_s = np.cov(s, rowvar=False) + 1e-3 * np.eye(3)
     cov_c = np.cov(c, rowvar=False) + 1e-3 * np.eye(3)
-    root_c, _ = _sqrt_and_inverse_sqrt(cov_c)
-    _, inv_root_s = _sqrt_and_inverse_sqrt(cov_s)
-    a = root_c @ inv_root_s
+    a = sqrtm_psd(cov_c, floor=1e-5) @ sqrtm_psd(cov_s, floor=1e-5, inverse=True)
     out = (s - mu_s) @ a.T + mu_c
     out = np.clip(out, 0.0, 255.0)
     return out.reshape(np.shape(style)).astype(np.float32)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import difflib
 import functools
-import hashlib
 import os
 from typing import Dict, Iterable, Sequence, Tuple
 
@@ -106,14 +105,6 @@ def _application(model: str):
 def _first_line(e: BaseException) -> str:
     text = str(e).strip()
     return text.splitlines()[0] if text else type(e).__name__
-
-
-def sha256_of(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _random_weights(backbone, seed: int) -> None:

@@ -37,7 +37,7 @@ from nst_keras.errors import UserError
 from nst_keras.experiments.grid import make_grid
 from nst_keras.experiments.offsets import offsets_panels, offsets_report
 from nst_keras.experiments.reconstruct import growing_sets, quiet_retracing, reconstruct
-from nst_keras.output import rundir, stylize
+from nst_keras.output import files, rundir, stylize
 from nst_keras.settings import Config
 
 Log = Callable[[str], None]
@@ -98,11 +98,11 @@ def _write(config: Config, name: str, grid, records, extra_paths) -> List[str]:
     if config.output_dir is None:
         return []
     json_path = os.path.join(config.output_dir, f"{name}.json")
-    imaging.atomic_write_bytes(
+    files.atomic_write_bytes(
         json_path, (json.dumps(records, indent=2, allow_nan=False) + "\n").encode()
     )
     grid_path = os.path.join(config.output_dir, f"{name}.png")
-    imaging.save_image(grid_path, grid)
+    files.save_image(grid_path, grid)
     return [*extra_paths, json_path, grid_path]
 
 
@@ -110,7 +110,7 @@ def _save(config: Config, name: str, picture) -> List[str]:
     if config.output_dir is None:
         return []
     path = os.path.join(config.output_dir, name)
-    imaging.save_image(path, picture)
+    files.save_image(path, picture)
     return [path]
 
 

@@ -26,8 +26,8 @@ import numpy as np
 
 from nst_keras import settings
 from nst_keras.engine.callbacks import RunState
-from nst_keras.engine.imaging import atomic_write_bytes
 from nst_keras.errors import UserError
+from nst_keras.output.files import atomic_write_bytes
 
 CHECKPOINT_NAME = "checkpoint.npz"
 FORMAT_VERSION = 1

@@ -20,7 +20,8 @@ from typing import Dict, List, Optional
 
 from nst_keras import settings
 from nst_keras.engine import hardware, vgg
-from nst_keras.engine.imaging import atomic_write_bytes, fetch
+from nst_keras.engine.imaging import fetch
+from nst_keras.output.files import atomic_write_bytes, sha256_of
 
 RUN_JSON = "run.json"
 METRICS = "metrics.jsonl"
@@ -108,7 +109,7 @@ _SHA_CACHE: Dict[tuple, str] = {}
 
 
 def file_sha256(path: str) -> Optional[str]:
-    """sha256 of a file (cached by path, size and mtime); ``None`` if unreadable."""
+    """``files.sha256_of`` cached by path, size and mtime; ``None`` if unreadable."""
     try:
         st = os.stat(path)
     except OSError:
@@ -116,7 +117,7 @@ def file_sha256(path: str) -> Optional[str]:
     key = (os.path.abspath(path), st.st_size, st.st_mtime_ns)
     if key not in _SHA_CACHE:
         try:
-            _SHA_CACHE[key] = vgg.sha256_of(path)
+            _SHA_CACHE[key] = sha256_of(path)
         except OSError:
             return None
     return _SHA_CACHE[key]

@@ -28,7 +28,7 @@ from nst_keras.engine import imaging
 from nst_keras.engine.callbacks import Callback, Outcome, Progress, RunState
 from nst_keras.errors import UserError
 from nst_keras.output import checkpoint as ckptlib
-from nst_keras.output import manifest
+from nst_keras.output import files, manifest
 
 RUN_FILES = (manifest.RUN_JSON, manifest.METRICS, manifest.LOSS_PLOT, ckptlib.CHECKPOINT_NAME)
 
@@ -160,7 +160,7 @@ class RunDirectory(Callback):
 
     def save_image(self, name: str, picture) -> str:
         path = self._path(name)
-        imaging.save_image(path, picture)
+        files.save_image(path, picture)
         if path not in self.images:
             self.images.append(path)
         return path

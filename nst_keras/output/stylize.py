@@ -5,7 +5,8 @@ It is the engine's in-memory ``stylize`` with the file layer on top: with
 opened, attaches ``rundir.RunDirectory`` (images, ``run.json``,
 ``metrics.jsonl``, checkpoints) as a callback and, with ``config.resume``,
 continues from the directory's checkpoint.  Without ``output_dir`` nothing is
-written.
+written.  ``--precision=auto`` is answered from the per-machine cache file
+(``precision_cache``) either way.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from nst_keras.engine import pipeline
-from nst_keras.output import rundir
+from nst_keras.output import precision_cache, rundir
 from nst_keras.settings import Config
 
 
@@ -28,7 +29,8 @@ def stylize(config: Config, content=None, style=None, callbacks: Sequence = (),
     config = pipeline.checked(config, content, style)
     directory = rundir.RunDirectory(config, log) if config.output_dir is not None else None
     start = directory.resume_state if directory is not None else None
-    return pipeline.stylize(config, content, style,
-                            [*([directory] if directory else []), *callbacks], log,
-                            start=start, target_cache=target_cache,
-                            extra_terms=extra_terms, is_checked=True)
+    with precision_cache.used():
+        return pipeline.stylize(config, content, style,
+                                [*([directory] if directory else []), *callbacks], log,
+                                start=start, target_cache=target_cache,
+                                extra_terms=extra_terms, is_checked=True)

@@ -1,7 +1,8 @@
 """Stylised films without flicker (Ruder, Dosovitskiy and Brox 2016).
 
 ``stylize_video(config, settings.VideoOptions(video=..., output=...))``
-stylises a film frame by frame with ``pipeline.stylize``:
+stylises a film frame by frame with the engine's ``stylize`` (``output.stylize``
+without an output directory, so it writes nothing itself):
 
 1. plan (``plan_film``): which source frames (``--frames``, ``--fps``), at
    which size (the film's, or ``--img_nrows``), cut into chunks
@@ -37,7 +38,8 @@ import numpy as np
 from nst_keras import pool, settings
 from nst_keras.engine import imaging, memory, objective, pipeline, tiling, vgg
 from nst_keras.errors import UserError
-from nst_keras.output import manifest, rundir
+from nst_keras.output import files, manifest, precision_cache, rundir
+from nst_keras.output import stylize as file_stylize
 from nst_keras.settings import VideoOptions
 from nst_keras.video import flow, temporal, videoio
 
@@ -205,8 +207,9 @@ def stylize_frame(config: settings.Config, options: VideoOptions, contents, prev
         terms = [(temporal.NAME, options.temporal_weight, term)]
         frame_config = frame_config.replace(init=init,
                                             iterations=frame_iterations(config, options))
-    result = pipeline.stylize(frame_config, content=contents[position], log=lambda s: None,
-                              target_cache=target_cache, extra_terms=terms)
+    result = file_stylize.stylize(frame_config, content=contents[position],
+                                  log=lambda s: None, target_cache=target_cache,
+                                  extra_terms=terms)
     return result.image
 
 
@@ -243,7 +246,7 @@ def run_chunk(config: settings.Config, options: VideoOptions, film: Film, chunk:
                      if position - j >= chunk.start and options.temporal_weight > 0]
         previous = {p: imaging.load_image(frame_path(folder, p)) for p in looked_at}
         picture = stylize_frame(config, options, contents, previous, position, cache)
-        imaging.save_image(path, picture)
+        files.save_image(path, picture)
         ran += 1
         if on_frame is not None:
             on_frame(position, path)
@@ -280,7 +283,8 @@ def preflight(config: settings.Config, options: VideoOptions, film: Film) -> Non
     for stage in pipeline.plan_stages(config, film.cols, film.rows):
         pipeline.stage_inputs(config, sources, stage)
     memory.check(film.rows, film.cols, config, tiling.check_settings(config))
-    pipeline.build_extractor(config)
+    with precision_cache.used():  # resolves --precision=auto, as the frames will
+        pipeline.build_extractor(config)
     if options.workers > 1 or options.ray_address:
         pool.require()  # UserError without Ray
         if options.ray_address:
@@ -307,7 +311,7 @@ def _file_digests(config: settings.Config) -> Dict[str, str]:
     digests = {}
     for name in names:
         if isinstance(name, str) and os.path.isfile(name):
-            digests[os.path.abspath(name)] = vgg.sha256_of(name)
+            digests[os.path.abspath(name)] = files.sha256_of(name)
     return digests
 
 
