@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -140,6 +141,41 @@ def test_style_reconstruction_stays_in_pixel_range_so_the_picture_keeps_its_loss
     # the saved (rounded, clipped) picture has the loss the optimiser reached
     saved = float(loss.terms(preprocess_image(picture))["style_loss"])
     assert saved == pytest.approx(record["final_loss"], rel=0.1)
+
+
+def test_a_reconstruction_is_one_engine_run_from_the_noise(content_path, monkeypatch):
+    from nst_keras.engine import pipeline
+    from nst_keras.engine.imaging import load_image
+    from nst_keras.engine.vgg import preprocess_image
+    from nst_keras.experiments.reconstruct import reconstruction_config
+
+    module = sys.modules["nst_keras.experiments.reconstruct"]  # the name is the function's
+
+    target = load_image(content_path)
+    config = Config(weights="random", optimizer="adam", iterations=3, log_every=0,
+                    total_variation_weight=0, img_nrows=400, style_scale=2.0,
+                    color_weight=5.0, preserve_colors="histogram")
+    runs, stylize = [], module.stylize.stylize
+
+    def counted(run_config, **kwargs):
+        runs.append(run_config)
+        return stylize(run_config, **kwargs)
+
+    monkeypatch.setattr(module.stylize, "stylize", counted)
+    picture, record = reconstruct(config, target, "content", ["block2_conv1"], log=None)
+    (run,) = runs
+    assert (run.content_weight, run.style_weight, run.color_weight) == (1.0, 0.0, 0.0)
+    assert (run.init, run.clamp_pixels, run.img_nrows, run.output_dir) == (
+        "noise", True, target.shape[0], None)
+    assert (run.style_scale, run.preserve_colors) == (1.0, "none")  # the picture as it is
+    assert picture.shape == target.shape
+    # the initial loss is the matched term at the run's own starting noise
+    loss = pipeline.build_loss(reconstruction_config(config, "content", ["block2_conv1"],
+                                                     target.shape[0]), target, [target])
+    noise = preprocess_image(noise_picture(*target.shape[:2], seed=0))
+    assert record["initial_loss"] == pytest.approx(
+        float(loss.terms(noise)["content_loss"]), rel=1e-5)
+    assert record["evaluations"] == 3 and record["final_loss"] < record["initial_loss"]
 
 
 def test_reconstruct_content_cli_one_image_per_layer(tmp_path, content_path):

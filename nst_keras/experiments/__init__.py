@@ -146,7 +146,7 @@ def _reconstructions(config: Config, log: Log, kind: str) -> ExperimentResult:
     layers = list(config.reconstruct_layers)
     source = config.content_image if kind == "content" else config.style_image
     target = _load_target(config, source)
-    backbone, desc = _load_backbone_checked(config, layers)
+    _, desc = _load_backbone_checked(config, layers)
     _make_output_dir(config)
     log(f"{kind} reconstructions from noise, {config.model} weights: {desc}; image "
         f"{target.shape[0]}x{target.shape[1]}; {config.optimizer}, {config.iterations} "
@@ -157,7 +157,7 @@ def _reconstructions(config: Config, log: Log, kind: str) -> ExperimentResult:
         subsets = growing_sets(layers)
     pictures, captions, records, paths = [target], [f"{kind} image"], [], []
     for subset in subsets:
-        picture, record = reconstruct(config, target, kind, subset, backbone, log)
+        picture, record = reconstruct(config, target, kind, subset, log)
         if kind == "content":
             name, caption = f"reconstruct_content_{subset[0]}.png", f"content {subset[0]}"
         else:

@@ -2,9 +2,12 @@
 
 A content reconstruction starts from white noise and matches only the
 features of one layer of a picture; a style reconstruction matches only the
-Gram matrices of a set of layers.  The objective is the engine's
-(``pipeline.build_loss``) with weight 1 on the matched term and 0 on the other,
-optimised over a ``tf.Variable`` that starts from seeded noise.
+Gram matrices of a set of layers.  Each is one run of the engine's
+``stylize`` (through ``output.stylize`` without an output directory, which
+writes nothing): ``reconstruction_config`` gives weight 1 to the matched term
+and 0 to the other, starts from the seeded noise (``init="noise"``), keeps the
+pixels in 0..255 and runs at the picture's own size; a callback measures the
+matched term at the start and logs the steps.
 """
 
 from __future__ import annotations
@@ -12,12 +15,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from typing import Callable, Dict, List, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
-import tensorflow as tf
 
-from nst_keras.engine import imaging, optim, pipeline, vgg
+from nst_keras.engine import imaging, vgg
+from nst_keras.engine.callbacks import Callback, Progress
+from nst_keras.output import stylize
 from nst_keras.settings import Config
 
 TERM = {"content": "content_loss", "style": "style_loss"}
@@ -29,13 +33,32 @@ def growing_sets(layers: Sequence[str]) -> List[Tuple[str, ...]]:
     return [layers[: i + 1] for i in range(len(layers))]
 
 
-def reconstruction_config(config: Config, kind: str, layers: Sequence[str]) -> Config:
-    """The config whose objective matches only ``kind`` at ``layers``."""
+def reconstruction_config(config: Config, kind: str, layers: Sequence[str],
+                          rows: Optional[int] = None) -> Config:
+    """The config of one reconstruction: only ``kind`` at ``layers`` is matched.
+
+    The matched term has weight 1, the other term and the colour term 0; the
+    run starts from seeded noise (``init="noise"``), keeps the pixels in
+    0..255 (L-BFGS-B's bounds with ``lbfgs``, else a clamp after each step: a
+    picture outside the range would be clipped when saved and no longer match
+    the representation that was reconstructed) and sees the picture as it is:
+    ``rows`` high (the picture's own height, when given), one scale, no colour
+    transform, the same picture as style at its own size, no masks, no image
+    average and no early stop.
+    """
     if kind == "content":
-        return config.replace(content_layers=tuple(layers), content_weight=1.0, style_weight=0.0)
-    if kind == "style":
-        return config.replace(style_layers=tuple(layers), style_weight=1.0, content_weight=0.0)
-    raise ValueError(f"kind must be 'content' or 'style', not {kind!r}")
+        config = config.replace(content_layers=tuple(layers), content_weight=1.0,
+                                style_weight=0.0)
+    elif kind == "style":
+        config = config.replace(style_layers=tuple(layers), style_weight=1.0,
+                                content_weight=0.0)
+    else:
+        raise ValueError(f"kind must be 'content' or 'style', not {kind!r}")
+    return config.replace(
+        experiment="none", init="noise", clamp_pixels=True, color_weight=0.0, scales=None,
+        img_nrows=int(rows) if rows is not None else config.img_nrows, style_scale=1.0,
+        preserve_colors="none", style_masks=None, style_blend_weights=None,
+        style_stop_fraction=0.0, ema_decay=0.0, output_dir=None, resume=None)
 
 
 @contextlib.contextmanager
@@ -54,62 +77,74 @@ def quiet_retracing():
         logger.setLevel(level)
 
 
+class _Measure(Callback):
+    """Keeps the run's objective and the matched term at the starting image
+    (``start``, the run's own noise), counts the evaluations and logs the steps."""
+
+    def __init__(self, term: str, start: np.ndarray, label: str, log_every: int,
+                 log: Callable[[str], None]):
+        self.term, self.start, self.label = term, start, label
+        self.log_every, self.log = log_every, log
+        self.objective = None
+        self.initial: Optional[float] = None
+        self.evaluations = 0
+
+    def value(self, image) -> float:
+        """The matched term (unweighted) of a network image under the run's objective."""
+        return float(self.objective.terms(image)[self.term].numpy())
+
+    def on_step(self, progress: Progress) -> None:
+        if self.objective is None:
+            self.objective = progress.run.optimizer.loss
+            self.initial = self.value(self.start)
+        self.evaluations = progress.evaluations
+        step, every = progress.step, self.log_every
+        if every and (step % every == 0 or step == progress.total_steps):
+            self.log(f"{self.label}: iteration {step}: {self.term}="
+                     f"{progress.losses[self.term]:.4g} [{progress.elapsed_s:.1f}s]")
+
+
 def reconstruct(
     config: Config,
     target: np.ndarray,
     kind: str,
     layers: Sequence[str],
-    backbone=None,
-    log: Callable[[str], None] = print,
+    log: Optional[Callable[[str], None]] = print,
 ) -> Tuple[np.ndarray, Dict]:
     """Reconstructs ``target``'s content or style representation from noise.
 
     Args:
       config: settings; ``iterations``, ``optimizer`` (the configs use
-        ``lbfgs``, which is run with the pixels bounded to 0..255),
-        ``learning_rate``/decay, ``total_variation_weight``,
-        ``seed`` (the noise), ``model``/``weights``/``precision`` are used;
-        the content and style weights are replaced by 1 and 0.
+        ``lbfgs``), ``learning_rate``/decay, ``total_variation_weight``,
+        ``seed`` (the noise), ``model``/``weights``/``precision``,
+        ``log_every`` and the loss settings are used; the rest is
+        ``reconstruction_config``'s.
       target: ``uint8 (rows, cols, 3)`` picture; the output has its size.
       kind: ``"content"`` (match the features of ``layers``, averaged) or
         ``"style"`` (match the Gram matrices of ``layers``, keras.io's style
         loss).
       layers: VGG layer names.
-      backbone: a loaded backbone (default: loaded from the config).
+      log: receives one line per logged step (``None``: silent).
 
     Returns:
       ``(picture, record)``: the reconstruction (``uint8`` RGB) and a dict
       with ``kind``, ``layers``, ``initial_loss``/``final_loss`` (the matched
-      term, unweighted), ``iterations``, ``evaluations`` and ``seconds``.
+      term, unweighted, at the noise and at the final image), ``reduction``,
+      ``iterations``, ``evaluations`` and ``seconds``.
     """
     log = log or (lambda line: None)
-    rconfig = reconstruction_config(config, kind, layers)
-    loss = pipeline.build_loss(rconfig, target, [target], backbone)
     rows, cols = target.shape[:2]
-    image = tf.Variable(vgg.preprocess_image(imaging.noise_picture(rows, cols, config.seed)))
-    term = TERM[kind]
+    rconfig = reconstruction_config(config, kind, layers, rows)
+    start = vgg.preprocess_image(imaging.noise_picture(rows, cols, config.seed))
+    measure = _Measure(TERM[kind], start, f"{kind} {'+'.join(layers)}", config.log_every, log)
+    began = time.perf_counter()
     with quiet_retracing():
-        initial = float(loss.terms(image)[term].numpy())
-    # L-BFGS keeps the pixels in 0..255: unbounded, a reconstruction from
-    # noise drifts far outside the range, and the saved (clipped) picture
-    # would no longer match the representation that was reconstructed.
-    optimizer = optim.make_optimizer(
-        config.optimizer, loss, image, config.resolved_learning_rate(), config.decay_steps,
-        config.decay_rate, jit_compile=config.jit_compile, bounds=vgg.pixel_bounds())
-    label = f"{kind} {'+'.join(layers)}"
-    start = time.perf_counter()
-
-    def on_step(step, terms):
-        if config.log_every and (step % config.log_every == 0 or step == config.iterations):
-            log(f"{label}: iteration {step}: {term}={float(terms[term].numpy()):.4g} "
-                f"[{time.perf_counter() - start:.1f}s]")
-        return True
-
-    with quiet_retracing():
-        optimizer.run(1, config.iterations, on_step)
-        final = float(loss.terms(image)[term].numpy())
+        result = stylize.stylize(rconfig, content=target, style=target, callbacks=[measure],
+                                 log=lambda line: None)
+        final = measure.value(result.tensor)
+    initial = measure.initial
     record = {"kind": kind, "layers": list(layers), "initial_loss": initial,
               "final_loss": final, "reduction": (initial / final) if final > 0 else None,
-              "iterations": int(config.iterations), "evaluations": int(optimizer.evaluations),
-              "seconds": round(time.perf_counter() - start, 3)}
-    return vgg.deprocess_image(image.numpy(), config.deprocess_mean), record
+              "iterations": int(config.iterations), "evaluations": int(measure.evaluations),
+              "seconds": round(time.perf_counter() - began, 3)}
+    return result.image, record
