@@ -12,6 +12,12 @@ Usage (from the repository root)::
 
     python benchmarks/reuse.py --optimizer=lbfgs
     python benchmarks/reuse.py --optimizer=sgd --rows=128
+    python benchmarks/reuse.py --optimizer=adam --rows=64 --preset=fast
+    python benchmarks/reuse.py --optimizer=adam --rows=64 --style_loss=wasserstein
+
+``--preset`` takes a shipped preset's objective (its colour term, style loss,
+normalisation, weights) instead of the default objective below; ``--style_loss``
+changes the style statistics of either.
 
 Prints one JSON object: the machine, set-up seconds per item after the
 first (median), step seconds, and the ratio set-up / step.
@@ -74,6 +80,8 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=96)
     parser.add_argument("--iterations", type=int, default=11)
     parser.add_argument("--optimizer", default="lbfgs")
+    parser.add_argument("--preset", default=None, help="a shipped preset's objective")
+    parser.add_argument("--style_loss", default=None)
     args = parser.parse_args()
     cli.import_tensorflow_quietly()
     root = tempfile.mkdtemp()
@@ -84,17 +92,28 @@ def main() -> None:
               "source": os.path.dirname(os.path.dirname(batch.__file__)),
               "load_1min": os.getloadavg()[0]}
     per = {}
+    result.update(preset=args.preset, style_loss=args.style_loss)
+    reused = {}
     for steps in (1, args.iterations):
-        config = settings.Config(
-            weights="random", seed=1, img_nrows=args.rows, iterations=steps,
-            optimizer=args.optimizer, precision="float32", log_every=1, save_every=0,
-            content_layers=["block4_conv2"],
-            style_layers=["block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1"],
-            loss_normalization="scaled", content_weight=1.0, style_weight=10.0,
-            total_variation_weight=0.1, output_dir=os.path.join(root, f"s{steps}"))
+        run = dict(weights="random", seed=1, img_nrows=args.rows, iterations=steps,
+                   optimizer=args.optimizer, precision="float32", log_every=1, save_every=0,
+                   output_dir=os.path.join(root, f"s{steps}"))
+        if args.preset:
+            config = cli.preset_config(args.preset).replace(
+                content_image=None, style_image=None, scales=None, **run)
+        else:
+            config = settings.Config(
+                content_layers=["block4_conv2"],
+                style_layers=["block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1"],
+                loss_normalization="scaled", content_weight=1.0, style_weight=10.0,
+                total_variation_weight=0.1, **run)
+        if args.style_loss:
+            config = config.replace(style_loss=args.style_loss)
         items = batch.make_items(photos, style)
         cache = make_cache()
         per[steps] = item_seconds(config, items, config.output_dir, cache)
+        reused[steps] = getattr(cache, "reused", None)
+    result["objectives_reused"] = reused
     setup = [one for one in per[1][1:]]
     step = [(many - one) / (args.iterations - 1)
             for one, many in zip(per[1][1:], per[args.iterations][1:])]

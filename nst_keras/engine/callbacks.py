@@ -65,7 +65,9 @@ class Progress:
       total_steps: the run's last step.
       scale_index, scale_count: which scale of a coarse-to-fine run.
       size: ``(rows, cols)`` of the image at this scale.
-      losses: ``{"loss", "content_loss", "style_loss", "tv_loss"}`` floats.
+      losses: ``{"loss", "content_loss", "style_loss", "tv_loss", ...}`` floats: the
+        total and every term of the objective by its name (``color_loss``, a
+        film's ``temporal_loss``).
       elapsed_s: seconds since the run started (resumed runs included).
       evaluations: loss evaluations so far.
       record: the history record when this step is logged (``log_every``),
@@ -156,16 +158,21 @@ class PrintLog(Callback):
         v = progress.losses
         extra = (f" ({progress.evaluations} evaluations)"
                  if progress.run.config.optimizer == "lbfgs" else "")
-        self.log(f"Iteration {progress.step}: loss={v['loss']:.2f} "
-                 f"content={v['content_loss']:.4g} style={v['style_loss']:.4g} "
-                 f"tv={v['tv_loss']:.4g} [{progress.record['elapsed_s']:.1f}s]{extra}")
+        terms = " ".join(f"{short_name(k)}={x:.4g}" for k, x in v.items() if k != "loss")
+        self.log(f"Iteration {progress.step}: loss={v['loss']:.2f} {terms} "
+                 f"[{progress.record['elapsed_s']:.1f}s]{extra}")
+
+
+def short_name(term: str) -> str:
+    """``content`` for ``content_loss``: a term's name in the log line."""
+    return term[:-len("_loss")] if term.endswith("_loss") else term
 
 
 class StopWhenStyleClose(Callback):
     """Ends the run as finished once the style loss has fallen to ``fraction`` of
     its value at the first step of the last scale (``--style_stop_fraction``).
 
-    With ``--loss_normalization=gap`` the style loss measures the distance
+    Under the ``gap`` normalisation the style loss measures the distance
     from the painting in units of the photo's own distance, so the rule stops
     every pairing at the same share of the way: a pairing that gets there in
     ten iterations keeps more of the photo than a fixed iteration count would

@@ -225,14 +225,18 @@ class WassersteinStyleTerm(Term):
     @classmethod
     def from_config(cls, config, pictures, stats) -> "WassersteinStyleTerm":
         s = _StyleSetup(config, pictures, stats)
-        styles = [stats.moments(p, s.layers) for p in pictures.styles]
+
+        def paintings():  # the same for every photo of a batch: kept by a worker's cache
+            styles = [stats.moments(p, s.layers) for p in pictures.styles]
+            if s.masks is None:
+                return [{k: blended_gaussian([m[k] for m in styles], s.blend)
+                         for k in s.layers}]
+            return [{k: blended_gaussian([m[k]], [1.0]) for k in s.layers} for m in styles]
+
+        targets = stats.kept("gaussians", pictures.styles,
+                             (tuple(s.layers), tuple(s.blend), s.masks is None), paintings)
+        region_weights = (1.0,) if s.masks is None else s.blend
         photo = s.photo_moments()
-        if s.masks is None:
-            targets = [{k: blended_gaussian([m[k] for m in styles], s.blend) for k in s.layers}]
-            region_weights = (1.0,)
-        else:
-            targets = [{k: blended_gaussian([m[k]], [1.0]) for k in s.layers} for m in styles]
-            region_weights = s.blend
         factors = _w2_factors(s.normalization, targets, photo, s.weights, s.pixels)
         return cls(targets, s.weights, factors, s.masks, region_weights)
 

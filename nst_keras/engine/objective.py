@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import weakref
 from typing import Dict, List, Mapping, MutableMapping, Optional, Sequence, Tuple
 
 import numpy as np
@@ -276,6 +277,19 @@ class TargetCache(collections.OrderedDict):
         return store[key]
 
 
+_COMPILED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def compiled_features(extractor):
+    """The extractor's forward pass, compiled once per extractor (any image size):
+    the targets of every picture a worker sees go through one traced function
+    instead of an eager pass layer by layer."""
+    if extractor not in _COMPILED:
+        _COMPILED[extractor] = tf.function(lambda image: extractor(image, training=False),
+                                           reduce_retracing=True)
+    return _COMPILED[extractor]
+
+
 class WholeImage:
     """The statistics terms build their targets from, on whole network images
     (``tiling.TiledImage`` gives the same ones summed over tiles).
@@ -297,7 +311,9 @@ class WholeImage:
         pictures of one build: ``image`` is the same array each time)."""
         seen = self._seen.get(id(image))
         if seen is None or seen[0] is not image:
-            seen = (image, self.probe.raw_features(tf.constant(image)))
+            extractor = self.probe.extractor
+            seen = (image, {} if extractor is None else
+                    compiled_features(extractor)(tf.constant(image)))
             self._seen[id(image)] = seen
         return seen[1]
 
@@ -333,18 +349,27 @@ class WholeImage:
         the layers with their output positions and the normalisation; a hit
         gives exactly the matrices computing them would.
         """
-        key = None
-        if self.cache is not None:
+        def build():
+            layers = list(output_positions)
+            raw, shapes = self.grams(image, layers), self.shapes(image, layers)
+            n = {k: tf.constant(float(h * w)) for k, (h, w) in shapes.items()}
+            return StyleTerm.image_grams(raw, n, output_positions, scaled)
+
+        return self.kept("grams", [image], (tuple(output_positions.items()), scaled), build)
+
+    def kept(self, kind: str, images: Sequence, settings, build):
+        """``build()``, or what it gave before for the same ``kind``, pictures (by
+        digest), ``settings`` and network (with a cache; ``build()`` otherwise):
+        what a batch's items share -- the paintings' targets -- is computed once."""
+        if self.cache is None:
+            return build()
+        digests = []
+        for image in images:
             array = np.ascontiguousarray(image, dtype=np.float32)
-            key = (self.network_key, hashlib.sha256(array.tobytes()).hexdigest(), array.shape,
-                   tuple(output_positions.items()), scaled)
-            if key in self.cache:
-                return self.cache[key]
-        layers = list(output_positions)
-        raw = self.grams(image, layers)
-        shapes = self.shapes(image, layers)
-        grams = StyleTerm.image_grams(raw, {k: tf.constant(float(h * w)) for k, (h, w) in shapes.items()},
-                                      output_positions, scaled)
-        if self.cache is not None:
-            self.cache[key] = grams
-        return grams
+            digests.append((hashlib.sha256(array.tobytes()).hexdigest(), array.shape))
+        key = (self.network_key, kind, tuple(digests), settings)
+        if key in self.cache:
+            return self.cache[key]
+        value = build()
+        self.cache[key] = value
+        return value

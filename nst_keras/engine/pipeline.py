@@ -310,6 +310,9 @@ class Run:
         # What each stage's objective is built with (``build_loss``): a mapping
         # keeping style targets across runs, and extra terms.
         self.target_cache, self.extra_terms = target_cache, tuple(extra_terms)
+        # {term name: weight} of the objective of the current stage, every term
+        # of its list (the log line, metrics and loss.png report each one).
+        self.term_weights: Dict[str, float] = {}
 
     @property
     def first_stage(self) -> int:
@@ -453,6 +456,7 @@ def run_stage(run: Run, stage: Stage, inputs: StageInputs, start: np.ndarray, ex
     objective = build_loss(config, inputs.content, inputs.styles, extractor=extractor,
                            target_cache=run.target_cache, strategy=run.strategy,
                            extra_terms=run.extra_terms, masks=inputs.masks)
+    run.term_weights = {term.name: weight for weight, term in objective.items}
     if isinstance(objective, tiling.TiledObjective):
         tiles = objective.tiles(start)
         run.log(f"tiled: {len(tiles)} tiles of {objective.tile_size} pixels, halo "

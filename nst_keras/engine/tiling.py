@@ -353,6 +353,10 @@ class TiledImage:
         n = {k: float(h * w) for k, (h, w) in self.shapes(image, layers).items()}
         return StyleTerm.image_grams(raw, n, output_positions, scaled)
 
+    def kept(self, kind: str, images, settings, build):
+        """``build()`` (``objective.WholeImage.kept``: nothing is kept across tiled runs)."""
+        return build()
+
     def total_variation(self, image) -> tf.Tensor:
         return tiled_total_variation(tf.constant(image), self.tiles(image))
 

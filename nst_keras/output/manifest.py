@@ -179,22 +179,26 @@ def plot_losses(path: str, history: List[Dict], weights: Dict[str, float]) -> Op
     fig = Figure(figsize=(7, 4.2), dpi=100)
     ax = fig.add_subplot(1, 1, 1)
     ax.plot(steps, [r["loss"] for r in history], label="total", color="black", linewidth=2)
-    for key, label in (("content_loss", "content"), ("style_loss", "style"),
-                       ("tv_loss", "total variation")):
-        w = weights.get(key, 0.0)
-        if w:
-            ax.plot(steps, [w * r[key] for r in history], label=f"{label} x {w:g}")
+    for key, w in weights.items():
+        if w and all(key in r for r in history):
+            ax.plot(steps, [w * r[key] for r in history], label=f"{term_label(key)} x {w:g}")
     if all(r["loss"] > 0 for r in history if r["loss"] == r["loss"]):
         ax.set_yscale("log")
     ax.set_xlabel("iteration")
     ax.set_ylabel("loss")
     ax.grid(True, alpha=0.3)
     ax.legend()
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.11, right=0.97, top=0.96, bottom=0.12)  # tight_layout: slow
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     atomic_write_bytes(path, buf.getvalue())
     return None
+
+
+def term_label(name: str) -> str:
+    """``content`` for ``content_loss``, ``total variation`` for ``tv_loss``, ..."""
+    short = name[:-len("_loss")] if name.endswith("_loss") else name
+    return {"tv": "total variation"}.get(short, short)
 
 
 class Manifest:

@@ -188,20 +188,19 @@ class RunDirectory(Callback):
         if self.manifest is None:  # on_start never ran
             return
         outcome.paths.extend(self._save_results(run, outcome))
+        self.term_weights = dict(run.term_weights)
         if outcome.status != "failed":
             self._plot(run.history)
         error = outcome.error()
         final = None
         if outcome.losses and outcome.status in ("finished", "stopped", "interrupted"):
-            final = {"iteration": outcome.step, **outcome.losses}
+            final = {"iteration": outcome.step, **outcome.losses,
+                     "weights": dict(self.term_weights)}
         self.manifest.end(outcome.status, outcome.step, final,
                           message=error.describe() if error is not None else outcome.reason)
 
     def _plot(self, history) -> None:
-        c = self.config
-        note = manifest.plot_losses(
-            self._path(manifest.LOSS_PLOT), history,
-            {"content_loss": c.content_weight, "style_loss": c.style_weight,
-             "tv_loss": c.total_variation_weight})
+        note = manifest.plot_losses(self._path(manifest.LOSS_PLOT), history,
+                                    dict(self.term_weights))
         if note:
             self.log(note)
