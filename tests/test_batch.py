@@ -132,6 +132,24 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(folder, tmp_path, capsy
     assert not out.exists()
 
 
+def test_exit_statuses_are_the_commands_own(folder, tmp_path, capsys, monkeypatch):
+    """The batch turns errors into exit statuses as every command does (``cli.exit_status``):
+    Ctrl-C while planning is one ``stopped:`` line and 130."""
+    calls = []
+    exit_status = batch.cli.exit_status
+    monkeypatch.setattr(batch.cli, "exit_status",
+                        lambda body, interrupted: calls.append(1) or exit_status(body, interrupted))
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(batch, "_batch_from_flags", interrupted)
+    assert run_batch(*flags(folder, tmp_path / "out")) == 130
+    err = capsys.readouterr().err.strip()
+    assert calls == [1] and err.count("\n") == 0
+    assert err.startswith("stopped: interrupted; finished items are kept")
+
+
 # --------------------------------------------------------------------------
 # In this process
 

@@ -425,28 +425,28 @@ def _batch_from_flags() -> Batch:
                  cli.options_from_flags(settings.BatchOptions, FLAGS))
 
 
+def _interrupted(error: BaseException) -> str:
+    return "interrupted; finished items are kept, run the same command again to go on"
+
+
 def main(argv=None) -> int:
     """Entry point; returns the exit status (see the module docstring)."""
     argv = sys.argv if argv is None else argv
     if cli.print_help_if_asked(argv, __doc__, FLAGS):
         return 0
-    try:
+
+    def body() -> int:
         cli.parse(argv, FLAGS)
         batch = _batch_from_flags()
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr, flush=True)
-        return 2
-    try:
-        for _ in batch.run():
-            pass
-    except UserError as e:  # e.g. the Ray cluster cannot be reached
-        print(f"error: {e}", file=sys.stderr, flush=True)
-        return 2
-    except KeyboardInterrupt:
-        print("stopped: interrupted; finished items are kept, run the same command "
-              "again to go on", file=sys.stderr, flush=True)
-    print(batch.tally.summary(batch.out_dir), flush=True)
-    return batch.tally.exit_status
+        try:
+            for _ in batch.run():
+                pass
+        except KeyboardInterrupt as e:  # the summary still says what was done
+            print(f"stopped: {_interrupted(e)}", file=sys.stderr, flush=True)
+        print(batch.tally.summary(batch.out_dir), flush=True)
+        return batch.tally.exit_status
+
+    return cli.exit_status(body, _interrupted)
 
 
 def console_main() -> None:
