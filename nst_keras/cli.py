@@ -140,21 +140,6 @@ def expand_presets(argv, flag_values: flags.FlagValues = FLAGS) -> list:
     return [argv[0], *args]
 
 
-def read_preset(name: str) -> dict:
-    """``{flag name: text value}`` of preset ``name`` (with the presets it reads).
-
-    A boolean flag given alone reads ``"true"`` (``--noNAME``: ``"false"``).
-    """
-    values = {}
-    for arg in expand_presets(["prog", f"--preset={name}"], flags.FlagValues())[1:]:
-        key, eq, text = arg.lstrip("-").partition("=")
-        if not eq:
-            negated = key.startswith("no") and key not in settings.FIELDS
-            key, text = (key[2:], "false") if negated else (key, "true")
-        values[key] = text
-    return values
-
-
 def preset_config(name: str, extra=()) -> settings.Config:
     """The validated ``Config`` of ``--preset=NAME`` followed by the flags ``extra``
     (every other setting at its default); parses into flags of its own."""

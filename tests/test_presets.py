@@ -11,6 +11,7 @@ import sysconfig
 
 import numpy as np
 import pytest
+from absl import flags as absl_flags
 from PIL import Image
 
 from conftest import REPO, config_for, make_picture
@@ -21,6 +22,20 @@ from nst_keras.errors import UserError
 # The presets the README and docs/guide.md name.
 DOCUMENTED = {"default", "fast", "keep_colors", "two_styles", "high_res", "deprocess_offsets",
               "reconstruct_content", "reconstruct_style", "tradeoff"}
+
+
+def read_preset(name: str) -> dict:
+    """``{flag name: text value}`` of preset ``name`` (with the presets it reads),
+    as ``cli.expand_presets`` reads it in: a boolean flag given alone reads
+    ``"true"`` (``--noNAME``: ``"false"``)."""
+    values = {}
+    for arg in cli.expand_presets(["prog", f"--preset={name}"], absl_flags.FlagValues())[1:]:
+        key, eq, text = arg.lstrip("-").partition("=")
+        if not eq:
+            negated = key.startswith("no") and key not in settings.FIELDS
+            key, text = (key[2:], "false") if negated else (key, "true")
+        values[key] = text
+    return values
 
 
 @pytest.fixture(autouse=True)
@@ -128,7 +143,7 @@ def test_every_preset_parses_into_a_valid_config(name, content_path, style_path)
     config = settings.validate(cli.preset_config(name, images))
     assert (config.content_image, settings.style_sources(config.style_image)) == (
         content_path, styles)
-    flags = cli.read_preset(name)
+    flags = read_preset(name)
     assert set(flags) <= set(settings.FIELDS), set(flags) - set(settings.FIELDS)
     # read_preset holds the whole preset, the presets it reads included.
     assert config_for(*[f"--{k}={v}" for k, v in flags.items()], *images) == config
@@ -136,10 +151,10 @@ def test_every_preset_parses_into_a_valid_config(name, content_path, style_path)
 
 
 def test_read_preset_gives_the_files_texts():
-    fast = cli.read_preset("fast")
+    fast = read_preset("fast")
     assert (fast["optimizer"], fast["iterations"], fast["style_weight"]) == ("lbfgs", "50", "200")
     assert fast["jit_compile"] == "false" and "preset" not in fast
-    high = cli.read_preset("high_res")
+    high = read_preset("high_res")
     assert (high["clamp_pixels"], high["result_prefix"], high["scales"]) == (
         "true", "", "512,1024,2048")
     assert high["content_weight"] == "2.5e-8"  # from default.cfg, which it reads
