@@ -268,8 +268,9 @@ def test_a_masked_two_style_run_gives_each_half_its_own_palette(tmp_path, loss, 
     lh, rh = pic[:, :cols // 2 - 4], pic[:, cols // 2 + 4:]
     assert lh[..., 0].mean() - lh[..., 2].mean() > 60  # the left half went red
     assert rh[..., 2].mean() - rh[..., 0].mean() > 60  # the right half went blue
-    unmasked = stylize(config.replace(style_masks=None), content=photo, style=[red, blue],
-                       log=lambda s: None).image.astype(float)
+    # Without masks both paintings pull everywhere: a blend (fewer steps show it).
+    unmasked = stylize(config.replace(style_masks=None, iterations=20), content=photo,
+                       style=[red, blue], log=lambda s: None).image.astype(float)
     for half in (unmasked[:, :cols // 2 - 4], unmasked[:, cols // 2 + 4:]):  # a blend
         assert abs(half[..., 0].mean() - half[..., 2].mean()) < 40
 

@@ -15,6 +15,7 @@ PACKAGE = os.path.join(REPO, "nst_keras")
 # Imports allowed inside functions: TensorFlow and friends (slow to start, or
 # optional), and the package modules that import TensorFlow at their top.
 LATE_OK = ("tensorflow", "keras", "scipy", "matplotlib", "ray", "nst_keras.engine.pipeline",
+           "nst_keras.engine.build",
            "nst_keras.engine.objective", "nst_keras.output.stylize", "nst_keras.experiments",
            "nst_keras.video.film", "nst_keras.cli")
 

@@ -66,8 +66,8 @@ class Progress:
       scale_index, scale_count: which scale of a coarse-to-fine run.
       size: ``(rows, cols)`` of the image at this scale.
       losses: ``{"loss", "content_loss", "style_loss", "tv_loss", ...}`` floats: the
-        total and every term of the objective by its name (``color_loss``, a
-        film's ``temporal_loss``).
+        total and every term of the objective by its name (the colour term, a
+        film's temporal term, ...).
       elapsed_s: seconds since the run started (resumed runs included).
       evaluations: loss evaluations so far.
       record: the history record when this step is logged (``log_every``),

@@ -69,6 +69,7 @@ from typing import Dict, List, Mapping, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
+from nst_keras.engine.imaging import sqrtm_psd  # the colour transform's too
 from nst_keras.engine.terms import RELATIVE, WHOLE, Term, fast_gram_matrix
 
 _FLOOR = 1e-6  # eigenvalues floored at this fraction of the mean eigenvalue
@@ -114,13 +115,6 @@ def trace_sqrt(a):
         return upstream * tf.matmul(vectors * (0.5 / roots), vectors, transpose_b=True)
 
     return tf.reduce_sum(roots), grad
-
-
-def sqrtm_psd(matrix: np.ndarray) -> np.ndarray:
-    """The symmetric square root of a positive semi-definite matrix (float64)."""
-    sym = (np.asarray(matrix, np.float64) + np.asarray(matrix, np.float64).T) / 2.0
-    values, vectors = np.linalg.eigh(sym)
-    return (vectors * np.sqrt(np.maximum(values, 0.0))) @ vectors.T
 
 
 def gaussian_target(mean, second) -> Dict[str, tf.Tensor]:

@@ -285,8 +285,9 @@ def compiled_features(extractor):
     the targets of every picture a worker sees go through one traced function
     instead of an eager pass layer by layer."""
     if extractor not in _COMPILED:
-        _COMPILED[extractor] = tf.function(lambda image: extractor(image, training=False),
-                                           reduce_retracing=True)
+        _COMPILED[extractor] = tf.function(
+            lambda image: extractor(image, training=False),
+            input_signature=[tf.TensorSpec((1, None, None, 3), tf.float32)])  # traced once
     return _COMPILED[extractor]
 
 

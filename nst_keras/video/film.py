@@ -191,10 +191,9 @@ def temporal_start(config: settings.Config, options: VideoOptions, contents: Dic
     seen = weights[0][..., None] > 0
     init = np.where(seen, targets[0], content.astype(np.float32))
     init = np.clip(np.round(init), 0, 255).astype(np.uint8)
-    term = temporal.TemporalTerm.build(
-        [vgg.preprocess_image(_loss_picture(config, t)) for t in targets],
-        flow.long_term_weights(weights), config.loss_normalization,
-        vgg.preprocess_image(_loss_picture(config, content)))
+    term = temporal.TemporalTerm.from_frames(
+        config, [vgg.preprocess_image(_loss_picture(config, t)) for t in targets],
+        flow.long_term_weights(weights), vgg.preprocess_image(_loss_picture(config, content)))
     return init, term
 
 

@@ -59,6 +59,12 @@ class TemporalTerm(Term):
         self.factor = float(factor)
 
     @classmethod
+    def from_frames(cls, config, targets: Sequence[np.ndarray], weights: Sequence[np.ndarray],
+                    content_image: np.ndarray) -> "TemporalTerm":
+        """``build`` under the run's settings (its ``loss_normalization``)."""
+        return cls.build(targets, weights, config.loss_normalization, content_image)
+
+    @classmethod
     def build(cls, targets: Sequence[np.ndarray], weights: Sequence[np.ndarray],
               normalization: str, content_image: np.ndarray) -> "TemporalTerm":
         """The term for network images ``targets`` with weights ``(rows, cols)`` each.
