@@ -23,6 +23,7 @@ import io
 import os
 import sys
 import urllib.parse
+import warnings
 from typing import Optional, Tuple
 
 import numpy as np
@@ -288,3 +289,88 @@ def colors_for_loss(mode: str, content, styles):
     if mode == "histogram":
         return content, [match_color_statistics(s, content) for s in styles]
     return content, list(styles)
+
+
+# --------------------------------------------------------------------------
+# Pictures sent as bytes (the web page's uploads): checked, then decoded
+
+IMAGE_KINDS = "a JPEG, PNG, GIF, WebP, BMP or TIFF file"
+MASK_ASPECT_SLACK = 0.03  # a mask's width/height may differ this much (relative) from the photo's
+_SUFFIXES = {"JPEG": ".jpg", "MPO": ".jpg", "PNG": ".png", "GIF": ".gif", "WEBP": ".webp",
+             "BMP": ".bmp", "TIFF": ".tif"}
+
+
+def size_text(n: int) -> str:
+    """``25 MB``, ``1.5 MB`` or ``4000 bytes``."""
+    return f"{n / 2 ** 20:.3g} MB" if n >= 2 ** 20 else f"{n} bytes"
+
+
+def decode_picture(data: bytes, label: str, max_bytes: int, max_pixels: int,
+                   min_side: int = 1) -> np.ndarray:
+    """The RGB ``uint8`` array of the picture file in ``data`` (``open_picture``'s
+    conversions); ``UserError`` naming it ``label`` (``the content photo (a.jpg)``)
+    if it is unusable.
+
+    Its bytes are checked against ``max_bytes`` and its size, read from the
+    header, against ``max_pixels`` (and Pillow's decompression-bomb check)
+    before any pixel is decoded; each side must have ``min_side`` pixels.
+    """
+    if not data:
+        raise UserError(f"{label} is empty; choose a picture file")
+    if len(data) > max_bytes:
+        raise UserError(f"{label} is {size_text(len(data))}; the limit is {size_text(max_bytes)}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            picture = Image.open(io.BytesIO(data))
+            width, height = picture.size
+            if width * height > max_pixels:
+                raise UserError(f"{label} is {width}x{height} pixels, over the limit of "
+                                f"{max_pixels:,} pixels; use a smaller picture")
+            picture.seek(0)  # first frame of an animated GIF / WebP
+            picture.load()
+    except UserError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise UserError(f"{label} has too many pixels (over {max_pixels:,}); use a smaller "
+                        "picture") from None
+    except Exception as e:  # noqa: BLE001 - Pillow raises many kinds here
+        if isinstance(e, Image.UnidentifiedImageError):
+            raise UserError(f"cannot read {label}: it is not an image; give "
+                            f"{IMAGE_KINDS}") from None
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise UserError(f"cannot read {label}: the file is truncated or damaged ({reason}); "
+                        "export it again") from None
+    array = np.asarray(open_picture(picture))
+    if min(array.shape[:2]) < min_side:
+        raise UserError(f"{label} is {array.shape[1]}x{array.shape[0]} pixels; give a "
+                        f"picture at least {min_side} pixels on each side")
+    return array
+
+
+def picture_suffix(data: bytes) -> str:
+    """The file suffix of the picture file in ``data`` by its format (``.jpg``,
+    ``.png``, ...; ``.img`` for another format or none)."""
+    try:
+        with Image.open(io.BytesIO(data)) as picture:
+            kind = picture.format
+    except Exception:  # noqa: BLE001 - any unreadable file has no suffix of its own
+        kind = None
+    return _SUFFIXES.get(kind, ".img")
+
+
+def check_mask(grey: np.ndarray, label: str, photo_shape=None,
+               fix: str = "paint white where it should apply") -> None:
+    """``UserError`` unless the grey mask ``grey`` (``uint8`` or 0..1 floats, rows x
+    cols) is somewhere non-black and, with ``photo_shape`` given, of the photo's
+    shape (aspect ratio within ``MASK_ASPECT_SLACK`` and a pixel; any size: masks are
+    resized); ``fix`` ends the black-everywhere message."""
+    rows, cols = np.shape(grey)[:2]
+    if photo_shape is not None:
+        photo_rows, photo_cols = photo_shape[:2]
+        aspect, photo_aspect = cols / rows, photo_cols / photo_rows
+        if abs(aspect - photo_aspect) > MASK_ASPECT_SLACK * photo_aspect + 1.0 / min(rows, cols):
+            raise UserError(f"{label} is {cols}x{rows} pixels, not the photo's shape "
+                            f"({photo_cols}x{photo_rows}); paint the photo again")
+    if not np.max(grey) > 0:
+        raise UserError(f"{label} is black everywhere: that style would apply nowhere; {fix}")
