@@ -629,7 +629,9 @@ class ServerOptions:
     host: str = _app("127.0.0.1", "Address to bind; anything but loopback lets other "
                      "machines use the app and needs a token (see docs/security.md).")
     results_dir: Optional[str] = _app(
-        None, "Directory for the results (default: a new temporary directory).")
+        None, "Directory of the page's runs, one directory each with its uploads; the gallery "
+        "lists every run in it, also those of earlier starts (default: a new temporary "
+        "directory).")
     abandon_s: float = _app(
         15.0, "Stop a run when no page has listened to it for this many seconds.",
         flag="float", check=_positive_finite)

@@ -164,7 +164,10 @@ def test_a_run_streams_previews_then_the_result(app_client, monkeypatch):
     # A result of the gallery is a starting picture for the next run.
     second = start(client, {"init": f"result:{job_id}", "iterations": "2"})
     assert read_events(client, second)[-1][1]["status"] == "finished"
-    assert os.path.samefile(manager.jobs[second].config.init, manager.jobs[job_id].image_path)
+    init = manager.jobs[second].config.init  # a copy in the second run's own folder
+    assert os.path.dirname(init) == os.path.abspath(manager.jobs[second].directory)
+    with open(init, "rb") as copy, open(manager.jobs[job_id].image_path, "rb") as source:
+        assert copy.read() == source.read()
 
 
 def test_stop_keeps_the_picture_and_continue_finishes_it(app_client):
@@ -292,12 +295,12 @@ def test_the_server_options_come_from_their_flags():
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 
 
-def start_server(results):
-    """``python -m nst_keras.app --port=0`` with random weights; ``(process, url)``."""
+def start_server(results, *flags):
+    """``python -m nst_keras.app --port=0 [flags]`` with random weights; the process."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     process = subprocess.Popen(
         [sys.executable, "-m", "nst_keras.app", "--port=0", "--weights=random",
-         "--precision=float32", f"--results_dir={results}", "--abandon_s=30"],
+         "--precision=float32", f"--results_dir={results}", "--abandon_s=30", *flags],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO, env=env)
     return process
 
@@ -362,13 +365,15 @@ def test_the_page_in_a_real_browser(tmp_path):
         Image.fromarray(make_picture(60, 80, seed)).save(tmp_path / name)
     (tmp_path / "notes.txt").write_text("not a picture\n")
     (tmp_path / "downloads").mkdir()
-    process = start_server(tmp_path / "results")
+    process = start_server(tmp_path / "results", "--max_strength=1.5")
     driver = None
     try:
         driver = chromium(tmp_path / "profile", tmp_path / "downloads")
         driver.set_script_timeout(30)
         driver.get(server_url(process))
         wait_for(lambda: driver.execute_script("return document.body.dataset.ready") == "1")
+        strength = driver.find_element("id", "strength")  # the server's --max_strength
+        assert (strength.get_attribute("min"), strength.get_attribute("max")) == ("-1.5", "1.5")
         driver.find_element("id", "content-input").send_keys(str(tmp_path / "photo.png"))
         driver.find_element("id", "style-input").send_keys(str(tmp_path / "painting.png"))
         Select(driver.find_element("id", "preset")).select_by_value("fast")

@@ -102,7 +102,12 @@ def test_a_stopped_painted_run_continues_with_its_masks(app_client):
     assert response.status_code == 201, response.text
     end = read_events(client, response.json()["id"])[-1][1]
     assert end["status"] == "finished" and end["step"] == 40, end
-    assert manager.jobs[end["id"]].config.style_masks == job.config.style_masks
+    new = manager.jobs[end["id"]]  # the masks' copies in the new run's own folder
+    assert [os.path.dirname(p) for p in new.config.style_masks] == \
+        [os.path.abspath(new.directory)] * 2
+    for copy, mask in zip(new.config.style_masks, job.config.style_masks):
+        with open(copy, "rb") as a, open(mask, "rb") as b:
+            assert a.read() == b.read()
 
 
 BLACK = np.zeros((48, 64), np.uint8)
@@ -111,7 +116,7 @@ BAD = {
     "too_many": (halves() + (halves()[0],), "give one mask per painting (2"),
     "text": ((halves()[0], ("notes.txt", b"not a picture\n")),
              "mask of painting 2 (notes.txt): it is not an image"),
-    "all_black": ((255 - BLACK, BLACK), "mask of painting 2 is all black"),
+    "all_black": ((255 - BLACK, BLACK), "mask of painting 2 is black everywhere"),
     "wrong_shape": ((halves()[0], np.full((64, 64), 255, np.uint8)), "not the photo's shape"),
     "tiny": ((halves()[0], np.full((12, 16), 255, np.uint8)), "at least 32 pixels"),
 }

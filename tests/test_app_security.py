@@ -71,7 +71,7 @@ def fake_runs(monkeypatch):
     def run(manager, job):
         job.status = "running"
         wait_for(lambda: job.stop_reason is not None or manager.closed, timeout=60)
-        job.status, job.reason, job.content, job.styles = "stopped", job.stop_reason, None, None
+        job.status, job.reason = "stopped", job.stop_reason
         job.emit("end", **job.public())
     monkeypatch.setattr(jobs.Manager, "_run", run)
 
@@ -192,7 +192,7 @@ def test_a_full_queue_is_429_and_a_stopped_or_abandoned_waiting_job_frees_a_plac
     assert response.status_code == 429
     assert one_line(response) == "2 runs are waiting; try again when one ends"
     assert client.post(f"/api/jobs/{waiting[0].id}/stop").status_code == 200
-    assert waiting[0].status == "cancelled" and waiting[0].content is None
+    assert waiting[0].status == "cancelled" and not os.path.exists(waiting[0].directory)
     response = post_job(client)  # the stopped one's place, at once
     assert response.status_code == 201 and response.json()["position"] == 2
     assert post_job(client).status_code == 429
@@ -204,29 +204,33 @@ def test_a_full_queue_is_429_and_a_stopped_or_abandoned_waiting_job_frees_a_plac
     wait_for(lambda: running.done, timeout=10)
 
 
-def test_a_long_running_server_forgets_old_jobs_and_their_pictures(make_client, monkeypatch):
-    """Stopped runs keep their uploads only while among the newest ``KEEP_CONTINUABLE``;
-    only the newest ``KEEP_JOBS`` ended jobs stay listed (their files stay on disk)."""
-    def run(manager, job):  # a run that stops at once, keeping its pictures (as a real one)
-        job.status = "running"
+def test_a_long_running_server_holds_no_pictures_and_forgets_old_steps(make_client,
+                                                                       monkeypatch):
+    """A queued job's pictures are files (none in memory); an ended job no page
+    listens to drops its preview, and all but the newest ``KEEP_JOBS`` ended jobs
+    keep only their end event.  Every run stays listed and known."""
+    def run(manager, job):  # a run of one step that stops, as a real one reports it
+        assert job.pending is None and os.path.isfile(job.config.content_image)
+        job.status, job.preview = "running", b"a preview"
+        job.emit("progress", step=1)
         job.image_path = os.path.join(job.directory, "final.png")
         job.status, job.reason = "stopped", "stopped in the page"
         job.emit("end", **job.public())
     monkeypatch.setattr(jobs.Manager, "_run", run)
     monkeypatch.setattr(jobs, "KEEP_JOBS", 3)
-    monkeypatch.setattr(jobs, "KEEP_CONTINUABLE", 1)
     manager, client = make_client()
     ids = []
     for _ in range(5):
         ids.append(post_job(client).json()["id"])
         wait_for(lambda: manager.jobs[ids[-1]].done and manager.running is None)
-    assert list(manager.jobs) == ids[-3:]
-    assert [manager.jobs[i].content is not None for i in ids[-3:]] == [False, False, True]
+    kinds = lambda: [[e["type"] for e in manager.jobs[i].events] for i in ids]  # noqa: E731
+    wait_for(lambda: kinds() == [["end"]] * 2 + [["progress", "end"]] * 3)
+    assert list(manager.jobs) == ids
+    assert all(j.preview is None and j.pending is None for j in manager.jobs.values())
     gallery = client.get("/api/gallery").json()["results"]
-    assert [j["id"] for j in gallery] == ids[:-4:-1]
-    assert [j["can_continue"] for j in gallery] == [True, False, False]
-    assert client.post(f"/api/jobs/{ids[0]}/stop").status_code == 404
-    assert client.post(f"/api/jobs/{ids[-2]}/continue").status_code == 400
+    assert [j["id"] for j in gallery] == ids[::-1]
+    assert client.post(f"/api/jobs/{ids[0]}/stop").status_code == 200
+    assert [k for k, _ in read_events(client, ids[0]) if k != "queue"] == ["end"]
 
 
 # --------------------------------------------------------------------------

@@ -1,17 +1,19 @@
 """What the page sends, checked: uploaded pictures and the settings form.
 
 Everything here raises ``UserError`` with one readable line, which the page
-shows as is.  The page's presets are read from the shipped preset files
-(``nst_keras/presets``, as ``--preset`` reads them); nothing else here
-touches a file: uploads arrive as bytes and become arrays.
+shows as is.  A page preset is the shipped preset's whole ``Config``
+(``cli.preset_config``, as ``--preset`` reads it) with only what the form
+fills in (``FORM_FIELDS``) and the run's own settings (``PAGE_RUN``)
+replaced, and the settings given on the server's command line winning.
+Uploads arrive as bytes and are checked and decoded by
+``engine.imaging.decode_picture`` within the server's ``Limits``.
 """
 
 from __future__ import annotations
 
-import io
+import dataclasses
 import math
 import re
-import warnings
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -22,15 +24,16 @@ from nst_keras.engine import imaging, vgg
 from nst_keras.errors import UserError
 from nst_keras.settings import Config
 
-MAX_ROWS = 2048          # the largest output height the page accepts
-MAX_ITERATIONS = 20000   # per scale
-STRENGTH_RANGE = (-2.0, 2.0)  # style strength: log10 of the style weight's factor
-
-# The settings a preset of the page stands for besides the fields the form
-# fills in; every other setting is the server's (its command line).
-OBJECTIVE = ("loss_normalization", "content_weight", "style_weight", "total_variation_weight",
-             "interpolation", "pooling", "padding", "learning_rate", "ema_decay",
-             "clamp_pixels", "precision")
+# The settings the form fills in (with the uploads); a preset keeps every other one
+# (``style_weight`` too: the form's strength is a factor on it).
+FORM_FIELDS = ("img_nrows", "scales", "iterations", "optimizer", "preserve_colors", "init",
+               "style_blend_weights", "style_masks", "content_image", "style_image")
+# What every page run sets for itself: its directory (``jobs``), its file names,
+# a metrics line per step (the page's loss curve) and the final picture only.
+PAGE_RUN = dict(output_dir=None, resume=None, result_prefix="result", save_every=0,
+                log_every=1, overwrite=False, experiment="none")
+# The settings a page preset stands for: every other one, so a new setting is the preset's.
+OBJECTIVE = tuple(n for n in settings.FIELDS if n not in FORM_FIELDS and n not in PAGE_RUN)
 
 # The page's presets, each a shipped preset (``--preset=NAME``): the page's
 # name -> (the preset's name, the label; ``{optimizer}`` and ``{iterations}``
@@ -47,9 +50,9 @@ _OPTIMIZER_NAMES = {"sgd": "SGD", "adam": "Adam", "lbfgs": "L-BFGS"}
 def page_preset(name: str, label: str) -> Dict:
     """The page's preset read from the shipped preset ``name`` (``cli.preset_config``).
 
-    ``form``: what the page fills in; ``config``: the ``OBJECTIVE`` settings
-    it stands for; ``scales`` (multi-scale presets only): the stages'
-    heights as fractions of the output height, coarse to fine.
+    ``form``: what the page fills in; ``config``: the preset's value of every
+    setting of ``OBJECTIVE``; ``scales`` (multi-scale presets only): the stages' heights as
+    fractions of the output height, coarse to fine.
     """
     config = cli.preset_config(name)
     heights = config.stage_heights()
@@ -72,69 +75,45 @@ def load_presets() -> Dict[str, Dict]:
 
 PRESETS: Dict[str, Dict] = load_presets()
 
+_SERVER = settings.ServerOptions()  # the limits' defaults: the server's flags' defaults
 
+
+@dataclasses.dataclass(frozen=True)
 class Limits:
-    """What an upload may be: bytes per request and pixels per picture."""
+    """What the page may send and ask for: the limits of ``settings.ServerOptions``
+    (``Limits.of(options)``; ``--max_upload_mb`` here in bytes)."""
 
-    def __init__(self, max_bytes: int = 25 * 2 ** 20, max_pixels: int = 40_000_000):
-        self.max_bytes, self.max_pixels = int(max_bytes), int(max_pixels)
+    max_bytes: int = _SERVER.max_upload_mb * 2 ** 20  # per request
+    max_pixels: int = _SERVER.max_pixels              # per picture
+    max_rows: int = _SERVER.max_rows                  # the output's height
+    max_iterations: int = _SERVER.max_iterations      # per scale
+    max_strength: float = _SERVER.max_strength        # |log10| of the style weight's factor
+
+    @classmethod
+    def of(cls, options: settings.ServerOptions) -> "Limits":
+        return cls(options.max_upload_mb * 2 ** 20, options.max_pixels, options.max_rows,
+                   options.max_iterations, options.max_strength)
+
+    @property
+    def strength_range(self) -> Tuple[float, float]:
+        return -self.max_strength, self.max_strength
 
     def describe_bytes(self) -> str:
         return size_text(self.max_bytes)
 
 
-def size_text(n: int) -> str:
-    """``25 MB``, ``1.5 MB`` or ``4000 bytes``."""
-    return f"{n / 2 ** 20:.3g} MB" if n >= 2 ** 20 else f"{n} bytes"
+size_text = imaging.size_text
 
 
 def decode_picture(data: bytes, name: str, what: str, limits: Limits) -> np.ndarray:
-    """The RGB ``uint8`` array of an uploaded picture; ``UserError`` if unusable.
-
-    The size is read from the header and checked against ``limits`` (and
-    Pillow's decompression-bomb check) before the pixels are decoded.
-    """
+    """The RGB ``uint8`` array of an uploaded picture (``imaging.decode_picture``
+    within ``limits``, at least ``vgg.MIN_SIDE`` a side); ``UserError`` if unusable."""
     label = f"the {what} ({name})" if name else f"the {what}"
-    if not data:
-        raise UserError(f"{label} is empty; choose a picture file")
-    if len(data) > limits.max_bytes:
-        raise UserError(f"{label} is {size_text(len(data))}; the limit is "
-                        f"{limits.describe_bytes()}")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            picture = Image.open(io.BytesIO(data))
-            _check_pixels(picture.size, label, limits)
-            picture.seek(0)
-            picture.load()
-    except UserError:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise UserError(f"{label} has too many pixels (over {limits.max_pixels:,}); "
-                        "use a smaller picture") from None
-    except Exception as e:  # noqa: BLE001 - Pillow raises many kinds here
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        if isinstance(e, Image.UnidentifiedImageError):
-            raise UserError(f"cannot read {label}: it is not an image; give a JPEG, PNG, "
-                            "GIF, WebP, BMP or TIFF file") from None
-        raise UserError(f"cannot read {label}: the file is truncated or damaged ({reason}); "
-                        "export it again") from None
-    array = np.asarray(imaging.open_picture(picture))
-    if min(array.shape[:2]) < vgg.MIN_SIDE:
-        raise UserError(f"{label} is {array.shape[1]}x{array.shape[0]} pixels; give a "
-                        f"picture at least {vgg.MIN_SIDE} pixels on each side")
-    return array
-
-
-def _check_pixels(size, label: str, limits: Limits) -> None:
-    width, height = size
-    if width * height > limits.max_pixels:
-        raise UserError(f"{label} is {width}x{height} pixels, over the limit of "
-                        f"{limits.max_pixels:,} pixels; use a smaller picture")
+    return imaging.decode_picture(data, label, limits.max_bytes, limits.max_pixels,
+                                  vgg.MIN_SIDE)
 
 
 MASK_FIELD = re.compile(r"mask_([1-9][0-9]?)")  # the form's mask files: mask_1, mask_2, ...
-ASPECT_SLACK = 0.03  # a mask's width/height may differ this much (relative) from the photo's
 
 
 def mask_number(field: str) -> Optional[int]:
@@ -162,20 +141,10 @@ def decode_masks(masks: Dict[int, Tuple[str, bytes]], n_styles: int, photo_shape
         name, data = masks[k]
         picture = decode_picture(data, name, f"mask of painting {k}", limits)
         grey = np.asarray(Image.fromarray(picture).convert("L"))
-        _check_mask_shape(grey.shape, photo_shape, k)
-        if not grey.any():
-            raise UserError(f"the mask of painting {k} is all black: that painting would apply "
-                            "nowhere; paint some of the photo with its brush, or remove it")
+        imaging.check_mask(grey, f"the mask of painting {k}", photo_shape,
+                           fix="paint some of the photo with its brush, or remove it")
         arrays.append(grey)
     return arrays
-
-
-def _check_mask_shape(shape, photo_shape, k: int) -> None:
-    (rows, cols), (photo_rows, photo_cols) = shape[:2], photo_shape[:2]
-    aspect, photo_aspect = cols / rows, photo_cols / photo_rows
-    if abs(aspect - photo_aspect) > ASPECT_SLACK * photo_aspect + 1.0 / min(rows, cols):
-        raise UserError(f"the mask of painting {k} is {cols}x{rows} pixels, not the photo's "
-                        f"shape ({photo_cols}x{photo_rows}); paint the photo again")
 
 
 def _field(form: Dict[str, List[str]], name: str, default: Optional[str] = None) -> str:
@@ -198,9 +167,9 @@ def _number(text: str, what: str, kind=float, low=None, high=None):
     return value
 
 
-def _iterations(text: str):
+def _iterations(text: str, most: int):
     parts = [p.strip() for p in text.split(",") if p.strip()] or [""]
-    counts = tuple(_number(p, "Iterations", int, 1, MAX_ITERATIONS) for p in parts)
+    counts = tuple(_number(p, "Iterations", int, 1, most) for p in parts)
     return counts[0] if len(counts) == 1 else counts
 
 
@@ -225,42 +194,50 @@ def _scales(preset: Dict, rows: int):
 
 def build_config(base: Config, explicit: Sequence[str], form: Dict[str, List[str]],
                  n_styles: int, init: Optional[str] = None,
-                 masks: Optional[Sequence[np.ndarray]] = None) -> Config:
-    """The validated ``Config`` of the page's form.
+                 masks: Optional[Sequence[np.ndarray]] = None,
+                 limits: Optional[Limits] = None) -> Config:
+    """The validated ``Config`` of the page's form: the preset's ``OBJECTIVE``
+    settings (every setting but the next two kinds) except the server's
+    ``explicit`` ones, then ``FORM_FIELDS`` and ``PAGE_RUN``.
 
     Args:
       base: the server's settings (its command line).
       explicit: settings given on the server's command line: they win over
-        the preset's (e.g. ``--precision``).
+        the preset's (e.g. ``--precision``, ``--weights``).
       form: the form's fields, each a list of texts.
       n_styles: how many style pictures came with it.
       init: the starting picture's server-side path when the form names a
         result of the gallery (``init=result:<id>``), else ``None``.
+      masks: the painted masks (``decode_masks``), one per style, or ``None``.
+      limits: what the form may ask for (default: ``Limits()``).
+
+    The pictures are ``"<upload>"`` here: ``jobs.save_uploads`` names the
+    files it saves them as.
     """
+    limits = limits or Limits()
     name = _field(form, "preset", "fast")
     if name not in PRESETS:
         raise UserError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
     preset = PRESETS[name]
-    changes = {k: v for k, v in preset["config"].items() if k not in explicit}
-    rows = _number(_field(form, "rows"), "The output size (rows)", int, vgg.MIN_SIDE, MAX_ROWS)
+    server = base.replace(**{k: v for k, v in preset["config"].items() if k not in explicit})
+    rows = _number(_field(form, "rows"), "The output size (rows)", int, vgg.MIN_SIDE,
+                   limits.max_rows)
     strength = _number(_field(form, "strength", "0"), "The style strength", float,
-                       *STRENGTH_RANGE)
-    style_weight = changes.pop("style_weight", base.style_weight) * 10 ** strength
+                       *limits.strength_range)
     init_choice = _field(form, "init", "content")
     if init is None and init_choice not in settings.INITS:
         raise UserError(f"unknown starting picture {init_choice!r}; choose content, noise, "
                         "style or a result of the gallery")
-    config = base.replace(
-        **changes, img_nrows=rows, scales=_scales(preset, rows),
-        iterations=_iterations(_field(form, "iterations")),
+    filled = dict(
+        img_nrows=rows, scales=_scales(preset, rows),
+        iterations=_iterations(_field(form, "iterations"), limits.max_iterations),
         optimizer=_field(form, "optimizer"), preserve_colors=_field(form, "preserve_colors"),
-        init=init if init is not None else init_choice, style_weight=style_weight,
-        style_blend_weights=_blend(form, n_styles), content_image="<upload>",
-        style_image=["<upload>"] * n_styles if n_styles > 1 else "<upload>",
-        style_masks=list(masks) if masks is not None else None,
-        output_dir=None, resume=None, result_prefix="result", save_every=0, log_every=1,
-        overwrite=False, experiment="none")
-    return settings.validate(config)
+        init=init if init is not None else init_choice,
+        style_weight=server.style_weight * 10 ** strength,
+        style_blend_weights=_blend(form, n_styles),
+        style_masks=list(masks) if masks is not None else None, content_image="<upload>",
+        style_image=["<upload>"] * n_styles if n_styles > 1 else "<upload>")
+    return settings.validate(server.replace(**filled, **PAGE_RUN))
 
 
 def summary(form: Dict[str, List[str]], config: Config, names: Sequence[str],

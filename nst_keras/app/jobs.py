@@ -1,15 +1,28 @@
 """The app's runs: one at a time, in a queue, each reporting live previews.
 
-A ``Job`` is one style transfer the page asked for: its settings, its
-uploaded pictures (arrays), its events (what the page is told, in order) and
-the latest preview.  The ``Manager`` runs the queued jobs one after the other
-in a worker thread, each with ``output.stylize.stylize`` writing into its own
-directory under the server's results directory (no path ever comes from the
-browser).  ``LiveFeed`` is the callback that turns steps into events and
-previews, and stops a run when asked or when no page has listened for
-``abandon_s`` seconds.  A job painted per region saves its masks as
-``mask_<k>.png`` in its directory when it is queued, and its settings'
-``style_masks`` name those files (so ``run.json`` does).
+A ``Job`` is one style transfer the page asked for: its settings, its run
+folder, its events (what the page is told, in order) and the latest preview.
+Its folder, ``run-<NNNN>`` under the server's results directory (no path
+ever comes from the browser), holds everything of the run: the uploads saved
+when it is queued (``content.<ext>``, ``style_<k>.<ext>``, the painted
+``mask_<k>.png``, ``init.<ext>`` for a gallery result as the starting
+picture), ``page.json`` (the page's record: summary, parent, uploads) and
+what ``output.stylize.stylize`` writes (``run.json``, the result, the
+checkpoint).  The run reads its pictures from those files, so ``run.json``
+names them with their SHA-256 like a command-line run, and adds an
+``uploads`` entry (``record_uploads``): each upload's name in the browser,
+its file and its SHA-256.
+
+The ``Manager`` runs the queued jobs one after the other in a worker thread.
+When it starts it reads the run folders already in the results directory
+(``restore_all``), so the gallery lists the runs of earlier starts and a
+stopped one continues (from a copy of its folder).  ``LiveFeed`` is the
+callback that turns steps into events and previews, and stops a run when
+asked or when no page has listened for ``abandon_s`` seconds.
+
+Memory: a job holds no pictures once queued (they are files); an ended job
+keeps its latest preview only while a page listens, and only the newest
+``KEEP_JOBS`` ended jobs keep their step events (older ones keep their end).
 """
 
 from __future__ import annotations
@@ -19,6 +32,7 @@ import contextlib
 import io
 import itertools
 import os
+import re
 import shutil
 import threading
 import time
@@ -27,15 +41,20 @@ from typing import Callable, Dict, List, Optional
 import numpy as np
 from PIL import Image
 
+from nst_keras import settings
+from nst_keras.engine import imaging
 from nst_keras.engine.callbacks import Callback, Progress
 from nst_keras.errors import NonFiniteLoss, UserError
+from nst_keras.output import checkpoint as ckptlib
+from nst_keras.output import manifest
 from nst_keras.settings import Config
 
 DONE = ("finished", "stopped", "failed", "cancelled")
 PREVIEW_EVERY_S = 2.0   # a preview at least this often on slow steps
 PREVIEWS_PER_RUN = 50   # and at most about this many on fast ones
-KEEP_JOBS = 200         # ended jobs remembered (gallery, results); older ones forgotten
-KEEP_CONTINUABLE = 4    # stopped jobs whose uploaded pictures are kept to continue them
+KEEP_JOBS = 200         # ended jobs whose step events are kept; older ones keep their end
+PAGE_JSON = "page.json"  # a run folder's page record: id, parent, created, summary, uploads
+RUN_FOLDER = re.compile(r"run-([0-9]{4,})")
 
 
 class QueueFull(UserError):
@@ -50,14 +69,58 @@ def png_bytes(picture: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-class Job:
-    """One run the page asked for (see the module docstring)."""
+def _write_new(path: str, data: bytes) -> None:
+    with open(path, "xb") as f:
+        f.write(data)
 
-    def __init__(self, job_id: str, config: Config, content, styles, summary: Dict,
-                 directory: str, parent: Optional[str] = None, masks=None):
+
+def _moved(value, old: str, new: str):
+    """``value`` (a setting) with paths inside folder ``old`` moved to folder ``new``."""
+    if isinstance(value, (list, tuple)):
+        return type(value)(_moved(v, old, new) for v in value)
+    if isinstance(value, str) and value.startswith(old + os.sep):
+        return new + value[len(old):]
+    return value
+
+
+def record_uploads(directory: str, uploads: Optional[Dict]) -> None:
+    """Adds ``uploads`` to the ``run.json`` of ``directory`` (when it has one)."""
+    path = os.path.join(directory, manifest.RUN_JSON)
+    run = manifest.read_json(path)
+    if run and uploads is not None:
+        run["uploads"] = uploads
+        manifest.write_json(path, run)
+
+
+class RecordUploads(Callback):
+    """Keeps the job's ``uploads`` entry in its ``run.json`` (which the run directory
+    rewrites when the run starts and ends; this callback comes after it)."""
+
+    def __init__(self, job: "Job"):
+        self.job = job
+
+    def on_start(self, run) -> None:
+        record_uploads(self.job.directory, self.job.uploads)
+
+    def on_end(self, run, outcome) -> None:
+        record_uploads(self.job.directory, self.job.uploads)
+
+
+class Job:
+    """One run the page asked for (see the module docstring).
+
+    ``pending``: the uploads until ``save_uploads`` writes them: ``content``
+    and ``styles`` as ``(name, bytes)``, ``masks`` (grey arrays) or ``None``,
+    ``init`` (a gallery result's path) or ``None``.  ``uploads``: the record
+    of the saved files (``page.json``, ``run.json``).
+    """
+
+    def __init__(self, job_id: str, config: Optional[Config], summary: Dict, directory: str,
+                 parent: Optional[str] = None, pending: Optional[Dict] = None,
+                 uploads: Optional[Dict] = None, created: Optional[float] = None):
         self.id, self.config, self.summary = job_id, config, summary
-        self.content, self.styles, self.masks = content, styles, masks
         self.directory, self.parent = directory, parent
+        self.pending, self.uploads = pending, uploads
         self.status, self.error, self.reason = "queued", None, None
         self.step, self.total = 0, 0
         self.image_path: Optional[str] = None
@@ -65,7 +128,7 @@ class Job:
         self.events: List[Dict] = []
         self.stop_reason: Optional[str] = None
         self.listeners, self.last_heard = 0, time.monotonic()
-        self.created = time.time()
+        self.created = time.time() if created is None else created
         self._lock = threading.Lock()
 
     @property
@@ -79,6 +142,11 @@ class Job:
     def events_since(self, index: int) -> List[Dict]:
         with self._lock:
             return list(self.events[index:])
+
+    def forget_steps(self) -> None:
+        """Keeps only the end of an ended job's events (a stream still ends)."""
+        with self._lock:
+            self.events = [e for e in self.events if e["type"] == "end"][-1:]
 
     @contextlib.contextmanager
     def listening(self):
@@ -105,38 +173,30 @@ class Job:
                     if p.endswith(".png") and os.path.basename(p) != "loss.png"]
         self.image_path = pictures[-1] if pictures else None
         self.status, self.reason = result.status, self.stop_reason
-        if result.status != "stopped":
-            self.content = self.styles = None  # only a stopped run may continue
         self.emit("end", **self.public())
 
     def cancel(self, reason: str) -> None:
-        """Ends a job that never ran (its pictures dropped, its saved masks removed)."""
-        self.status, self.reason, self.content, self.styles = "cancelled", reason, None, None
-        if self.parent is None and self.config.style_masks:
-            shutil.rmtree(self.directory, ignore_errors=True)  # it held only the masks
+        """Ends a job that never ran; its folder (uploads or a copy) is removed."""
+        self.status, self.reason, self.pending = "cancelled", reason, None
+        shutil.rmtree(self.directory, ignore_errors=True)
         self.emit("end", **self.public())
 
-    def save_masks(self) -> None:
-        """Writes the painted masks as ``mask_<k>.png`` in the job's directory and
-        names them in ``config.style_masks``; ``UserError`` (nothing left) if it cannot."""
-        if self.masks is None:
-            return
-        paths = [os.path.abspath(os.path.join(self.directory, f"mask_{k}.png"))
-                 for k in range(1, len(self.masks) + 1)]
-        try:
-            os.makedirs(self.directory)
-            for path, mask in zip(paths, self.masks):
-                Image.fromarray(np.asarray(mask, np.uint8)).save(path, format="PNG")
-        except OSError as e:
-            shutil.rmtree(self.directory, ignore_errors=True)
-            raise UserError(f"cannot save the painted masks ({e.strerror or e}); check the "
-                            "results directory") from None
-        self.config = self.config.replace(style_masks=tuple(paths))
-        self.masks = None
+    def path(self, name: str) -> str:
+        """The absolute path of file ``name`` of the job's folder."""
+        return os.path.abspath(os.path.join(self.directory, name))
 
     def run_json(self) -> Optional[str]:
-        path = os.path.join(self.directory, "run.json")
+        path = os.path.join(self.directory, manifest.RUN_JSON)
         return path if os.path.isfile(path) else None
+
+    def continuable(self) -> bool:
+        """Stopped, with its checkpoint and its uploads in its folder."""
+        if self.status != "stopped" or self.uploads is None:
+            return False
+        files = [self.uploads["content"], *self.uploads["styles"], *self.uploads["masks"],
+                 *([self.uploads["init"]] if self.uploads.get("init") else [])]
+        return os.path.isfile(ckptlib.path_in(self.directory)) and \
+            all(os.path.isfile(self.path(u["file"])) for u in files)
 
     def public(self) -> Dict:
         """What the page sees of the job."""
@@ -147,7 +207,149 @@ class Job:
                 "parent": self.parent, "created": self.created,
                 "image": f"{base}/result.png" if has_image else None,
                 "run_json": f"{base}/run.json" if has_image and self.run_json() else None,
-                "can_continue": self.status == "stopped" and self.content is not None}
+                "can_continue": self.continuable()}
+
+
+# --------------------------------------------------------------------------
+# Run folders
+
+
+def _saved(job: Job, name: str, file: str) -> Dict:
+    return {"name": name, "file": file, "sha256": manifest.file_sha256(job.path(file))}
+
+
+def _write_pending(job: Job) -> Dict:
+    """Writes ``job.pending`` into the job's new folder; the ``uploads`` record."""
+    pending = job.pending
+    os.makedirs(job.directory)
+    uploads = {"content": None, "styles": [], "masks": [], "init": None}
+    name, data = pending["content"]
+    file = "content" + imaging.picture_suffix(data)
+    _write_new(job.path(file), data)
+    uploads["content"] = _saved(job, name, file)
+    for k, (name, data) in enumerate(pending["styles"], 1):
+        file = f"style_{k}" + imaging.picture_suffix(data)
+        _write_new(job.path(file), data)
+        uploads["styles"].append(_saved(job, name, file))
+    for k, mask in enumerate(pending.get("masks") or (), 1):
+        _write_new(job.path(f"mask_{k}.png"), png_bytes(np.asarray(mask, np.uint8)))
+        uploads["masks"].append(_saved(job, f"mask_{k}.png", f"mask_{k}.png"))
+    if pending.get("init"):
+        file = "init" + (os.path.splitext(pending["init"])[1] or ".png")
+        shutil.copyfile(pending["init"], job.path(file))
+        uploads["init"] = _saved(job, job.summary.get("init", ""), file)
+    return uploads
+
+
+def save_uploads(job: Job) -> None:
+    """Writes a queued job's pending uploads into its (new) folder, names the files
+    in its ``config`` and writes ``page.json``; ``UserError`` (nothing left) if it
+    cannot.  Nothing to do for a job without pending uploads (a continued one)."""
+    if job.pending is None:
+        return
+    try:
+        uploads = _write_pending(job)
+        styles = [job.path(u["file"]) for u in uploads["styles"]]
+        job.config = job.config.replace(
+            content_image=job.path(uploads["content"]["file"]),
+            style_image=styles if len(styles) > 1 else styles[0],
+            style_masks=tuple(job.path(u["file"]) for u in uploads["masks"]) or None,
+            init=job.path(uploads["init"]["file"]) if uploads["init"] else job.config.init)
+        job.uploads = uploads
+        write_page_json(job)
+    except OSError as e:
+        shutil.rmtree(job.directory, ignore_errors=True)
+        raise UserError(f"cannot save the uploaded pictures ({e.strerror or e}); check "
+                        "the results directory") from None
+    job.pending = None
+
+
+def write_page_json(job: Job) -> None:
+    manifest.write_json(job.path(PAGE_JSON), {
+        "id": job.id, "parent": job.parent, "created": job.created,
+        "summary": job.summary, "uploads": job.uploads})
+
+
+def copy_to_continue(job: Job, new: Job, base: Config) -> None:
+    """Copies a stopped job's folder to ``new``'s, its checkpoint's settings naming
+    the copies, and gives ``new`` the settings that resume it there; ``UserError``
+    if it cannot."""
+    old, here = job.path(""), new.path("")
+    try:
+        shutil.copytree(job.directory, new.directory)
+        ckpt = ckptlib.load(new.directory)
+        ckpt.flags = {k: _moved(v, old, here) for k, v in ckpt.flags.items()}
+        ckptlib.save(new.directory, ckpt)
+    except OSError as e:
+        raise UserError(f"cannot copy run {job.id} to continue it ({e.strerror or e}); "
+                        "check the results directory") from None
+    new.uploads = job.uploads
+    new.config = settings.validate(ckptlib.resume_config(new.directory, base, ()))
+    write_page_json(new)
+
+
+def restore(directory: str, job_id: str) -> Optional[Job]:
+    """The ended job of a run folder written before (its ``run.json`` and
+    ``page.json``); ``None`` for a folder without a readable ``run.json``."""
+    run = manifest.read_json(os.path.join(directory, manifest.RUN_JSON))
+    if not run or not isinstance(run.get("flags"), dict):
+        return None
+    page = manifest.read_json(os.path.join(directory, PAGE_JSON))
+    flags = run["flags"]
+    job = Job(job_id, None, page.get("summary") or _summary_of(flags), directory,
+              page.get("parent"), uploads=page.get("uploads") or None,
+              created=page.get("created") or os.path.getmtime(
+                  os.path.join(directory, manifest.RUN_JSON)))
+    status = run.get("status")
+    job.status = {"finished": "finished", "stopped": "stopped",
+                  "interrupted": "stopped"}.get(status, "failed")
+    job.reason = run.get("message") if job.status == "stopped" else None
+    if job.status == "failed":
+        job.error = run.get("message") or f"the run did not end (its run.json says {status})"
+    job.step = int(run.get("steps") or 0)
+    job.total = sum(int(n) for n in np.atleast_1d(run.get("iterations") or 0))
+    job.image_path = _result_picture(directory, flags.get("result_prefix") or "result",
+                                     job.status)
+    job.emit("end", **job.public())
+    return job
+
+
+def restore_all(results_dir: str) -> Dict[str, Job]:
+    """The jobs of the run folders in ``results_dir``, oldest first."""
+    try:
+        names = os.listdir(results_dir)
+    except OSError:
+        return {}
+    found = sorted((int(m.group(1)), n) for n in names for m in [RUN_FOLDER.fullmatch(n)]
+                   if m and os.path.isdir(os.path.join(results_dir, n)))
+    jobs = {}
+    for number, name in found:
+        job = restore(os.path.join(results_dir, name), str(number))
+        if job is not None:
+            jobs[job.id] = job
+    forget_old(jobs, KEEP_JOBS)
+    return jobs
+
+
+def _result_picture(directory: str, prefix: str, status: str) -> Optional[str]:
+    """A run folder's picture: ``<prefix>.png`` of a finished run, else the
+    latest ``<prefix>_at_iteration_<N>.png``."""
+    final = os.path.join(directory, f"{prefix}.png")
+    if status == "finished" and os.path.isfile(final):
+        return final
+    pattern = re.compile(re.escape(prefix) + r"_at_iteration_([0-9]+)\.png")
+    steps = [(int(m.group(1)), n) for n in os.listdir(directory)
+             for m in [pattern.fullmatch(n)] if m]
+    return os.path.join(directory, max(steps)[1]) if steps else None
+
+
+def _summary_of(flags: Dict) -> Dict:
+    """A gallery summary from a ``run.json``'s settings (a folder without ``page.json``)."""
+    return {"preset": "?", "rows": flags.get("img_nrows"),
+            "iterations": settings.show_value(flags.get("iterations")),
+            "optimizer": flags.get("optimizer"), "preserve_colors": flags.get("preserve_colors"),
+            "init": "?", "strength": 0.0, "style_weight": flags.get("style_weight"),
+            "pictures": [], "regions": bool(flags.get("style_masks"))}
 
 
 class LiveFeed(Callback):
@@ -194,22 +396,29 @@ class LiveFeed(Callback):
             progress.stop(reason)
 
 
-def forget_old(jobs: Dict[str, "Job"], keep_jobs: int, keep_continuable: int) -> None:
-    """Bounds what a server left running holds: the uploaded pictures of only the
-    newest ``keep_continuable`` stopped jobs (older ones can no longer continue)
-    and the newest ``keep_jobs`` ended jobs (older ones leave the gallery; their
-    files stay in the results directory)."""
+def fail(job: Job, message: str, log: Callable[[str], None]) -> None:
+    """Ends a run that raised: its folder removed (nothing half-written), the page told."""
+    shutil.rmtree(job.directory, ignore_errors=True)
+    job.status, job.error = "failed", message
+    log(f"[run {job.id}] error: {message}")
+    job.emit("end", **job.public())
+
+
+def forget_old(jobs: Dict[str, "Job"], keep_jobs: int) -> None:
+    """Bounds what a server left running holds: an ended job no page listens to
+    drops its preview (its picture is a file), and all but the newest
+    ``keep_jobs`` ended jobs keep only their end event.  Every job stays listed."""
     ended = [j for j in jobs.values() if j.done]
-    stopped = [j for j in ended if j.content is not None]
-    for job in stopped[:max(len(stopped) - keep_continuable, 0)]:
-        job.content = job.styles = None
+    for job in ended:
+        if not job.listeners:
+            job.preview = None
     for job in ended[:max(len(ended) - keep_jobs, 0)]:
-        del jobs[job.id]
+        job.forget_steps()
 
 
 class Manager:
     """The queue of jobs (at most ``max_queue`` waiting) and the worker thread that
-    runs them one at a time."""
+    runs them one at a time; the runs already in ``results_dir`` are read first."""
 
     def __init__(self, base: Config, explicit=(), results_dir: str = ".",
                  abandon_s: float = 15.0, log: Callable[[str], None] = print,
@@ -217,50 +426,53 @@ class Manager:
         self.base, self.explicit = base, frozenset(explicit)
         self.results_dir, self.abandon_s, self.log = results_dir, float(abandon_s), log
         self.max_queue = int(max_queue)
-        self.jobs: Dict[str, Job] = {}
+        self.jobs: Dict[str, Job] = restore_all(results_dir)
         self.queue: collections.deque = collections.deque()
         self.running: Optional[Job] = None
         self.closed = False
-        self._ids = itertools.count(1)
+        self._ids = itertools.count(max((int(i) for i in self.jobs), default=0) + 1)
         self._cond = threading.Condition()
         self._thread = threading.Thread(target=self._work, name="nst_keras-app-worker",
                                         daemon=True)
         self._thread.start()
 
-    def new_job(self, config: Config, content, styles, summary: Dict,
-                parent: Optional[str] = None, masks=None) -> Job:
-        """A job with its own directory under ``results_dir`` (not made yet)."""
+    def new_job(self, config: Optional[Config], summary: Dict, parent: Optional[str] = None,
+                pending: Optional[Dict] = None) -> Job:
+        """A job with its own folder under ``results_dir`` (not made yet)."""
         with self._cond:
             while True:
                 job_id = str(next(self._ids))
                 directory = os.path.join(self.results_dir, f"run-{int(job_id):04d}")
                 if not os.path.exists(directory):
                     break
-        config = config.replace(output_dir=directory)
-        return Job(job_id, config, content, styles, summary, directory, parent, masks)
-
-    def _drop_abandoned(self) -> None:
-        """Cancels the waiting jobs no page has listened to for ``abandon_s``."""
-        for job in [j for j in self.queue if j.unheard_s() > self.abandon_s]:
-            self.queue.remove(job)
-            job.cancel("no page was waiting for it")
+        if config is not None:
+            config = config.replace(output_dir=directory)
+        return Job(job_id, config, summary, directory, parent, pending)
 
     def check_room(self) -> None:
-        """``QueueFull`` (or ``UserError`` when closing) unless a job may be queued now."""
+        """``QueueFull`` (or ``UserError`` when closing) unless a job may be queued now;
+        first the waiting jobs no page has listened to for ``abandon_s`` are cancelled."""
         with self._cond:
             if self.closed:
                 raise UserError("the server is shutting down")
-            self._drop_abandoned()
+            for job in [j for j in self.queue if j.unheard_s() > self.abandon_s]:
+                self.queue.remove(job)
+                job.cancel("no page was waiting for it")
             n = len(self.queue)
             if n >= self.max_queue:
                 raise QueueFull(f"{n} run{' is' if n == 1 else 's are'} waiting; try again "
                                 "when one ends")
 
     def submit(self, job: Job) -> int:
-        """Queues ``job`` (masks saved first); returns its place (see ``position``)."""
+        """Queues ``job`` (its uploads saved first, outside the lock: ask ``check_room``
+        before); returns its place (see ``position``)."""
+        save_uploads(job)
         with self._cond:
-            self.check_room()
-            job.save_masks()
+            try:
+                self.check_room()  # again: another job may have taken the place meanwhile
+            except UserError:
+                shutil.rmtree(job.directory, ignore_errors=True)
+                raise
             self.jobs[job.id] = job
             self.queue.append(job)
             self._cond.notify_all()
@@ -282,14 +494,15 @@ class Manager:
         job.stop_reason = reason
 
     def continue_job(self, job: Job) -> Job:
-        """A new job that resumes a stopped one (in a copy of its directory)."""
-        if not (job.status == "stopped" and job.content is not None):
-            raise UserError("only a stopped run can be continued")
+        """A new job that resumes a stopped one in a copy of its folder (uploads,
+        checkpoint and all; the checkpoint's settings name the copies)."""
+        if not job.continuable():
+            raise UserError("only a stopped run whose folder still holds its checkpoint and "
+                            "pictures can be continued")
         self.check_room()
-        new = self.new_job(job.config, job.content, job.styles, dict(job.summary), job.id)
-        shutil.copytree(job.directory, new.directory)
-        new.config = new.config.replace(resume=new.directory, output_dir=new.directory)
+        new = self.new_job(None, dict(job.summary), job.id)
         try:
+            copy_to_continue(job, new, self.base)
             self.submit(new)
         except UserError:
             shutil.rmtree(new.directory, ignore_errors=True)
@@ -300,7 +513,8 @@ class Manager:
         return self.jobs.get(job_id)
 
     def gallery(self) -> List[Dict]:
-        """The results made since the server started, newest first."""
+        """Every result of the results directory (this start's and earlier ones'),
+        newest first."""
         return [j.public() for j in reversed(list(self.jobs.values()))
                 if j.image_path is not None]
 
@@ -334,26 +548,21 @@ class Manager:
             finally:
                 with self._cond:
                     self.running = None
-                    forget_old(self.jobs, KEEP_JOBS, KEEP_CONTINUABLE)
+                    forget_old(self.jobs, KEEP_JOBS)
 
     def _run(self, job: Job) -> None:
         from nst_keras.output import stylize  # late: imports TensorFlow
 
         job.status = "running"
         try:
-            result = stylize.stylize(job.config, content=job.content, style=job.styles,
-                                      callbacks=[LiveFeed(job, self.abandon_s)],
-                                      log=lambda line: self.log(f"[run {job.id}] {line}"))
+            result = stylize.stylize(job.config, callbacks=[LiveFeed(job, self.abandon_s),
+                                                            RecordUploads(job)],
+                                     log=lambda line: self.log(f"[run {job.id}] {line}"))
         except (UserError, NonFiniteLoss) as e:
-            self._fail(job, str(e))
+            fail(job, str(e), self.log)
         except Exception as e:  # noqa: BLE001 - the server keeps serving; the page is told
             text = str(e).strip().splitlines()
-            self._fail(job, f"the run failed ({type(e).__name__}: {text[0] if text else ''})")
+            fail(job, f"the run failed ({type(e).__name__}: {text[0] if text else ''})",
+                 self.log)
         else:
             job.finish(result)
-
-    def _fail(self, job: Job, message: str) -> None:
-        shutil.rmtree(job.directory, ignore_errors=True)  # nothing half-written
-        job.status, job.error, job.content, job.styles = "failed", message, None, None
-        self.log(f"[run {job.id}] error: {message}")
-        job.emit("end", **job.public())

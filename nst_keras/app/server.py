@@ -10,7 +10,8 @@ Routes (all under the server's own origin; the page needs nothing else):
 * ``GET /api/jobs/{id}/events``: the job's progress as server-sent events;
 * ``POST /api/jobs/{id}/stop`` and ``/continue``;
 * ``GET /api/jobs/{id}/result.png`` and ``/run.json``: the downloads;
-* ``GET /api/gallery``: the results made since the server started.
+* ``GET /api/gallery``: every result of the results directory, earlier starts'
+  too.
 
 In front of them ``guard.Guard`` checks the Host, the Origin, the page's
 cookie (set by ``GET /``) and the upload's bytes as they stream in
@@ -75,16 +76,17 @@ class Handlers:
     def _job(self, request: Request) -> jobs.Job:
         job = self.manager.result(request.path_params["job_id"])
         if job is None:
-            raise UserError("no such run (the server may have restarted); start a new one")
+            raise UserError("no such run in the results directory; start a new one")
         return job
 
     async def presets(self, request: Request) -> Response:
         return JSONResponse({
             "presets": [{"name": n, "label": p["label"], "form": p["form"]}
                         for n, p in forms.PRESETS.items()],
-            "limits": {"max_rows": forms.MAX_ROWS, "max_bytes": self.limits.max_bytes,
+            "limits": {"max_rows": self.limits.max_rows, "max_bytes": self.limits.max_bytes,
                        "max_pixels": self.limits.max_pixels, "max_styles": MAX_STYLES,
-                       "strength": forms.STRENGTH_RANGE},
+                       "max_iterations": self.limits.max_iterations,
+                       "strength": self.limits.strength_range},
             "options": {"optimizer": list(settings.OPTIMIZERS),
                         "preserve_colors": list(settings.COLOR_MODES)}}, headers=HEADERS)
 
@@ -114,6 +116,8 @@ class Handlers:
         return fields, files
 
     def _pictures(self, files):
+        """The uploads checked and decoded: the photo's array and the uploads to save
+        (``jobs.Job``'s ``pending``)."""
         if not files["content"] or not files["content"][0][1]:
             raise UserError("choose a content photo first")
         styles = [f for f in files["style"] if f[1]]
@@ -123,9 +127,9 @@ class Handlers:
             raise UserError(f"at most {MAX_STYLES} style pictures, please")
         name, data = files["content"][0]
         content = forms.decode_picture(data, name, "content photo", self.limits)
-        arrays = [forms.decode_picture(d, n, f"style picture {i + 1}", self.limits)
-                  for i, (n, d) in enumerate(styles)]
-        return content, arrays, [name] + [n for n, _ in styles]
+        for i, (n, d) in enumerate(styles):
+            forms.decode_picture(d, n, f"style picture {i + 1}", self.limits)
+        return content, {"content": files["content"][0], "styles": styles}
 
     def _init_path(self, fields) -> Optional[str]:
         choice = (fields.get("init") or ["content"])[0]
@@ -140,14 +144,17 @@ class Handlers:
         try:
             fields, files = await self._read_form(request)
             self.manager.check_room()  # before decoding the pictures
-            content, styles, names = self._pictures(files)
-            masks = forms.decode_masks(files["masks"], len(styles), content.shape, self.limits)
+            content, pending = self._pictures(files)
+            n_styles = len(pending["styles"])
+            pending["masks"] = forms.decode_masks(files["masks"], n_styles, content.shape,
+                                                  self.limits)
+            pending["init"] = self._init_path(fields)
             config = forms.build_config(self.manager.base, self.manager.explicit, fields,
-                                        len(styles), self._init_path(fields), masks)
-            job = self.manager.new_job(config, content, styles[0] if len(styles) == 1
-                                       else styles, forms.summary(fields, config, names,
-                                                                  masks is not None),
-                                       masks=masks)
+                                        n_styles, pending["init"], pending["masks"],
+                                        self.limits)
+            names = [pending["content"][0]] + [n for n, _ in pending["styles"]]
+            summary = forms.summary(fields, config, names, pending["masks"] is not None)
+            job = self.manager.new_job(config, summary, pending=pending)
             position = self.manager.submit(job)
         except UserError as e:
             return _error(str(e), getattr(e, "status", 400))
@@ -358,8 +365,7 @@ def main(argv=None) -> int:
     cli.import_tensorflow_quietly()
     manager = jobs.Manager(config, explicit, results, options.abandon_s,
                            max_queue=options.max_queue)
-    app = create_app(manager, forms.Limits(options.max_upload_mb * 2 ** 20,
-                                           options.max_pixels), policy)
+    app = create_app(manager, forms.Limits.of(options), policy)
     url = url_of(sock) + (f"?token={policy.token}" if policy.token else "")
     print(f"nst_keras app: {url} (results in {results}; Ctrl-C to stop)", flush=True)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning",

@@ -2,7 +2,7 @@
 // stop / continue, downloads and the gallery.  Plain JavaScript, no library.
 "use strict";
 const $ = (id) => document.getElementById(id);
-const state = { content: null, styles: [], presets: {}, job: null, source: null, losses: [] };
+const state = { content: null, styles: [], presets: {}, job: null, source: null, losses: [], busy: false };
 
 function showMessage(text) {
   const box = $("message");
@@ -11,9 +11,11 @@ function showMessage(text) {
 }
 
 function setBusy(running) {
+  state.busy = running;
   $("stylize").disabled = running;
   $("stop").disabled = !running;
   if (running) $("continue").disabled = true;
+  for (const button of document.querySelectorAll("#gallery button.continue")) button.disabled = running;
 }
 
 // The server answers JSON, or one plain-text line when it refuses a request
@@ -280,6 +282,8 @@ async function loadPresets() {
   }
   for (const name of info.options.optimizer) $("optimizer").add(new Option(name, name));
   $("rows").max = info.limits.max_rows;
+  [$("strength").min, $("strength").max] = info.limits.strength;
+  showStrength();
   applyPreset($("preset").value);
   document.body.dataset.ready = "1";
 }
@@ -429,7 +433,16 @@ function card(result) {
   link.href = result.image;
   link.download = "";
   link.textContent = " PNG";
-  div.append(img, text, use, link);
+  div.append(img, text, use);
+  if (result.can_continue) {
+    const more = document.createElement("button");
+    more.textContent = "Continue";
+    more.className = "continue";
+    more.disabled = Boolean(state.busy);
+    more.onclick = () => start(`api/jobs/${result.id}/continue`, { method: "POST" }, false);
+    div.append(more);
+  }
+  div.append(link);
   return div;
 }
 
