@@ -109,6 +109,21 @@ def test_a_foreign_host_is_refused_with_one_line(make_client):
     assert proxied.get("/api/gallery").status_code == 200
 
 
+def test_every_response_forbids_framing_by_other_pages(make_client, fake_runs):
+    manager, client = make_client(limits=forms.Limits(max_bytes=4000))
+    answers = [client.get(path) for path in ("/", "/static/app.js", "/static/app.css",
+                                             "/api/presets", "/api/gallery", "/api/jobs/9/x")]
+    answers.append(client.get("/api/gallery", headers={"Host": "evil.example"}))  # refused
+    answers.append(post_job(client, headers={"Origin": "http://evil.example"}))
+    answers.append(post_job(client))  # 413: over the upload limit
+    answers.append(post_job(make_client()[1]))  # 201
+    answers.append(make_client(page=False)[1].get("/api/gallery"))  # no cookie
+    answers.append(make_client(guard.Policy(token="t"), page=False)[1].get("/?token=t"))
+    assert [a.status_code for a in answers] == [200] * 5 + [404, 403, 403, 413, 201, 403, 303]
+    for answer in answers:
+        assert answer.headers.get_list("content-security-policy") == ["frame-ancestors 'none'"]
+
+
 def test_a_cross_origin_post_is_refused(make_client, fake_runs):
     manager, client = make_client()
     for headers in ({"Origin": "http://evil.example"}, {"Origin": "null"},

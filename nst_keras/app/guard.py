@@ -16,7 +16,10 @@ In the order it checks a request (docs/security.md says why):
   it; past the limit (or declared past it) the request is answered 413 at
   once and the rest is read and dropped for a moment, never kept.
 
-Every refusal is one plain-text line with ``Connection: close``.
+Every refusal is one plain-text line with ``Connection: close``.  Every
+response, refusals too, says ``Content-Security-Policy: frame-ancestors 'none'``
+(``EVERY_RESPONSE``): no page of another site may show this one in a frame
+(clickjacking).
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ WILDCARDS = ("0.0.0.0", "::", "")
 UNSAFE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
 DEFAULT_PORTS = {"http": "80", "https": "443", "ws": "80", "wss": "443"}
 LINGER_S = 2.0   # after a refusal, how long the rest of a body is read and dropped
+EVERY_RESPONSE = ((b"content-security-policy", b"frame-ancestors 'none'"),)
 
 
 def is_loopback(host: str) -> bool:
@@ -229,6 +233,18 @@ class Body:
         await self._send(message)
 
 
+def with_headers(send, headers):
+    """``send`` that adds ``headers`` to every response's start (once each)."""
+    names = {name for name, _ in headers}
+
+    async def sending(message):
+        if message["type"] == "http.response.start":
+            kept = [h for h in message.get("headers", []) if h[0].lower() not in names]
+            message = dict(message, headers=[*kept, *headers])
+        await send(message)
+    return sending
+
+
 class Guard:
     """The ASGI layer of ``Policy`` in front of ``app`` (see the module docstring);
     ``max_bytes``: the largest request body."""
@@ -255,6 +271,7 @@ class Guard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        send = with_headers(send, EVERY_RESPONSE)
         headers = Headers(scope=scope)
         linger = receive if _has_body(headers) and "100-continue" not in headers.get(
             "expect", "").lower() else None
