@@ -198,3 +198,41 @@ def test_a_worker_that_reuses_its_step_makes_the_pictures_of_fresh_runs(tmp_path
         shared = np.asarray(Image.open(tmp_path / "shared" / name))
         fresh = np.asarray(Image.open(tmp_path / "fresh" / name))
         np.testing.assert_array_equal(shared, fresh)
+
+
+def test_the_add_a_loss_example_of_the_architecture_page_works_as_written(extractor,
+                                                                          monkeypatch):
+    """docs/architecture.md's worked example: one class, selected, built, tiled, reused."""
+    import os
+    import re
+
+    from conftest import REPO
+    from nst_keras.engine import build, distributions
+
+    page = open(os.path.join(REPO, "docs", "architecture.md"), encoding="utf-8").read()
+    section = page.split("### Adding a loss", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    namespace = {"Term": Term, "moments": distributions.moments, "tf": tf}
+    exec(code, namespace)  # noqa: S102 - the page's own example
+    mean_term = namespace["MeanStyleTerm"]
+    monkeypatch.setattr(build, "TERMS", (*build.TERMS, mean_term))
+    kw = {**KW, "style_loss": "mean"}
+    photo, painting = network_image(0), network_image(1)
+    whole = objective_of(extractor, photo, [painting], **kw)
+    assert isinstance(whole.style, mean_term)
+    x = tf.constant(network_image(2))
+    feats = {k: v.numpy() for k, v in whole.features(x).items()}
+    target = {k: v.numpy() for k, v in whole.features(tf.constant(painting)).items()}
+    want = sum(np.sum((feats[k].mean((0, 1, 2)) - target[k].mean((0, 1, 2))) ** 2)
+               for k in STYLE) / len(STYLE)
+    terms, grad = whole.value_and_grad(x)
+    assert float(terms["style_loss"]) == pytest.approx(want, rel=1e-4) and want > 0
+    tiled_terms, tiled_grad = objective_of(extractor, photo, [painting], tile_size=TILE,
+                                           halo=32, **kw).value_and_grad(x)
+    assert float(tiled_terms["style_loss"]) == pytest.approx(want, rel=1e-4)
+    assert np.linalg.norm(tiled_grad - grad) < 1e-3 * np.linalg.norm(grad)
+    cache = objective.TargetCache()
+    first = objective_of(extractor, photo, [painting], target_cache=cache, **kw)
+    again = objective_of(extractor, network_image(3), [network_image(4)], target_cache=cache,
+                         **kw)
+    assert again is first and cache.reused == 1
