@@ -759,7 +759,6 @@ def _check_together(config: Config) -> None:
     if (config.devices or config.distribute == "multi_worker") and not config.tile_size:
         raise UserError("--devices and --distribute=multi_worker spread tiles over devices; "
                         "set --tile_size too (e.g. 1024)")
-    _check_untiled(config)
     n_styles = len(style_sources(config.style_image))
     if n_styles:
         _count("style_blend_weights", config.style_blend_weights, n_styles, "style images")

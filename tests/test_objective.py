@@ -257,7 +257,7 @@ def test_loss_normalization_flag(tmp_path, content_path, style_path, capsys):
 def _style_terms_per_layer(module, image):
     """``{layer: w_l * c_l * ||A_l - G_l(image) / n_l||^2}`` of a loss's style term."""
     feats = module.features(tf.constant(image))
-    style = module.style
+    style = module.term("style_loss")
     return {k: float(style.layer_weights[k] * style.factors[k] * tf.reduce_sum(
         tf.square(t - objective.mean_gram(feats[k][0])))) for k, t in style.targets.items()}
 

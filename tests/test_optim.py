@@ -62,8 +62,8 @@ def test_mixed_bfloat16_network_really_runs_in_bfloat16(backbone, pictures):
     raw = module.extractor(_combination(pictures))
     assert {v.dtype for v in raw.values()} == {tf.bfloat16}
     # Targets are float32 constants computed once.
-    assert all(t.dtype == tf.float32 for t in module.style.targets.values())
-    assert all(t.dtype == tf.float32 for t in module.content.targets.values())
+    assert all(t.dtype == tf.float32 for t in module.term("style_loss").targets.values())
+    assert all(t.dtype == tf.float32 for t in module.term("content_loss").targets.values())
 
 
 # -- optimisers, XLA ---------------------------------------------------------------

@@ -43,8 +43,8 @@ def test_blend_targets_are_the_weighted_gram_average(backbone):
     two = pipeline.build_loss(config.replace(style_blend_weights=None, style_image="b"),
                             content, [s2], backbone)
     for k in config.style_layers:
-        want = 0.75 * one.style.targets[k].numpy() + 0.25 * two.style.targets[k].numpy()
-        np.testing.assert_allclose(blended.style.targets[k].numpy(), want, rtol=1e-5)
+        want = 0.75 * one.term("style_loss").targets[k].numpy() + 0.25 * two.term("style_loss").targets[k].numpy()
+        np.testing.assert_allclose(blended.term("style_loss").targets[k].numpy(), want, rtol=1e-5)
 
 
 # -- keep the content's colours ----------------------------------------------
@@ -91,7 +91,7 @@ def test_style_scale_changes_the_gram_targets_as_expected(backbone):
         inputs = pipeline.stage_inputs(c, sources, stage)
         assert inputs.styles[0].shape[:2] == (48 * scale, 64 * scale)
         loss = pipeline.build_loss(c, inputs.content, inputs.styles, backbone)
-        targets[scale] = {k: v.numpy() for k, v in loss.style.targets.items()}
+        targets[scale] = {k: v.numpy() for k, v in loss.term("style_loss").targets.items()}
     # Scale 1 is keras.io: the plain Gram of the style resized to the output.
     ex = vgg.build_extractor(backbone, list(config.style_layers))
     small = imaging.load_image(style, (48, 64))
@@ -118,7 +118,7 @@ def test_style_scale_normalisation_keeps_a_flat_style_comparable(backbone):
         sources = pipeline.open_sources(c)
         inputs = pipeline.stage_inputs(c, sources, pipeline.plan_stages(c, 100, 100)[0])
         loss = pipeline.build_loss(c, inputs.content, inputs.styles, backbone)
-        norms.append(np.linalg.norm(loss.style.targets["block1_conv1"].numpy()))
+        norms.append(np.linalg.norm(loss.term("style_loss").targets["block1_conv1"].numpy()))
     # Unnormalised Grams would differ by the pixel counts (0.56x, 1x, 4x).
     assert max(norms) / min(norms) < 1.15
 

@@ -38,7 +38,7 @@ def test_each_term_is_finish_of_sums_and_its_sums_add_over_a_partition(extractor
         sums = term.sums(feats, x, term.inputs(None), WHOLE)
         assert float(term.finish(sums)) == pytest.approx(float(term.value(feats, x)), rel=1e-6)
     # The style term's sums are raw Gram matrices: the two halves of a map add up.
-    style_term = built.style
+    style_term = built.term("style_loss")
     fmap = feats["block1_conv1"]
     halves = [fmap[:, :ROWS // 2], fmap[:, ROWS // 2:]]
     total = sum(style_term.sums({"block1_conv1": h, "block2_conv1": feats["block2_conv1"]},
@@ -54,7 +54,8 @@ def test_the_objective_is_the_weighted_sum_of_its_terms(extractor):
     assert float(terms["loss"]) == pytest.approx(float(want), rel=1e-6)
     off = objective_of(extractor, network_image(0), [network_image(1)],
                                     **{**KW, "total_variation_weight": 0.0})
-    assert off.tv is None and float(off.terms(tf.constant(network_image(2)))["tv_loss"]) == 0.0
+    assert off.term("tv_loss") is None
+    assert float(off.terms(tf.constant(network_image(2)))["tv_loss"]) == 0.0
 
 
 def test_the_temporal_term_is_exact_under_tiling(extractor):
@@ -219,7 +220,7 @@ def test_the_add_a_loss_example_of_the_architecture_page_works_as_written(extrac
     kw = {**KW, "style_loss": "mean"}
     photo, painting = network_image(0), network_image(1)
     whole = objective_of(extractor, photo, [painting], **kw)
-    assert isinstance(whole.style, mean_term)
+    assert isinstance(whole.term("style_loss"), mean_term)
     x = tf.constant(network_image(2))
     feats = {k: v.numpy() for k, v in whole.features(x).items()}
     target = {k: v.numpy() for k, v in whole.features(tf.constant(painting)).items()}

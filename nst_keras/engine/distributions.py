@@ -503,20 +503,6 @@ def at_levels(table, u) -> tf.Tensor:
     return steps[..., 0] + (where - tf.cast(i, tf.float32)) * steps[..., 1]
 
 
-def sorted_distance(mine, style) -> tf.Tensor:
-    """The sorted form, ``mean((sort(p) - Q_s((i + 1/2) / n))^2)`` per ``(K, n)`` rows
-    against ``(K, n_s)`` (the reference ``SlicedStyleTerm`` approximates)."""
-    n, n_s = tf.shape(mine)[1], tf.shape(style)[1]
-    where = tf.clip_by_value((tf.cast(tf.range(n), tf.float32) + 0.5) / tf.cast(n, tf.float32)
-                             * tf.cast(n_s, tf.float32) - 0.5, 0.0, tf.cast(n_s - 1, tf.float32))
-    low = tf.cast(tf.floor(where), tf.int32)
-    high = tf.minimum(low + 1, n_s - 1)
-    s = tf.sort(style, axis=1)
-    frac = where - tf.cast(low, tf.float32)
-    target = tf.gather(s, low, axis=1) * (1 - frac) + tf.gather(s, high, axis=1) * frac
-    return tf.reduce_mean(tf.square(tf.sort(mine, axis=1) - target))
-
-
 class GuidedGramTerm(Term):
     """Gram matrices over masked regions: ``sum_k b_k sum_l w_l c_kl ||A_kl - G_l(x; m_k)/n||^2``.
 

@@ -45,18 +45,6 @@ class Terms:
     def term(self, name: str) -> Optional[Term]:
         return next((t for _, t in self.items if t.name == name), None)
 
-    @property
-    def content(self) -> Optional[ContentTerm]:
-        return self.term(ContentTerm.name)
-
-    @property
-    def style(self) -> Optional[StyleTerm]:
-        return self.term(StyleTerm.name)
-
-    @property
-    def tv(self) -> Optional[TotalVariationTerm]:
-        return self.term(TotalVariationTerm.name)
-
     def at_step(self, step: int) -> None:
         """Tells every term which optimiser step the next evaluations belong to."""
         for _, term in self.items:
