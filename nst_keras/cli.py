@@ -2,8 +2,8 @@
 
 Every field of ``settings.Config`` is a flag (generated here from the
 field's kind, default and help), and so is every field of the option class
-of a command (``settings.VideoOptions``, ``BatchOptions``, ``ServerOptions``:
-``define_flags(flag_values, fields)``, read back by ``options_from_flags``).
+of a command (``video.options``, ``batch.options``, ``app.options``:
+``define_flags(flag_values, source)``, read back by ``options_from_flags``).
 ``--preset=NAME`` reads a preset shipped in the package (``nst_keras/presets/NAME.cfg``, the same files as the
 checkout's ``configs/``) and ``--flagfile=PATH`` any flag file; flags are
 read left to right, so a flag given after either overrides its value.
@@ -21,7 +21,7 @@ import sys
 
 from absl import flags
 
-from nst_keras import settings
+from nst_keras import constants, fields, settings
 from nst_keras.errors import Interrupted, NonFiniteLoss, UserError
 from nst_keras.output import checkpoint
 
@@ -43,33 +43,34 @@ _DEFINE = {
 }
 
 
-def define_flags(flag_values: flags.FlagValues, fields=settings.FIELDS) -> None:
+def define_flags(flag_values: flags.FlagValues, source=settings.FIELDS) -> None:
     """Defines one absl flag per field in ``flag_values``: ``Config``'s, or those of
-    ``fields`` (an option class such as ``settings.VideoOptions``, or a dict of fields)."""
-    for name, field in settings.fields_of(fields).items():
+    ``source`` (an option class such as ``video.options.VideoOptions``, or a dict of
+    fields)."""
+    for name, field in fields.fields_of(source).items():
         kind = field.metadata["flag"]
-        default = settings.flag_text(field, field.metadata["flag_default"])
+        default = fields.flag_text(field, field.metadata["flag_default"])
         if kind in ("integer", "float", "boolean"):
             default = field.metadata["flag_default"]
-        _DEFINE[kind](name, default, settings.full_help(field), flag_values=flag_values)
+        _DEFINE[kind](name, default, fields.full_help(field), flag_values=flag_values)
 
 
 define_flags(FLAGS)
 
 
-def _values(fields, f: flags.FlagValues) -> dict:
-    """``{name: value}`` of the parsed flags of ``fields`` (flag syntax parsed)."""
+def _values(source: dict, f: flags.FlagValues) -> dict:
+    """``{name: value}`` of the parsed flags of ``source``'s fields (flag syntax parsed)."""
     values = {}
-    for name, field in fields.items():
+    for name, field in source.items():
         value = f[name].value
-        parse = settings.FLAG_KINDS[field.metadata["flag"]]
+        parse = fields.FLAG_KINDS[field.metadata["flag"]]
         values[name] = parse(name, value) if parse is not None and value is not None else value
     return values
 
 
 def options_from_flags(cls, f: flags.FlagValues = FLAGS):
     """The validated ``cls`` object (an option class) of the parsed flags ``f``."""
-    return settings.validate_fields(cls(**_values(settings.fields_of(cls), f)))
+    return fields.validate_fields(cls(**_values(fields.fields_of(cls), f)))
 
 
 def config_from_flags(f: flags.FlagValues = FLAGS) -> settings.Config:
@@ -223,7 +224,7 @@ def import_tensorflow_quietly() -> None:
     ``TF_CPP_MIN_LOG_LEVEL``; they would bury the one-line messages of this
     program.  Set ``NST_KERAS_VERBOSE=1`` to see them.
     """
-    if os.environ.get("NST_KERAS_VERBOSE"):
+    if os.environ.get(constants.VERBOSE_VARIABLE):
         import tensorflow  # noqa: F401  late: imported loudly on request
 
         return

@@ -1,23 +1,19 @@
-"""Every option of every command, in one place: ``Config`` and the option classes.
+"""The settings of a style-transfer run: ``Config``, its checks and its marks.
 
-``setting(...)`` makes a field of a frozen dataclass that carries its
-default, its help text, its allowed values or check, the kind of
-command-line flag it becomes, its docs section, and marks: whether it changes
-the result (settings that do not may change on ``--resume``), the network
-(``network_key``) or a film's frames (``frame_settings``).  ``Config`` holds
-the engine's settings; ``VideoOptions``, ``BatchOptions`` and
-``ServerOptions`` the options of the video, batch and app commands.  The
-absl flags (``nst_keras.cli``), validation (``validate_fields``,
-``validate``), the resume policy (``RESUME_MAY_CHANGE``) and the docs' flag
-tables (``flag_table``) are all generated from the fields, so adding an
-option is one field here plus the code that uses it.
+``Config`` holds the engine's settings, each a ``fields.setting`` field that
+carries its default, help, allowed values or check, flag kind, docs section
+and marks (``result``: ``--resume`` may not change it; ``network``: it
+changes the network, ``network_key``; ``frames``: it can change a film's
+frames, ``frame_settings``).  The absl flags (``nst_keras.cli``), validation
+(``validate``), the resume policy (``RESUME_MAY_CHANGE``) and the docs' flag
+tables (``nst_keras.docs``) are all generated from the fields, so adding an
+option is one field here plus the code that uses it.  The commands' own
+options live beside them: ``video.options``, ``batch.options``,
+``app.options``.  Nothing here imports TensorFlow: the names settings and
+engine share are in ``nst_keras.constants``.
 
 Every default of ``Config`` is the keras.io "Neural style transfer"
 tutorial's, so ``Config(content_image=..., style_image=...)`` reproduces it.
-
-``python -m nst_keras.settings`` prints the guide's flag table;
-``python -m nst_keras.settings --write-docs`` rewrites every generated table
-of ``docs/`` (``DOC_TABLES``).
 """
 
 from __future__ import annotations
@@ -26,102 +22,38 @@ import dataclasses
 import math
 import os
 import urllib.parse
-import sys
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
-from nst_keras.engine import hardware, vgg
+from nst_keras import fields
+from nst_keras.constants import (  # noqa: F401  (the choices, re-exported)
+    COLOR_LOSSES, COLOR_MODES, CONTENT_LAYERS, DEFAULT_DEPROCESS_OFFSETS,
+    DEFAULT_LEARNING_RATES, DEFAULT_TRADEOFF_RATIOS, DISTRIBUTIONS, EXPERIMENTS,
+    IMAGENET_MEAN_BGR, INITS, INTERPOLATIONS, LOSS_NORMALIZATIONS, MIN_SIDE, MIN_TILE, MODELS,
+    OPTIMIZERS, PADDINGS, POOLINGS, PRECISION_CHOICES, STYLE_LAYERS, STYLE_LOSSES,
+    TILE_ALIGN)
 from nst_keras.errors import UserError
 
 ImageSource = Union[str, "numpy.ndarray"]  # noqa: F821  (path, URL or RGB array)
-
-MODELS = ("vgg19", "vgg16")
-OPTIMIZERS = ("sgd", "adam", "lbfgs")
-PRECISIONS = ("auto",) + hardware.PRECISIONS
-LOSS_NORMALIZATIONS = ("keras_io", "scaled", "gap", "gap_total")
-STYLE_LOSSES = ("gram", "wasserstein", "sliced_wasserstein")
-COLOR_LOSSES = ("gaussian", "sliced")
-INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos", "box", "hamming")
-COLOR_MODES = ("none", "luminance", "histogram")
-INITS = ("content", "noise", "style")
-POOLINGS = ("max", "avg")
-PADDINGS = ("zero", "replicate")
-FLOWS = ("dis", "farneback")  # optical flow of films (nst_keras.video.flow)
-PAIRINGS = ("product", "zip")  # of a batch's contents and styles
-EXPERIMENTS = ("none", "deprocess_offsets", "reconstruct_content", "reconstruct_style",
-               "tradeoff")
-
-DEFAULT_DEPROCESS_OFFSETS = (
-    (103.939, 116.779, 123.68),  # the ImageNet means (B, G, R): undoes preprocessing
-    (123.939, 96.779, 96.68),  # a variant tried in a published write-up
-    (123.68, 116.779, 103.939),  # the ImageNet means in R, G, B order by mistake
-    (0.0, 0.0, 0.0),  # no offsets
-)
-DEFAULT_TRADEOFF_RATIOS = (0.4, 4.0, 40.0, 400.0, 4000.0)  # keras.io's is 1e-6 / 2.5e-8 = 40
-
-# Learning rates used when ``learning_rate`` is None.  SGD's is the tutorial's
-# (its step depends on the loss scale, exactly as in keras.io).  Adam's is in
-# pixel units (0..255): Adam's step size does not depend on the gradient's
-# scale, so this default holds whatever the loss weights.  L-BFGS has none.
-DEFAULT_LEARNING_RATES = {"sgd": 100.0, "adam": 5.0, "lbfgs": None}
-
-# Tiles (``--tile_size``): interiors and halos start on block5's stride.
-TILE_ALIGN = 16
-MIN_TILE = 64
-DISTRIBUTIONS = ("mirrored", "multi_worker")
 
 
 # --------------------------------------------------------------------------
 # Field checks: each takes the value and raises UserError with the fix.
 
 
-def _fail(name: str, value, what: str):
-    raise UserError(f"--{name}={show_value(value)} {what}")
-
-
-def _positive_int(name, value):
-    if int(value) <= 0:
-        _fail(name, value, "must be a positive integer")
-
-
-def _non_negative_int(name, value):
-    if int(value) < 0:
-        _fail(name, value, "must be 0 or more")
-
-
-def _weight(name, value):
-    if not float(value) >= 0 or float(value) == math.inf:
-        _fail(name, value, "must be a finite number >= 0")
-
-
-def _positive_or_none(name, value):
-    if value is not None and not float(value) > 0:
-        _fail(name, value, "must be positive")
-
-
 def _decay_rate(name, value):
     if not 0 < float(value) <= 1:
-        _fail(name, value, "must be in (0, 1]")
+        fields.fail(name, value, "must be in (0, 1]")
 
 
 def _bgr_triple(name, value):
     if len(tuple(value)) != 3:
-        _fail(name, value, "needs three numbers (B,G,R)")
-
-
-def _positive_finite(name, value):
-    if not (math.isfinite(float(value)) and float(value) > 0):
-        _fail(name, value, "must be a positive number")
-
-
-def _off_or_fraction(name, value):
-    if not 0 <= float(value) < 1:
-        _fail(name, value, "must be in [0, 1) (0 = off)")
+        fields.fail(name, value, "needs three numbers (B,G,R)")
 
 
 def _iterations(name, value):
-    counts = _as_list(value)
+    counts = fields.as_list(value)
     if not counts or any(int(n) != n or int(n) <= 0 for n in counts):
-        _fail(name, value, "must be positive integers")
+        fields.fail(name, value, "must be positive integers")
 
 
 def _scales(name, value):
@@ -130,9 +62,9 @@ def _scales(name, value):
     if len(value) == 0:
         raise UserError("--scales is empty; give output heights like 256,512")
     for s in value:
-        if int(s) != s or int(s) < vgg.MIN_SIDE:
-            raise UserError(f"--{name}={show_value(value)}: {s} is not a height of at least "
-                            f"{vgg.MIN_SIDE} pixels")
+        if int(s) != s or int(s) < MIN_SIDE:
+            raise UserError(f"--{name}={fields.show_value(value)}: {s} is not a height of at least "
+                            f"{MIN_SIDE} pixels")
 
 
 def _init(name, value):
@@ -167,15 +99,15 @@ def _tile_size(name, value):
         return
     if isinstance(value, bool) or not isinstance(value, int) or value < MIN_TILE or \
             value % TILE_ALIGN:
-        _fail(name, value, f"must be 0 (off), auto, or a multiple of {TILE_ALIGN} of at least "
-                           f"{MIN_TILE} pixels, e.g. 1024")
+        fields.fail(name, value, f"must be 0 (off), auto, or a multiple of {TILE_ALIGN} of at "
+                    f"least {MIN_TILE} pixels, e.g. 1024")
 
 
 def _tile_halo(name, value):
     if isinstance(value, bool) or not isinstance(value, int) or value < 0 or \
             value % TILE_ALIGN:
-        _fail(name, value, f"must be a multiple of {TILE_ALIGN} (0 or more); leave it unset for "
-                           "the layers' receptive field")
+        fields.fail(name, value, f"must be a multiple of {TILE_ALIGN} (0 or more); leave it "
+                    "unset for the layers' receptive field")
 
 
 def _devices(name, value):
@@ -188,160 +120,19 @@ def _devices(name, value):
                             "a list like GPU:0,GPU:1")
 
 
-def _frame_distances(name, value):
-    if not value or min(int(v) for v in value) < 1:
-        _fail(name, value, "needs frame distances of 1 or more, e.g. 1 or 1,2,4")
-
-
-def _crf(name, value):
-    if not 0 <= int(value) <= 51:
-        _fail(name, value, "must be 0 (lossless) to 51 (worst)")
-
-
 def _ratios(name, value):
     if not value or any(not (0 < float(r) < math.inf) for r in value):
-        _fail(name, value, "needs one or more positive numbers (style_weight / "
-                           "content_weight)")
+        fields.fail(name, value, "needs one or more positive numbers (style_weight / "
+                    "content_weight)")
 
 
 # --------------------------------------------------------------------------
-# Flag syntax: how the text of a flag becomes a value.
+# The fields
 
 
-def _as_list(value) -> list:
-    return [value] if isinstance(value, (int, float)) or hasattr(value, "dtype") \
-        and getattr(value, "ndim", 1) == 0 else list(value)
-
-
-def _numbers(kind: Callable, what: str):
-    def parse(name, items):
-        try:
-            return tuple(kind(v) for v in items)
-        except ValueError:
-            raise UserError(f"--{name}={','.join(items)} must be {what} separated by "
-                            "commas") from None
-    return parse
-
-
-def _texts(name, items):
-    return tuple(str(v).strip() for v in items if str(v).strip())
-
-
-def _size_text(name, text):
-    text = str(text).strip()
-    if text == "auto":
-        return text
-    try:
-        return int(text)
-    except ValueError:
-        raise UserError(f"--{name}={text} must be 0 (off), auto or a tile side in pixels "
-                        "like 1024") from None
-
-
-def _iterations_text(name, items):
-    counts = _numbers(int, "integers")(name, items)
-    return counts[0] if len(counts) == 1 else counts
-
-
-def parse_offsets(text, name: str = "deprocess_offsets") -> Tuple[Tuple[float, float, float], ...]:
-    """Parses ``"103.939,116.779,123.68;0,0,0"``: B,G,R triples separated by ``;``.
-
-    Spaces are ignored and a trailing ``;`` is allowed.
-
-    Raises:
-      UserError: empty, not numbers, or not three numbers per triple.
-    """
-    example = "e.g. '103.939,116.779,123.68;0,0,0'"
-    parts = [p.strip() for p in str(text).split(";") if p.strip()]
-    if not parts:
-        raise UserError(f"--{name} is empty; give B,G,R triples separated by ';', {example}")
-    out = []
-    for part in parts:
-        try:
-            triple = tuple(float(n.strip()) for n in part.split(","))
-        except ValueError:
-            raise UserError(f"--{name}: {part!r} is not three numbers; write B,G,R triples "
-                            f"separated by ';', {example}") from None
-        if len(triple) != 3 or not all(math.isfinite(v) for v in triple):
-            raise UserError(f"--{name}: {part!r} needs exactly three finite numbers (B,G,R); "
-                            "separate triples with ';'")
-        out.append(triple)
-    return tuple(out)
-
-
-def format_offsets(offsets) -> str:
-    """The flag syntax of B,G,R triples: ``B,G,R;B,G,R``."""
-    return ";".join(",".join(number_text(v) for v in t) for t in offsets)
-
-
-# absl flag kind -> parser of the flag's value (None: the value as absl gives it).
-FLAG_KINDS: Dict[str, Optional[Callable]] = {
-    "string": None,
-    "integer": None,
-    "float": None,
-    "boolean": None,
-    "strings": _texts,
-    "integers": _numbers(int, "integers"),
-    "floats": _numbers(float, "numbers"),
-    "iterations": _iterations_text,
-    "offsets": lambda name, text: parse_offsets(text, name),
-    "size": _size_text,
-}
-
-
-def setting(default, help: str, *, flag: str = "string", choices: Sequence[str] = (),
-            check: Optional[Callable] = None, result: bool = True, group: str = "run",
-            flag_default: Any = dataclasses.MISSING, network: bool = False,
-            frames: bool = True):
-    """A field (of ``Config`` or an option class) with everything the flags,
-    checks and docs need.
-
-    Args:
-      default: the value in Python (the keras.io tutorial's where it has one);
-        ``dataclasses.MISSING``: none, the field must be given (its flag's
-        default is unset).
-      help: one sentence for ``--help`` and the docs.
-      flag: the kind of absl flag (a key of ``FLAG_KINDS``).
-      choices: the allowed values (checked; listed in the help).
-      check: ``check(name, value)`` raising ``UserError`` (values not None).
-      result: whether the setting changes the result (``--resume`` refuses to
-        change such settings).
-      group: the docs section the flag is listed under.
-      flag_default: the command line's default where it differs from Python's.
-      network: whether the setting changes the network (``network_key``).
-      frames: whether the setting can change a film's frames
-        (``frame_settings``; False: stylised frames are reused across it).
-    """
-    if flag_default is dataclasses.MISSING:
-        flag_default = None if default is dataclasses.MISSING else default
-    meta = dict(help=help, flag=flag, choices=tuple(choices), check=check,
-                result=result, group=group, flag_default=flag_default, network=network,
-                frames=frames)
-    if default is dataclasses.MISSING:
-        return dataclasses.field(metadata=meta)
-    return dataclasses.field(default=default, metadata=meta)
-
-
-def fields_of(source) -> Dict[str, dataclasses.Field]:
-    """``{name: field}`` of the ``setting`` fields of a dataclass (the class or
-    an instance); a dict of fields is returned as it is."""
-    if isinstance(source, dict):
-        return source
-    return {f.name: f for f in dataclasses.fields(source) if "help" in f.metadata}
-
-
-def _field(field) -> dataclasses.Field:
-    """A field, or the ``Config`` field of that name."""
-    return FIELDS[field] if isinstance(field, str) else field
-
-
-def _group(name: str):
-    return lambda *args, **kwargs: setting(*args, group=name, **kwargs)
-
-
-_inputs, _objective, _optimizer, _tiling, _output, _experiments, _video, _batch, _app = (
-    _group(n) for n in ("inputs", "objective", "optimizer", "tiling", "output", "experiments",
-                        "video", "batch", "app"))
+_inputs, _objective, _optimizer, _tiling, _output, _experiments = (
+    fields.group(n) for n in ("inputs", "objective", "optimizer", "tiling", "output",
+                              "experiments"))
 
 TILING_HELP = {
     "tile_size": "Optimise in tiles with interiors of this many pixels a side (exact; see "
@@ -370,7 +161,7 @@ class Config:
         None, "Style picture: a path or an http(s) URL; several separated by commas.")
     img_nrows: int = _inputs(
         400, "Output height; the width is int(width * img_nrows / height) of the content.", flag="integer",
-        check=_positive_int)
+        check=fields.positive_int)
     interpolation: str = _inputs(
         "nearest", "Resampling of the inputs (nearest = keras.io's load_img, bit for bit; the others look "
         "better).", choices=INTERPOLATIONS)
@@ -383,7 +174,7 @@ class Config:
         flag="strings")
     style_scale: float = _inputs(
         1.0, "Style image resized to this factor times the output size (bigger: bigger "
-        "strokes).", flag="float", check=_positive_finite)
+        "strokes).", flag="float", check=fields.positive_finite)
     preserve_colors: str = _inputs(
         "none", "Keep the content's colours: none, luminance (style on luminance only) or "
         "histogram (style recoloured to the content's colour statistics).",
@@ -396,15 +187,15 @@ class Config:
         "--img_nrows).", flag="integers", check=_scales)
 
     content_weight: float = _objective(2.5e-8, "Weight of the content loss.", flag="float",
-                                       check=_weight)
+                                       check=fields.weight)
     style_weight: float = _objective(1e-6, "Weight of the style loss.", flag="float",
-                                     check=_weight)
+                                     check=fields.weight)
     total_variation_weight: float = _objective(1e-6, "Weight of the total-variation loss.",
-                                               flag="float", check=_weight)
+                                               flag="float", check=fields.weight)
     content_layers: Sequence[str] = _objective(
-        vgg.CONTENT_LAYERS, "VGG layers of the content loss.", flag="strings")
+        CONTENT_LAYERS, "VGG layers of the content loss.", flag="strings")
     style_layers: Sequence[str] = _objective(
-        vgg.STYLE_LAYERS, "VGG layers of the style loss.", flag="strings")
+        STYLE_LAYERS, "VGG layers of the style loss.", flag="strings")
     style_layer_weights: Optional[Sequence[float]] = _objective(
         None, "One weight per --style_layers entry (normalised; default equal).",
         flag="floats", check=_weights_list)
@@ -414,10 +205,10 @@ class Config:
         "whole distribution along random directions).", choices=STYLE_LOSSES)
     sliced_directions: int = _objective(
         32, "Random directions per layer and step of --style_loss=sliced_wasserstein.",
-        flag="integer", check=_positive_int)
+        flag="integer", check=fields.positive_int)
     color_weight: float = _objective(
         0.0, "Weight of the colour term: the picture's pixel colours pulled towards the "
-        "painting's (mean and covariance; 0: off).", flag="float", check=_weight)
+        "painting's (mean and covariance; 0: off).", flag="float", check=fields.weight)
     color_loss: str = _objective(
         "gaussian", "What --color_weight matches of the painting's colours: gaussian (mean "
         "and covariance, Wasserstein-2; tiles exactly) or sliced (the whole colour "
@@ -446,19 +237,19 @@ class Config:
         flag="iterations", check=_iterations, result=False)
     learning_rate: Optional[float] = _optimizer(
         None, "Initial learning rate (default: 100 for sgd, 5 pixel units for adam).",
-        flag="float", check=_positive_or_none)
-    decay_steps: int = _optimizer(100, "ExponentialDecay decay_steps (sgd, adam).", flag="integer", check=_positive_int)
+        flag="float", check=fields.positive_or_none)
+    decay_steps: int = _optimizer(100, "ExponentialDecay decay_steps (sgd, adam).", flag="integer", check=fields.positive_int)
     decay_rate: float = _optimizer(0.96, "ExponentialDecay decay_rate (sgd, adam).", flag="float", check=_decay_rate)
     style_stop_fraction: float = _optimizer(
         0.0, "End the run once the style loss falls to this fraction of its first value "
-        "(0: run every iteration).", flag="float", check=_off_or_fraction)
+        "(0: run every iteration).", flag="float", check=fields.off_or_fraction)
     ema_decay: float = _optimizer(
         0.0, "Save an exponential moving average of the image with this decay, e.g. 0.99 "
-        "(0: off).", flag="float", check=_off_or_fraction)
+        "(0: off).", flag="float", check=fields.off_or_fraction)
     clamp_pixels: bool = _optimizer(False, "Keep every pixel in 0..255 after each step.", flag="boolean")
     precision: str = _optimizer("auto", "Network precision: auto measures once per machine "
                                 "which is fastest (bfloat16 only where the hardware has it); "
-                                "losses and the image stay float32.", choices=PRECISIONS,
+                                "losses and the image stay float32.", choices=PRECISION_CHOICES,
                                 network=True)
     jit_compile: bool = _optimizer(False, "Compile the step with XLA.", flag="boolean")
     tile_size: Union[int, str] = _tiling(0, TILING_HELP["tile_size"], flag="size", check=_tile_size)
@@ -472,11 +263,11 @@ class Config:
     result_prefix: Optional[str] = _output(
         None, "File name prefix of the written images (default: <content stem>_stylized).", frames=False)
     save_every: int = _output(100, "Save an image every N steps (0: only the final image).",
-                              flag="integer", check=_non_negative_int, result=False, frames=False)
+                              flag="integer", check=fields.non_negative_int, result=False, frames=False)
     log_every: int = _output(100, "Log and record losses every N steps.", flag="integer",
-                             check=_non_negative_int, result=False, frames=False)
+                             check=fields.non_negative_int, result=False, frames=False)
     deprocess_mean: Tuple[float, float, float] = _output(
-        vgg.IMAGENET_MEAN_BGR, "B,G,R offsets deprocess_image adds back.", flag="floats",
+        IMAGENET_MEAN_BGR, "B,G,R offsets deprocess_image adds back.", flag="floats",
         check=_bgr_triple)
     overwrite: bool = _output(False, "Replace the results of a previous run in "
                               "--output_dir.", flag="boolean", result=False, frames=False)
@@ -494,7 +285,7 @@ class Config:
         DEFAULT_DEPROCESS_OFFSETS, "deprocess_offsets: B,G,R triples separated by ';' "
         "(quote it in a shell).", flag="offsets", check=_offsets)
     reconstruct_layers: Sequence[str] = _experiments(
-        vgg.STYLE_LAYERS, "reconstruct_content: one image per layer; reconstruct_style: "
+        STYLE_LAYERS, "reconstruct_content: one image per layer; reconstruct_style: "
         "growing prefixes of the list.", flag="strings")
     tradeoff_ratios: Tuple[float, ...] = _experiments(
         DEFAULT_TRADEOFF_RATIOS, "tradeoff: style_weight/content_weight ratios, one panel "
@@ -524,11 +315,11 @@ class Config:
 
     def iteration_counts(self) -> List[int]:
         """Optimiser steps of each stage (one count per height)."""
-        counts = [int(n) for n in _as_list(self.iterations)]
+        counts = [int(n) for n in fields.as_list(self.iterations)]
         return counts * len(self.stage_heights()) if len(counts) == 1 else counts
 
 
-FIELDS = fields_of(Config)
+FIELDS = fields.fields_of(Config)
 
 # Settings --resume may change: they do not alter the objective or the path
 # the optimiser takes (``iterations`` extends or shortens the run).
@@ -551,127 +342,7 @@ def frame_settings(config: Config) -> Dict[str, Any]:
 
 
 # --------------------------------------------------------------------------
-# The options of the commands around the engine (each command also takes
-# every ``Config`` flag)
-
-
-@dataclasses.dataclass(frozen=True)
-class VideoOptions:
-    """The options of ``python -m nst_keras.video`` (``video.film``).
-
-    ``video`` and ``output`` must be given.  ``frames``: ``"START:END"`` of
-    the film at ``fps`` (0-based, END excluded, either may be left out).
-    ``fps``: frame rate to sample the film at (``None``: its own).
-    ``frame_iterations``: steps of every frame after a chunk's first (0: half
-    of ``config.iterations``).  ``temporal_frames``: which previous frames the
-    temporal loss looks at (1 = the previous one; ``1,2,4`` adds long-term
-    consistency).  ``workers``: chunks run in parallel on Ray (0 or 1: one
-    chunk, in this process unless ``ray_address``).  ``rows`` (not a flag;
-    the command takes it from ``--img_nrows`` or ``--scales`` when given):
-    output height, ``None`` for the film's own.
-    """
-
-    video: str = _video(dataclasses.MISSING, "The film to stylise (any format ffmpeg reads).")
-    output: str = _video(dataclasses.MISSING, "The stylised film (.mp4, .mov, .mkv, .webm, "
-                         ".avi); written at the end, through a temporary file.")
-    temporal_weight: float = _video(
-        50.0, "Weight of the temporal loss (0: independent frames, each from --init).",
-        flag="float", check=_weight)
-    frame_iterations: int = _video(
-        0, "Optimiser steps of every frame after the first (0: half of --iterations).",
-        flag="integer", check=_non_negative_int)
-    temporal_frames: Tuple[int, ...] = _video(
-        (1,), "Previous frames the temporal loss looks at (1: the previous one; 1,2,4 adds "
-        "long-term consistency).", flag="integers", check=_frame_distances)
-    flow: str = _video("dis", "Optical flow: dis (OpenCV DIS) or farneback.", choices=FLOWS)
-    frames: Optional[str] = _video(
-        None, "START:END: only these frames (from 0, END excluded, at --fps).")
-    fps: Optional[float] = _video(
-        None, "Sample the film at this frame rate (default: its own).", flag="float")
-    codec: str = _video("libx264", "ffmpeg video encoder of the output.")
-    crf: int = _video(18, "Quality of a libx264 output: 0 (lossless) to 51; lower is better "
-                      "and bigger.", flag="integer", check=_crf)
-    workers: int = _video(
-        0, "Run the film as this many overlapping chunks on a local Ray runtime (0 or 1: one "
-        "chain of frames, in this process).", flag="integer", check=_non_negative_int)
-    ray_address: Optional[str] = _video(
-        None, "Run the chunks on an existing Ray cluster (HOST:PORT or auto); every worker "
-        "must see --output_dir and --video.")
-    chunk_overlap: int = _video(
-        4, "Frames two neighbouring chunks share and cross-fade over.", flag="integer",
-        check=_non_negative_int)
-    rows: Optional[int] = None
-
-
-@dataclasses.dataclass(frozen=True)
-class BatchOptions:
-    """The options of ``python -m nst_keras.batch`` (``batch.Batch``)."""
-
-    pairing: str = _batch(
-        "product", "product: every content with every style; zip: the n-th content with the "
-        "n-th style.", choices=PAIRINGS)
-    workers: int = _batch(
-        0, "Run on a local Ray runtime with this many workers (one per GPU when there are "
-        "GPUs); 0: in this process.", flag="integer", check=_non_negative_int)
-    ray_address: Optional[str] = _batch(
-        None, "Submit to an existing Ray cluster (HOST:PORT or auto); every worker must see "
-        "--output_dir.")
-    max_retries: int = _batch(
-        3, "Times an item whose worker died is retried (from its last checkpoint) on another "
-        "worker.", flag="integer", check=_non_negative_int)
-
-
-@dataclasses.dataclass(frozen=True)
-class ServerOptions:
-    """The options of ``python -m nst_keras.app`` (``app.server``)."""
-
-    port: int = _app(7860, "Port to serve on (0: any free port).", flag="integer")
-    host: str = _app("127.0.0.1", "Address to bind; anything but loopback lets other "
-                     "machines use the app and needs a token (see docs/security.md).")
-    results_dir: Optional[str] = _app(
-        None, "Directory of the page's runs, one directory each with its uploads; the gallery "
-        "lists every run in it, also those of earlier starts (default: a new temporary "
-        "directory).")
-    abandon_s: float = _app(
-        15.0, "Stop a run when no page has listened to it for this many seconds.",
-        flag="float", check=_positive_finite)
-    max_upload_mb: int = _app(25, "Largest upload, in MB.", flag="integer",
-                              check=_positive_int)
-    max_pixels: int = _app(40_000_000, "Most pixels an uploaded picture may have.",
-                           flag="integer", check=_positive_int)
-    max_rows: int = _app(
-        2048, f"Largest output height (rows) the page may ask for; at least {vgg.MIN_SIDE}.",
-        flag="integer", check=lambda name, value: int(value) >= vgg.MIN_SIDE or _fail(
-            name, value, f"must be at least {vgg.MIN_SIDE} (the smallest picture side)"))
-    max_iterations: int = _app(20000, "Most iterations per scale the page may ask for.",
-                               flag="integer", check=_positive_int)
-    max_strength: float = _app(
-        2.0, "The page's style strength goes from -this to +this: log10 of the factor on the "
-        "preset's style_weight.", flag="float", check=_positive_finite)
-    max_queue: int = _app(4, "Most runs that may wait behind the running one; one more is "
-                          "refused (429) until one ends.", flag="integer", check=_positive_int)
-    allowed_hosts: Optional[Tuple[str, ...]] = _app(
-        None, "More host names to serve besides the bound address and loopback (a reverse "
-        "proxy's name); see docs/security.md.", flag="strings")
-    no_token: bool = _app(False, "Serve a --host other than loopback without a token: then "
-                          "anyone who can reach it can use the app.", flag="boolean")
-
-
-# --------------------------------------------------------------------------
 # Validation
-
-
-def coerce(obj):
-    """Accepts the flag syntax (a string) for list settings given in Python
-    (``obj``: a ``Config`` or an option object)."""
-    changes = {}
-    for name, field in fields_of(obj).items():
-        parse = FLAG_KINDS[field.metadata["flag"]]
-        value = getattr(obj, name)
-        if parse is not None and isinstance(value, str):
-            text = value if field.metadata["flag"] in ("offsets", "size") else value.split(",")
-            changes[name] = parse(name, text)
-    return dataclasses.replace(obj, **changes) if changes else obj
 
 
 def style_sources(source) -> list:
@@ -705,22 +376,6 @@ def result_prefix(config: Config) -> str:
     return "stylized"
 
 
-def validate_fields(obj):
-    """``obj`` (a ``Config`` or an option object) with flag-syntax strings
-    parsed, once each field's allowed values and check pass; the first bad
-    field raises a one-line ``UserError``."""
-    obj = coerce(obj)
-    for name, field in fields_of(obj).items():
-        value = getattr(obj, name)
-        choices = field.metadata["choices"]
-        if choices and value not in choices:
-            raise UserError(f"--{name}={value!r} is not known; use one of: "
-                            f"{', '.join(choices)}")
-        if field.metadata["check"] is not None and value is not None:
-            field.metadata["check"](name, value)
-    return obj
-
-
 def _count(name: str, values, count: int, what: str) -> None:
     if values is not None and len(values) != count:
         raise UserError(f"--{name} has {len(values)} values but there are {count} {what}; "
@@ -751,9 +406,9 @@ def _check_together(config: Config) -> None:
         raise UserError("--content_layers is empty; name at least one layer")
     if not config.style_layers and config.style_weight > 0:
         raise UserError("--style_layers is empty; name at least one layer")
-    stages, counts = len(config.stage_heights()), _as_list(config.iterations)
+    stages, counts = len(config.stage_heights()), fields.as_list(config.iterations)
     if len(counts) not in (1, stages):
-        raise UserError(f"--iterations={show_value(counts)} has {len(counts)} values for "
+        raise UserError(f"--iterations={fields.show_value(counts)} has {len(counts)} values for "
                         f"{stages} scale(s); give one number (used at every scale) or one "
                         "per scale")
     if (config.devices or config.distribute == "multi_worker") and not config.tile_size:
@@ -793,21 +448,21 @@ def validate(config: Config) -> Config:
     checks apply to what the experiment optimises: a reconstruction matches
     only one term, so the other term's weight and image do not matter.
     """
-    config = coerce(config)
+    config = fields.coerce(config)
     if config.experiment == "reconstruct_content":
         checked = config.replace(content_weight=1.0, style_weight=0.0)
     elif config.experiment == "reconstruct_style":
         checked = config.replace(content_weight=0.0, style_weight=1.0)
     else:
         checked = config
-    validate_fields(checked)
+    fields.validate_fields(checked)
     _check_inputs(checked)
     _check_together(checked)
     return config
 
 
 # --------------------------------------------------------------------------
-# Serialisation and documentation
+# Serialisation
 
 
 def to_dict(config: Config) -> Dict[str, Any]:
@@ -825,120 +480,3 @@ def to_dict(config: Config) -> Dict[str, Any]:
     return out
 
 
-def number_text(v) -> str:
-    """A number as short as it reads: ``4.0`` -> ``4``, ``0.4`` -> ``0.4``."""
-    v = float(v)
-    return str(int(v)) if math.isfinite(v) and v == int(v) and abs(v) < 1e15 else repr(v)
-
-
-def show_value(value) -> str:
-    """A value as a flag would be written (lists joined by commas)."""
-    if isinstance(value, (list, tuple)):
-        return ",".join(str(v) for v in value)
-    return str(value)
-
-
-def flag_text(field, value) -> Optional[str]:
-    """A value written as the flag of ``field`` (a field, or a ``Config`` field's
-    name) takes it (``None`` for no value)."""
-    if value is None:
-        return None
-    if _field(field).metadata["flag"] == "offsets":
-        return format_offsets(value)
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (list, tuple)):
-        return ",".join(number_text(v) if isinstance(v, float) else str(v) for v in value)
-    return str(value)
-
-
-def full_help(field) -> str:
-    """The help text of ``field`` (a field, or a ``Config`` field's name) with the
-    allowed values appended."""
-    field = _field(field)
-    choices = field.metadata["choices"]
-    return field.metadata["help"] + (f" One of: {', '.join(choices)}." if choices else "")
-
-
-GROUP_TITLES = {
-    "inputs": "Inputs, size and artist controls",
-    "objective": "Objective and network",
-    "optimizer": "Optimiser and speed",
-    "tiling": "Tiling and devices",
-    "output": "Output, resume and safety",
-    "experiments": "Experiments",
-}
-
-
-def flag_table(source=None) -> str:
-    """A flag table (Markdown) of ``source``'s fields (an option class, or a dict
-    of fields; ``None``: ``Config``'s, the guide's table), one section per
-    group in field order, titled where ``GROUP_TITLES`` names the group."""
-    fields = FIELDS if source is None else fields_of(source)
-    lines = []
-    for group in dict.fromkeys(f.metadata["group"] for f in fields.values()):
-        if group in GROUP_TITLES:
-            lines += [f"**{GROUP_TITLES[group]}**", ""]
-        lines += ["| flag | default | meaning |", "|---|---|---|"]
-        for name, field in fields.items():
-            if field.metadata["group"] != group:
-                continue
-            default = flag_text(field, field.metadata["flag_default"])
-            shown = "—" if default is None else f"`{default}`"
-            lines.append(f"| `--{name}` | {shown} | {full_help(field).replace('|', '/')} |")
-        lines.append("")
-    return "\n".join(lines).rstrip() + "\n"
-
-
-# The generated tables of docs/: (file, marker, fields).  Each table stands
-# between <!-- MARKER:start --> and <!-- MARKER:end --> lines of its file.
-DOC_TABLES = (
-    ("guide.md", "flags", FIELDS),
-    ("video.md", "video-flags", VideoOptions),
-    ("batch.md", "batch-flags", BatchOptions),
-    ("app.md", "app-flags", ServerOptions),
-)
-DOCS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs")
-
-
-def with_table(text: str, marker: str, table: str) -> str:
-    """``text`` with the block between ``marker``'s start and end lines set to ``table``."""
-    start, end = f"<!-- {marker}:start -->\n", f"<!-- {marker}:end -->"
-    head, found, rest = text.partition(start)
-    if not found or end not in rest:
-        raise UserError(f"no {start.strip()} ... {end} block to write the table into")
-    return head + start + table + end + rest.split(end, 1)[1]
-
-
-def write_docs(docs_dir: str = DOCS_DIR) -> List[str]:
-    """Rewrites every table of ``DOC_TABLES`` under ``docs_dir``; returns the files
-    that changed."""
-    changed = []
-    for name, marker, source in DOC_TABLES:
-        path = os.path.join(docs_dir, name)
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-        new = with_table(text, marker, flag_table(source))
-        if new != text:
-            with open(path, "w", encoding="utf-8") as f:
-                f.write(new)
-            changed.append(path)
-    return changed
-
-
-def main(argv: Sequence[str]) -> int:
-    """``python -m nst_keras.settings``: prints the guide's flag table;
-    ``--write-docs`` rewrites the tables of ``docs/`` instead."""
-    if list(argv[1:]) == ["--write-docs"]:
-        for path in write_docs():
-            print(f"wrote {path}")
-        return 0
-    if argv[1:]:
-        print("usage: python -m nst_keras.settings [--write-docs]", file=sys.stderr)
-        return 2
-    print(flag_table(), end="")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv))

@@ -284,7 +284,7 @@ def test_a_bad_server_option_is_one_line_exit_2(flag, message, capsys):
 def test_the_server_options_come_from_their_flags():
     f = server.make_flags()
     server.cli.parse(["nst_keras.app", "--port=0", "--host=::1", "--max_pixels=1000"], f)
-    options = server.cli.options_from_flags(server.settings.ServerOptions, f)
+    options = server.cli.options_from_flags(server.ServerOptions, f)
     assert (options.port, options.host, options.max_pixels) == (0, "::1", 1000)
     assert (options.abandon_s, options.max_upload_mb, options.results_dir) == (15.0, 25, None)
 

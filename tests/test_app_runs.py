@@ -202,11 +202,11 @@ def test_continue_needs_the_run_s_files(app_client):
 
 
 def test_the_form_s_limits_are_the_server_s_flags(app_client):
-    assert forms.Limits() == forms.Limits.of(settings.ServerOptions())
+    assert forms.Limits() == forms.Limits.of(server.ServerOptions())
     f = server.make_flags()
     server.cli.parse(["nst_keras.app", "--max_rows=64", "--max_iterations=10",
                       "--max_strength=1", "--max_upload_mb=3"], f)
-    limits = forms.Limits.of(server.cli.options_from_flags(settings.ServerOptions, f))
+    limits = forms.Limits.of(server.cli.options_from_flags(server.ServerOptions, f))
     assert (limits.max_rows, limits.max_iterations, limits.strength_range,
             limits.max_bytes) == (64, 10, (-1.0, 1.0), 3 * 2 ** 20)
     _, client = app_client(limits=limits)

@@ -181,7 +181,7 @@ def test_off_loopback_a_token_is_required_unless_no_token(host, no_token, token,
     f = server.make_flags()
     server.cli.parse(["nst_keras.app", f"--host={host}", "--allowed_hosts=a.example,b.example",
                       "--max_queue=2"] + (["--no_token"] if no_token else []), f)
-    options = server.cli.options_from_flags(server.settings.ServerOptions, f)
+    options = server.cli.options_from_flags(server.ServerOptions, f)
     assert (options.no_token, options.max_queue) == (no_token, 2)
     policy = server.policy_of(options)
     assert (policy.token is not None) == token

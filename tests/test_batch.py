@@ -309,7 +309,7 @@ def test_a_killed_worker_has_its_item_finished_elsewhere(ray_module, folder, tmp
     thread = threading.Thread(target=killer)
     thread.start()
     records = list(batch.stylize_many(config, str(folder / "photos/p*.png"),
-                                      str(folder / "wave.png"), workers=2, log=log))
+                                      str(folder / "wave.png"), batch.BatchOptions(workers=2), log=log))
     thread.join()
     assert killed, "no worker was killed"
     names = sorted(r["item"] for r in records)
@@ -337,7 +337,7 @@ def test_items_run_on_both_nodes_of_a_two_node_cluster(ray_module, folder, tmp_p
         config = config_of(tmp_path / "out", "--iterations=3")
         records = list(batch.stylize_many(
             config, str(folder / "photos/p*.png"), str(folder / "wave.png"),
-            ray_address=cluster.address, log=lambda s: None))
+            batch.BatchOptions(ray_address=cluster.address), log=lambda s: None))
         assert sorted(r["status"] for r in records) == ["finished"] * 3
         assert len({r["node"] for r in records}) == 2
     finally:

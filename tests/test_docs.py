@@ -132,59 +132,80 @@ def test_readme_fits_on_a_screen_and_shows_a_picture_early():
 
 
 def test_guide_flag_table_is_generated_from_the_settings():
-    from nst_keras import settings
+    from nst_keras import docs, settings
 
     match = FLAG_TABLE.search(read(GUIDE))
     assert match, "docs/guide.md needs the <!-- flags:start --> ... <!-- flags:end --> block"
     message = ("docs/guide.md's flag table drifted; regenerate it with "
-               "python -m nst_keras.settings --write-docs")
-    assert match.group(1) == settings.flag_table(), message
+               "python -m nst_keras.docs --write-docs")
+    assert match.group(1) == docs.flag_table(), message
     for name in settings.FIELDS:
         assert f"`--{name}`" in match.group(1), message
     # the check itself can fail: a table missing its last line differs
-    assert match.group(1).rsplit("\n", 2)[0] + "\n" != settings.flag_table()
+    assert match.group(1).rsplit("\n", 2)[0] + "\n" != docs.flag_table()
 
 
 def generated_tables():
-    from nst_keras import settings
+    from nst_keras import docs, fields
 
-    return [(name, marker, settings.fields_of(source))
-            for name, marker, source in settings.DOC_TABLES]
+    return [(name, marker, fields.fields_of(source))
+            for name, marker, source in docs.DOC_TABLES]
 
 
 @pytest.mark.parametrize("name,marker,fields", generated_tables(),
                          ids=[t[0] for t in generated_tables()])
 def test_every_generated_flag_table_is_fresh(name, marker, fields):
-    from nst_keras import settings
+    from nst_keras import docs
 
     text = read(os.path.join(REPO, "docs", name))
     block = re.compile(rf"<!-- {marker}:start -->\n(.*?)<!-- {marker}:end -->", re.S)
     match = block.search(text)
     assert match, f"docs/{name} needs the <!-- {marker}:start --> ... <!-- {marker}:end --> block"
     message = (f"docs/{name}'s flag table drifted; regenerate the tables with "
-               "python -m nst_keras.settings --write-docs")
-    assert match.group(1) == settings.flag_table(fields), message
+               "python -m nst_keras.docs --write-docs")
+    assert match.group(1) == docs.flag_table(fields), message
     for flag in fields:
         assert f"`--{flag}`" in match.group(1), message
     # writing the tables again changes nothing; a stale table would be replaced
-    assert settings.with_table(text, marker, settings.flag_table(fields)) == text
+    assert docs.with_table(text, marker, docs.flag_table(fields)) == text
     stale = text.replace(match.group(1), match.group(1).rsplit("\n", 2)[0] + "\n")
-    assert stale != text and settings.with_table(stale, marker, match.group(1)) == text
+    assert stale != text and docs.with_table(stale, marker, match.group(1)) == text
+
+
+def test_every_environment_variable_read_is_listed_once_in_the_guide():
+    from nst_keras import constants, docs
+
+    text = read(GUIDE)
+    assert "<!-- environment:start -->\n" + docs.environment_table() in text, \
+        "docs/guide.md's environment table drifted; python -m nst_keras.docs --write-docs"
+    read_here = set()
+    for path in glob.glob(os.path.join(REPO, "nst_keras", "**", "*.py"), recursive=True):
+        source = read(path)
+        read_here |= set(re.findall(r"environ(?:\.get|\.setdefault)?\(\s*\"(\w+)\"", source))
+        read_here |= set(re.findall(r"\"(NST_KERAS_\w+)\"", source))
+    assert "TF_CPP_MIN_LOG_LEVEL" in read_here  # the scan sees the package's reads
+    assert read_here <= set(constants.ENVIRONMENT), read_here - set(constants.ENVIRONMENT)
+    for name in constants.ENVIRONMENT:  # each named in one place of the docs' reference
+        assert sum(read(p).count(f"| `{name}` |") for p in glob.glob(
+            os.path.join(REPO, "docs", "*.md"))) == 1, name
 
 
 def test_write_docs_rewrites_every_table(tmp_path):
-    from nst_keras import settings
+    from nst_keras import docs
 
-    for name, marker, _ in settings.DOC_TABLES:
-        (tmp_path / name).write_text(f"# {name}\n\n<!-- {marker}:start -->\nold\n"
-                                     f"<!-- {marker}:end -->\n\nafter\n", encoding="utf-8")
-    changed = settings.write_docs(str(tmp_path))
-    assert len(changed) == len(settings.DOC_TABLES)
-    for name, marker, source in settings.DOC_TABLES:
+    blocks = [(name, marker) for name, marker, _ in docs.DOC_TABLES + docs.DOC_BLOCKS]
+    for name in {name for name, _ in blocks}:
+        parts = [f"<!-- {m}:start -->\nold\n<!-- {m}:end -->\n" for n, m in blocks if n == name]
+        (tmp_path / name).write_text(f"# {name}\n\n" + "\n".join(parts) + "\nafter\n",
+                                     encoding="utf-8")
+    changed = docs.write_docs(str(tmp_path))
+    assert len(changed) == len({name for name, _ in blocks})
+    for name, marker, source in docs.DOC_TABLES:
         text = (tmp_path / name).read_text(encoding="utf-8")
-        assert settings.flag_table(source) in text and "old" not in text
-        assert text.endswith(f"<!-- {marker}:end -->\n\nafter\n")
-    assert settings.write_docs(str(tmp_path)) == []  # fresh: nothing to write
+        assert docs.flag_table(source) in text and "\nold\n" not in text
+        assert text.endswith("\nafter\n")
+    assert docs.environment_table() in (tmp_path / "guide.md").read_text(encoding="utf-8")
+    assert docs.write_docs(str(tmp_path)) == []  # fresh: nothing to write
 
 
 def first_command(text):

@@ -13,7 +13,7 @@ from nst_keras import Config
 from nst_keras.engine.imaging import noise_picture
 from nst_keras.experiments import growing_sets, make_grid, offsets_report, reconstruct
 from nst_keras.experiments.offsets import offsets_panels
-from nst_keras.settings import parse_offsets
+from nst_keras.fields import parse_offsets
 from conftest import IMAGENET, run_cli, tiny
 
 

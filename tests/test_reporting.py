@@ -1,6 +1,8 @@
 """Every term of the objective is reported by its name: the log line, metrics.jsonl,
 run.json's final losses (with the weights) and loss.png's curves."""
 
+import contextlib
+import io
 import json
 
 import pytest
@@ -13,24 +15,14 @@ from nst_keras.output import manifest
 def fast_run(tmp_path_factory, image_dir):
     """A ``--preset=fast`` run (its colour term), tiny, with random weights."""
     out = tmp_path_factory.mktemp("fast")
-    lines = []
-    import builtins
-
-    real_print = builtins.print
-
-    def keep(*args, **kw):
-        lines.append(" ".join(str(a) for a in args))
-        real_print(*args, **kw)
-
-    builtins.print = keep
-    try:
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):  # whatever prints, at call time
         status = run_cli("--preset=fast", f"--content_image={image_dir / 'content.png'}",
                          f"--style_image={image_dir / 'style.png'}", f"--output_dir={out}",
                          "--weights=random", "--img_nrows=48", "--iterations=3",
                          "--log_every=1", "--content_layers=block2_conv2",
                          "--style_layers=block1_conv1,block2_conv1")
-    finally:
-        builtins.print = real_print
+    lines = printed.getvalue().splitlines()
     assert status == 0
     return out, lines
 

@@ -5,9 +5,13 @@ import dataclasses
 
 import pytest
 
-from nst_keras import Config, settings
+from nst_keras import Config, constants, fields, settings
+from nst_keras.app.options import ServerOptions
+from nst_keras.batch.options import BatchOptions
 from nst_keras.errors import UserError
-from nst_keras.settings import parse_offsets, validate
+from nst_keras.fields import parse_offsets
+from nst_keras.settings import validate
+from nst_keras.video.options import VideoOptions
 from conftest import IMAGENET
 
 
@@ -84,37 +88,54 @@ def test_frame_settings_drop_exactly_the_fields_marked_not_in_frames():
 
 
 @pytest.mark.parametrize("options,message", [
-    (settings.VideoOptions("v.mp4", "o.mp4", chunk_overlap=-1),
+    (VideoOptions("v.mp4", "o.mp4", chunk_overlap=-1),
      "--chunk_overlap=-1 must be 0 or more"),
-    (settings.VideoOptions("v.mp4", "o.mp4", temporal_frames=(0, 1)),
+    (VideoOptions("v.mp4", "o.mp4", temporal_frames=(0, 1)),
      "--temporal_frames=0,1 needs frame distances of 1 or more, e.g. 1 or 1,2,4"),
-    (settings.VideoOptions("v.mp4", "o.mp4", flow="lucas"),
+    (VideoOptions("v.mp4", "o.mp4", flow="lucas"),
      "--flow='lucas' is not known; use one of: dis, farneback"),
-    (settings.BatchOptions(max_retries=-1), "--max_retries=-1 must be 0 or more"),
-    (settings.BatchOptions(pairing="all"), "--pairing='all' is not known"),
-    (settings.ServerOptions(max_upload_mb=0), "--max_upload_mb=0 must be a positive integer"),
+    (BatchOptions(max_retries=-1), "--max_retries=-1 must be 0 or more"),
+    (BatchOptions(pairing="all"), "--pairing='all' is not known"),
+    (ServerOptions(max_upload_mb=0), "--max_upload_mb=0 must be a positive integer"),
 ])
 def test_a_bad_option_is_one_line_naming_its_flag(options, message):
     with pytest.raises(UserError) as e:
-        settings.validate_fields(options)
+        fields.validate_fields(options)
     assert str(e.value).startswith(message) and "\n" not in str(e.value)
 
 
 def test_options_accept_the_flag_syntax_in_python():
-    options = settings.validate_fields(settings.VideoOptions("v.mp4", "o.mp4",
-                                                             temporal_frames="1,2,4"))
+    options = fields.validate_fields(VideoOptions("v.mp4", "o.mp4",
+                                                    temporal_frames="1,2,4"))
     assert options.temporal_frames == (1, 2, 4)
     with pytest.raises(TypeError):
-        settings.VideoOptions()  # the film and the output must be given
+        VideoOptions()  # the film and the output must be given
 
 
 def test_value_lists_are_defined_once():
     from nst_keras.engine import hardware
     from nst_keras.experiments import offsets
 
-    assert settings.PRECISIONS == ("auto",) + hardware.PRECISIONS
+    assert settings.PRECISION_CHOICES == ("auto",) + hardware.PRECISIONS
     assert list(offsets.KNOWN_NAMES) == list(settings.DEFAULT_DEPROCESS_OFFSETS)
     assert settings.FIELDS["loss_normalization"].metadata["choices"] == \
         settings.LOSS_NORMALIZATIONS
-    assert settings.fields_of(settings.VideoOptions)["flow"].metadata["choices"] == \
-        settings.FLOWS
+    assert fields.fields_of(VideoOptions)["flow"].metadata["choices"] == \
+        constants.FLOWS
+
+
+def test_checking_settings_never_starts_tensorflow(tmp_path):
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "from nst_keras import settings\n"
+            "from nst_keras.video.options import VideoOptions\n"
+            "from nst_keras import fields\n"
+            "settings.validate(settings.Config(content_image='c.png', style_image='s.png',\n"
+            "                                  experiment='none', iterations=3))\n"
+            "fields.validate_fields(VideoOptions('v.mp4', 'o.mp4'))\n"
+            "print('tensorflow' in sys.modules, 'keras' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=tmp_path, timeout=120)
+    assert out.stdout.split() == ["False", "False"], out.stderr[-2000:]

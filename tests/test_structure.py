@@ -8,7 +8,10 @@ import os
 
 import pytest
 
-from nst_keras import cli, settings
+from nst_keras import cli, fields, settings
+from nst_keras.app.options import ServerOptions
+from nst_keras.batch.options import BatchOptions
+from nst_keras.video.options import VideoOptions
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = os.path.join(REPO, "nst_keras")
@@ -116,15 +119,18 @@ def test_importlib_calls_are_edges_of_the_graph():
 
 
 # The layers, lowest first: a module imports only its own layer and lower ones,
-# inside functions too; the wings (the top layer) never import one another.
+# inside functions too; the wings never import one another; the docs' tables
+# read every command's options.
 LAYERS = (
-    ("errors", ("nst_keras.errors",)),
+    ("bottom", ("nst_keras.errors", "nst_keras.constants", "nst_keras.fields")),
     ("engine", ("nst_keras.settings", "nst_keras.engine")),
     ("output", ("nst_keras.output",)),
     ("commands", ("nst_keras.cli", "nst_keras.pool")),
     ("wings", ("nst_keras.run", "nst_keras.batch", "nst_keras.video", "nst_keras.app",
                "nst_keras.experiments")),
+    ("docs", ("nst_keras.docs",)),
 )
+WINGS = [name for name, _ in LAYERS].index("wings")
 
 
 # ``python -m nst_keras.run --experiment=...`` runs the experiments: one wing.
@@ -153,7 +159,7 @@ def layer_violations(graph) -> list:
             elif theirs > mine:
                 bad.append(f"{module} ({LAYERS[mine][0]}) imports {target} "
                            f"({LAYERS[theirs][0]})")
-            elif theirs == mine == len(LAYERS) - 1 and other != unit:
+            elif theirs == mine == WINGS and other != unit:
                 bad.append(f"wing {module} imports another wing's {target}")
     return sorted(bad)
 
@@ -177,6 +183,10 @@ def test_the_engine_writes_no_file_layer_and_imaging_stays_low():
     for module in engine:
         assert not any(t.startswith(("nst_keras.output", "nst_keras.cli")) for t in graph[module])
     assert graph["nst_keras.engine.imaging"] <= {"nst_keras.errors"}  # no settings, no network
+    # Settings read the bottom only (constants, fields), never the engine.
+    assert graph["nst_keras.settings"] <= {"nst_keras.errors", "nst_keras.constants",
+                                           "nst_keras.fields"}
+    assert graph["nst_keras.fields"] <= {"nst_keras.errors"}
     assert "nst_keras.settings" not in graph["nst_keras.engine.objective"]
 
 
@@ -338,16 +348,16 @@ def _app_flags():
 
 
 @pytest.mark.parametrize("command,options", [
-    (_video_flags, settings.VideoOptions), (_batch_flags, settings.BatchOptions),
-    (_app_flags, settings.ServerOptions)], ids=["video", "batch", "app"])
+    (_video_flags, VideoOptions), (_batch_flags, BatchOptions),
+    (_app_flags, ServerOptions)], ids=["video", "batch", "app"])
 def test_every_option_of_a_command_is_its_flag_with_the_same_default_and_help(command,
                                                                               options):
-    flag_values, fields = command(), settings.fields_of(options)
-    assert fields and set(flag_values) == set(settings.FIELDS) | set(fields)
-    for name, field in fields.items():
-        assert flag_values[name].help == settings.full_help(field), name
+    flag_values, own = command(), fields.fields_of(options)
+    assert own and set(flag_values) == set(settings.FIELDS) | set(own)
+    for name, field in own.items():
+        assert flag_values[name].help == fields.full_help(field), name
         assert len(field.metadata["help"]) > 10, name
-    given = {n: f"{n}.x" for n, f in fields.items() if f.default is dataclasses.MISSING}
+    given = {n: f"{n}.x" for n, f in own.items() if f.default is dataclasses.MISSING}
     cli.parse(["prog", *(f"--{n}={v}" for n, v in given.items())], flag_values)
     assert cli.options_from_flags(options, flag_values) == options(**given)
 

@@ -135,7 +135,7 @@ def test_a_frame_starts_from_the_warped_previous_result_and_content_where_new():
     big = make_picture(60, 90, 4)
     contents = {0: big[4:52, 4:68], 1: big[4:52, 7:71]}  # a 3 px pan to the right
     stylised = make_picture(48, 64, 5)
-    options = film.settings.VideoOptions(video="v.mp4", output="o.mp4")
+    options = film.VideoOptions(video="v.mp4", output="o.mp4")
     config = film.settings.Config(content_image="v.mp4", style_image="s.png")
     init, term = film.temporal_start(config, options, contents, {0: stylised}, 1)
     inner = init[8:-8, 8:-12].astype(float)

@@ -19,7 +19,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image
 
-from nst_keras import cli, settings
+from nst_keras import cli, fields, settings
+from nst_keras.app.options import ServerOptions
 from nst_keras.engine import imaging, vgg
 from nst_keras.errors import UserError
 from nst_keras.settings import Config
@@ -75,12 +76,12 @@ def load_presets() -> Dict[str, Dict]:
 
 PRESETS: Dict[str, Dict] = load_presets()
 
-_SERVER = settings.ServerOptions()  # the limits' defaults: the server's flags' defaults
+_SERVER = ServerOptions()  # the limits' defaults: the server's flags' defaults
 
 
 @dataclasses.dataclass(frozen=True)
 class Limits:
-    """What the page may send and ask for: the limits of ``settings.ServerOptions``
+    """What the page may send and ask for: the limits of ``ServerOptions``
     (``Limits.of(options)``; ``--max_upload_mb`` here in bytes)."""
 
     max_bytes: int = _SERVER.max_upload_mb * 2 ** 20  # per request
@@ -90,7 +91,7 @@ class Limits:
     max_strength: float = _SERVER.max_strength        # |log10| of the style weight's factor
 
     @classmethod
-    def of(cls, options: settings.ServerOptions) -> "Limits":
+    def of(cls, options: ServerOptions) -> "Limits":
         return cls(options.max_upload_mb * 2 ** 20, options.max_pixels, options.max_rows,
                    options.max_iterations, options.max_strength)
 
@@ -244,7 +245,7 @@ def summary(form: Dict[str, List[str]], config: Config, names: Sequence[str],
             regions: bool = False) -> Dict:
     """The settings a gallery entry shows (``regions``: painted per region)."""
     return {"preset": _field(form, "preset", "fast"), "rows": config.img_nrows,
-            "iterations": settings.show_value(config.iterations),
+            "iterations": fields.show_value(config.iterations),
             "optimizer": config.optimizer, "preserve_colors": config.preserve_colors,
             "init": _field(form, "init", "content"),
             "strength": float(_field(form, "strength", "0")),

@@ -41,12 +41,11 @@ from typing import Callable, Dict, List, Optional
 import numpy as np
 from PIL import Image
 
-from nst_keras import settings
+from nst_keras import fields, settings
 from nst_keras.engine import imaging
 from nst_keras.engine.callbacks import Callback, Progress
 from nst_keras.errors import NonFiniteLoss, UserError
-from nst_keras.output import checkpoint as ckptlib
-from nst_keras.output import manifest
+from nst_keras.output import checkpoint as ckptlib, manifest
 from nst_keras.settings import Config
 
 DONE = ("finished", "stopped", "failed", "cancelled")
@@ -346,7 +345,7 @@ def _result_picture(directory: str, prefix: str, status: str) -> Optional[str]:
 def _summary_of(flags: Dict) -> Dict:
     """A gallery summary from a ``run.json``'s settings (a folder without ``page.json``)."""
     return {"preset": "?", "rows": flags.get("img_nrows"),
-            "iterations": settings.show_value(flags.get("iterations")),
+            "iterations": fields.show_value(flags.get("iterations")),
             "optimizer": flags.get("optimizer"), "preserve_colors": flags.get("preserve_colors"),
             "init": "?", "strength": 0.0, "style_weight": flags.get("style_weight"),
             "pictures": [], "regions": bool(flags.get("style_masks"))}

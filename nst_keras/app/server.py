@@ -42,6 +42,7 @@ from starlette.routing import Route
 
 from nst_keras import cli, settings
 from nst_keras.app import forms, guard, jobs
+from nst_keras.app.options import ServerOptions
 from nst_keras.errors import UserError
 
 STATIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
@@ -270,10 +271,10 @@ def create_app(manager: jobs.Manager, limits: Optional[forms.Limits] = None,
 
 
 def make_flags() -> flags.FlagValues:
-    """The engine's flags plus the server's own (``settings.ServerOptions``)."""
+    """The engine's flags plus the server's own (``ServerOptions``)."""
     f = flags.FlagValues()
     cli.define_flags(f)
-    cli.define_flags(f, settings.ServerOptions)
+    cli.define_flags(f, ServerOptions)
     return f
 
 
@@ -328,7 +329,7 @@ class Serving:
         self.socket.close()
 
 
-def policy_of(options: settings.ServerOptions) -> guard.Policy:
+def policy_of(options: ServerOptions) -> guard.Policy:
     """Who the server answers: off loopback a token is required unless ``--no_token``
     (then the warning says that anyone who can reach it can use it)."""
     token = None
@@ -354,7 +355,7 @@ def main(argv=None) -> int:
     try:
         cli.parse(argv, f)
         config, explicit = base_config(f)
-        options = cli.options_from_flags(settings.ServerOptions, f)
+        options = cli.options_from_flags(ServerOptions, f)
         sock = bind(options.host, options.port)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr, flush=True)

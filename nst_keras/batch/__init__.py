@@ -42,7 +42,8 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Union
 
 from absl import flags
 
-from nst_keras import cli, pool, settings
+from nst_keras import cli, constants, fields, pool, settings
+from nst_keras.batch.options import BatchOptions
 from nst_keras.engine import imaging
 from nst_keras.engine.callbacks import Callback
 from nst_keras.errors import Interrupted, NonFiniteLoss, UserError
@@ -55,7 +56,7 @@ Sources = Union[str, Sequence[str]]
 
 FLAGS = flags.FlagValues()
 cli.define_flags(FLAGS)
-cli.define_flags(FLAGS, settings.BatchOptions)
+cli.define_flags(FLAGS, BatchOptions)
 
 
 # --------------------------------------------------------------------------
@@ -133,9 +134,9 @@ def _stem(source: str) -> str:
 
 def make_items(contents: Sources, styles: Sources, pairing: str = "product") -> List[Item]:
     """The batch's items, named ``<content-stem>__<style-stem>`` (made unique)."""
-    if pairing not in settings.PAIRINGS:
+    if pairing not in constants.PAIRINGS:
         raise UserError(f"--pairing={pairing!r} is not known; use one of: "
-                        f"{', '.join(settings.PAIRINGS)}")
+                        f"{', '.join(constants.PAIRINGS)}")
     cs, ss = expand(contents, "content_image"), expand(styles, "style_image")
     if pairing == "zip":
         if len(cs) != len(ss):
@@ -361,11 +362,11 @@ class Batch:
     """A planned batch: the checked settings, options and items (``UserError`` if bad)."""
 
     def __init__(self, config: settings.Config, contents: Sources, styles: Sources,
-                 options: settings.BatchOptions = settings.BatchOptions(), log=print):
+                 options: BatchOptions = BatchOptions(), log=print):
         if config.resume:
             raise UserError("--resume does not apply to a batch; run the same command "
                             "again to resume its items")
-        self.options = options = settings.validate_fields(options)
+        self.options = options = fields.validate_fields(options)
         _check_output_dir(config.output_dir)
         self.items = make_items(contents, styles, options.pairing)
         first = self.items[0]
@@ -401,16 +402,17 @@ class Batch:
 
 
 def stylize_many(config: settings.Config, contents: Sources, styles: Sources,
-                 workers: int = 0, ray_address: Optional[str] = None,
-                 pairing: str = "product", max_retries: int = 3, log=print) -> Iterator[Dict]:
+                 options: BatchOptions = BatchOptions(), log=print) -> Iterator[Dict]:
     """Stylises every content x style pair (or zip) into ``config.output_dir``.
+
+    ``options``: how (``BatchOptions``: pairing, Ray workers or cluster,
+    retries), e.g. ``BatchOptions(pairing="zip", workers=2)``.
 
     Checks everything first (``UserError``, nothing written), then returns an
     iterator over each item's record as it ends (the ``batch.jsonl`` line):
     ``item``, ``status`` (finished, skipped, failed, non_finite, interrupted),
     ``reason``, ``seconds``, ``steps``, ``final_losses``, ``device``, ``worker``.
     """
-    options = settings.BatchOptions(pairing, workers, ray_address, max_retries)
     return Batch(config, contents, styles, options, log).run()
 
 
@@ -422,7 +424,7 @@ def _batch_from_flags() -> Batch:
     config = cli.config_from_flags(FLAGS) if not FLAGS["resume"].value else \
         settings.Config(resume=FLAGS["resume"].value)
     return Batch(config, config.content_image, config.style_image,
-                 cli.options_from_flags(settings.BatchOptions, FLAGS))
+                 cli.options_from_flags(BatchOptions, FLAGS))
 
 
 def _interrupted(error: BaseException) -> str:

@@ -43,11 +43,11 @@ import statistics
 import time
 from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
+from nst_keras.constants import PRECISION_VARIABLE as PIN_VARIABLE
+from nst_keras.constants import PRECISIONS
 from nst_keras.errors import UserError
 
-PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 MARGIN = 0.10  # a reduced precision must be at least this much faster than float32
-PIN_VARIABLE = "NST_KERAS_PRECISION"
 BF16_CPU_FLAGS = {"avx512_bf16": "AVX512-BF16", "amx_bf16": "AMX", "amx_tile": "AMX"}
 VGG_BLOCKS_1_TO_3 = ((2, 64), (2, 128), (4, 256))  # (convolutions, channels) per block
 

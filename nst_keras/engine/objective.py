@@ -23,10 +23,9 @@ import numpy as np
 import tensorflow as tf
 
 from nst_keras.engine import distributions
-from nst_keras.engine.terms import (  # noqa: F401  (the term functions, re-exported)
-    _EPS, NORMALIZATIONS, RELATIVE, ContentTerm, Features, StyleTerm, Term,
-    TotalVariationTerm, blend_grams, content_loss, fast_gram_matrix, gram_matrix,
-    mean_gram, positions, style_loss, total_variation_loss)
+from nst_keras.engine.terms import (  # noqa: F401  (the paper's formulas, re-exported for study)
+    Features, StyleTerm, Term, content_loss, fast_gram_matrix, gram_matrix, mean_gram, positions,
+    style_loss, total_variation_loss)
 
 # Reported on every step (0 when the term is off), whatever else the list holds.
 REPORTED = ("content_loss", "style_loss", "tv_loss")

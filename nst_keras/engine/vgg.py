@@ -25,13 +25,9 @@ from typing import Dict, Iterable, Sequence, Tuple
 
 import numpy as np
 
+from nst_keras.constants import (  # noqa: F401  (re-exported: vgg.MIN_SIDE ...)
+    CONTENT_LAYERS, IMAGENET_MEAN_BGR, MIN_SIDE, STYLE_LAYERS)
 from nst_keras.errors import UserError
-
-IMAGENET_MEAN_BGR = (103.939, 116.779, 123.68)
-STYLE_LAYERS = ("block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1",
-                "block5_conv1")
-CONTENT_LAYERS = ("block5_conv2",)
-MIN_SIDE = 32  # the smallest input VGG accepts (five 2x2 poolings)
 
 NOTOP_FILES = {
     "vgg19": "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5",

@@ -31,7 +31,7 @@ from typing import Callable, Dict, List
 
 import numpy as np
 
-from nst_keras import settings
+from nst_keras import fields, settings
 from nst_keras.engine import imaging, pipeline, vgg
 from nst_keras.errors import UserError
 from nst_keras.experiments.grid import make_grid
@@ -187,12 +187,12 @@ def _tradeoff(config: Config, log: Log) -> ExperimentResult:
     pictures, captions, records, paths = [], [], [], []
     for ratio in ratios:
         style_weight = float(f"{ratio * float(config.content_weight):.12g}")
-        log(f"tradeoff: style/content = {settings.number_text(ratio)} "
+        log(f"tradeoff: style/content = {fields.number_text(ratio)} "
             f"(style_weight={style_weight:.4g})")
         run = config.replace(style_weight=style_weight, output_dir=None)
         with quiet_retracing():
             result = stylize.stylize(run, content=content, style=styles[0], log=log)
-        paths += _save(config, f"tradeoff_ratio_{settings.number_text(ratio)}.png",
+        paths += _save(config, f"tradeoff_ratio_{fields.number_text(ratio)}.png",
                        result.image)
         last = result.history[-1] if result.history else {}
         records.append({
@@ -207,7 +207,7 @@ def _tradeoff(config: Config, log: Log) -> ExperimentResult:
             "file": os.path.basename(paths[-1]) if paths else None,
         })
         pictures.append(result.image)
-        captions.append(f"style/content = {settings.number_text(ratio)}")
+        captions.append(f"style/content = {fields.number_text(ratio)}")
     grid = make_grid(pictures, captions)
     paths = _write(config, "tradeoff", grid, records, paths)
     return ExperimentResult(grid, pictures, captions, records, paths)

@@ -13,7 +13,7 @@ from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
-from nst_keras import settings
+from nst_keras import fields, settings
 from nst_keras.engine import vgg
 
 Triple = Tuple[float, float, float]
@@ -98,5 +98,5 @@ def offsets_panels(tensor, offsets_list: Sequence[Triple]):
     for offsets in offsets_list:
         pictures.append(vgg.deprocess_image(tensor, offsets))
         name = offsets_name(offsets)
-        captions.append(settings.format_offsets([offsets]) + (f"\n{name}" if name else ""))
+        captions.append(fields.format_offsets([offsets]) + (f"\n{name}" if name else ""))
     return pictures, captions

@@ -24,7 +24,7 @@ from typing import Dict, Sequence
 
 import numpy as np
 
-from nst_keras import settings
+from nst_keras import fields, settings
 from nst_keras.engine.callbacks import RunState
 from nst_keras.errors import UserError
 from nst_keras.output.files import atomic_write_bytes
@@ -162,7 +162,7 @@ def check_matches(ckpt: Checkpoint, config, resume_dir: str) -> None:
         mine = list(mine) if isinstance(mine, tuple) else mine
         if not _same(mine, saved):
             raise UserError(
-                f"--{name}={settings.show_value(mine)} differs from the interrupted run's "
-                f"{settings.show_value(saved)} (in {path_in(resume_dir)}); drop --{name} to continue "
+                f"--{name}={fields.show_value(mine)} differs from the interrupted run's "
+                f"{fields.show_value(saved)} (in {path_in(resume_dir)}); drop --{name} to continue "
                 "that run, or start a new one without --resume"
             )

@@ -23,12 +23,11 @@ import os
 import re
 from typing import List, Optional
 
-from nst_keras import settings
+from nst_keras import fields, settings
 from nst_keras.engine import imaging
 from nst_keras.engine.callbacks import Callback, Outcome, Progress, RunState
 from nst_keras.errors import UserError
-from nst_keras.output import checkpoint as ckptlib
-from nst_keras.output import files, manifest
+from nst_keras.output import checkpoint as ckptlib, files, manifest
 
 RUN_FILES = (manifest.RUN_JSON, manifest.METRICS, manifest.LOSS_PLOT, ckptlib.CHECKPOINT_NAME)
 
@@ -112,7 +111,7 @@ def read_resume_state(config) -> Optional[RunState]:
     total = sum(config.iteration_counts())
     if ckpt.step >= total:
         raise UserError(f"--resume={config.resume}: the run is already at iteration "
-                        f"{ckpt.step} of --iterations={settings.show_value(config.iterations)}"
+                        f"{ckpt.step} of --iterations={fields.show_value(config.iterations)}"
                         "; raise --iterations to continue it")
     return ckpt
 

@@ -30,17 +30,18 @@ from absl import flags
 
 from nst_keras import cli, settings
 from nst_keras.errors import UserError
+from nst_keras.video.options import VideoOptions
 
 VIDEO_MISSING = ("the video command needs OpenCV and imageio-ffmpeg; install them with "
                  "pip install 'nst_keras[video]'")
 
 FLAGS = flags.FlagValues()
 cli.define_flags(FLAGS)
-cli.define_flags(FLAGS, settings.VideoOptions)
+cli.define_flags(FLAGS, VideoOptions)
 
 
-def options_from_flags(f: flags.FlagValues = FLAGS) -> settings.VideoOptions:
-    """The ``settings.VideoOptions`` of the parsed flags (``rows`` from
+def options_from_flags(f: flags.FlagValues = FLAGS) -> VideoOptions:
+    """The ``VideoOptions`` of the parsed flags (``rows`` from
     ``--scales`` or ``--img_nrows`` where given, else the film's own)."""
     _check_named(f)
     rows = None
@@ -48,7 +49,7 @@ def options_from_flags(f: flags.FlagValues = FLAGS) -> settings.VideoOptions:
         rows = int(f.scales[-1])
     elif f["img_nrows"].present:
         rows = f.img_nrows
-    return dataclasses.replace(cli.options_from_flags(settings.VideoOptions, f), rows=rows)
+    return dataclasses.replace(cli.options_from_flags(VideoOptions, f), rows=rows)
 
 
 def _check_named(f: flags.FlagValues) -> None:

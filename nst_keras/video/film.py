@@ -1,6 +1,6 @@
 """Stylised films without flicker (Ruder, Dosovitskiy and Brox 2016).
 
-``stylize_video(config, settings.VideoOptions(video=..., output=...))``
+``stylize_video(config, VideoOptions(video=..., output=...))``
 stylises a film frame by frame with the engine's ``stylize`` (``output.stylize``
 without an output directory, so it writes nothing itself):
 
@@ -35,13 +35,12 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from nst_keras import pool, settings
+from nst_keras import fields, pool, settings
 from nst_keras.engine import imaging, memory, objective, pipeline, tiling, vgg
 from nst_keras.errors import UserError
-from nst_keras.output import files, manifest, precision_cache, rundir
-from nst_keras.output import stylize as file_stylize
-from nst_keras.settings import VideoOptions
+from nst_keras.output import files, manifest, precision_cache, rundir, stylize as file_stylize
 from nst_keras.video import flow, temporal, videoio
+from nst_keras.video.options import VideoOptions
 
 # One objective per frame retraces the step each time; TensorFlow warns about that.
 logging.getLogger("tensorflow").setLevel(logging.ERROR)
@@ -259,7 +258,7 @@ def run_chunk(config: settings.Config, options: VideoOptions, film: Film, chunk:
 
 def plan_film(config: settings.Config, options: VideoOptions) -> Tuple[settings.Config, Film]:
     """The checked settings at the film's size and the ``Film`` (``UserError`` if bad;
-    ``options`` are checked already: ``settings.validate_fields``)."""
+    ``options`` are checked already: ``fields.validate_fields``)."""
     info = videoio.probe(options.video)
     sources, fps, first = select_frames(info.frames, info.fps, options.fps, options.frames)
     width, height = info.size
@@ -291,13 +290,19 @@ def preflight(config: settings.Config, options: VideoOptions, film: Film) -> Non
 
 
 def frames_key(config: settings.Config, options: VideoOptions, film: Film) -> Dict:
-    """What fixes the frames: a rerun with another key cannot reuse them."""
-    key = {"settings": settings.frame_settings(config), "video": os.path.abspath(options.video),
-           "temporal_weight": options.temporal_weight,
-           "frame_iterations": frame_iterations(config, options),
-           "temporal_frames": list(options.temporal_frames), "flow": options.flow,
-           "film": dataclasses.asdict(film),
-           "files": _file_digests(config)}
+    """What fixes the frames: a rerun with another key cannot reuse them.
+
+    The ``frames=True`` fields of the settings and of the options (the film
+    as an absolute path, the frame iterations resolved), the film's frames
+    and the digests of the files the settings name.
+    """
+    key = {"settings": settings.frame_settings(config)}
+    for name, field in fields.fields_of(options).items():
+        if field.metadata["frames"]:
+            key[name] = getattr(options, name)
+    key.update(video=os.path.abspath(options.video),
+               frame_iterations=frame_iterations(config, options),
+               film=dataclasses.asdict(film), files=_file_digests(config))
     return json.loads(json.dumps(key, default=str))
 
 
@@ -396,7 +401,7 @@ def stylize_video(config: settings.Config, options: VideoOptions, log=print,
     """
     started = time.perf_counter()
     config = pipeline.checked(config.replace(content_image=options.video))
-    options = settings.validate_fields(options)
+    options = fields.validate_fields(options)
     if not config.output_dir:
         raise UserError("a video needs --output_dir (the folder for the stylised frames)")
     if os.path.abspath(options.output) == os.path.abspath(options.video):

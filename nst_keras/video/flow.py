@@ -28,9 +28,9 @@ from typing import List, Sequence
 import cv2
 import numpy as np
 
-from nst_keras import settings
+from nst_keras import constants
 
-METHODS = settings.FLOWS  # the --flow choices
+METHODS = constants.FLOWS  # the --flow choices
 
 
 def _gray(picture) -> np.ndarray:
