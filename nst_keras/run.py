@@ -14,11 +14,22 @@ from __future__ import annotations
 import sys
 
 from nst_keras import cli, settings
+from nst_keras.engine import imaging  # TensorFlow-free: pictures are checked before it starts
 from nst_keras.errors import Interrupted
+
+
+def _check_pictures(config: settings.Config) -> None:
+    """A local picture that is missing is refused before TensorFlow starts (the
+    one-line error comes in a fraction of a second, not after the import)."""
+    sources = [config.content_image, *settings.style_sources(config.style_image)]
+    for source in sources:
+        if isinstance(source, str) and not imaging.is_url(source):
+            imaging.fetch(source)  # a local path: only checked
 
 
 def _run(config: settings.Config) -> list:
     """Runs the style transfer or experiment; returns the files written."""
+    _check_pictures(config)
     cli.import_tensorflow_quietly()
     if config.experiment != "none":
         from nst_keras import experiments  # late: after the quiet TensorFlow import

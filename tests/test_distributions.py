@@ -96,7 +96,7 @@ def test_tiled_equals_untiled_for_every_tileable_term(extractor, extra):
                                          **kw)
     x = tf.constant(image(0) + np.random.default_rng(3).normal(0, 10, image(0).shape)
                     .astype(np.float32))
-    ref_terms, ref_grad = untiled.value_and_grad(x)
+    ref_terms, ref_grad = untiled.value_and_grad_fn(x)  # the reference, eagerly: no trace
     terms, grad = tiled.value_and_grad(x)
     for name in ref_terms:
         assert float(terms[name]) == pytest.approx(float(ref_terms[name]), rel=1e-4), name
@@ -243,9 +243,10 @@ class StopAt:
         pass
 
 
+# Each style loss and colour loss once, both optimisers (SGD's schedule and Adam's
+# moments are restored for any loss: test_rundir.py).
 @pytest.mark.parametrize("loss,optimizer,color_loss", [
-    ("wasserstein", "sgd", "gaussian"), ("wasserstein", "adam", "gaussian"),
-    ("sliced_wasserstein", "sgd", "gaussian"), ("sliced_wasserstein", "adam", "sliced"),
+    ("wasserstein", "sgd", "gaussian"), ("sliced_wasserstein", "adam", "sliced"),
     ("gram", "adam", "sliced")])
 def test_resume_is_bit_for_bit_with_each_loss(files, tmp_path, loss, optimizer, color_loss):
     extra = dict(style_loss=loss, optimizer=optimizer, color_weight=1.0, color_loss=color_loss)
@@ -283,6 +284,8 @@ def test_a_masked_two_style_run_gives_each_half_its_own_palette(tmp_path, loss, 
     lh, rh = pic[:, :cols // 2 - 4], pic[:, cols // 2 + 4:]
     assert lh[..., 0].mean() - lh[..., 2].mean() > 60  # the left half went red
     assert rh[..., 2].mean() - rh[..., 0].mean() > 60  # the right half went blue
+    if scales or (loss, color_loss) == ("gram", "sliced"):
+        return  # the control below, once per style loss
     # Without masks both paintings pull everywhere: a blend (fewer steps show it).
     unmasked = stylize(config.replace(style_masks=None, iterations=20), content=photo,
                        style=[red, blue], log=lambda s: None).image.astype(float)

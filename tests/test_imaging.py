@@ -101,7 +101,8 @@ def test_odd_image_runs_as_rgb_of_the_right_size(tmp_path, kind, capsys):
     out = tmp_path / "out"
     code = run_cli(f"--content_image={path}", f"--style_image={path}", f"--output_dir={out}",
                "--weights=random", "--img_nrows=36", "--iterations=1", "--save_every=0",
-               "--log_every=0", "--result_prefix=odd")
+               "--log_every=0", "--result_prefix=odd", "--content_layers=block1_conv2",
+               "--style_layers=block1_conv1")  # one block: the picture is what is tested
     assert code == 0, capsys.readouterr().err
     result = Image.open(out / "odd.png")
     assert result.mode == "RGB" and result.size == (48, 36)  # width int(64 * 36 / 48)

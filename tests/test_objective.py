@@ -202,7 +202,7 @@ def _gradient_l1(normalization):
             x = tf.constant(x)
             with tf.GradientTape(persistent=True) as tape:
                 tape.watch(x)
-                terms = module.terms(x)
+                terms = module.terms_fn(x)  # eager: no tracing for one call
             for name in TERM_NAMES:
                 grad = tape.gradient(terms[f"{name}_loss"], x)
                 out[name].append(float(tf.reduce_mean(tf.abs(grad))))

@@ -13,6 +13,7 @@ import sys
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from nst_keras import Config
 from nst_keras.engine import memory, tiling, vgg
@@ -68,7 +69,7 @@ def objectives(backbone, images, normalization, pooling="max", halo=None, strate
 
 def errors(untiled, tiled, image):
     """``({term: relative error}, relative L2 error of the gradient)``."""
-    ref_terms, ref_grad = untiled.value_and_grad(image)
+    ref_terms, ref_grad = untiled.value_and_grad_fn(tf.constant(image))  # eager: no trace
     terms, grad = tiled.value_and_grad(image)
     rel = {k: abs(float(terms[k]) - float(ref_terms[k])) / max(abs(float(ref_terms[k])), 1e-30)
            for k in ref_terms}
@@ -273,17 +274,17 @@ def test_two_workers_give_the_first_step_loss_of_one_process():
 
 # -- resume, multi-scale, memory and bad input -------------------------------------
 
-@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 def test_a_tiled_multi_scale_run_resumes_bit_for_bit(tmp_path, content_path, style_path,
-                                                     capsys, optimizer):
-    # Scale 48 fits in one 64-pixel tile (untiled); scale 128 (128 x 170) is tiled.
-    common = [f"--optimizer={optimizer}", "--scales=48,128", "--iterations=3",
+                                                     capsys):
+    # Scale 48 fits in one 64-pixel tile (untiled); scale 96 (96 x 128) is tiled.  Adam:
+    # its moments are checkpointed beside the image (SGD's resume: test_rundir.py).
+    common = ["--optimizer=adam", "--scales=48,96", "--iterations=3",
               "--tile_size=64", "--content_layers=block3_conv1",
               "--style_layers=block1_conv1,block2_conv1"]
     straight = tmp_path / "straight"
     assert run_cli(*flags_for(content_path, style_path, straight, *common)) == 0
     logged = capsys.readouterr().out
-    assert logged.count("tiled: ") == 1 and "tiled: 6 tiles of 64 pixels, halo 32" in logged
+    assert logged.count("tiled: ") == 1 and "tiled: 4 tiles of 64 pixels, halo 32" in logged
     resumed = tmp_path / "resumed"
 
     def log(line):

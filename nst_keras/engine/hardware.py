@@ -241,7 +241,7 @@ def probe(precision: str, size: int = 96, repeats: int = 3) -> float:
     network = _probe_network(precision)
     image = tf.random.uniform((1, size, size, 3), -100.0, 100.0, seed=0)
 
-    @tf.function
+    @tf.function(autograph=False)
     def step(x):
         with tf.GradientTape() as tape:
             tape.watch(x)

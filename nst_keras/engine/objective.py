@@ -96,9 +96,10 @@ class Objective(Terms):
         # float16 cannot hold the tiny gradients the keras.io weights give:
         # see value_and_grad_fn.
         self.float16 = computes_in_float16(layers)
-        self.terms = tf.function(self.terms_fn, jit_compile=jit_compile, reduce_retracing=True)
+        self.terms = tf.function(self.terms_fn, jit_compile=jit_compile, reduce_retracing=True,
+                                 autograph=False)
         self.value_and_grad = tf.function(self.value_and_grad_fn, jit_compile=jit_compile,
-                                          reduce_retracing=True)
+                                          reduce_retracing=True, autograph=False)
 
     def hold_state(self) -> "Objective":
         """Turns every term's numbers into variables, so the compiled step reads
@@ -274,7 +275,8 @@ def compiled_features(extractor):
     if extractor not in _COMPILED:
         _COMPILED[extractor] = tf.function(
             lambda image: extractor(image, training=False),
-            input_signature=[tf.TensorSpec((1, None, None, 3), tf.float32)])  # traced once
+            input_signature=[tf.TensorSpec((1, None, None, 3), tf.float32)],  # traced once
+            autograph=False)
     return _COMPILED[extractor]
 
 

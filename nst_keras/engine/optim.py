@@ -59,10 +59,10 @@ class GradientDescent:
         self.image = image
         self.evaluations = 0
         if getattr(loss, "host_loop", False):  # a tiled loss loops over tiles in Python
-            self._apply = tf.function(self._apply_fn, jit_compile=jit_compile)
+            self._apply = tf.function(self._apply_fn, jit_compile=jit_compile, autograph=False)
             self._step = self._host_step
         else:
-            self._step = tf.function(self._step_fn, jit_compile=jit_compile)
+            self._step = tf.function(self._step_fn, jit_compile=jit_compile, autograph=False)
 
     def _step_fn(self):
         terms, grad = self.loss.value_and_grad_fn(self.image)
@@ -263,7 +263,7 @@ class ImageAverage:
         self.decay = float(decay)
         self.total = tf.Variable(tf.zeros_like(image), trainable=False)
         self.weight = tf.Variable(0.0, trainable=False)
-        self._update = tf.function(self._update_fn)
+        self._update = tf.function(self._update_fn, autograph=False)
 
     def _update_fn(self, image):
         d = self.decay

@@ -226,7 +226,7 @@ class Spread:
 
 
 _ANY_IMAGE = [tf.TensorSpec([1, None, None, 3], tf.float32)]
-_tv_value = tf.function(total_variation_loss, input_signature=_ANY_IMAGE)
+_tv_value = tf.function(total_variation_loss, input_signature=_ANY_IMAGE, autograph=False)
 
 
 def tiled_total_variation(image, tiles: Sequence[Tile]) -> tf.Tensor:
@@ -300,7 +300,8 @@ class TiledImage:
         key = (fn.__name__, tuple(layers))
         if key not in self._compiled:
             self._compiled[key] = tf.function(functools.partial(fn, layers=tuple(layers)),
-                                              jit_compile=jit_compile, reduce_retracing=True)
+                                              jit_compile=jit_compile, reduce_retracing=True,
+                                              autograph=False)
         return self._compiled[key]
 
     def tiles(self, image) -> List[Tile]:
@@ -410,8 +411,9 @@ class TiledObjective(Terms):
         self.tile_size, self.halo, self.spread = int(tile_size), int(halo), spread
         self.float16 = computes_in_float16(extractor.layers)
         self.tile_sums = tf.function(self.tile_sums_fn, jit_compile=jit_compile,
-                                     reduce_retracing=True)
-        self.tile_gradient = tf.function(self.tile_gradient_fn, reduce_retracing=True)
+                                     reduce_retracing=True, autograph=False)
+        self.tile_gradient = tf.function(self.tile_gradient_fn, reduce_retracing=True,
+                                         autograph=False)
 
     def tiles(self, image) -> List[Tile]:
         return tile_grid(int(image.shape[1]), int(image.shape[2]), self.tile_size, self.halo)
