@@ -169,7 +169,8 @@ def tiny(content_path, style_path, out, *extra):
 
 
 # -- the slowest tests, in one place -------------------------------------------
-# Ray runtimes, the browser, the notebooks and whole programs in subprocesses:
+# Ray runtimes, the browser, the notebooks, whole programs in subprocesses and
+# the longest engine checks:
 # ``python -m pytest -m "not slow" tests`` is the quick loop; the README's
 # command (and CI) runs everything.
 SLOW = (
@@ -188,6 +189,20 @@ SLOW = (
     "test_tiling.py::test_two_cpu_devices_give_the_one_device_loss_and_gradient",
     "test_hardware.py::test_threads_are_set_before_tensorflow_starts_and_kept_after",
     "test_presets.py::test_a_plain_install_runs_a_preset_from_another_folder",
+    "test_tiling.py::test_two_cpu_devices_give_the_one_device_loss_and_gradient",
+    # the longest engine checks (several backbones, half precision, XLA, weight files)
+    "test_objective.py::test_scaled_gradient_magnitudes_stay_in_band_across_sizes_and_backbones",
+    "test_objective.py::test_scaled_optimum_invariant_to_rescaling_one_layer",
+    "test_tiling.py::test_tiling_adds_little_to_the_error_of_half_precision",
+    "test_optim.py::test_jit_compile_gives_the_same_losses",
+    "test_vgg.py::test_weights_file_loads_and_changes_the_loss",
+    "test_quality_benchmark.py::test_quality_benchmark_tiny_end_to_end",
+    "test_tiling.py::test_a_tiled_multi_scale_run_resumes_bit_for_bit",
+    "test_tiling.py::test_lbfgs_on_the_tiled_objective_takes_the_untiled_path",
+    "test_distributions.py::test_a_masked_two_style_run_gives_each_half_its_own_palette",
+    "test_distributions.py::test_resume_is_bit_for_bit_with_each_loss",
+    "test_optim.py::test_lbfgs_beats_sgd_at_equal_loss_evaluations",
+    "test_experiments.py::test_tradeoff_row_one_panel_per_ratio",
 )
 
 
