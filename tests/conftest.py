@@ -182,7 +182,7 @@ SLOW = (
     "test_app_masks.py::test_painting_a_region_in_the_browser_sends_the_masks",
     "test_app_security.py::test_a_short_soak_leaves_nothing_behind",
     "test_app_security.py::test_the_page_shows_the_queue_full_and_too_large_lines",
-    "test_notebooks.py::test_notebook_executes",
+    "test_notebooks.py::test_the_notebooks_execute_top_to_bottom",
     "test_end_to_end.py::test_real_sigint_to_the_program",
     "test_bad_input.py::test_subprocess_error_is_a_single_stderr_line",
     "test_tiling.py::test_two_workers_give_the_first_step_loss_of_one_process",

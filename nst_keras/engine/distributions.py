@@ -151,6 +151,19 @@ def w2_squared(sums, target: Mapping[str, tf.Tensor]) -> tf.Tensor:
                    target["trace"] - 2.0 * trace_sqrt(cross), tf.float32)
 
 
+def w2_squared_value(sums, target: Mapping[str, tf.Tensor]) -> float:
+    """``w2_squared`` as a number, for a term's scale: the same floored square root,
+    from the eigenvalues alone (no eigenvectors: no gradient needed), in NumPy."""
+    mu, sigma = (t.numpy() for t in gaussian(sums))
+    root = target["root"].numpy()
+    cross = root @ sigma @ root
+    values = np.linalg.eigvalsh((cross + cross.T) / 2.0)
+    floor = _FLOOR * max(float(np.mean(np.abs(values))), 1e-30)
+    roots = np.sqrt(np.maximum(values, floor)).sum()
+    return float(np.float32(np.sum(np.square(mu - target["mu"].numpy())) + np.trace(sigma) +
+                            float(target["trace"]) - 2.0 * roots))
+
+
 # --------------------------------------------------------------------------
 # Masks
 
@@ -284,7 +297,7 @@ class ColorTerm(Term):
             targets, weights = [blended_gaussian([m], [1.0]) for m in styles], blend
             masks = [tf.constant(m, tf.float32) for m in pictures.masks]
             photo = [moments(photo_pixels, m) for m in masks]
-        distance = sum(b * float(w2_squared(p, t)) for b, p, t in zip(weights, photo, targets))
+        distance = sum(b * w2_squared_value(p, t) for b, p, t in zip(weights, photo, targets))
         scale = pictures.pixels if config.loss_normalization in RELATIVE else 1.0
         return cls(targets, scale / max(distance, 1e-12), masks, weights)
 
@@ -598,7 +611,7 @@ class _StyleSetup:
 
 def _w2_factors(normalization, targets, photo, w, pixels):
     """One factor per layer, from the first region (the blend without masks)."""
-    distance = {k: sum(float(w2_squared(p[k], t[k])) for p, t in zip(photo, targets)) /
+    distance = {k: sum(w2_squared_value(p[k], t[k]) for p, t in zip(photo, targets)) /
                 len(targets) for k in targets[0]}
     return _factors(normalization, targets[0], distance, w, pixels)
 

@@ -172,6 +172,7 @@ def plot_losses(path: str, history: List[Dict], weights: Dict[str, float]) -> Op
 
         matplotlib.use("Agg", force=False)
         from matplotlib.figure import Figure  # late: as above
+        from matplotlib.ticker import FuncFormatter, NullFormatter  # late: as above
     except ImportError:
         return ("loss.png skipped: matplotlib is not installed "
                 "(pip install 'nst_keras[plot]')")
@@ -184,11 +185,14 @@ def plot_losses(path: str, history: List[Dict], weights: Dict[str, float]) -> Op
             ax.plot(steps, [w * r[key] for r in history], label=f"{term_label(key)} x {w:g}")
     if all(r["loss"] > 0 for r in history if r["loss"] == r["loss"]):
         ax.set_yscale("log")
+        # Plain tick labels: the default ones are typeset (mathtext), half the plot's time.
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("iteration")
     ax.set_ylabel("loss")
     ax.grid(True, alpha=0.3)
     ax.legend()
-    fig.subplots_adjust(left=0.11, right=0.97, top=0.96, bottom=0.12)  # tight_layout: slow
+    fig.subplots_adjust(left=0.13, right=0.97, top=0.96, bottom=0.12)  # tight_layout: slow
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     atomic_write_bytes(path, buf.getvalue())
