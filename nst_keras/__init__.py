@@ -1,8 +1,8 @@
 """nst_keras: neural style transfer (Gatys, Ecker, Bethge 2015) with Keras 3.
 
 The defaults reproduce the keras.io "Neural style transfer" tutorial.
-``import nst_keras`` does not start TensorFlow; ``stylize`` and ``Result``
-load it on first use.
+``import nst_keras`` does not start TensorFlow; ``stylize``, ``Result`` and
+``load_network`` load it on first use.
 """
 
 from nst_keras.engine.imaging import load_image
@@ -21,6 +21,10 @@ def __getattr__(name):
         from nst_keras.engine import pipeline  # late: the engine imports TensorFlow
 
         return pipeline.Result
+    if name == "load_network":
+        from nst_keras.engine import network  # late: the engine imports TensorFlow
+
+        return network.load_network
     raise AttributeError(f"module 'nst_keras' has no attribute {name!r}")
 
 
@@ -31,6 +35,7 @@ __all__ = [
     "Result",
     "UserError",
     "deprocess_image",
+    "load_network",
     "load_image",
     "preprocess_image",
     "stylize",

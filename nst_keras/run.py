@@ -7,21 +7,31 @@ given after ``--preset`` or ``--flagfile`` overrides the file's value.
 Exit status: 0 finished; 1 stopped on a NaN/Inf loss (last finite image
 kept); 2 bad input or settings (nothing written); 130 interrupted (image and
 checkpoint saved when the loop had started).
+
+``--network=painting.keras`` (from ``python -m nst_keras.train``) stylises
+the content in one forward pass instead: ``<stem>_stylized.png`` in
+``--output_dir``, with ``--img_nrows`` and ``--preserve_colors``.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 
 from nst_keras import cli, settings
 from nst_keras.engine import imaging  # TensorFlow-free: pictures are checked before it starts
-from nst_keras.errors import Interrupted
+from nst_keras.errors import Interrupted, UserError
 
 
 def _check_pictures(config: settings.Config) -> None:
     """A local picture that is missing is refused before TensorFlow starts (the
     one-line error comes in a fraction of a second, not after the import)."""
     sources = [config.content_image, *settings.style_sources(config.style_image)]
+    if config.network is not None:
+        sources = [config.content_image]
+        if not os.path.isfile(config.network):
+            raise UserError(f"--network={config.network} does not exist; give a .keras file "
+                            "that python -m nst_keras.train wrote")
     for source in sources:
         if isinstance(source, str) and not imaging.is_url(source):
             imaging.fetch(source)  # a local path: only checked
@@ -31,6 +41,10 @@ def _run(config: settings.Config) -> list:
     """Runs the style transfer or experiment; returns the files written."""
     _check_pictures(config)
     cli.import_tensorflow_quietly()
+    if config.network is not None:
+        from nst_keras.output import networks  # late: after the quiet TensorFlow import
+
+        return networks.stylize_file(config)
     if config.experiment != "none":
         from nst_keras import experiments  # late: after the quiet TensorFlow import
 

@@ -159,6 +159,10 @@ class Config:
         None, "Content photo: a path or an http(s) URL (fetched into the Keras cache).", frames=False)
     style_image: Optional[Union[ImageSource, Sequence[ImageSource]]] = _inputs(
         None, "Style picture: a path or an http(s) URL; several separated by commas.")
+    network: Optional[str] = _inputs(
+        None, "A trained style network (a .keras file from python -m nst_keras.train): the "
+        "content is stylised in one pass instead of optimised (no --style_image needed); "
+        "writes <content stem>_stylized.png.")
     img_nrows: int = _inputs(
         400, "Output height; the width is int(width * img_nrows / height) of the content.", flag="integer",
         check=fields.positive_int)
@@ -431,6 +435,15 @@ def _check_inputs(config: Config) -> None:
     """The images the run needs (an experiment may not need both)."""
     if config.content_image is None and config.experiment != "reconstruct_style":
         raise UserError("no content image given; set --content_image=PATH_OR_URL")
+    if config.network is not None:
+        if config.experiment != "none":
+            raise UserError("--network stylises in one pass; --experiment needs the "
+                            "optimisation: leave one of them out")
+        if config.preserve_colors == "histogram":
+            raise UserError("--preserve_colors=histogram recolours the painting before "
+                            "optimising; a trained network's painting is fixed: use "
+                            "--preserve_colors=luminance or none")
+        return
     if config.style_image is None and config.experiment != "reconstruct_content":
         raise UserError("no style image given; set --style_image=PATH_OR_URL")
     if config.experiment in ("reconstruct_content", "reconstruct_style") and \

@@ -24,6 +24,11 @@ as photos).
 workers all see ``--output_dir`` (``nst_keras.pool``).  Without either,
 everything runs in this process and Ray is not needed.
 
+``--network=painting.keras`` (from ``python -m nst_keras.train``) needs no
+``--style_image``: every content goes through the network once, to
+``--output_dir/<content-stem>_stylized.png`` (the network is loaded once
+per worker; an existing picture is skipped).
+
 Exit status: 0 every item finished (or was already); 1 some items failed;
 2 bad flags or inputs (nothing written); 130 interrupted (finished items
 kept, the running one checkpointed).
@@ -132,6 +137,16 @@ def _stem(source: str) -> str:
     return os.path.splitext(os.path.basename(path))[0] or "image"
 
 
+def network_items(contents: Sources, network: str) -> List[Item]:
+    """With ``--network``: one item per content, named ``<content-stem>`` (made unique)."""
+    items, seen = [], collections.Counter()
+    for c in expand(contents, "content_image"):
+        name = _stem(c)
+        seen[name] += 1
+        items.append(Item(name if seen[name] == 1 else f"{name}_{seen[name]}", c, network))
+    return items
+
+
 def make_items(contents: Sources, styles: Sources, pairing: str = "product") -> List[Item]:
     """The batch's items, named ``<content-stem>__<style-stem>`` (made unique)."""
     if pairing not in constants.PAIRINGS:
@@ -205,11 +220,46 @@ def _stylize(config, cache, record: Dict, callbacks: Sequence = ()) -> None:
         record.update(status="failed", reason=f"{type(e).__name__}: {text[0] if text else ''}")
 
 
+def network_result(out_dir: str, item: Item) -> str:
+    """Where a ``--network`` item's picture goes: ``<output_dir>/<item>_stylized.png``."""
+    return os.path.join(out_dir, f"{item.name}_stylized.png")
+
+
+def _run_network_item(config: settings.Config, item: Item, out_dir: str, cache,
+                      record: Dict) -> None:
+    """One content through the trained network (loaded once per worker)."""
+    from nst_keras.output import files, networks  # late: TensorFlow starts with the first item
+
+    path = network_result(out_dir, item)
+    if os.path.exists(path):
+        record.update(status="skipped", steps=0)
+        return
+    try:
+        def load():
+            return networks.open_network(config.network, config.precision)
+
+        key = ("network", os.path.abspath(config.network), config.precision)
+        network = cache.extractor(key, load) if cache is not None else load()
+        picture = networks.picture(network, item.content, config.img_nrows,
+                                   config.interpolation, config.preserve_colors)
+        os.makedirs(out_dir, exist_ok=True)
+        files.save_image(path, picture)
+        record.update(status="finished", steps=0, output=path)
+    except UserError as e:
+        record.update(status="failed", reason=str(e).splitlines()[0])
+    except Exception as e:  # noqa: BLE001 - one broken item must not stop the batch
+        text = str(e).strip().splitlines()
+        record.update(status="failed", reason=f"{type(e).__name__}: {text[0] if text else ''}")
+
+
 def run_item(config: settings.Config, item: Item, out_dir: str, cache=None,
              worker: Optional[str] = None, callbacks: Sequence = ()) -> Dict:
     """Runs (or skips, or resumes) one item; returns its ``batch.jsonl`` record."""
     started = time.perf_counter()
     record = _new_record(item, worker)
+    if config.network is not None:
+        _run_network_item(config, item, out_dir, cache, record)
+        return _completed(record, out_dir, started)
     item_cfg, resumed_from = item_config(config, item, out_dir)
     if item_cfg is None:
         record.update(status="skipped", steps=resumed_from)
@@ -368,10 +418,17 @@ class Batch:
                             "again to resume its items")
         self.options = options = fields.validate_fields(options)
         _check_output_dir(config.output_dir)
-        self.items = make_items(contents, styles, options.pairing)
+        if config.network is not None:
+            if not os.path.isfile(config.network):
+                raise UserError(f"--network={config.network} does not exist; give a .keras "
+                                "file that python -m nst_keras.train wrote")
+            self.items = network_items(contents, config.network)
+        else:
+            self.items = make_items(contents, styles, options.pairing)
         first = self.items[0]
-        self.config = settings.validate(config.replace(content_image=first.content,
-                                                       style_image=first.style))
+        self.config = settings.validate(config.replace(
+            content_image=first.content,
+            style_image=first.style if config.network is None else None))
         if isinstance(self.config.tile_size, int) and self.config.tile_size > 0:
             from nst_keras.engine import build  # late: TensorFlow only for a tiled batch
             build.check(self.config)  # terms that cannot be tiled, before any item

@@ -12,8 +12,8 @@ changes that became standard):
   artifacts, Odena et al. 2016);
 * ``c9s1-3``: 9x9 convolution to RGB, ``127.5 * (tanh + 1)``.
 
-Every convolution but the last is followed by instance normalisation (a
-``GroupNormalization`` with one group per channel) and a ReLU; every one is
+Every convolution but the last is followed by instance normalisation
+(``InstanceNormalization``) and a ReLU; every one is
 preceded by reflection padding (no dark borders).  ``width`` multiplies
 every channel count.
 
@@ -33,6 +33,26 @@ NAME = "nst_keras_style_network"
 _MULTIPLE = 4  # two stride-2 convolutions
 
 
+def _keep_channels(y, x):
+    """``y`` with ``x``'s static channel count restated (a padding of computed
+    size loses it in TensorFlow Lite's converter, whose convolutions need it)."""
+    shape = tf.shape(y)
+    return tf.reshape(y, tf.stack([shape[0], shape[1], shape[2], int(x.shape[-1])]))
+
+
+@keras.saving.register_keras_serializable(package="nst_keras")
+class Upsample(keras.layers.Layer):
+    """Nearest-neighbour upsampling by 2 (each pixel becomes a 2x2 block)."""
+
+    def call(self, x):
+        shape = tf.shape(x)
+        return tf.image.resize(x, tf.stack([2 * shape[1], 2 * shape[2]]), method="nearest")
+
+    def compute_output_shape(self, shape):
+        grow = lambda n: None if n is None else 2 * n  # noqa: E731
+        return (shape[0], grow(shape[1]), grow(shape[2]), shape[3])
+
+
 @keras.saving.register_keras_serializable(package="nst_keras")
 class ReflectionPad(keras.layers.Layer):
     """Pads rows and columns by ``pad`` pixels, mirroring the picture's edge."""
@@ -43,7 +63,7 @@ class ReflectionPad(keras.layers.Layer):
 
     def call(self, x):
         p = self.pad
-        return tf.pad(x, [[0, 0], [p, p], [p, p], [0, 0]], mode="REFLECT")
+        return _keep_channels(tf.pad(x, [[0, 0], [p, p], [p, p], [0, 0]], mode="REFLECT"), x)
 
     def compute_output_shape(self, shape):
         grow = lambda n: None if n is None else n + 2 * self.pad  # noqa: E731
@@ -66,8 +86,8 @@ class PadToMultiple(keras.layers.Layer):
         shape = tf.shape(x)
         rows = (-shape[1]) % self.multiple
         cols = (-shape[2]) % self.multiple
-        x = tf.pad(x, [[0, 0], [0, rows], [0, cols], [0, 0]], mode="REFLECT")
-        return x / 127.5 - 1.0
+        y = tf.pad(x, [[0, 0], [0, rows], [0, cols], [0, 0]], mode="REFLECT")
+        return _keep_channels(y, x) / 127.5 - 1.0
 
     def compute_output_shape(self, shape):
         return shape
@@ -88,6 +108,36 @@ class CropLike(keras.layers.Layer):
         return (x_shape[0], reference_shape[1], reference_shape[2], x_shape[3])
 
 
+@keras.saving.register_keras_serializable(package="nst_keras")
+class InstanceNormalization(keras.layers.Layer):
+    """Ulyanov et al.'s instance normalisation: each picture's channel scaled to
+    mean 0 and variance 1 over its positions, then ``gamma * x + beta`` per
+    channel.  The statistics are computed in float32 whatever the layer's
+    compute dtype."""
+
+    def __init__(self, epsilon: float = 1e-5, **kwargs):
+        super().__init__(**kwargs)
+        self.epsilon = float(epsilon)
+
+    def build(self, shape):
+        channels = int(shape[-1])
+        self.gamma = self.add_weight(name="gamma", shape=(channels,), initializer="ones")
+        self.beta = self.add_weight(name="beta", shape=(channels,), initializer="zeros")
+
+    def call(self, x):
+        x32 = tf.cast(x, tf.float32)
+        mean, variance = tf.nn.moments(x32, axes=[1, 2], keepdims=True)
+        y = (x32 - mean) * tf.math.rsqrt(variance + self.epsilon)
+        y = y * tf.cast(self.gamma, tf.float32) + tf.cast(self.beta, tf.float32)
+        return tf.cast(y, x.dtype)
+
+    def compute_output_shape(self, shape):
+        return shape
+
+    def get_config(self):
+        return {**super().get_config(), "epsilon": self.epsilon}
+
+
 def _channels(count: int, width: float) -> int:
     return max(1, int(round(count * width)))
 
@@ -95,14 +145,12 @@ def _channels(count: int, width: float) -> int:
 def _conv(x, channels: int, kernel: int, stride: int, name: str, dtype, norm: bool = True,
           relu: bool = True, upsample: bool = False):
     if upsample:
-        x = keras.layers.UpSampling2D(2, interpolation="nearest", name=f"{name}_up",
-                                      dtype=dtype)(x)
+        x = Upsample(name=f"{name}_up", dtype=dtype)(x)
     x = ReflectionPad(kernel // 2, name=f"{name}_pad", dtype=dtype)(x)
     x = keras.layers.Conv2D(channels, kernel, strides=stride, padding="valid",
                             name=f"{name}_conv", dtype=dtype)(x)
     if norm:
-        x = keras.layers.GroupNormalization(groups=-1, epsilon=1e-5, name=f"{name}_norm",
-                                            dtype=dtype)(x)
+        x = InstanceNormalization(name=f"{name}_norm", dtype=dtype)(x)
     if relu:
         x = keras.layers.ReLU(name=f"{name}_relu", dtype=dtype)(x)
     return x
@@ -143,7 +191,93 @@ def is_style_network(model) -> bool:
             and tuple(inputs[0].shape)[-1] == 3 and tuple(outputs[0].shape)[-1] == 3)
 
 
+def with_precision(model, precision: str = "float32"):
+    """A copy of the style network ``model`` computing under the Keras dtype policy
+    ``precision`` (same weights; the output stays float32).  Files are saved in
+    float32, so they run anywhere; a machine with fast bfloat16 copies them
+    to ``mixed_bfloat16`` for speed."""
+    config = model.get_config()
+    for layer in config["layers"]:
+        if layer["class_name"] != "InputLayer" and layer["config"].get("name") not in _FLOAT32:
+            layer["config"]["dtype"] = precision
+    copy = keras.Model.from_config(config)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+_FLOAT32 = ("out_tanh", "to_pixels", "crop")  # always float32 (build_network)
+
+
 def compiled_forward(model, jit_compile: bool = False):
     """``model`` as a compiled function of any batch and size (one trace per shape)."""
     return tf.function(lambda x: model(x, training=False), jit_compile=jit_compile,
                        reduce_retracing=True, autograph=False)
+
+
+class StyleNetwork:
+    """A trained style network as a function of pictures (``load_network``).
+
+    ``network(picture)``: ``uint8`` RGB ``(rows, cols, 3)`` -> ``uint8`` RGB of
+    the same size; ``(n, rows, cols, 3)`` -> ``(n, rows, cols, 3)``.  Floats in
+    0..255 are accepted too.  ``model`` is the Keras model (float32 0..255 in
+    and out), ``path`` the file it came from.
+    """
+
+    def __init__(self, model, path: Optional[str] = None):
+        self.model, self.path = model, path
+        self._forward = compiled_forward(model)
+
+    def __call__(self, pictures, batch_size: int = 4):
+        import numpy as np  # late: as the module's other imports
+
+        array = np.asarray(pictures)
+        single = array.ndim == 3
+        if single:
+            array = array[None]
+        if array.ndim != 4 or array.shape[-1] != 3:
+            raise ValueError(f"expected RGB pictures (rows, cols, 3) or (n, rows, cols, 3), "
+                             f"got shape {array.shape}")
+        out = []
+        for i in range(0, len(array), max(1, int(batch_size))):
+            y = self._forward(tf.constant(array[i:i + batch_size], tf.float32))
+            out.append(np.clip(np.round(np.asarray(y)), 0, 255).astype(np.uint8))
+        result = np.concatenate(out, 0)
+        return result[0] if single else result
+
+
+def load_network(path: str, precision: str = "float32") -> StyleNetwork:
+    """The style network saved at ``path`` (by ``nst_keras.train``), ready to call.
+
+    ``precision``: ``float32``, ``mixed_bfloat16``, ``mixed_float16`` or
+    ``auto`` (what ``--precision=auto`` picks for the optimisation on this
+    machine, ``hardware.resolve_precision``: bfloat16 only where it is native
+    and measured faster).
+
+    Raises ``UserError`` in one line for a missing file or one that is not
+    such a network.
+    """
+    import os
+
+    from nst_keras.errors import UserError
+
+    if not os.path.isfile(str(path)):
+        raise UserError(f"--network={path} does not exist; give a .keras file that "
+                        "python -m nst_keras.train wrote")
+    try:
+        model = keras.saving.load_model(path, compile=False, safe_mode=True)
+    except Exception as e:  # noqa: BLE001  any file Keras cannot read is the user's to fix
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first.split(". ")[0][:120]
+        raise UserError(f"--network={path} is not a Keras model file ({first}); give a "
+                        ".keras file that python -m nst_keras.train wrote") from None
+    if not is_style_network(model):
+        raise UserError(f"--network={path} is a Keras model but not a style network "
+                        f"(named {getattr(model, 'name', '?')!r}); give a .keras file that "
+                        "python -m nst_keras.train wrote")
+    if precision == "auto":
+        from nst_keras.engine import hardware  # late: only for auto
+
+        precision, _ = hardware.resolve_precision("auto")
+    if precision != "float32":
+        model = with_precision(model, precision)
+    return StyleNetwork(model, str(path))

@@ -1,0 +1,76 @@
+"""``--network``: a photo through a trained style network, written as a file.
+
+``stylize_file(config)`` opens ``config.content_image``, resizes it to
+``--img_nrows`` rows (the width keeps its aspect, as in a run), passes it
+through the network of ``config.network`` once, puts the photo's colours
+back with ``--preserve_colors=luminance``, and writes
+``<output_dir>/<content stem>_stylized.png`` atomically (``--overwrite`` to
+replace it).  ``picture`` is the in-memory part.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import List, Optional
+
+import numpy as np
+
+from nst_keras import settings
+from nst_keras.engine import imaging
+from nst_keras.errors import UserError
+from nst_keras.output import files
+
+def picture(network, content, rows: int, interpolation: str = "nearest",
+            preserve_colors: str = "none") -> np.ndarray:
+    """``uint8 (rows, cols, 3)``: ``content`` (path, URL, PIL or array) resized and
+    stylised by ``network`` (``engine.network.StyleNetwork``)."""
+    opened = imaging.open_picture(content)
+    size = imaging.target_size(*opened.size, rows)
+    photo = imaging.load_image(opened, size, interpolation)
+    out = network(np.asarray(photo, np.float32))
+    if preserve_colors == "luminance":
+        out = np.clip(np.round(imaging.restore_chroma(out, photo)), 0, 255).astype(np.uint8)
+    return out
+
+
+def output_path(config: settings.Config, content=None) -> str:
+    """``<output_dir>/<result prefix>.png`` (``settings.result_prefix``: by default
+    ``<content stem>_stylized``)."""
+    if content is not None:
+        config = config.replace(content_image=content)
+    return os.path.join(config.output_dir or ".", settings.result_prefix(config) + ".png")
+
+
+def check_output(path: str, overwrite: bool) -> None:
+    if os.path.exists(path) and not overwrite:
+        raise UserError(f"{path} already exists; pass --overwrite to replace it or choose "
+                        "another --output_dir")
+
+
+def stylize_file(config: settings.Config, network=None, content=None,
+                 log=print) -> List[str]:
+    """Writes the network's picture of the content; returns ``[path]``.
+
+    ``network``: an already loaded ``StyleNetwork`` (a batch loads it once).
+    """
+    config = settings.validate(config)
+    content = config.content_image if content is None else content
+    path = output_path(config, content)
+    check_output(path, config.overwrite)
+    if network is None:
+        from nst_keras.engine import network as netlib  # late: starts TensorFlow
+
+        network = netlib.load_network(config.network, config.precision)
+    result = picture(network, content, config.img_nrows, config.interpolation,
+                     config.preserve_colors)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    files.save_image(path, result)
+    log(f"stylised {imaging.describe(content)} with {config.network} "
+        f"({result.shape[0]}x{result.shape[1]})")
+    return [path]
+
+
+def open_network(path: Optional[str], precision: str = "float32"):
+    from nst_keras.engine import network as netlib  # late: starts TensorFlow
+
+    return netlib.load_network(path, precision)

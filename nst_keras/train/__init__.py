@@ -1,0 +1,423 @@
+"""Train a style network for one painting: ``python -m nst_keras.train
+--style_image=painting.jpg --photos=DIR --output=painting.keras --output_dir=RUN``.
+
+Johnson, Alahi & Fei-Fei (2016): a feed-forward network
+(``engine.network``) learns, from a folder of photos, to give in one pass
+the picture the run command's optimisation would (``engine.training``: the
+same loss terms, evaluated on batches).  Every objective flag of
+``nst_keras.run`` applies (``options.CONFIG_FIELDS``), with its presets:
+``--preset=network_fast`` trains a small network on a CPU in minutes,
+``--preset=network_johnson`` is the published recipe (a GPU's hours).
+
+The run folder (``--output_dir``) holds ``run.json`` (settings, photos
+used and skipped, device, status), ``metrics.jsonl`` (one line every
+``--log_every`` steps), ``loss.png``, ``checkpoint.npz`` (the network, the
+optimiser's state and the step: the batches are a function of the seed and
+the step, so ``--resume=RUN`` continues exactly) and ``preview.png`` (a few
+fixed photos over the network's pictures of them).  ``--output`` is written
+atomically at every checkpoint and at the end.  Ctrl-C saves the checkpoint
+and the network first.
+
+Exit status: 0 trained; 1 the loss became NaN/Inf (the last checkpoint is
+kept); 2 bad input or settings (nothing written); 130 interrupted
+(checkpoint and network saved).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import math
+import os
+import signal
+import time
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from nst_keras import fields, settings
+from nst_keras.engine import imaging
+from nst_keras.errors import Interrupted, NonFiniteLoss, UserError
+from nst_keras.train import data
+from nst_keras.train.options import CONFIG_FIELDS, TrainOptions
+
+CHECKPOINT = "checkpoint.npz"
+PREVIEW = "preview.png"
+PREVIEWS = 4  # photos on the preview sheet
+
+
+# --------------------------------------------------------------------------
+# Settings
+
+
+def training_config(config: settings.Config, options: TrainOptions) -> settings.Config:
+    """The ``Config`` the terms are built from: ``config``'s objective fields, the
+    photos as content, the crop size as the output's, Adam; validated."""
+    if config.style_masks is not None:
+        raise UserError("--style_masks: a network is trained for one style over the whole "
+                        "picture; leave --style_masks out")
+    if config.tile_size not in (0, None):
+        raise UserError(f"--tile_size={config.tile_size}: training crops are small and never "
+                        "tiled; leave --tile_size out (or set it to 0)")
+    kept = {name: getattr(config, name) for name in CONFIG_FIELDS}
+    kept.update(devices=None, distribute="mirrored", tile_size=0)
+    built = settings.Config(**kept, content_image=options.photos, img_nrows=options.image_size,
+                            optimizer="adam", learning_rate=options.learning_rate,
+                            iterations=options.steps, log_every=options.log_every)
+    return settings.validate(built)
+
+
+def saved_settings(config: settings.Config, options: TrainOptions) -> Dict:
+    """The settings as ``run.json`` keeps them (what ``--resume`` compares)."""
+    cfg = settings.to_dict(config)
+    return {"train": dataclasses.asdict(options),
+            "config": {name: cfg[name] for name in CONFIG_FIELDS}}
+
+
+def _same(a, b) -> bool:
+    norm = lambda v: [norm(x) for x in v] if isinstance(v, (list, tuple)) else v  # noqa: E731
+    return norm(a) == norm(b)
+
+
+def check_resume(stored: Dict, config: settings.Config, options: TrainOptions) -> None:
+    """A ``UserError`` naming the first setting that changes the result and differs
+    from the run's (``--steps``, ``--output`` and the logging may change)."""
+    now = saved_settings(config, options)
+    for name, field in fields.fields_of(TrainOptions).items():
+        if field.metadata["result"] and not _same(stored["train"].get(name),
+                                                  now["train"][name]):
+            _refuse_change(name, stored["train"].get(name), now["train"][name])
+    for name in CONFIG_FIELDS:
+        if name in ("devices", "distribute", "precision", "jit_compile"):
+            continue  # where and how it computes; the network is the same
+        if not _same(stored["config"].get(name), now["config"][name]):
+            _refuse_change(name, stored["config"].get(name), now["config"][name])
+
+
+def _refuse_change(name, was, now) -> None:
+    raise UserError(f"--{name}={fields.show_value(now)} differs from the run's "
+                    f"--{name}={fields.show_value(was)}; --resume continues the same "
+                    "training, so leave it as it was (or start a new --output_dir)")
+
+
+# --------------------------------------------------------------------------
+# The run folder
+
+
+def _write_npz(path: str, arrays: Dict[str, np.ndarray]) -> None:
+    from nst_keras.output.files import atomic_write_bytes  # the file layer
+
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def read_checkpoint(run_dir: str):
+    """``(step, state arrays)`` of the run folder's checkpoint; ``UserError`` if none."""
+    path = os.path.join(run_dir, CHECKPOINT)
+    try:
+        with np.load(path) as f:
+            arrays = {k: f[k] for k in f.files}
+    except (OSError, ValueError) as e:
+        raise UserError(f"--resume={run_dir}: no readable {CHECKPOINT} there ({e}); give a "
+                        "training run folder") from None
+    step = int(arrays.pop("step"))
+    return step, arrays
+
+
+def save_network(network, path: str) -> None:
+    """``network`` as a ``.keras`` file in float32 (``engine.network.with_precision``),
+    written through a temporary file and a rename."""
+    from nst_keras.engine.network import with_precision  # late: starts TensorFlow
+
+    if network.layers[1].dtype_policy.name != "float32":
+        network = with_precision(network, "float32")
+    directory = os.path.dirname(os.path.abspath(path))
+    tmp = os.path.join(directory, f".{os.path.basename(path)[:-len('.keras')]}.partial.keras")
+    try:
+        network.save(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def preview_sheet(photos: np.ndarray, pictures: np.ndarray) -> np.ndarray:
+    """The photos in a row over the network's pictures of them, ``uint8``."""
+    return np.concatenate([np.concatenate(list(photos), 1), np.concatenate(list(pictures), 1)],
+                          0)
+
+
+def check_outputs(options: TrainOptions) -> None:
+    """Refuses, before anything is written, to overwrite another run or network."""
+    from nst_keras.output import rundir  # the file layer's checks
+
+    run_dir = options.output_dir
+    rundir.check_writable(run_dir)
+    parent = os.path.dirname(os.path.abspath(options.output)) or "."
+    if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
+        raise UserError(f"--output={options.output}: {parent} is not a writable folder; "
+                        "choose another --output")
+    if options.resume or options.overwrite:
+        return
+    found = [n for n in ("run.json", CHECKPOINT) if os.path.exists(os.path.join(run_dir, n))]
+    if found:
+        raise UserError(f"--output_dir={run_dir} already holds a training run "
+                        f"({', '.join(found)}); pass --resume={run_dir} to continue it, "
+                        "--overwrite to replace it, or choose another --output_dir")
+    if os.path.exists(options.output):
+        raise UserError(f"--output={options.output} already exists; pass --overwrite to "
+                        "replace it or choose another --output")
+
+
+# --------------------------------------------------------------------------
+# Training
+
+
+class _Signals:
+    """Ctrl-C and SIGTERM set a flag the loop reads after its step."""
+
+    def __init__(self):
+        self.name: Optional[str] = None
+        self._old = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: no handlers
+                pass
+        return self
+
+    def _handle(self, signum, frame):  # noqa: ARG002
+        if self.name is not None:  # a second Ctrl-C stops at once
+            raise KeyboardInterrupt
+        self.name = signal.Signals(signum).name
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        return False
+
+
+def _eta(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def train(options: TrainOptions, config: Optional[settings.Config] = None, log=print) -> Dict:
+    """Trains a network for ``config.style_image`` on ``options.photos``.
+
+    Args:
+      options: the training's own settings (``TrainOptions``).
+      config: the objective (the ``options.CONFIG_FIELDS`` of a ``Config``;
+        ``Config()`` when not given: the keras.io tutorial's terms).
+      log: receives the progress lines.
+
+    Returns:
+      The final ``run.json`` as a dict.
+
+    Raises:
+      UserError: bad settings or inputs (nothing written).
+      NonFiniteLoss: the loss became NaN/Inf (the last checkpoint is kept).
+      Interrupted: SIGINT/SIGTERM stopped it after saving the checkpoint.
+    """
+    options = fields.validate_fields(options)
+    config = config if config is not None else settings.Config()
+    if options.resume:
+        stored = _read_run(options.resume)
+        options = dataclasses.replace(options, output_dir=options.resume)
+    if not options.output_dir:
+        raise UserError("no --output_dir given; name the run folder (e.g. --output_dir=runs/"
+                        "painting)")
+    built = training_config(config, options)
+    if options.resume:
+        check_resume(stored, config, options)
+    check_outputs(options)
+    for source in settings.style_sources(built.style_image):
+        if isinstance(source, str) and not imaging.is_url(source):
+            imaging.fetch(source)
+    files, skipped = data.find_photos(options.photos, options.batch_size)
+    start_step, state = (read_checkpoint(options.resume) if options.resume else (0, None))
+    if options.resume and start_step >= options.steps:
+        raise UserError(f"--resume={options.resume}: the run is already at step {start_step} of "
+                        f"--steps={options.steps}; raise --steps to train on")
+    from nst_keras.output import precision_cache  # late: the file layer starts TensorFlow
+
+    with precision_cache.used():
+        return _train(options, config, built, files, skipped, start_step, state, log)
+
+
+def _read_run(run_dir: str) -> Dict:
+    from nst_keras.output import manifest
+
+    stored = manifest.read_json(os.path.join(run_dir, "run.json")).get("settings")
+    if not stored or "train" not in stored:
+        raise UserError(f"--resume={run_dir}: no training run.json there; give the "
+                        "--output_dir of a training run")
+    return stored
+
+
+def _style_pictures(config: settings.Config, options: TrainOptions) -> List[np.ndarray]:
+    """The paintings, ``style_scale`` times the crop size tall, their own aspect kept."""
+    rows = max(32, int(round(options.image_size * float(config.style_scale))))
+    out = []
+    for source in settings.style_sources(config.style_image):
+        picture = imaging.open_picture(source)
+        size = imaging.target_size(*picture.size, rows)
+        out.append(imaging.load_image(picture, size, config.interpolation))
+    return out
+
+
+def _train(options, config, built, files, skipped, start_step, state, log) -> Dict:
+
+    from nst_keras.engine import build, hardware, network, pipeline, tiling, training, vgg
+    from nst_keras.engine.terms import Pictures
+    from nst_keras.output import files as filelib, manifest
+
+    threads = hardware.configure_threads()
+    strategy = tiling.make_strategy(config.devices, config.distribute)
+    if strategy is not None and options.batch_size % strategy.num_replicas_in_sync:
+        raise UserError(f"--batch_size={options.batch_size} does not split over the "
+                        f"{strategy.num_replicas_in_sync} devices of --devices; give a multiple")
+    precision, why = hardware.resolve_precision(built.precision, built.model)
+    resolved = built.replace(precision=precision)
+    backbone, weights = vgg.load_backbone(built.model, built.weights, built.seed)
+    extractor = pipeline.build_extractor(resolved, backbone, strategy)
+    photos = data.Photos(files, options.image_size, options.batch_size, built.seed, skipped)
+    previews = photos.previews(PREVIEWS)
+    styles = _style_pictures(built, options)
+    pictures = Pictures(vgg.preprocess_image(previews[0]),
+                        [vgg.preprocess_image(s) for s in styles])
+    objective = build.build_objective(resolved, extractor, pictures)
+    scope = strategy.scope() if strategy is not None else _null()
+    with scope:
+        net = network.build_network(options.network_width, precision, built.seed)
+        optimizer = training.make_optimizer(options.learning_rate, precision)
+    trainer = training.Trainer(net, training.BatchObjective(objective, extractor), optimizer,
+                               strategy, built.jit_compile)
+    if state is not None:
+        try:
+            trainer.load_state(state)
+        except ValueError as e:
+            raise UserError(f"--resume={options.resume}: {e}; start a new --output_dir") \
+                from None
+    run_dir = options.output_dir
+    os.makedirs(run_dir, exist_ok=True)
+    metrics_path = os.path.join(run_dir, manifest.METRICS)
+    history = [r for r in _read_lines(metrics_path) if r.get("iteration", 0) <= start_step] \
+        if state is not None else []
+    manifest.write_json_lines(metrics_path, history)
+    weights_of = {t.name: w for w, t in objective.items}
+    record = {
+        "command": "nst_keras.train", "status": "running", "started": manifest.now(),
+        "settings": saved_settings(config, options), "weights": weights,
+        "precision": precision, "precision_reason": why, "threads": threads,
+        "replicas": trainer.replicas, "device": manifest.device(),
+        "versions": manifest.versions(), "photos": {"folder": options.photos,
+                                                    "used": len(files),
+                                                    "skipped": len(skipped),
+                                                    "skipped_files": skipped[:20]},
+        "parameters": int(net.count_params()), "term_weights": weights_of,
+        "resumed_from": start_step if state is not None else None,
+        "step": start_step, "steps": options.steps, "output": options.output,
+    }
+    run_json = os.path.join(run_dir, manifest.RUN_JSON)
+    manifest.write_json(run_json, record)
+    forward = network.compiled_forward(net)
+    log(f"training a {options.network_width:g}-wide network ({record['parameters']:,} "
+        f"parameters) on {len(files)} photos ({len(skipped)} skipped), "
+        f"{options.image_size}px crops, batch {options.batch_size}, {precision}; "
+        f"steps {start_step + 1}..{options.steps}")
+
+    def save(step: int) -> List[str]:
+        arrays = trainer.state()
+        arrays["step"] = np.asarray(step, np.int64)
+        _write_npz(os.path.join(run_dir, CHECKPOINT), arrays)
+        save_network(net, options.output)
+        return [os.path.join(run_dir, CHECKPOINT), options.output]
+
+    def preview() -> None:
+        made = training.stylize_batch(forward, previews, batch=len(previews))
+        filelib.save_image(os.path.join(run_dir, PREVIEW), preview_sheet(previews, made))
+
+    def finish(status: str, step: int, message: str = "") -> Dict:
+        record.update(status=status, step=step, ended=manifest.now(), message=message,
+                      photos={**record["photos"], "failed_to_decode": len(photos.failed)})
+        if history:
+            record["final"] = history[-1]
+        manifest.write_json(run_json, record)
+        note = manifest.plot_losses(os.path.join(run_dir, manifest.LOSS_PLOT), history,
+                                    weights_of)
+        if note:
+            log(note)
+        return record
+
+    began, step = time.perf_counter(), start_step
+    last_saved = start_step
+    try:
+        with _Signals() as signals:
+            for batch in photos.dataset(start_step, options.steps).as_numpy_iterator():
+                values = trainer.step(step, batch)
+                step += 1
+                loss = values["loss"]
+                if not math.isfinite(loss):
+                    finish("non_finite", step, f"loss {loss} at step {step}")
+                    raise NonFiniteLoss(step, loss, last_saved if last_saved else None,
+                                        [options.output] if last_saved else [], precision)
+                if step % options.log_every == 0 or step == options.steps:
+                    elapsed = time.perf_counter() - began
+                    rate = (step - start_step) / max(elapsed, 1e-9)
+                    line = {"iteration": step, **{k: float(v) for k, v in values.items()},
+                            "elapsed_s": round(elapsed, 3),
+                            "images_per_s": round(rate * options.batch_size, 3)}
+                    history.append(line)
+                    manifest.append_json_line(metrics_path, line)
+                    log(f"step {step}/{options.steps}  loss {loss:.4g}  "
+                        f"{rate:.2f} steps/s  ETA {_eta((options.steps - step) / rate)}")
+                if step % options.checkpoint_every == 0 and step < options.steps:
+                    save(step)
+                    last_saved = step
+                    record["step"] = step
+                    manifest.write_json(run_json, record)
+                if options.preview_every and step % options.preview_every == 0:
+                    preview()
+                if signals.name is not None:
+                    paths = save(step)
+                    finish("interrupted", step, f"interrupted by {signals.name}")
+                    raise Interrupted(step, signals.name, paths, run_dir)
+    except KeyboardInterrupt:
+        finish("interrupted", step, "interrupted")
+        raise
+    save(step)
+    preview()
+    log(f"trained {step} steps in {time.perf_counter() - began:.0f} s; saved {options.output}")
+    return finish("finished", step)
+
+
+def _read_lines(path: str) -> List[Dict]:
+    import json
+
+    out = []
+    try:
+        with open(path) as f:
+            for line in f:
+                try:
+                    out.append(json.loads(line))
+                except ValueError:
+                    break
+    except OSError:
+        pass
+    return out
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+__all__ = ["TrainOptions", "train"]
