@@ -20,6 +20,8 @@ from typing import List, Sequence
 from nst_keras import constants, fields, settings
 from nst_keras.app.options import ServerOptions
 from nst_keras.batch.options import BatchOptions
+from nst_keras.export import ExportOptions
+from nst_keras.train.options import TrainOptions
 from nst_keras.errors import UserError
 from nst_keras.video.options import VideoOptions
 
@@ -60,6 +62,8 @@ DOC_TABLES = (
     ("video.md", "video-flags", VideoOptions),
     ("batch.md", "batch-flags", BatchOptions),
     ("app.md", "app-flags", ServerOptions),
+    ("networks.md", "train-flags", TrainOptions),
+    ("networks.md", "export-flags", ExportOptions),
 )
 # Other generated blocks: (file, marker, function returning the block).
 DOC_BLOCKS = (("guide.md", "environment", lambda: environment_table()),)  # defined below

@@ -182,5 +182,9 @@ def main(argv=None) -> int:
     return cli.exit_status(body, lambda e: "interrupted; nothing was written")
 
 
-if __name__ == "__main__":
+def console_main() -> None:
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    console_main()

@@ -21,7 +21,8 @@ from nst_keras.errors import UserError
 
 # The presets the README and docs/guide.md name.
 DOCUMENTED = {"default", "fast", "keep_colors", "two_styles", "high_res", "deprocess_offsets",
-              "reconstruct_content", "reconstruct_style", "tradeoff"}
+              "reconstruct_content", "reconstruct_style", "tradeoff", "network_fast",
+              "network_johnson"}
 
 
 def read_preset(name: str) -> dict:
@@ -136,7 +137,29 @@ def test_batch_and_video_flags_read_presets(content_path, style_path):
     cli.parse(["prog"], video.FLAGS)
 
 
-@pytest.mark.parametrize("name", sorted(DOCUMENTED))
+# The presets of python -m nst_keras.train (its flags besides the objective's).
+TRAINING = {"network_fast", "network_johnson"}
+
+
+@pytest.mark.parametrize("name", sorted(TRAINING))
+def test_the_training_presets_parse_into_valid_training_settings(name, style_path, tmp_path):
+    from nst_keras.train import __main__ as train_cli, training_config
+
+    cli.parse(["prog", f"--preset={name}", f"--style_image={style_path}",
+               f"--photos={tmp_path}", f"--output={tmp_path / 'n.keras'}"], train_cli.FLAGS)
+    config, options = train_cli.settings_from_flags(train_cli.FLAGS)
+    built = training_config(config, options)
+    assert (built.loss_normalization, built.style_weight, built.color_weight,
+            built.pooling, built.precision) == ("gap_total", 200.0, 50.0, "avg", "auto")
+    want = {"network_fast": (128, 0.5, 1000), "network_johnson": (256, 1.0, 40000)}[name]
+    assert (options.image_size, options.network_width, options.steps) == want
+    assert options.batch_size == 4 and options.learning_rate == 1e-3
+    with pytest.raises(UserError, match="Unknown command line flag 'image_size'"):
+        cli.parse(["prog", f"--preset={name}"])  # not a preset of the run command
+    cli.parse(["prog"], train_cli.FLAGS)
+
+
+@pytest.mark.parametrize("name", sorted(DOCUMENTED - TRAINING))
 def test_every_preset_parses_into_a_valid_config(name, content_path, style_path):
     styles = [style_path] * (2 if name == "two_styles" else 1)  # two_styles blends two
     images = (f"--content_image={content_path}", f"--style_image={','.join(styles)}")

@@ -133,6 +133,7 @@ def save_network(network, path: str) -> None:
     if network.layers[1].dtype_policy.name != "float32":
         network = with_precision(network, "float32")
     directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
     tmp = os.path.join(directory, f".{os.path.basename(path)[:-len('.keras')]}.partial.keras")
     try:
         network.save(tmp)
@@ -155,10 +156,14 @@ def check_outputs(options: TrainOptions) -> None:
 
     run_dir = options.output_dir
     rundir.check_writable(run_dir)
-    parent = os.path.dirname(os.path.abspath(options.output)) or "."
-    if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
+    parent = os.path.dirname(os.path.abspath(options.output))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
         raise UserError(f"--output={options.output}: {parent} is not a writable folder; "
                         "choose another --output")
+    if os.path.isdir(options.output):
+        raise UserError(f"--output={options.output} is a folder; name the .keras file")
     if options.resume or options.overwrite:
         return
     found = [n for n in ("run.json", CHECKPOINT) if os.path.exists(os.path.join(run_dir, n))]

@@ -60,5 +60,9 @@ def main(argv=None) -> int:
     return cli.exit_status(body, interrupted)
 
 
-if __name__ == "__main__":
+def console_main() -> None:
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    console_main()

@@ -1,0 +1,432 @@
+"""Training style networks (``nst_keras.train``), using them (``--network``,
+``load_network``, batches) and exporting them (``nst_keras.export``), with tiny
+networks, random VGG weights and small pictures made here."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import REPO, make_picture
+from nst_keras import settings
+from nst_keras.errors import Interrupted, UserError
+
+SHALLOW = dict(weights="random", seed=3, content_layers=("block2_conv2",),
+               style_layers=("block1_conv1", "block2_conv1"), precision="float32")
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    """Six photos (one in a sub-folder, one WebP) and a damaged file."""
+    d = tmp_path_factory.mktemp("photos")
+    (d / "sub").mkdir()
+    for i in range(5):
+        Image.fromarray(make_picture(40 + 4 * i, 52, i)).save(d / f"p{i}.png")
+    Image.fromarray(make_picture(44, 60, 7)).save(d / "sub" / "deep.webp")
+    (d / "broken.jpg").write_bytes(b"not a picture")
+    (d / "notes.txt").write_text("not a photo")
+    return d
+
+
+@pytest.fixture(scope="module")
+def painting(tmp_path_factory):
+    path = tmp_path_factory.mktemp("painting") / "painting.png"
+    Image.fromarray(make_picture(36, 44, 9)).save(path)
+    return str(path)
+
+
+def options(photos, out, **changes):
+    from nst_keras.train import TrainOptions
+
+    values = dict(photos=str(photos), output=str(out / "net.keras"),
+                  output_dir=str(out / "run"), steps=4, image_size=32, batch_size=2,
+                  network_width=0.125, learning_rate=2e-3, log_every=1,
+                  checkpoint_every=100, preview_every=0)
+    values.update(changes)
+    return TrainOptions(**values)
+
+
+def config(painting, **changes):
+    return settings.Config(style_image=painting, **{**SHALLOW, **changes})
+
+
+def quiet(line):
+    pass
+
+
+# -- data --------------------------------------------------------------------------
+
+
+def test_the_photos_are_found_recursively_and_damaged_ones_skipped(photos):
+    from nst_keras.train import data
+
+    good, bad = data.find_photos(str(photos), 2)
+    assert sorted(os.path.basename(p) for p in good) == [
+        "deep.webp", "p0.png", "p1.png", "p2.png", "p3.png", "p4.png"]
+    assert [os.path.basename(p) for p in bad] == ["broken.jpg"]
+    with pytest.raises(UserError, match=r"holds 6 readable photo\(s\) \(1 unreadable"):
+        data.find_photos(str(photos), 7)
+
+
+def test_each_steps_batch_is_a_function_of_the_seed_and_the_step(photos):
+    from nst_keras.train import data
+
+    good, _ = data.find_photos(str(photos), 2)
+    a, b = data.Photos(good, 32, 2, seed=1), data.Photos(good, 32, 2, seed=1)
+    assert a.batch(5).shape == (2, 32, 32, 3) and a.batch(5).dtype == np.uint8
+    assert np.array_equal(a.batch(5), b.batch(5))  # a fresh reader (a resumed run) agrees
+    assert not np.array_equal(a.batch(5), a.batch(6))
+    assert not np.array_equal(a.batch(5), data.Photos(good, 32, 2, seed=2).batch(5))
+    # Every photo is seen once per epoch (3 steps of 2 photos for 6 photos).
+    firsts = {tuple(a.photo(i)[0, 0]) for i in range(6)}
+    assert len(firsts) == 6
+    streamed = list(a.dataset(4, 7).as_numpy_iterator())
+    assert len(streamed) == 3 and all(np.array_equal(x, a.batch(4 + i))
+                                      for i, x in enumerate(streamed))
+
+
+# -- the loss on a batch --------------------------------------------------------------
+
+
+def test_the_batch_loss_is_the_mean_of_each_photos_own_objective(backbone):
+    """The content term of each picture compares it with its own photo; every term is
+    the run command's (keras_io normalisation: no factor depends on a photo)."""
+    import tensorflow as tf
+
+    from conftest import objective_of
+    from nst_keras.engine import training, vgg
+
+    extractor = vgg.build_extractor(backbone, ["block2_conv2", "block1_conv1", "block2_conv1"])
+    photos = np.stack([make_picture(32, 32, 1), make_picture(32, 32, 2)]).astype(np.float32)
+    outs = np.stack([make_picture(32, 32, 3), make_picture(32, 32, 4)]).astype(np.float32)
+    style = vgg.preprocess_image(make_picture(32, 40, 5))
+    kw = dict(content_layers=["block2_conv2"], style_layers=["block1_conv1", "block2_conv1"],
+              content_weight=1.0, style_weight=1e-2, total_variation_weight=1e-4)
+    batch = training.BatchObjective(
+        objective_of(extractor, vgg.preprocess_image(photos[0].astype(np.uint8)), [style], **kw),
+        extractor)
+    got = batch(tf.constant(photos), tf.constant(outs))
+    want = {}
+    for photo, out in zip(photos, outs):
+        single = objective_of(extractor, vgg.preprocess_image(photo.astype(np.uint8)), [style],
+                              **kw)
+        values = single.terms(tf.constant(vgg.preprocess_image(out.astype(np.uint8))))
+        for k in ("loss", "content_loss", "style_loss", "tv_loss"):
+            want[k] = want.get(k, 0.0) + float(values[k]) / 2
+    for k, v in want.items():
+        assert float(got[k]) == pytest.approx(v, rel=1e-4), k
+    assert float(got["content_loss"]) > 0
+
+
+def test_the_loss_falls_over_a_few_steps_on_a_fixed_batch(backbone, painting, tmp_path):
+    from nst_keras.engine import build, network, training, vgg
+    from nst_keras.engine.terms import Pictures
+    from nst_keras.train import training_config
+
+    cfg = training_config(config(painting, loss_normalization="gap_total", content_weight=1.0,
+                                 style_weight=10.0, total_variation_weight=0.1),
+                          options(tmp_path, tmp_path))
+    extractor = vgg.build_extractor(backbone, ["block2_conv2", "block1_conv1", "block2_conv1"])
+    photos = np.stack([make_picture(32, 32, i) for i in (1, 2)]).astype(np.float32)
+    objective = build.build_objective(cfg, extractor, Pictures(
+        vgg.preprocess_image(photos[0].astype(np.uint8)),
+        [vgg.preprocess_image(make_picture(36, 44, 9))]))
+    trainer = training.Trainer(network.build_network(0.125, seed=0),
+                               training.BatchObjective(objective, extractor),
+                               training.make_optimizer(5e-3, "float32"))
+    losses = [trainer.step(i, photos)["loss"] for i in range(12)]
+    assert all(np.isfinite(losses))
+    assert losses[-1] < 0.6 * losses[0], losses
+
+
+# -- the command: run folder, resume, interrupt -----------------------------------------
+
+
+def test_training_writes_the_run_folder_and_a_network_that_loads(photos, painting, tmp_path):
+    from nst_keras import load_network, train
+
+    record = train.train(options(photos, tmp_path, preview_every=2), config(painting), quiet)
+    run = tmp_path / "run"
+    assert record["status"] == "finished" and record["step"] == 4
+    on_disk = json.loads((run / "run.json").read_text())
+    assert on_disk["photos"]["used"] == 6 and on_disk["photos"]["skipped"] == 1
+    assert on_disk["settings"]["train"]["image_size"] == 32
+    lines = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [l["iteration"] for l in lines] == [1, 2, 3, 4]
+    assert all(l["loss"] > 0 and "style_loss" in l for l in lines)
+    assert (run / "loss.png").stat().st_size > 0
+    sheet = np.asarray(Image.open(run / "preview.png"))
+    assert sheet.shape == (64, 4 * 32, 3)  # four photos over their pictures
+    with np.load(run / "checkpoint.npz") as ckpt:
+        assert int(ckpt["step"]) == 4
+    net = load_network(str(tmp_path / "net.keras"))
+    photo = make_picture(30, 42, 3)
+    out = net(photo)
+    assert out.shape == (30, 42, 3) and out.dtype == np.uint8
+    both = net(np.stack([photo, make_picture(30, 42, 4)]))
+    assert both.shape == (2, 30, 42, 3) and np.abs(both[0].astype(int) - out).max() <= 1
+    assert not [n for n in os.listdir(tmp_path) if "partial" in n or n.startswith(".tmp")]
+
+
+def _weights(path):
+    from nst_keras.engine import network
+
+    return network.load_network(path).model.get_weights()
+
+
+def test_a_resumed_training_continues_exactly(photos, painting, tmp_path):
+    from nst_keras import train
+
+    straight = tmp_path / "straight"
+    train.train(options(photos, straight, steps=6), config(painting), quiet)
+    split = tmp_path / "split"
+    train.train(options(photos, split, steps=3), config(painting), quiet)
+    with pytest.raises(UserError, match="already holds a training run"):
+        train.train(options(photos, split, steps=6), config(painting), quiet)
+    with pytest.raises(UserError, match="--image_size=48 differs"):
+        train.train(options(photos, split, steps=6, image_size=48,
+                            resume=str(split / "run")), config(painting), quiet)
+    train.train(options(photos, split, steps=6, resume=str(split / "run")), config(painting),
+                quiet)
+    a, b = _weights(str(straight / "net.keras")), _weights(str(split / "net.keras"))
+    assert max(float(np.abs(x - y).max()) for x, y in zip(a, b)) < 1e-5
+    first = [json.loads(l) for l in (straight / "run" / "metrics.jsonl").read_text().splitlines()]
+    second = [json.loads(l) for l in (split / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in second] == [1, 2, 3, 4, 5, 6]
+    assert [r["loss"] for r in second] == pytest.approx([r["loss"] for r in first], rel=1e-5)
+    with pytest.raises(UserError, match="already at step 6"):
+        train.train(options(photos, split, steps=6, resume=str(split / "run")),
+                    config(painting), quiet)
+
+
+def test_ctrl_c_saves_the_checkpoint_and_the_network(photos, painting, tmp_path):
+    from nst_keras import train
+
+    def log(line):
+        if line.startswith("step 2/"):
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(Interrupted, match="--resume="):
+        train.train(options(photos, tmp_path, steps=8), config(painting), log)
+    run = tmp_path / "run"
+    assert json.loads((run / "run.json").read_text())["status"] == "interrupted"
+    with np.load(run / "checkpoint.npz") as ckpt:
+        assert int(ckpt["step"]) == 2
+    assert (tmp_path / "net.keras").exists()
+    record = train.train(options(photos, tmp_path, steps=8, resume=str(run)), config(painting),
+                         quiet)
+    assert record["status"] == "finished" and record["resumed_from"] == 2
+
+
+def _main(argv, capsys):
+    from nst_keras.train.__main__ import main
+
+    rc = main(["nst_keras.train", *argv])
+    return rc, capsys.readouterr().err.strip().splitlines()
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--batch_size=9"], "fewer than --batch_size=9"),
+    (["--style_masks=m.png"], "--style_masks: a network is trained for one style"),
+    (["--tile_size=512"], "--tile_size=512: training crops are small"),
+    (["--image_size=30"], "--image_size=30 must be a multiple of 4"),
+    (["--output=net.h5"], "--output=net.h5 must end in .keras"),
+    (["--style_loss=nope"], "--style_loss='nope' is not known"),
+])
+def test_bad_training_input_is_one_line_and_writes_nothing(photos, painting, tmp_path, capsys,
+                                                           extra, message):
+    out = tmp_path / "run"
+    argv = [f"--photos={photos}", f"--style_image={painting}", f"--output_dir={out}",
+            f"--output={tmp_path / 'net.keras'}", "--weights=random", "--image_size=32",
+            "--batch_size=2", *extra]
+    rc, err = _main(argv, capsys)
+    assert rc == 2 and len(err) == 1 and err[0].startswith("error: ") and message in err[0]
+    assert not out.exists() and not (tmp_path / "net.keras").exists()
+
+
+def test_missing_folders_and_files_are_one_line(painting, tmp_path, capsys):
+    rc, err = _main([f"--photos={tmp_path / 'none'}", f"--style_image={painting}",
+                     f"--output_dir={tmp_path / 'run'}", f"--output={tmp_path / 'n.keras'}"],
+                    capsys)
+    assert rc == 2 and err == [f"error: --photos={tmp_path / 'none'} is not a folder; give a "
+                               "folder of JPEG, PNG or WebP photos (e.g. COCO's train2014)"]
+    rc, err = _main(["--resume=" + str(tmp_path)], capsys)
+    assert rc == 2 and len(err) == 1 and "no training run.json" in err[0]
+
+
+# -- using a network ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def network_file(tmp_path_factory):
+    from nst_keras.engine import network
+
+    path = tmp_path_factory.mktemp("net") / "painting.keras"
+    network.build_network(0.125, seed=5).save(str(path))
+    return str(path)
+
+
+def test_run_with_a_network_writes_the_stylized_picture(network_file, image_dir, tmp_path,
+                                                       capsys):
+    from conftest import run_cli
+    from nst_keras import load_network
+
+    content = str(image_dir / "content.png")
+    out = tmp_path / "out"
+    assert run_cli(f"--network={network_file}", f"--content_image={content}",
+                   f"--output_dir={out}", "--img_nrows=36") == 0
+    written = np.asarray(Image.open(out / "content_stylized.png"))
+    photo = np.asarray(Image.open(content).resize((48, 36), Image.NEAREST))
+    assert written.shape == (36, 48, 3)
+    assert np.abs(written.astype(int) - load_network(network_file)(photo)).max() <= 1
+    capsys.readouterr()
+    assert run_cli(f"--network={network_file}", f"--content_image={content}",
+                   f"--output_dir={out}") == 2  # no overwriting without --overwrite
+    assert "already exists; pass --overwrite" in capsys.readouterr().err
+    assert run_cli(f"--network={network_file}", f"--content_image={content}",
+                   f"--output_dir={out}", "--preserve_colors=luminance", "--overwrite",
+                   "--img_nrows=36") == 0
+    kept = np.asarray(Image.open(out / "content_stylized.png"), np.float64)
+    from nst_keras.engine import imaging
+
+    # The photo's chroma (I, Q) is back; the luminance is the network's.
+    assert np.abs(imaging.rgb_to_yiq(kept)[..., 1:] - imaging.rgb_to_yiq(photo)[..., 1:]).mean() \
+        < 3.0
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda p: None, "does not exist"),
+    (lambda p: p.write_bytes(b"junk"), "is not a Keras model file"),
+])
+def test_a_bad_network_file_is_one_line(tmp_path, image_dir, capsys, make, message):
+    from conftest import run_cli
+
+    path = tmp_path / "bad.keras"
+    make(path)
+    assert run_cli(f"--network={path}", f"--content_image={image_dir / 'content.png'}",
+                   f"--output_dir={tmp_path / 'o'}") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_keras_model_that_is_not_a_style_network_is_refused(tmp_path):
+    import keras
+
+    from nst_keras import load_network
+
+    path = str(tmp_path / "other.keras")
+    inp = keras.Input((None, None, 3))
+    keras.Model(inp, keras.layers.Conv2D(3, 1)(inp)).save(path)
+    with pytest.raises(UserError, match="not a style network"):
+        load_network(path)
+
+
+def test_a_batch_through_a_network(network_file, photos, tmp_path):
+    from nst_keras import batch
+
+    out = tmp_path / "batch"
+    assert batch.main(["nst_keras.batch", f"--network={network_file}",
+                       f"--content_image={photos}", f"--output_dir={out}",
+                       "--img_nrows=32"]) == 1  # broken.jpg fails, the others go on
+    names = sorted(n for n in os.listdir(out) if n.endswith(".png"))
+    assert names == [f"p{i}_stylized.png" for i in range(5)]
+    assert np.asarray(Image.open(out / "p0_stylized.png")).shape[0] == 32
+    records = [json.loads(l) for l in (out / "batch.jsonl").read_text().splitlines()]
+    assert sorted(r["status"] for r in records) == ["failed"] + ["finished"] * 5
+    assert batch.main(["nst_keras.batch", f"--network={network_file}",
+                       f"--content_image={photos}", f"--output_dir={out}",
+                       "--img_nrows=32"]) == 1
+    records = [json.loads(l) for l in (out / "batch.jsonl").read_text().splitlines()][6:]
+    assert sorted(r["status"] for r in records) == ["failed"] + ["skipped"] * 5
+
+
+# -- export --------------------------------------------------------------------------------
+
+
+def test_tflite_and_saved_model_give_the_networks_picture(network_file, tmp_path, capsys):
+    import tensorflow as tf
+
+    from nst_keras import export, load_network
+
+    photos = np.stack([make_picture(40, 52, 1), make_picture(40, 52, 2)])
+    want = load_network(network_file).model(photos.astype(np.float32)).numpy()
+    lite = tmp_path / "net.tflite"
+    assert export.main(["export", f"--network={network_file}", f"--output={lite}"]) == 0
+    interpreter = tf.lite.Interpreter(model_path=str(lite))
+    index = interpreter.get_input_details()[0]["index"]
+    interpreter.resize_tensor_input(index, photos.shape)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(index, photos.astype(np.float32))
+    interpreter.invoke()
+    got = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    assert got.shape == want.shape and np.abs(got - want).max() <= 2.0
+    small = tmp_path / "net16.tflite"
+    assert export.main(["export", f"--network={network_file}", f"--output={small}",
+                        "--quantize=float16"]) == 0
+    assert small.stat().st_size < 0.7 * lite.stat().st_size
+    folder = tmp_path / "saved"
+    assert export.main(["export", f"--network={network_file}", f"--output={folder}",
+                        "--format=saved_model"]) == 0
+    serve = tf.saved_model.load(str(folder)).signatures["serving_default"]
+    got = serve(photo=tf.constant(photos, tf.float32))["stylized"].numpy()
+    assert np.abs(got - want).max() <= 2.0
+    capsys.readouterr()
+    assert export.main(["export", f"--network={network_file}", f"--output={folder}",
+                        "--format=saved_model"]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert export.main(["export", f"--network={network_file}", f"--output={tmp_path / 'x'}",
+                        "--format=saved_model", "--quantize=int8"]) == 2
+    assert "applies to --format=tflite only" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+    assert not [n for n in os.listdir(tmp_path) if n.startswith(".tmp")]
+
+
+# -- two devices -----------------------------------------------------------------------------
+
+TWO_DEVICES = textwrap.dedent("""
+    import sys, numpy as np, tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    sys.path.insert(0, "tests")
+    from conftest import make_picture, objective_of
+    from nst_keras.engine import network, tiling, training, vgg
+    backbone = vgg.load_backbone("vgg19", "random", seed=3)[0]
+    photos = np.stack([make_picture(32, 32, i) for i in range(4)]).astype(np.float32)
+    style = vgg.preprocess_image(make_picture(32, 40, 5))
+    def trained(strategy):
+        scope = strategy.scope() if strategy else tf.name_scope("one")
+        with scope:
+            ex = vgg.build_extractor(backbone, ["block2_conv2", "block1_conv1"])
+            net = network.build_network(0.125, seed=0)
+            opt = training.make_optimizer(1e-2, "float32")
+        obj = objective_of(ex, vgg.preprocess_image(photos[0].astype(np.uint8)), [style],
+                           content_layers=["block2_conv2"], style_layers=["block1_conv1"],
+                           loss_normalization="scaled", content_weight=1.0, style_weight=10.0)
+        t = training.Trainer(net, training.BatchObjective(obj, ex), opt, strategy)
+        losses = [t.step(i, photos)["loss"] for i in range(3)]
+        return losses, net(photos).numpy()
+    one, p1 = trained(None)
+    two, p2 = trained(tiling.make_strategy("CPU:0,CPU:1"))
+    print("LOSSES", one, two)
+    assert np.allclose(one, two, rtol=1e-4), (one, two)
+    # The pictures, not the weights: Adam moves the biases before each instance
+    # normalisation by its full step on gradients that are rounding noise, and
+    # the normalisation takes them out again.
+    worst = float(np.abs(p1 - p2).max())
+    assert worst < 0.5, worst
+    print("OK")
+""")
+
+
+def test_two_cpu_devices_train_as_one(tmp_path):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    proc = subprocess.run([sys.executable, "-c", TWO_DEVICES], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "OK" in proc.stdout, proc.stdout + proc.stderr[-2000:]
