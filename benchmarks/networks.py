@@ -8,8 +8,8 @@ measured side by side, never against another run's figures):
   fast.cfg's objective, batch 4) at 128 and 256 pixels, full width, float32
   and auto precision.  Speed does not depend on the weights' values, so the
   VGG weights are random.
-* ``infer``: milliseconds per picture of a full-width network at 256, 512
-  and 1024 pixels square, float32, auto precision and TensorFlow Lite
+* ``infer``: milliseconds per picture of a full-width and a half-width
+  network (``network_fast``'s) at 256, 512 and 1024 pixels square, float32, auto precision and TensorFlow Lite
   (float32, XNNPACK), and ``--preset=fast``'s optimisation at 512 rows on
   the same picture, with the ratio.
 * ``quality``: one network per painting of ``../shared/images`` trained with
@@ -164,33 +164,34 @@ def infer_speed(args, log):
     from nst_keras.engine import hardware, network
 
     resolved, _ = hardware.resolve_precision("auto")
-    model = network.build_network(1.0, "float32", seed=0)
-    folder = tempfile.mkdtemp(prefix="nst-networks-")
-    path = os.path.join(folder, "net.keras")
-    model.save(path)
-    nets = {"float32": network.load_network(path, "float32"),
-            "auto": network.load_network(path, "auto")}
-    tflite = export.tflite_bytes(model)
     rows = []
     rng = np.random.default_rng(0)
-    for size in (256, 512, 1024):
-        picture = (rng.random((size, size, 3)) * 255).astype(np.uint8)
-        row = {"size": size}
-        for name, net in nets.items():
-            row[f"{name}_ms"] = round(1000 * _time(lambda: net(picture), args.repeats), 1)
-        interpreter = tf.lite.Interpreter(model_content=tflite, num_threads=os.cpu_count())
-        index = interpreter.get_input_details()[0]["index"]
-        interpreter.resize_tensor_input(index, (1, size, size, 3))
-        interpreter.allocate_tensors()
+    folder = tempfile.mkdtemp(prefix="nst-networks-")
+    for width in (1.0, 0.5):
+        model = network.build_network(width, "float32", seed=0)
+        path = os.path.join(folder, f"net{width}.keras")
+        model.save(path)
+        nets = {"float32": network.load_network(path, "float32"),
+                "auto": network.load_network(path, "auto")}
+        tflite = export.tflite_bytes(model)
+        for size in (256, 512, 1024):
+            picture = (rng.random((size, size, 3)) * 255).astype(np.uint8)
+            row = {"width": width, "size": size}
+            for name, net in nets.items():
+                row[f"{name}_ms"] = round(1000 * _time(lambda: net(picture), args.repeats), 1)
+            interpreter = tf.lite.Interpreter(model_content=tflite, num_threads=os.cpu_count())
+            index = interpreter.get_input_details()[0]["index"]
+            interpreter.resize_tensor_input(index, (1, size, size, 3))
+            interpreter.allocate_tensors()
 
-        def run_tflite():
-            interpreter.set_tensor(index, picture[None].astype(np.float32))
-            interpreter.invoke()
+            def run_tflite():
+                interpreter.set_tensor(index, picture[None].astype(np.float32))
+                interpreter.invoke()
 
-        row["tflite_ms"] = round(1000 * _time(run_tflite, args.repeats), 1)
-        log(f"infer {size}px: float32 {row['float32_ms']} ms, auto ({resolved}) "
-            f"{row['auto_ms']} ms, TensorFlow Lite {row['tflite_ms']} ms")
-        rows.append(row)
+            row["tflite_ms"] = round(1000 * _time(run_tflite, args.repeats), 1)
+            log(f"infer width {width} {size}px: float32 {row['float32_ms']} ms, auto "
+                f"({resolved}) {row['auto_ms']} ms, TensorFlow Lite {row['tflite_ms']} ms")
+            rows.append(row)
     # The optimisation on the same 512-pixel picture (random VGG weights: same work).
     photo = (rng.random((512, 512, 3)) * 255).astype(np.uint8)
     from nst_keras import cli
@@ -202,11 +203,15 @@ def infer_speed(args, log):
     with redirect_stdout(io.StringIO()):
         stylize(config, content=photo, style=photo[::-1].copy(), log=lambda s: None)
     fast_s = time.perf_counter() - start
-    auto512 = next(r["auto_ms"] for r in rows if r["size"] == 512) / 1000
-    log(f"--preset=fast at 512 rows: {fast_s:.1f} s; the network (auto) is "
-        f"{fast_s / auto512:.0f}x faster")
+    speedups = {}
+    for width in (1.0, 0.5):
+        auto512 = next(r["auto_ms"] for r in rows if r["size"] == 512
+                       and r["width"] == width) / 1000
+        speedups[str(width)] = round(fast_s / auto512, 1)
+        log(f"--preset=fast at 512 rows: {fast_s:.1f} s; the width-{width} network (auto) is "
+            f"{fast_s / auto512:.0f}x faster")
     return {"precision_auto": resolved, "rows": rows, "fast_512_s": round(fast_s, 2),
-            "speedup_512": round(fast_s / auto512, 1)}
+            "speedup_512": speedups}
 
 
 # -- quality ----------------------------------------------------------------------------

@@ -35,6 +35,7 @@ from absl import flags
 
 from nst_keras import cli, fields
 from nst_keras.errors import UserError
+from nst_keras.output.files import atomic_write_bytes
 
 FORMATS = ("tflite", "saved_model", "onnx")
 QUANTIZE = ("none", "float16", "int8")
@@ -130,7 +131,6 @@ def export(options: ExportOptions, log=print) -> str:
         raise UserError(f"--output={out}: {parent} is not a writable folder; choose another "
                         "--output")
     from nst_keras.engine import network as netlib  # late: starts TensorFlow
-    from nst_keras.output.files import atomic_write_bytes
 
     model = netlib.load_network(options.network).model
     if options.format == "saved_model":

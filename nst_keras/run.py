@@ -21,6 +21,7 @@ import sys
 from nst_keras import cli, settings
 from nst_keras.engine import imaging  # TensorFlow-free: pictures are checked before it starts
 from nst_keras.errors import Interrupted, UserError
+from nst_keras.output import networks  # TensorFlow-free until a network is loaded
 
 
 def _check_pictures(config: settings.Config) -> None:
@@ -42,8 +43,6 @@ def _run(config: settings.Config) -> list:
     _check_pictures(config)
     cli.import_tensorflow_quietly()
     if config.network is not None:
-        from nst_keras.output import networks  # late: after the quiet TensorFlow import
-
         return networks.stylize_file(config)
     if config.experiment != "none":
         from nst_keras import experiments  # late: after the quiet TensorFlow import

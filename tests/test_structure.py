@@ -17,8 +17,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = os.path.join(REPO, "nst_keras")
 # Imports allowed inside functions: TensorFlow and friends (slow to start, or
 # optional), and the package modules that import TensorFlow at their top.
-LATE_OK = ("tensorflow", "keras", "scipy", "matplotlib", "ray", "nst_keras.engine.pipeline",
-           "nst_keras.engine.build",
+LATE_OK = ("tensorflow", "keras", "scipy", "matplotlib", "ray", "tf2onnx", "nst_keras.engine.pipeline",
+           "nst_keras.engine.build", "nst_keras.engine.network", "nst_keras.engine.training",
+           "nst_keras.engine.tiling", "nst_keras.engine.terms",
            "nst_keras.engine.objective", "nst_keras.output.stylize", "nst_keras.experiments",
            "nst_keras.video.film", "nst_keras.cli")
 
@@ -127,7 +128,7 @@ LAYERS = (
     ("output", ("nst_keras.output",)),
     ("commands", ("nst_keras.cli", "nst_keras.pool")),
     ("wings", ("nst_keras.run", "nst_keras.batch", "nst_keras.video", "nst_keras.app",
-               "nst_keras.experiments")),
+               "nst_keras.experiments", "nst_keras.train", "nst_keras.export")),
     ("docs", ("nst_keras.docs",)),
 )
 WINGS = [name for name, _ in LAYERS].index("wings")

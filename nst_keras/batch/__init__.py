@@ -52,7 +52,7 @@ from nst_keras.batch.options import BatchOptions
 from nst_keras.engine import imaging
 from nst_keras.engine.callbacks import Callback
 from nst_keras.errors import Interrupted, NonFiniteLoss, UserError
-from nst_keras.output import checkpoint, manifest, rundir
+from nst_keras.output import checkpoint, files, manifest, networks, rundir
 
 BATCH_LOG = "batch.jsonl"
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff")
@@ -228,8 +228,6 @@ def network_result(out_dir: str, item: Item) -> str:
 def _run_network_item(config: settings.Config, item: Item, out_dir: str, cache,
                       record: Dict) -> None:
     """One content through the trained network (loaded once per worker)."""
-    from nst_keras.output import files, networks  # late: TensorFlow starts with the first item
-
     path = network_result(out_dir, item)
     if os.path.exists(path):
         record.update(status="skipped", steps=0)

@@ -24,10 +24,15 @@ multiple of 4 is reflection-padded on the way in and cropped on the way out.
 
 from __future__ import annotations
 
+import os
 from typing import Optional
 
 import keras
+import numpy as np
 import tensorflow as tf
+
+from nst_keras.engine import hardware
+from nst_keras.errors import UserError
 
 NAME = "nst_keras_style_network"
 _MULTIPLE = 4  # two stride-2 convolutions
@@ -228,8 +233,6 @@ class StyleNetwork:
         self._forward = compiled_forward(model)
 
     def __call__(self, pictures, batch_size: int = 4):
-        import numpy as np  # late: as the module's other imports
-
         array = np.asarray(pictures)
         single = array.ndim == 3
         if single:
@@ -256,10 +259,6 @@ def load_network(path: str, precision: str = "float32") -> StyleNetwork:
     Raises ``UserError`` in one line for a missing file or one that is not
     such a network.
     """
-    import os
-
-    from nst_keras.errors import UserError
-
     if not os.path.isfile(str(path)):
         raise UserError(f"--network={path} does not exist; give a .keras file that "
                         "python -m nst_keras.train wrote")
@@ -275,8 +274,6 @@ def load_network(path: str, precision: str = "float32") -> StyleNetwork:
                         f"(named {getattr(model, 'name', '?')!r}); give a .keras file that "
                         "python -m nst_keras.train wrote")
     if precision == "auto":
-        from nst_keras.engine import hardware  # late: only for auto
-
         precision, _ = hardware.resolve_precision("auto")
     if precision != "float32":
         model = with_precision(model, precision)

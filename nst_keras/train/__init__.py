@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import json
 import math
 import os
 import signal
@@ -36,8 +37,9 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from nst_keras import fields, settings
-from nst_keras.engine import imaging
+from nst_keras.engine import hardware, imaging, vgg
 from nst_keras.errors import Interrupted, NonFiniteLoss, UserError
+from nst_keras.output import files as filelib, manifest, precision_cache, rundir
 from nst_keras.train import data
 from nst_keras.train.options import CONFIG_FIELDS, TrainOptions
 
@@ -105,11 +107,9 @@ def _refuse_change(name, was, now) -> None:
 
 
 def _write_npz(path: str, arrays: Dict[str, np.ndarray]) -> None:
-    from nst_keras.output.files import atomic_write_bytes  # the file layer
-
     buf = io.BytesIO()
     np.savez(buf, **arrays)
-    atomic_write_bytes(path, buf.getvalue())
+    filelib.atomic_write_bytes(path, buf.getvalue())
 
 
 def read_checkpoint(run_dir: str):
@@ -152,8 +152,6 @@ def preview_sheet(photos: np.ndarray, pictures: np.ndarray) -> np.ndarray:
 
 def check_outputs(options: TrainOptions) -> None:
     """Refuses, before anything is written, to overwrite another run or network."""
-    from nst_keras.output import rundir  # the file layer's checks
-
     run_dir = options.output_dir
     rundir.check_writable(run_dir)
     parent = os.path.dirname(os.path.abspath(options.output))
@@ -248,15 +246,11 @@ def train(options: TrainOptions, config: Optional[settings.Config] = None, log=p
     if options.resume and start_step >= options.steps:
         raise UserError(f"--resume={options.resume}: the run is already at step {start_step} of "
                         f"--steps={options.steps}; raise --steps to train on")
-    from nst_keras.output import precision_cache  # late: the file layer starts TensorFlow
-
     with precision_cache.used():
         return _train(options, config, built, files, skipped, start_step, state, log)
 
 
 def _read_run(run_dir: str) -> Dict:
-    from nst_keras.output import manifest
-
     stored = manifest.read_json(os.path.join(run_dir, "run.json")).get("settings")
     if not stored or "train" not in stored:
         raise UserError(f"--resume={run_dir}: no training run.json there; give the "
@@ -275,13 +269,11 @@ def _style_pictures(config: settings.Config, options: TrainOptions) -> List[np.n
     return out
 
 
-def _train(options, config, built, files, skipped, start_step, state, log) -> Dict:
+def _build(options, config, built, files, skipped, state, log):
+    """The trainer, the photos and the objective's term weights (nothing written)."""
+    from nst_keras.engine import build, network, pipeline, tiling, training  # late: TensorFlow
+    from nst_keras.engine.terms import Pictures  # late: as above
 
-    from nst_keras.engine import build, hardware, network, pipeline, tiling, training, vgg
-    from nst_keras.engine.terms import Pictures
-    from nst_keras.output import files as filelib, manifest
-
-    threads = hardware.configure_threads()
     strategy = tiling.make_strategy(config.devices, config.distribute)
     if strategy is not None and options.batch_size % strategy.num_replicas_in_sync:
         raise UserError(f"--batch_size={options.batch_size} does not split over the "
@@ -292,12 +284,10 @@ def _train(options, config, built, files, skipped, start_step, state, log) -> Di
     extractor = pipeline.build_extractor(resolved, backbone, strategy)
     photos = data.Photos(files, options.image_size, options.batch_size, built.seed, skipped)
     previews = photos.previews(PREVIEWS)
-    styles = _style_pictures(built, options)
     pictures = Pictures(vgg.preprocess_image(previews[0]),
-                        [vgg.preprocess_image(s) for s in styles])
+                        [vgg.preprocess_image(s) for s in _style_pictures(built, options)])
     objective = build.build_objective(resolved, extractor, pictures)
-    scope = strategy.scope() if strategy is not None else _null()
-    with scope:
+    with strategy.scope() if strategy is not None else _null():
         net = network.build_network(options.network_width, precision, built.seed)
         optimizer = training.make_optimizer(options.learning_rate, precision)
     trainer = training.Trainer(net, training.BatchObjective(objective, extractor), optimizer,
@@ -308,102 +298,120 @@ def _train(options, config, built, files, skipped, start_step, state, log) -> Di
         except ValueError as e:
             raise UserError(f"--resume={options.resume}: {e}; start a new --output_dir") \
                 from None
-    run_dir = options.output_dir
-    os.makedirs(run_dir, exist_ok=True)
-    metrics_path = os.path.join(run_dir, manifest.METRICS)
-    history = [r for r in _read_lines(metrics_path) if r.get("iteration", 0) <= start_step] \
-        if state is not None else []
-    manifest.write_json_lines(metrics_path, history)
-    weights_of = {t.name: w for w, t in objective.items}
-    record = {
-        "command": "nst_keras.train", "status": "running", "started": manifest.now(),
-        "settings": saved_settings(config, options), "weights": weights,
-        "precision": precision, "precision_reason": why, "threads": threads,
-        "replicas": trainer.replicas, "device": manifest.device(),
-        "versions": manifest.versions(), "photos": {"folder": options.photos,
-                                                    "used": len(files),
-                                                    "skipped": len(skipped),
-                                                    "skipped_files": skipped[:20]},
-        "parameters": int(net.count_params()), "term_weights": weights_of,
-        "resumed_from": start_step if state is not None else None,
-        "step": start_step, "steps": options.steps, "output": options.output,
-    }
-    run_json = os.path.join(run_dir, manifest.RUN_JSON)
-    manifest.write_json(run_json, record)
-    forward = network.compiled_forward(net)
-    log(f"training a {options.network_width:g}-wide network ({record['parameters']:,} "
-        f"parameters) on {len(files)} photos ({len(skipped)} skipped), "
-        f"{options.image_size}px crops, batch {options.batch_size}, {precision}; "
-        f"steps {start_step + 1}..{options.steps}")
+    info = {"weights": weights, "precision": precision, "precision_reason": why,
+            "term_weights": {t.name: w for w, t in objective.items},
+            "previews": previews, "forward": network.compiled_forward(net)}
+    return trainer, photos, info
 
-    def save(step: int) -> List[str]:
-        arrays = trainer.state()
+
+class _Folder:
+    """The run folder as the training goes: run.json, metrics, checkpoint, preview."""
+
+    def __init__(self, options, config, trainer, photos, info, start_step, resumed, threads):
+        self.options, self.trainer, self.photos, self.info = options, trainer, photos, info
+        self.dir = options.output_dir
+        os.makedirs(self.dir, exist_ok=True)
+        self.metrics = os.path.join(self.dir, manifest.METRICS)
+        self.history = [r for r in _read_lines(self.metrics)
+                        if r.get("iteration", 0) <= start_step] if resumed else []
+        manifest.write_json_lines(self.metrics, self.history)
+        net = trainer.network
+        self.record = {
+            "command": "nst_keras.train", "status": "running", "started": manifest.now(),
+            "settings": saved_settings(config, options), "weights": info["weights"],
+            "precision": info["precision"], "precision_reason": info["precision_reason"],
+            "threads": threads, "replicas": trainer.replicas, "device": manifest.device(),
+            "versions": manifest.versions(),
+            "photos": {"folder": options.photos, "used": len(photos.files),
+                       "skipped": len(photos.skipped), "skipped_files": photos.skipped[:20]},
+            "parameters": int(net.count_params()), "term_weights": info["term_weights"],
+            "resumed_from": start_step if resumed else None, "step": start_step,
+            "steps": options.steps, "output": options.output}
+        self.run_json = os.path.join(self.dir, manifest.RUN_JSON)
+        manifest.write_json(self.run_json, self.record)
+
+    def log_line(self, step: int, values, elapsed: float, rate: float) -> None:
+        line = {"iteration": step, **{k: float(v) for k, v in values.items()},
+                "elapsed_s": round(elapsed, 3),
+                "images_per_s": round(rate * self.options.batch_size, 3)}
+        self.history.append(line)
+        manifest.append_json_line(self.metrics, line)
+
+    def save(self, step: int) -> List[str]:
+        arrays = self.trainer.state()
         arrays["step"] = np.asarray(step, np.int64)
-        _write_npz(os.path.join(run_dir, CHECKPOINT), arrays)
-        save_network(net, options.output)
-        return [os.path.join(run_dir, CHECKPOINT), options.output]
+        _write_npz(os.path.join(self.dir, CHECKPOINT), arrays)
+        save_network(self.trainer.network, self.options.output)
+        self.record["step"] = step
+        manifest.write_json(self.run_json, self.record)
+        return [os.path.join(self.dir, CHECKPOINT), self.options.output]
 
-    def preview() -> None:
-        made = training.stylize_batch(forward, previews, batch=len(previews))
-        filelib.save_image(os.path.join(run_dir, PREVIEW), preview_sheet(previews, made))
+    def preview(self) -> None:
+        from nst_keras.engine import training  # late: TensorFlow
 
-    def finish(status: str, step: int, message: str = "") -> Dict:
-        record.update(status=status, step=step, ended=manifest.now(), message=message,
-                      photos={**record["photos"], "failed_to_decode": len(photos.failed)})
-        if history:
-            record["final"] = history[-1]
-        manifest.write_json(run_json, record)
-        note = manifest.plot_losses(os.path.join(run_dir, manifest.LOSS_PLOT), history,
-                                    weights_of)
+        previews = self.info["previews"]
+        made = training.stylize_batch(self.info["forward"], previews, batch=len(previews))
+        filelib.save_image(os.path.join(self.dir, PREVIEW), preview_sheet(previews, made))
+
+    def finish(self, status: str, step: int, log, message: str = "") -> Dict:
+        self.record.update(status=status, step=step, ended=manifest.now(), message=message,
+                           photos={**self.record["photos"],
+                                   "failed_to_decode": len(self.photos.failed)})
+        if self.history:
+            self.record["final"] = self.history[-1]
+        manifest.write_json(self.run_json, self.record)
+        note = manifest.plot_losses(os.path.join(self.dir, manifest.LOSS_PLOT), self.history,
+                                    self.info["term_weights"])
         if note:
             log(note)
-        return record
+        return self.record
 
-    began, step = time.perf_counter(), start_step
-    last_saved = start_step
+
+def _train(options, config, built, files, skipped, start_step, state, log) -> Dict:
+    threads = hardware.configure_threads()
+    trainer, photos, info = _build(options, config, built, files, skipped, state, log)
+    folder = _Folder(options, config, trainer, photos, info, start_step, state is not None,
+                     threads)
+    log(f"training a {options.network_width:g}-wide network "
+        f"({folder.record['parameters']:,} parameters) on {len(files)} photos "
+        f"({len(skipped)} skipped), {options.image_size}px crops, batch "
+        f"{options.batch_size}, {info['precision']}; steps {start_step + 1}..{options.steps}")
+    began, step, last_saved = time.perf_counter(), start_step, start_step
     try:
         with _Signals() as signals:
             for batch in photos.dataset(start_step, options.steps).as_numpy_iterator():
                 values = trainer.step(step, batch)
                 step += 1
-                loss = values["loss"]
-                if not math.isfinite(loss):
-                    finish("non_finite", step, f"loss {loss} at step {step}")
-                    raise NonFiniteLoss(step, loss, last_saved if last_saved else None,
-                                        [options.output] if last_saved else [], precision)
+                if not math.isfinite(values["loss"]):
+                    folder.finish("non_finite", step, log, f"loss {values['loss']} at {step}")
+                    raise NonFiniteLoss(step, values["loss"], last_saved or None,
+                                        [options.output] if last_saved else [],
+                                        info["precision"])
                 if step % options.log_every == 0 or step == options.steps:
                     elapsed = time.perf_counter() - began
                     rate = (step - start_step) / max(elapsed, 1e-9)
-                    line = {"iteration": step, **{k: float(v) for k, v in values.items()},
-                            "elapsed_s": round(elapsed, 3),
-                            "images_per_s": round(rate * options.batch_size, 3)}
-                    history.append(line)
-                    manifest.append_json_line(metrics_path, line)
-                    log(f"step {step}/{options.steps}  loss {loss:.4g}  "
+                    folder.log_line(step, values, elapsed, rate)
+                    log(f"step {step}/{options.steps}  loss {values['loss']:.4g}  "
                         f"{rate:.2f} steps/s  ETA {_eta((options.steps - step) / rate)}")
                 if step % options.checkpoint_every == 0 and step < options.steps:
-                    save(step)
+                    folder.save(step)
                     last_saved = step
-                    record["step"] = step
-                    manifest.write_json(run_json, record)
                 if options.preview_every and step % options.preview_every == 0:
-                    preview()
+                    folder.preview()
                 if signals.name is not None:
-                    paths = save(step)
-                    finish("interrupted", step, f"interrupted by {signals.name}")
-                    raise Interrupted(step, signals.name, paths, run_dir)
+                    paths = folder.save(step)
+                    folder.finish("interrupted", step, log, f"interrupted by {signals.name}")
+                    raise Interrupted(step, signals.name, paths, options.output_dir)
     except KeyboardInterrupt:
-        finish("interrupted", step, "interrupted")
+        folder.finish("interrupted", step, log, "interrupted")
         raise
-    save(step)
-    preview()
+    folder.save(step)
+    folder.preview()
     log(f"trained {step} steps in {time.perf_counter() - began:.0f} s; saved {options.output}")
-    return finish("finished", step)
+    return folder.finish("finished", step, log)
 
 
 def _read_lines(path: str) -> List[Dict]:
-    import json
-
     out = []
     try:
         with open(path) as f:

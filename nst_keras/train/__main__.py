@@ -8,6 +8,7 @@ import sys
 from absl import flags
 
 from nst_keras import cli, fields, settings
+from nst_keras import train as trainlib  # TensorFlow-free until the training starts
 from nst_keras.train import options as opts
 
 FLAGS = flags.FlagValues()
@@ -23,9 +24,7 @@ def settings_from_flags(f: flags.FlagValues = FLAGS):
     config_values = cli._values(opts.config_fields(), f)
     option_values = cli._values(fields.fields_of(opts.TrainOptions), f)
     if f["resume"].value:
-        from nst_keras import train  # late: reads the run folder
-
-        stored = train._read_run(f["resume"].value)
+        stored = trainlib._read_run(f["resume"].value)
         for name in config_values:
             if not f[name].present and name in stored["config"]:
                 config_values[name] = stored["config"][name]
@@ -49,9 +48,7 @@ def main(argv=None) -> int:
                 raise settings.UserError(f"no --{name} given; see python -m nst_keras.train "
                                          "--help")
         cli.import_tensorflow_quietly()
-        from nst_keras import train  # late: after the quiet TensorFlow import
-
-        train.train(options, config)
+        trainlib.train(options, config)
         return 0
 
     def interrupted(error) -> str:
