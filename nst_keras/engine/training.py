@@ -21,14 +21,14 @@ and keeps the checkpoints.
 from __future__ import annotations
 
 import contextlib
-from typing import Dict, List, Optional, Sequence
+from typing import Dict
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from nst_keras.constants import IMAGENET_MEAN_BGR
-from nst_keras.engine.objective import REPORTED, Terms
+from nst_keras.engine.objective import Terms
 from nst_keras.engine.terms import WHOLE, ContentTerm
 
 
@@ -116,8 +116,6 @@ class Trainer:
             self.optimizer.build(self.network.trainable_variables)
         self._step = tf.function(self._replica_step, jit_compile=jit_compile,
                                  reduce_retracing=True, autograph=False)
-        self._evaluate = tf.function(self._replica_values, reduce_retracing=True,
-                                     autograph=False)
 
     def scope(self):
         return self.strategy.scope() if self.strategy is not None else contextlib.nullcontext()
@@ -165,11 +163,6 @@ class Trainer:
         self.objective.terms.at_step(step)
         return self._run(self._step, photos)
 
-    def evaluate(self, step: int, photos) -> Dict[str, float]:
-        """The loss and terms on ``photos`` without updating anything."""
-        self.objective.terms.at_step(step)
-        return self._run(self._evaluate, photos)
-
     # -- state ---------------------------------------------------------------
 
     def state(self) -> Dict[str, np.ndarray]:
@@ -193,19 +186,3 @@ class Trainer:
             if tuple(value.shape) != tuple(var.shape):
                 raise ValueError("the checkpoint holds another network or optimiser")
             var.assign(value)
-
-
-def stylize_batch(forward, pictures, batch: int = 4) -> np.ndarray:
-    """``uint8 (n, rows, cols, 3)`` through ``forward`` (a compiled network), ``batch`` at a time."""
-    pictures = np.asarray(pictures)
-    out: List[np.ndarray] = []
-    for i in range(0, len(pictures), max(1, int(batch))):
-        y = forward(tf.constant(pictures[i:i + batch], tf.float32))
-        out.append(np.clip(np.round(np.asarray(y)), 0, 255).astype(np.uint8))
-    return np.concatenate(out, 0)
-
-
-def reported(values: Dict[str, float], names: Optional[Sequence[str]] = None) -> Dict[str, float]:
-    """The loss and the reported terms of ``values`` (``names`` besides)."""
-    keep = ("loss", *REPORTED, *(names or ()))
-    return {k: values[k] for k in keep if k in values}

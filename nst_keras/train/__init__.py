@@ -25,6 +25,7 @@ kept); 2 bad input or settings (nothing written); 130 interrupted
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import json
@@ -269,7 +270,7 @@ def _style_pictures(config: settings.Config, options: TrainOptions) -> List[np.n
     return out
 
 
-def _build(options, config, built, files, skipped, state, log):
+def _build(options, config, built, files, skipped, state):
     """The trainer, the photos and the objective's term weights (nothing written)."""
     from nst_keras.engine import build, network, pipeline, tiling, training  # late: TensorFlow
     from nst_keras.engine.terms import Pictures  # late: as above
@@ -287,7 +288,7 @@ def _build(options, config, built, files, skipped, state, log):
     pictures = Pictures(vgg.preprocess_image(previews[0]),
                         [vgg.preprocess_image(s) for s in _style_pictures(built, options)])
     objective = build.build_objective(resolved, extractor, pictures)
-    with strategy.scope() if strategy is not None else _null():
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():
         net = network.build_network(options.network_width, precision, built.seed)
         optimizer = training.make_optimizer(options.learning_rate, precision)
     trainer = training.Trainer(net, training.BatchObjective(objective, extractor), optimizer,
@@ -300,7 +301,7 @@ def _build(options, config, built, files, skipped, state, log):
                 from None
     info = {"weights": weights, "precision": precision, "precision_reason": why,
             "term_weights": {t.name: w for w, t in objective.items},
-            "previews": previews, "forward": network.compiled_forward(net)}
+            "previews": previews, "stylise": network.StyleNetwork(net)}
     return trainer, photos, info
 
 
@@ -347,10 +348,8 @@ class _Folder:
         return [os.path.join(self.dir, CHECKPOINT), self.options.output]
 
     def preview(self) -> None:
-        from nst_keras.engine import training  # late: TensorFlow
-
         previews = self.info["previews"]
-        made = training.stylize_batch(self.info["forward"], previews, batch=len(previews))
+        made = self.info["stylise"](previews, batch_size=len(previews))
         filelib.save_image(os.path.join(self.dir, PREVIEW), preview_sheet(previews, made))
 
     def finish(self, status: str, step: int, log, message: str = "") -> Dict:
@@ -369,7 +368,7 @@ class _Folder:
 
 def _train(options, config, built, files, skipped, start_step, state, log) -> Dict:
     threads = hardware.configure_threads()
-    trainer, photos, info = _build(options, config, built, files, skipped, state, log)
+    trainer, photos, info = _build(options, config, built, files, skipped, state)
     folder = _Folder(options, config, trainer, photos, info, start_step, state is not None,
                      threads)
     log(f"training a {options.network_width:g}-wide network "
@@ -423,14 +422,6 @@ def _read_lines(path: str) -> List[Dict]:
     except OSError:
         pass
     return out
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 __all__ = ["TrainOptions", "train"]
