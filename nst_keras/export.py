@@ -15,6 +15,10 @@ Every format takes and returns float32 RGB in 0..255, batch first, any size
 * ``onnx``: ONNX, through the optional ``tf2onnx`` package (``pip install
   tf2onnx``), for ONNX Runtime and the browsers' runtimes.
 
+A network of several paintings (``--style_image=a.jpg,b.jpg`` in training)
+keeps its blend as a second input in every format: ``style``, float32
+``(batch, paintings)`` weights summing to 1 (one-hot: one painting).
+
 The output is written through a temporary file or folder and a rename;
 an existing one is replaced only with ``--overwrite``.
 
@@ -57,13 +61,28 @@ class ExportOptions:
     overwrite: bool = _export(False, "Replace an existing --output.", flag="boolean")
 
 
-def _signature_function(model):
+def _specs(model):
     import tensorflow as tf  # late: the command checks its flags first
 
-    @tf.function(input_signature=[tf.TensorSpec((None, None, None, 3), tf.float32,
-                                                name="photo")])
-    def serve(photo):
-        return {"stylized": model(photo, training=False)}
+    from nst_keras.engine.network import style_count
+
+    specs = [tf.TensorSpec((None, None, None, 3), tf.float32, name="photo")]
+    if style_count(model) > 1:
+        specs.append(tf.TensorSpec((None, style_count(model)), tf.float32, name="style"))
+    return specs
+
+
+def _signature_function(model):
+    import tensorflow as tf  # late: as above
+
+    if len(_specs(model)) == 1:
+        @tf.function(input_signature=_specs(model))
+        def serve(photo):
+            return {"stylized": model(photo, training=False)}
+    else:
+        @tf.function(input_signature=_specs(model))
+        def serve(photo, style):
+            return {"stylized": model([photo, style], training=False)}
 
     return serve
 
@@ -102,9 +121,8 @@ def onnx_bytes(model) -> bytes:
                         "export --format=saved_model and convert that)") from None
     import tensorflow as tf  # late: as above
 
-    spec = (tf.TensorSpec((None, None, None, 3), tf.float32, name="photo"),)
-    proto, _ = tf2onnx.convert.from_function(_signature_function(model), input_signature=spec,
-                                             opset=17)
+    proto, _ = tf2onnx.convert.from_function(_signature_function(model),
+                                             input_signature=tuple(_specs(model)), opset=17)
     return proto.SerializeToString()
 
 

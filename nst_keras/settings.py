@@ -170,7 +170,8 @@ class Config:
         "nearest", "Resampling of the inputs (nearest = keras.io's load_img, bit for bit; the others look "
         "better).", choices=INTERPOLATIONS)
     style_blend_weights: Optional[Sequence[float]] = _inputs(
-        None, "One weight per --style_image (normalised to sum 1; default equal).",
+        None, "One weight per --style_image, or per painting of a --network trained on several "
+        "(normalised to sum 1; default equal).",
         flag="floats", check=_weights_list)
     style_masks: Optional[Sequence[ImageSource]] = _inputs(
         None, "One mask per --style_image, comma separated (white: that style applies, grey: "

@@ -239,7 +239,8 @@ def _run_network_item(config: settings.Config, item: Item, out_dir: str, cache,
         key = ("network", os.path.abspath(config.network), config.precision)
         network = cache.extractor(key, load) if cache is not None else load()
         picture = networks.picture(network, item.content, config.img_nrows,
-                                   config.interpolation, config.preserve_colors)
+                                   config.interpolation, config.preserve_colors,
+                                   config.style_blend_weights)
         os.makedirs(out_dir, exist_ok=True)
         files.save_image(path, picture)
         record.update(status="finished", steps=0, output=path)
@@ -421,6 +422,9 @@ class Batch:
                 raise UserError(f"--network={config.network} does not exist; give a .keras "
                                 "file that python -m nst_keras.train wrote")
             self.items = network_items(contents, config.network)
+            if config.style_blend_weights is not None:  # a wrong count fails every item
+                networks.check_blend(networks.open_network(config.network),
+                                     config.style_blend_weights)
         else:
             self.items = make_items(contents, styles, options.pairing)
         first = self.items[0]

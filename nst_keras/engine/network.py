@@ -20,6 +20,15 @@ every channel count.
 The model takes float32 RGB ``(batch, rows, cols, 3)`` in 0..255 of any
 size and returns the same shape, float32 in 0..255: a size that is not a
 multiple of 4 is reflection-padded on the way in and cropped on the way out.
+
+Several paintings in one network (Dumoulin, Shlens & Kudlur 2017,
+"A Learned Representation for Artistic Style"): with ``styles=N > 1`` every
+instance normalisation keeps one scale and shift per painting
+(``ConditionalInstanceNormalization``) and the model takes a second input,
+``style``: float32 ``(batch, N)`` blend weights (summing to 1).  The scale
+and shift are the weights' mix of the paintings' own, so a one-hot weight
+gives that painting and mixed weights a picture between them; every
+convolution is shared.
 """
 
 from __future__ import annotations
@@ -143,47 +152,109 @@ class InstanceNormalization(keras.layers.Layer):
         return {**super().get_config(), "epsilon": self.epsilon}
 
 
+@keras.saving.register_keras_serializable(package="nst_keras")
+class ConditionalInstanceNormalization(InstanceNormalization):
+    """Instance normalisation with one ``gamma``, ``beta`` per painting
+    (``styles`` of them): ``call(x, style)`` with ``style`` the ``(batch,
+    styles)`` blend weights uses ``style @ gamma`` and ``style @ beta``."""
+
+    def __init__(self, styles: int, epsilon: float = 1e-5, **kwargs):
+        super().__init__(epsilon=epsilon, **kwargs)
+        self.styles = int(styles)
+
+    def build(self, x_shape, style_shape=None):
+        channels = int(x_shape[-1])
+        self.gamma = self.add_weight(name="gamma", shape=(self.styles, channels),
+                                     initializer="ones")
+        self.beta = self.add_weight(name="beta", shape=(self.styles, channels),
+                                    initializer="zeros")
+
+    def call(self, x, style):
+        x32 = tf.cast(x, tf.float32)
+        mean, variance = tf.nn.moments(x32, axes=[1, 2], keepdims=True)
+        y = (x32 - mean) * tf.math.rsqrt(variance + self.epsilon)
+        style = tf.cast(style, tf.float32)
+        gamma = tf.matmul(style, tf.cast(self.gamma, tf.float32))[:, None, None, :]
+        beta = tf.matmul(style, tf.cast(self.beta, tf.float32))[:, None, None, :]
+        return tf.cast(y * gamma + beta, x.dtype)
+
+    def compute_output_shape(self, x_shape, style_shape=None):
+        return x_shape
+
+    def get_config(self):
+        return {**super().get_config(), "styles": self.styles}
+
+
 def _channels(count: int, width: float) -> int:
     return max(1, int(round(count * width)))
 
 
 def _conv(x, channels: int, kernel: int, stride: int, name: str, dtype, norm: bool = True,
-          relu: bool = True, upsample: bool = False):
+          relu: bool = True, upsample: bool = False, style=None):
     if upsample:
         x = Upsample(name=f"{name}_up", dtype=dtype)(x)
     x = ReflectionPad(kernel // 2, name=f"{name}_pad", dtype=dtype)(x)
     x = keras.layers.Conv2D(channels, kernel, strides=stride, padding="valid",
                             name=f"{name}_conv", dtype=dtype)(x)
-    if norm:
+    if norm and style is None:
         x = InstanceNormalization(name=f"{name}_norm", dtype=dtype)(x)
+    elif norm:
+        x = ConditionalInstanceNormalization(int(style.shape[-1]), name=f"{name}_norm",
+                                             dtype=dtype)(x, style)
     if relu:
         x = keras.layers.ReLU(name=f"{name}_relu", dtype=dtype)(x)
     return x
 
 
-def build_network(width: float = 1.0, precision: str = "float32", seed: Optional[int] = 0):
+def build_network(width: float = 1.0, precision: str = "float32", seed: Optional[int] = 0,
+                  styles: int = 1):
     """The style network (see the module docstring) with fresh weights drawn from
     ``seed``; ``precision``: the Keras dtype policy of its layers (the output is
-    float32 whatever it is)."""
+    float32 whatever it is); ``styles``: paintings it holds (more than one: a
+    second input of blend weights, ``ConditionalInstanceNormalization``)."""
     if seed is not None:
         keras.utils.set_random_seed(int(seed))
     dtype = precision
     photo = keras.Input(shape=(None, None, 3), dtype="float32", name="photo")
+    style = keras.Input(shape=(int(styles),), dtype="float32", name="style") \
+        if styles > 1 else None
     x = PadToMultiple(name="pad_to_multiple", dtype=dtype)(photo)
-    x = _conv(x, _channels(32, width), 9, 1, "c1", dtype)
-    x = _conv(x, _channels(64, width), 3, 2, "d1", dtype)
-    x = _conv(x, _channels(128, width), 3, 2, "d2", dtype)
+    x = _conv(x, _channels(32, width), 9, 1, "c1", dtype, style=style)
+    x = _conv(x, _channels(64, width), 3, 2, "d1", dtype, style=style)
+    x = _conv(x, _channels(128, width), 3, 2, "d2", dtype, style=style)
     for i in range(5):
-        y = _conv(x, _channels(128, width), 3, 1, f"r{i}a", dtype)
-        y = _conv(y, _channels(128, width), 3, 1, f"r{i}b", dtype, relu=False)
+        y = _conv(x, _channels(128, width), 3, 1, f"r{i}a", dtype, style=style)
+        y = _conv(y, _channels(128, width), 3, 1, f"r{i}b", dtype, relu=False, style=style)
         x = keras.layers.Add(name=f"r{i}_add", dtype=dtype)([x, y])
-    x = _conv(x, _channels(64, width), 3, 1, "u1", dtype, upsample=True)
-    x = _conv(x, _channels(32, width), 3, 1, "u2", dtype, upsample=True)
+    x = _conv(x, _channels(64, width), 3, 1, "u1", dtype, upsample=True, style=style)
+    x = _conv(x, _channels(32, width), 3, 1, "u2", dtype, upsample=True, style=style)
     x = _conv(x, 3, 9, 1, "out", dtype, norm=False, relu=False)
     x = keras.layers.Activation("tanh", name="out_tanh", dtype="float32")(x)
     x = keras.layers.Rescaling(127.5, offset=127.5, name="to_pixels", dtype="float32")(x)
     x = CropLike(name="crop", dtype="float32")(x, photo)
-    return keras.Model(photo, x, name=NAME)
+    return keras.Model(photo if style is None else [photo, style], x, name=NAME)
+
+
+def style_count(model) -> int:
+    """Paintings the style network ``model`` holds (its blend input's length)."""
+    return 1 if len(model.inputs) == 1 else int(model.inputs[1].shape[-1])
+
+
+def blend_vector(weights, styles: int) -> np.ndarray:
+    """Blend weights of a ``styles``-painting network, normalised to sum 1 (float32).
+
+    ``None``: equal weights.  ``ValueError`` for another count, a negative
+    weight or weights summing to 0.
+    """
+    if weights is None:
+        return np.full((styles,), 1.0 / styles, np.float32)
+    w = np.asarray([float(v) for v in weights], np.float64).reshape(-1)
+    if len(w) != styles:
+        raise ValueError(f"the network holds {styles} painting(s); give {styles} blend "
+                         f"weights, not {len(w)}")
+    if (w < 0).any() or not w.sum() > 0:
+        raise ValueError("blend weights must be 0 or more with a positive sum")
+    return (w / w.sum()).astype(np.float32)
 
 
 def is_style_network(model) -> bool:
@@ -192,8 +263,10 @@ def is_style_network(model) -> bool:
         inputs, outputs = model.inputs, model.outputs
     except AttributeError:
         return False
-    return (getattr(model, "name", "") == NAME and len(inputs) == 1 and len(outputs) == 1
-            and tuple(inputs[0].shape)[-1] == 3 and tuple(outputs[0].shape)[-1] == 3)
+    return (getattr(model, "name", "") == NAME and len(inputs) in (1, 2) and
+            len(outputs) == 1 and tuple(inputs[0].shape)[-1] == 3
+            and tuple(outputs[0].shape)[-1] == 3
+            and (len(inputs) == 1 or len(tuple(inputs[1].shape)) == 2))
 
 
 def with_precision(model, precision: str = "float32"):
@@ -214,9 +287,14 @@ _FLOAT32 = ("out_tanh", "to_pixels", "crop")  # always float32 (build_network)
 
 
 def compiled_forward(model, jit_compile: bool = False):
-    """``model`` as a compiled function of any batch and size (one trace per shape)."""
-    return tf.function(lambda x: model(x, training=False), jit_compile=jit_compile,
-                       reduce_retracing=True, autograph=False)
+    """``model`` as a compiled function ``(photos, style)`` of any batch and size
+    (one trace per shape); ``style`` (``(batch, N)`` blend weights) is ignored
+    by a one-painting network."""
+    if style_count(model) == 1:
+        fn = lambda x, style: model(x, training=False)  # noqa: E731
+    else:
+        fn = lambda x, style: model([x, style], training=False)  # noqa: E731
+    return tf.function(fn, jit_compile=jit_compile, reduce_retracing=True, autograph=False)
 
 
 class StyleNetwork:
@@ -224,15 +302,20 @@ class StyleNetwork:
 
     ``network(picture)``: ``uint8`` RGB ``(rows, cols, 3)`` -> ``uint8`` RGB of
     the same size; ``(n, rows, cols, 3)`` -> ``(n, rows, cols, 3)``.  Floats in
-    0..255 are accepted too.  ``model`` is the Keras model (float32 0..255 in
-    and out), ``path`` the file it came from.
+    0..255 are accepted too.  ``blend``: one weight per painting of a
+    several-painting network (normalised to sum 1; ``None``: equal), or
+    ``None`` for a one-painting one.  ``model`` is the Keras model (float32
+    0..255 in and out), ``path`` the file it came from, ``styles`` how many
+    paintings it holds.
     """
 
     def __init__(self, model, path: Optional[str] = None):
         self.model, self.path = model, path
+        self.styles = style_count(model)
         self._forward = compiled_forward(model)
 
-    def __call__(self, pictures, batch_size: int = 4):
+    def __call__(self, pictures, batch_size: int = 4, blend=None):
+        weights = blend_vector(blend, self.styles)
         array = np.asarray(pictures)
         single = array.ndim == 3
         if single:
@@ -242,7 +325,8 @@ class StyleNetwork:
                              f"got shape {array.shape}")
         out = []
         for i in range(0, len(array), max(1, int(batch_size))):
-            y = self._forward(tf.constant(array[i:i + batch_size], tf.float32))
+            part = tf.constant(array[i:i + batch_size], tf.float32)
+            y = self._forward(part, tf.constant(np.tile(weights, (len(part), 1))))
             out.append(np.clip(np.round(np.asarray(y)), 0, 255).astype(np.uint8))
         result = np.concatenate(out, 0)
         return result[0] if single else result

@@ -14,6 +14,16 @@ The normalisation factors (``--loss_normalization``: ``scaled``, ``gap``,
 ``gap_total``) are fixed once, from a reference photo of the training size:
 the term weights then mean the same at every step, which Adam needs.
 
+Several paintings (Dumoulin et al. 2017): one objective per painting; step
+``k`` trains painting ``k mod N`` (its one-hot blend fed to the network), so
+every painting gets every N-th batch.
+
+Stability (``StabilityTerm``, Gupta et al. 2017): a network whose picture
+moves its texture when the photo moves by a pixel flickers on film.  With
+``stability_weight > 0`` every step also passes the batch moved by a few
+pixels (and noised) through the network and pulls that picture towards the
+first one, moved the same way.
+
 Nothing here reads or writes a file: ``nst_keras.train`` feeds the batches
 and keeps the checkpoints.
 """
@@ -29,7 +39,7 @@ import tensorflow as tf
 
 from nst_keras.constants import IMAGENET_MEAN_BGR
 from nst_keras.engine.objective import Terms
-from nst_keras.engine.terms import WHOLE, ContentTerm
+from nst_keras.engine.terms import WHOLE, ContentTerm, Term
 
 
 def to_network_image(pictures):
@@ -85,6 +95,57 @@ class BatchObjective:
         return self.terms.report({k: v / float(count) for k, v in sums.items()})
 
 
+class StabilityTerm(Term):
+    """The network's picture of a moved photo against its picture, moved.
+
+    ``sums(features, image, inputs, part)``: ``image`` the network image (BGR,
+    means subtracted) of ``f(photo)``; ``inputs["moved"]`` that of
+    ``f(photo[shift:, shift:] + noise)``, ``inputs["shift"]`` the shift in
+    pixels (int32).  The two are compared where both see the same photo,
+    ``margin`` pixels in from every edge (the padding differs there): the sum
+    of squared differences in 0..1 units and the count of values.
+    ``finish``: ``factor`` times their mean; ``factor`` is the training
+    crop's pixel count, the unit of the ``scaled`` normalisation's terms, so
+    ``--stability_weight`` of order 10-100 weighs against style weights of
+    order 1-10.  It reads no VGG layer and is evaluated on the whole picture
+    only (``tileable = False``).
+    """
+
+    name = "stability"
+    tileable = False
+    untileable = "it compares two whole pictures of the network"
+    weight_field = "stability_weight"
+
+    def __init__(self, factor: float, max_shift: int = 3, noise: float = 2.0,
+                 margin: int = 8):
+        self.factor, self.max_shift = float(factor), int(max_shift)
+        self.noise, self.margin = float(noise), int(margin)
+
+    def draw(self, seed: int, step: int):
+        """The shift (1..max_shift) of step ``step``: the same for a resumed run."""
+        return int(np.random.default_rng([int(seed), int(step), 7]).integers(
+            1, self.max_shift + 1))
+
+    def moved_photos(self, photos, shift, seed):
+        """``photos[:, shift:, shift:]`` plus Gaussian noise of ``noise`` grey levels."""
+        moved = photos[:, shift:, shift:, :]
+        if self.noise > 0:
+            moved = moved + self.noise * tf.random.stateless_normal(
+                tf.shape(moved), seed=seed, dtype=moved.dtype)
+        return tf.clip_by_value(moved, 0.0, 255.0)
+
+    def sums(self, features, image, inputs, part):
+        shift, m = inputs["shift"], self.margin
+        moved = tf.cast(inputs["moved"], tf.float32)
+        a = tf.cast(image, tf.float32)[:, shift + m:-m, shift + m:-m, :]
+        b = moved[:, m:-m, m:-m, :]
+        return {"squares": tf.reduce_sum(tf.square((a - b) / 255.0)),
+                "count": tf.cast(tf.size(a), tf.float32)}
+
+    def finish(self, sums) -> tf.Tensor:
+        return self.factor * sums["squares"] / tf.maximum(sums["count"], 1.0)
+
+
 def make_optimizer(learning_rate: float, precision: str):
     """Adam (Johnson et al.'s optimiser); wrapped in a dynamic loss scale under
     float16, whose small gradients would otherwise vanish."""
@@ -100,22 +161,36 @@ class Trainer:
     Args:
       network: a style network (``engine.network.build_network``), built under
         ``strategy``'s scope when there is one.
-      objective: the ``BatchObjective``.
+      objective: the ``BatchObjective``, or one per painting of a
+        several-painting network (a sequence, in the network's order).
       optimizer: from ``make_optimizer`` (built under the same scope).
       strategy: a ``tf.distribute`` strategy (``None``: one device); each
         replica takes an equal share of every batch and the gradients are
         summed, so the step is the one-device step on the whole batch.
+      stability: ``(weight, StabilityTerm)`` or ``None``.
+      seed: the seed of the stability term's draws.
     """
 
-    def __init__(self, network, objective: BatchObjective, optimizer, strategy=None,
-                 jit_compile: bool = False):
-        self.network, self.objective = network, objective
+    def __init__(self, network, objective, optimizer, strategy=None,
+                 jit_compile: bool = False, stability=None, seed: int = 0):
+        from nst_keras.engine.network import style_count  # network imports this module's peers
+
+        self.network = network
+        self.objectives = list(objective) if isinstance(objective, (list, tuple)) \
+            else [objective]
+        self.objective = self.objectives[0]
+        self.styles = style_count(network)
+        if self.styles != len(self.objectives):
+            raise ValueError(f"a network of {self.styles} paintings needs as many "
+                             f"objectives, not {len(self.objectives)}")
         self.optimizer, self.strategy = optimizer, strategy
+        self.stability, self.seed = stability, int(seed)
         self.scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
         with self.scope():
             self.optimizer.build(self.network.trainable_variables)
-        self._step = tf.function(self._replica_step, jit_compile=jit_compile,
-                                 reduce_retracing=True, autograph=False)
+        self._steps = [tf.function(lambda photos, shift, k=k: self._replica_step(
+            photos, k, shift), jit_compile=jit_compile, reduce_retracing=True,
+            autograph=False) for k in range(self.styles)]
 
     def scope(self):
         return self.strategy.scope() if self.strategy is not None else contextlib.nullcontext()
@@ -124,13 +199,28 @@ class Trainer:
     def replicas(self) -> int:
         return 1 if self.strategy is None else int(self.strategy.num_replicas_in_sync)
 
-    def _replica_values(self, photos):
-        return self.objective(photos, self.network(photos, training=True))
+    def _picture(self, photos, k: int):
+        if self.styles == 1:
+            return self.network(photos, training=True)
+        style = tf.one_hot(tf.fill(tf.shape(photos)[:1], k), self.styles, dtype=tf.float32)
+        return self.network([photos, style], training=True)
 
-    def _replica_step(self, photos):
+    def _replica_values(self, photos, k: int = 0, shift=None):
+        pictures = self._picture(photos, k)
+        values = self.objectives[k](photos, pictures)
+        if self.stability is not None:
+            weight, term = self.stability
+            seed = tf.stack([tf.constant(self.seed, tf.int32), shift[1]])
+            moved = self._picture(term.moved_photos(photos, shift[0], seed), k)
+            value = term.finish(term.sums({}, to_network_image(pictures), {
+                "moved": to_network_image(moved), "shift": shift[0]}, WHOLE))
+            values = {**values, term.name: value, "loss": values["loss"] + weight * value}
+        return values
+
+    def _replica_step(self, photos, k: int, shift):
         variables = self.network.trainable_variables
         with tf.GradientTape() as tape:
-            values = self._replica_values(photos)
+            values = self._replica_values(photos, k, shift)
             loss = values["loss"] / float(self.replicas)  # replicas' gradients are summed
             if self.scaled:
                 loss = self.optimizer.scale_loss(loss)
@@ -148,20 +238,27 @@ class Trainer:
             lambda ctx: tf.constant(photos[ctx.replica_id_in_sync_group * share:
                                            (ctx.replica_id_in_sync_group + 1) * share]))
 
-    def _run(self, fn, photos) -> Dict[str, float]:
+    def _run(self, fn, photos, shift) -> Dict[str, float]:
         photos = np.asarray(photos, np.float32)
         if self.strategy is None:
-            out = fn(tf.constant(photos))
+            out = fn(tf.constant(photos), shift)
             return {k: float(v) for k, v in out.items()}
-        out = self.strategy.run(fn, args=(self._split(photos),))
+        out = self.strategy.run(fn, args=(self._split(photos), shift))
         reduce = tf.distribute.ReduceOp.MEAN
         return {k: float(self.strategy.reduce(reduce, v, axis=None)) for k, v in out.items()}
+
+    def painting(self, step: int) -> int:
+        """Which painting step ``step`` trains (``step mod N``)."""
+        return int(step) % self.styles
 
     def step(self, step: int, photos) -> Dict[str, float]:
         """One optimiser step on ``photos`` (RGB ``(batch, s, s, 3)`` in 0..255);
         returns the batch's loss and terms before the update."""
-        self.objective.terms.at_step(step)
-        return self._run(self._step, photos)
+        k = self.painting(step)
+        self.objectives[k].terms.at_step(step)
+        draw = self.stability[1].draw(self.seed, step) if self.stability is not None else 0
+        shift = tf.constant([draw, step % (2 ** 31 - 1)], tf.int32)
+        return self._run(self._steps[k], photos, shift)
 
     # -- state ---------------------------------------------------------------
 

@@ -20,14 +20,29 @@ from nst_keras.engine import imaging
 from nst_keras.errors import UserError
 from nst_keras.output import files
 
+def check_blend(network, blend) -> None:
+    """``UserError`` unless ``blend`` (``--style_blend_weights``) suits ``network``."""
+    if blend is None:
+        return
+    styles = getattr(network, "styles", 1)
+    if len(blend) != styles:
+        raise UserError(f"--style_blend_weights has {len(blend)} weights but the network "
+                        f"holds {styles} painting(s); give {styles} weights"
+                        + ("" if styles > 1 else " (or leave it out)"))
+    if min(float(w) for w in blend) < 0 or not sum(float(w) for w in blend) > 0:
+        raise UserError("--style_blend_weights must be 0 or more with a positive sum")
+
+
 def picture(network, content, rows: int, interpolation: str = "nearest",
-            preserve_colors: str = "none") -> np.ndarray:
+            preserve_colors: str = "none", blend=None) -> np.ndarray:
     """``uint8 (rows, cols, 3)``: ``content`` (path, URL, PIL or array) resized and
-    stylised by ``network`` (``engine.network.StyleNetwork``)."""
+    stylised by ``network`` (``engine.network.StyleNetwork``); ``blend``: the
+    paintings' weights of a several-painting network (``None``: equal)."""
+    check_blend(network, blend)
     opened = imaging.open_picture(content)
     size = imaging.target_size(*opened.size, rows)
     photo = imaging.load_image(opened, size, interpolation)
-    out = network(np.asarray(photo, np.float32))
+    out = network(np.asarray(photo, np.float32), blend=blend)
     if preserve_colors == "luminance":
         out = np.clip(np.round(imaging.restore_chroma(out, photo)), 0, 255).astype(np.uint8)
     return out
@@ -62,7 +77,7 @@ def stylize_file(config: settings.Config, network=None, content=None,
 
         network = netlib.load_network(config.network, config.precision)
     result = picture(network, content, config.img_nrows, config.interpolation,
-                     config.preserve_colors)
+                     config.preserve_colors, config.style_blend_weights)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     files.save_image(path, result)
     log(f"stylised {imaging.describe(content)} with {config.network} "

@@ -62,6 +62,12 @@ def training_config(config: settings.Config, options: TrainOptions) -> settings.
     if config.tile_size not in (0, None):
         raise UserError(f"--tile_size={config.tile_size}: training crops are small and never "
                         "tiled; leave --tile_size out (or set it to 0)")
+    if config.style_blend_weights is not None and \
+            len(settings.style_sources(config.style_image)) > 1:
+        raise UserError("--style_blend_weights: several paintings train one network with a "
+                        "scale and shift per painting, blended when it runs; leave "
+                        "--style_blend_weights out of the training and give it to run, "
+                        "batch or video")
     kept = {name: getattr(config, name) for name in CONFIG_FIELDS}
     kept.update(devices=None, distribute="mirrored", tile_size=0)
     built = settings.Config(**kept, content_image=options.photos, img_nrows=options.image_size,
@@ -131,7 +137,7 @@ def save_network(network, path: str) -> None:
     written through a temporary file and a rename."""
     from nst_keras.engine.network import with_precision  # late: starts TensorFlow
 
-    if network.layers[1].dtype_policy.name != "float32":
+    if network.get_layer("pad_to_multiple").dtype_policy.name != "float32":
         network = with_precision(network, "float32")
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
@@ -145,10 +151,10 @@ def save_network(network, path: str) -> None:
         raise
 
 
-def preview_sheet(photos: np.ndarray, pictures: np.ndarray) -> np.ndarray:
-    """The photos in a row over the network's pictures of them, ``uint8``."""
-    return np.concatenate([np.concatenate(list(photos), 1), np.concatenate(list(pictures), 1)],
-                          0)
+def preview_sheet(photos: np.ndarray, *pictures: np.ndarray) -> np.ndarray:
+    """The photos in a row over the network's pictures of them (one row per
+    painting of a several-painting network), ``uint8``."""
+    return np.concatenate([np.concatenate(list(row), 1) for row in (photos, *pictures)], 0)
 
 
 def check_outputs(options: TrainOptions) -> None:
@@ -285,22 +291,37 @@ def _build(options, config, built, files, skipped, state):
     extractor = pipeline.build_extractor(resolved, backbone, strategy)
     photos = data.Photos(files, options.image_size, options.batch_size, built.seed, skipped)
     previews = photos.previews(PREVIEWS)
-    pictures = Pictures(vgg.preprocess_image(previews[0]),
-                        [vgg.preprocess_image(s) for s in _style_pictures(built, options)])
-    objective = build.build_objective(resolved, extractor, pictures)
+    paintings = [vgg.preprocess_image(s) for s in _style_pictures(built, options)]
+    photo = vgg.preprocess_image(previews[0])
+    if len(paintings) == 1:
+        objectives = [build.build_objective(resolved, extractor, Pictures(photo, paintings))]
+    else:  # one objective per painting, each with its own style targets
+        sources = settings.style_sources(resolved.style_image)
+        objectives = [build.build_objective(resolved.replace(style_image=[source]), extractor,
+                                            Pictures(photo, [painting]))
+                      for source, painting in zip(sources, paintings)]
+    objective = objectives[0]
+    stability = None
+    if options.stability_weight > 0:
+        stability = (options.stability_weight, training.StabilityTerm(
+            options.image_size ** 2, options.stability_shift, options.stability_noise))
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
-        net = network.build_network(options.network_width, precision, built.seed)
+        net = network.build_network(options.network_width, precision, built.seed,
+                                    styles=len(paintings))
         optimizer = training.make_optimizer(options.learning_rate, precision)
-    trainer = training.Trainer(net, training.BatchObjective(objective, extractor), optimizer,
-                               strategy, built.jit_compile)
+    trainer = training.Trainer(net, [training.BatchObjective(o, extractor) for o in objectives],
+                               optimizer, strategy, built.jit_compile, stability, built.seed)
     if state is not None:
         try:
             trainer.load_state(state)
         except ValueError as e:
             raise UserError(f"--resume={options.resume}: {e}; start a new --output_dir") \
                 from None
+    term_weights = {t.name: w for w, t in objective.items}
+    if stability is not None:
+        term_weights[stability[1].name] = stability[0]
     info = {"weights": weights, "precision": precision, "precision_reason": why,
-            "term_weights": {t.name: w for w, t in objective.items},
+            "term_weights": term_weights, "paintings": len(paintings),
             "previews": previews, "stylise": network.StyleNetwork(net)}
     return trainer, photos, info
 
@@ -326,6 +347,7 @@ class _Folder:
             "photos": {"folder": options.photos, "used": len(photos.files),
                        "skipped": len(photos.skipped), "skipped_files": photos.skipped[:20]},
             "parameters": int(net.count_params()), "term_weights": info["term_weights"],
+            "paintings": info["paintings"],
             "resumed_from": start_step if resumed else None, "step": start_step,
             "steps": options.steps, "output": options.output}
         self.run_json = os.path.join(self.dir, manifest.RUN_JSON)
@@ -333,6 +355,8 @@ class _Folder:
 
     def log_line(self, step: int, values, elapsed: float, rate: float) -> None:
         line = {"iteration": step, **{k: float(v) for k, v in values.items()},
+                **({"painting": self.trainer.painting(step - 1)}
+                   if self.trainer.styles > 1 else {}),
                 "elapsed_s": round(elapsed, 3),
                 "images_per_s": round(rate * self.options.batch_size, 3)}
         self.history.append(line)
@@ -348,9 +372,10 @@ class _Folder:
         return [os.path.join(self.dir, CHECKPOINT), self.options.output]
 
     def preview(self) -> None:
-        previews = self.info["previews"]
-        made = self.info["stylise"](previews, batch_size=len(previews))
-        filelib.save_image(os.path.join(self.dir, PREVIEW), preview_sheet(previews, made))
+        previews, stylise = self.info["previews"], self.info["stylise"]
+        blends = [None] if stylise.styles == 1 else np.eye(stylise.styles)
+        made = [stylise(previews, batch_size=len(previews), blend=b) for b in blends]
+        filelib.save_image(os.path.join(self.dir, PREVIEW), preview_sheet(previews, *made))
 
     def finish(self, status: str, step: int, log, message: str = "") -> Dict:
         self.record.update(status=status, step=step, ended=manifest.now(), message=message,

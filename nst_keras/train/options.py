@@ -74,6 +74,16 @@ class TrainOptions:
     network_width: float = _train(1.0, "Channel multiplier of the network: 1.0 is Johnson et "
                                   "al.'s c9s1-32, d64, d128, 5xR128, u64, u32, c9s1-3; 0.5 is "
                                   "about 4x cheaper.", flag="float", check=_width)
+    stability_weight: float = _train(
+        0.0, "Weight of the stability term: the network's picture of a photo moved by a few "
+        "pixels (and noised) must be its picture moved (less flicker in films; 0: off; "
+        "of order 10-100 under the scaled normalisations).", flag="float", check=fields.weight)
+    stability_shift: int = _train(
+        3, "Largest shift in pixels of the stability term's moved photo (1..N, drawn each "
+        "step).", flag="integer", check=fields.positive_int)
+    stability_noise: float = _train(
+        2.0, "Gaussian noise (grey levels) added to the stability term's moved photo.",
+        flag="float", check=fields.weight)
     log_every: int = _train(10, "Write a line to metrics.jsonl (and the progress line) every "
                             "N steps.", flag="integer", check=fields.positive_int, result=False)
     checkpoint_every: int = _train(200, "Save the checkpoint and the network every N steps "

@@ -1,0 +1,248 @@
+"""Several paintings in one network (conditional instance normalisation,
+blended at run time in run, batch, Python and the exported files) and the
+training's stability term, with tiny networks, random VGG weights and
+pictures made here."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import make_picture, run_cli
+from nst_keras import settings
+from nst_keras.errors import UserError
+
+SHALLOW = dict(weights="random", seed=3, content_layers=("block2_conv2",),
+               style_layers=("block1_conv1", "block2_conv1"), precision="float32")
+
+
+def quiet(line):
+    pass
+
+
+@pytest.fixture(scope="module")
+def three(tmp_path_factory):
+    """A network trained for a few steps on three paintings, and its run folder."""
+    from nst_keras import train
+
+    d = tmp_path_factory.mktemp("three")
+    (d / "photos").mkdir()
+    for i in range(4):
+        Image.fromarray(make_picture(40, 48, i)).save(d / "photos" / f"p{i}.png")
+    paintings = []
+    for i, seed in enumerate((11, 12, 13)):
+        path = d / f"painting{i}.png"
+        Image.fromarray(make_picture(36, 44, seed)).save(path)
+        paintings.append(str(path))
+    opts = train.TrainOptions(photos=str(d / "photos"), output=str(d / "net.keras"),
+                              output_dir=str(d / "run"), steps=9, image_size=32,
+                              batch_size=2, network_width=0.125, learning_rate=5e-3,
+                              log_every=1, checkpoint_every=100, preview_every=0)
+    cfg = settings.Config(style_image=",".join(paintings), style_weight=10.0,
+                          loss_normalization="scaled", content_weight=1.0, **SHALLOW)
+    record = train.train(opts, cfg, quiet)
+    return d, record, paintings
+
+
+def test_the_network_holds_one_scale_and_shift_per_painting(three):
+    from nst_keras import load_network
+    from nst_keras.engine.network import ConditionalInstanceNormalization
+
+    d, record, _ = three
+    assert record["status"] == "finished"
+    net = load_network(str(d / "net.keras"))
+    assert net.styles == 3
+    norms = [l for l in net.model.layers if isinstance(l, ConditionalInstanceNormalization)]
+    assert norms and all(l.gamma.shape[0] == 3 and l.beta.shape[0] == 3 for l in norms)
+    # Training moved the three paintings' rows apart (they start equal).
+    gammas = np.concatenate([np.asarray(l.gamma) for l in norms], axis=1)
+    assert np.abs(gammas[0] - gammas[1]).max() > 1e-3 and np.abs(gammas[1] - gammas[2]).max() > 1e-3
+    on_disk = json.loads((d / "run" / "run.json").read_text())
+    assert on_disk["paintings"] == 3
+    lines = [json.loads(l) for l in (d / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [l["painting"] for l in lines] == [0, 1, 2] * 3
+    sheet = np.asarray(Image.open(d / "run" / "preview.png"))
+    assert sheet.shape[0] == 4 * 32  # the photos over one row per painting
+
+
+def test_each_paintings_loss_falls_on_a_fixed_batch(backbone, tmp_path):
+    from conftest import objective_of
+    from nst_keras.engine import network, training, vgg
+
+    extractor = vgg.build_extractor(backbone, ["block2_conv2", "block1_conv1"])
+    photos = np.stack([make_picture(32, 32, i) for i in (1, 2)]).astype(np.float32)
+    objectives = [training.BatchObjective(objective_of(
+        extractor, vgg.preprocess_image(photos[0].astype(np.uint8)),
+        [vgg.preprocess_image(make_picture(32, 40, seed))], content_layers=["block2_conv2"],
+        style_layers=["block1_conv1"], loss_normalization="scaled", content_weight=1.0,
+        style_weight=10.0), extractor) for seed in (5, 6, 7)]
+    trainer = training.Trainer(network.build_network(0.125, seed=0, styles=3), objectives,
+                               training.make_optimizer(5e-3, "float32"))
+    losses = [trainer.step(i, photos)["loss"] for i in range(15)]
+    for k in range(3):
+        own = losses[k::3]
+        assert own[-1] < 0.8 * own[0], (k, own)
+    with pytest.raises(ValueError, match="needs as many objectives"):
+        training.Trainer(network.build_network(0.125, seed=0, styles=2), objectives,
+                         training.make_optimizer(5e-3, "float32"))
+
+
+def test_blends_give_pictures_between_the_pure_ones(three):
+    from nst_keras import load_network
+
+    d, _, _ = three
+    net = load_network(str(d / "net.keras"))
+    photo = make_picture(36, 44, 5)
+    pure = [net(photo, blend=w).astype(float) for w in ([1, 0, 0], [0, 1, 0], [0, 0, 1])]
+    apart = np.abs(pure[0] - pure[1]).mean()
+    assert apart > 1.0  # the paintings give different pictures
+    half = net(photo, blend=[1, 1, 0]).astype(float)  # normalised to 0.5, 0.5
+    assert np.abs(half - pure[0]).mean() < 0.8 * apart
+    assert np.abs(half - pure[1]).mean() < 0.8 * apart
+    assert np.abs(half - (pure[0] + pure[1]) / 2).mean() < 0.5 * apart
+    equal = net(photo).astype(float)  # no blend: equal weights
+    assert np.abs(equal - net(photo, blend=[1, 1, 1])).max() <= 1
+    with pytest.raises(ValueError, match="give 3 blend weights, not 2"):
+        net(photo, blend=[1, 0])
+    with pytest.raises(ValueError, match="positive sum"):
+        net(photo, blend=[0, 0, 0])
+
+
+def test_run_and_batch_take_the_blend(three, tmp_path, capsys):
+    from nst_keras import batch, load_network
+
+    d, _, _ = three
+    net_path = str(d / "net.keras")
+    photo_path = d / "photos" / "p1.png"
+    out = tmp_path / "run"
+    assert run_cli(f"--network={net_path}", f"--content_image={photo_path}",
+                   f"--output_dir={out}", "--img_nrows=40", "--style_blend_weights=0,0,1") == 0
+    written = np.asarray(Image.open(out / "p1_stylized.png")).astype(int)
+    photo = np.asarray(Image.open(photo_path))
+    net = load_network(net_path)
+    assert np.abs(written - net(photo, blend=[0, 0, 1])).max() <= 1
+    assert np.abs(written - net(photo, blend=[1, 0, 0])).mean() > 1.0
+    folder = tmp_path / "batch"
+    assert batch.main(["nst_keras.batch", f"--network={net_path}",
+                       f"--content_image={d / 'photos'}", f"--output_dir={folder}",
+                       "--img_nrows=40", "--style_blend_weights=0,1,0"]) == 0
+    got = np.asarray(Image.open(folder / "p1_stylized.png")).astype(int)
+    assert np.abs(got - net(photo, blend=[0, 1, 0])).max() <= 1
+    capsys.readouterr()
+    assert run_cli(f"--network={net_path}", f"--content_image={photo_path}",
+                   f"--output_dir={tmp_path / 'bad'}", "--style_blend_weights=1,1") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: --style_blend_weights has 2 weights but the network holds 3 "
+                   "painting(s); give 3 weights"]
+    assert not (tmp_path / "bad").exists()
+    assert batch.main(["nst_keras.batch", f"--network={net_path}",
+                       f"--content_image={d / 'photos'}", f"--output_dir={tmp_path / 'bad2'}",
+                       "--style_blend_weights=1,0,0,0"]) == 2
+    assert "holds 3 painting(s)" in capsys.readouterr().err
+    assert not (tmp_path / "bad2").exists()
+
+
+def test_the_exported_files_keep_the_blend_as_an_input(three, tmp_path):
+    import tensorflow as tf
+
+    from nst_keras import export
+    from nst_keras.engine import network
+
+    d, _, _ = three
+    net_path = str(d / "net.keras")
+    model = network.load_network(net_path).model
+    photos = np.stack([make_picture(40, 52, 1), make_picture(40, 52, 2)]).astype(np.float32)
+    style = np.array([[1, 0, 0], [0.25, 0.25, 0.5]], np.float32)
+    want = model([photos, style]).numpy()
+    lite = tmp_path / "net.tflite"
+    assert export.main(["export", f"--network={net_path}", f"--output={lite}"]) == 0
+    interpreter = tf.lite.Interpreter(model_path=str(lite))
+    details = interpreter.get_input_details()
+    assert sorted(len(i["shape_signature"]) for i in details) == [2, 4]  # style, photo
+    by_rank = {len(i["shape_signature"]): i["index"] for i in details}
+    interpreter.resize_tensor_input(by_rank[4], photos.shape)
+    interpreter.resize_tensor_input(by_rank[2], style.shape)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(by_rank[4], photos)
+    interpreter.set_tensor(by_rank[2], style)
+    interpreter.invoke()
+    got = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    assert np.abs(got - want).max() <= 2.0
+    folder = tmp_path / "saved"
+    assert export.main(["export", f"--network={net_path}", f"--output={folder}",
+                        "--format=saved_model"]) == 0
+    serve = tf.saved_model.load(str(folder)).signatures["serving_default"]
+    got = serve(photo=tf.constant(photos), style=tf.constant(style))["stylized"].numpy()
+    assert np.abs(got - want).max() <= 2.0
+
+
+def test_training_refuses_a_blend_of_its_paintings(three, tmp_path, capsys):
+    from nst_keras.train.__main__ import main
+
+    d, _, paintings = three
+    rc = main(["nst_keras.train", f"--photos={d / 'photos'}", f"--style_image={','.join(paintings)}",
+               f"--output_dir={tmp_path / 'r'}", f"--output={tmp_path / 'n.keras'}",
+               "--weights=random", "--image_size=32", "--batch_size=2",
+               "--style_blend_weights=1,1,1"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "leave --style_blend_weights out of the training" in err[0]
+    assert not (tmp_path / "r").exists()
+
+
+# -- stability ------------------------------------------------------------------------------
+
+
+def test_the_stability_term_is_zero_for_a_moved_copy_and_grows_with_the_change():
+    import tensorflow as tf
+
+    from nst_keras.engine import training
+    from nst_keras.engine.terms import WHOLE
+
+    term = training.StabilityTerm(factor=32 * 32, max_shift=3, noise=0.0, margin=4)
+    rng = np.random.default_rng(0)
+    image = rng.uniform(-100, 100, (2, 32, 32, 3)).astype(np.float32)
+    for shift in (1, 2, 3):
+        moved = image[:, shift:, shift:, :]  # the picture of the moved photo, if stable
+        value = term.finish(term.sums({}, tf.constant(image), {
+            "moved": tf.constant(moved), "shift": tf.constant(shift)}, WHOLE))
+        assert float(value) == pytest.approx(0.0, abs=1e-9)
+    moved = image[:, 2:, 2:, :] + 5.1  # 5.1 grey levels off everywhere: (5.1/255)^2 each
+    value = term.finish(term.sums({}, tf.constant(image), {
+        "moved": tf.constant(moved), "shift": tf.constant(2)}, WHOLE))
+    assert float(value) == pytest.approx(32 * 32 * (5.1 / 255) ** 2, rel=1e-4)
+    # Draws are the seed's and the step's (a resumed run draws the same).
+    assert [term.draw(4, s) for s in range(20)] == [term.draw(4, s) for s in range(20)]
+    assert set(term.draw(4, s) for s in range(50)) == {1, 2, 3}
+    photos = tf.constant(rng.uniform(0, 255, (2, 32, 32, 3)).astype(np.float32))
+    noisy = training.StabilityTerm(1.0, noise=2.0).moved_photos(photos, 3, tf.constant([1, 2]))
+    assert noisy.shape == (2, 29, 29, 3)
+    assert 1.5 < float(tf.math.reduce_std(noisy - photos[:, 3:, 3:])) < 2.5
+
+
+def test_training_with_stability_reports_the_term_and_adds_it_to_the_loss(backbone, tmp_path):
+    from conftest import objective_of
+    from nst_keras.engine import network, training, vgg
+
+    extractor = vgg.build_extractor(backbone, ["block2_conv2", "block1_conv1"])
+    photos = np.stack([make_picture(32, 32, i) for i in (1, 2)]).astype(np.float32)
+    objective = objective_of(extractor, vgg.preprocess_image(photos[0].astype(np.uint8)),
+                             [vgg.preprocess_image(make_picture(32, 40, 5))],
+                             content_layers=["block2_conv2"], style_layers=["block1_conv1"],
+                             loss_normalization="scaled", content_weight=1.0, style_weight=10.0)
+    term = training.StabilityTerm(32 * 32, noise=0.0, margin=4)
+
+    def trainer(stability):
+        return training.Trainer(network.build_network(0.125, seed=0),
+                                training.BatchObjective(objective, extractor),
+                                training.make_optimizer(1e-2, "float32"),
+                                stability=stability, seed=1)
+
+    plain, stable = trainer(None), trainer((50.0, term))
+    a, b = plain.step(0, photos), stable.step(0, photos)
+    assert "stability" not in a and b["stability"] > 0
+    assert b["loss"] == pytest.approx(a["loss"] + 50.0 * b["stability"], rel=1e-4)
+    for i in range(1, 8):
+        b = stable.step(i, photos)
+    assert np.isfinite(b["loss"])
