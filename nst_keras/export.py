@@ -119,8 +119,6 @@ def onnx_bytes(model) -> bytes:
     except ImportError:
         raise UserError("--format=onnx needs the tf2onnx package; pip install tf2onnx (or "
                         "export --format=saved_model and convert that)") from None
-    import tensorflow as tf  # late: as above
-
     proto, _ = tf2onnx.convert.from_function(_signature_function(model),
                                              input_signature=tuple(_specs(model)), opset=17)
     return proto.SerializeToString()

@@ -4,7 +4,6 @@ training's stability term, with tiny networks, random VGG weights and
 pictures made here."""
 
 import json
-import os
 
 import numpy as np
 import pytest
@@ -12,7 +11,6 @@ from PIL import Image
 
 from conftest import make_picture, run_cli
 from nst_keras import settings
-from nst_keras.errors import UserError
 
 SHALLOW = dict(weights="random", seed=3, content_layers=("block2_conv2",),
                style_layers=("block1_conv1", "block2_conv1"), precision="float32")
