@@ -15,6 +15,11 @@ same command again goes on from the first missing frame.
 local Ray runtime (``--ray_address`` on a cluster) and cross-fades them over
 the overlap (``--chunk_overlap`` frames).
 
+``--network=painting.keras`` (from ``python -m nst_keras.train``) instead
+passes every frame through a trained style network, streaming: no frames
+are kept, and the optimisation's options (``--temporal_weight``,
+``--workers``...) do not apply (``nst_keras.video.network_film``).
+
 Exit status: 0 the film was written; 2 bad input or settings (nothing
 written); 130 interrupted (the frames saved so far are kept).
 """
@@ -77,8 +82,13 @@ def _run(argv) -> dict:
     for module in ("cv2", "imageio_ffmpeg"):
         if importlib.util.find_spec(module) is None:
             raise UserError(VIDEO_MISSING)
+    given = [name for name in FLAGS if FLAGS[name].present]
     config, options = config_from_flags(FLAGS), options_from_flags(FLAGS)
     cli.import_tensorflow_quietly()
+    if config.network is not None:
+        from nst_keras.video import network_film  # late: as below
+
+        return network_film.stylize_video_with_network(config, options, given=given)
     from nst_keras.video import film  # late: after the quiet TensorFlow import
 
     return film.stylize_video(config, options)
