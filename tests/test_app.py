@@ -329,7 +329,7 @@ def stop_browser_and_server(driver, process, profile) -> None:
     shutil.rmtree(profile, ignore_errors=True)
 
 
-def chromium(user_dir, downloads):
+def chromium(user_dir, downloads, extra=()):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -338,7 +338,7 @@ def chromium(user_dir, downloads):
     for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                  "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync",
-                 f"--user-data-dir={user_dir}", "--window-size=1280,1000"):
+                 f"--user-data-dir={user_dir}", "--window-size=1280,1000", *extra):
         options.add_argument(flag)
     options.add_experimental_option("prefs", {"download.default_directory": str(downloads),
                                               "download.prompt_for_download": False})

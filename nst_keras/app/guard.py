@@ -16,6 +16,13 @@ In the order it checks a request (docs/security.md says why):
   it; past the limit (or declared past it) the request is answered 413 at
   once and the rest is read and dropped for a moment, never kept.
 
+The WebSocket of the live camera (``/api/live``) passes the same Host and
+cookie checks, and its ``Origin`` (which browsers always send with one) must
+be this server's own, whatever the method: a page of another site could
+otherwise open it with the visitor's cookie (cross-site WebSocket
+hijacking).  A refused WebSocket is answered 403 with the line, before any
+message.
+
 Every refusal is one plain-text line with ``Connection: close``.  Every
 response, refusals too, says ``Content-Security-Policy: frame-ancestors 'none'``
 (``EVERY_RESPONSE``): no page of another site may show this one in a frame
@@ -147,6 +154,18 @@ class Policy:
         return (f"refused a {scope['method']} from {source[:100]!r}: only this server's own "
                 "page may change anything")
 
+    def websocket_refusal(self, scope, headers: Headers) -> Optional[str]:
+        """Why a WebSocket may not open (``None``: it may)."""
+        line = self.host_refusal(headers)
+        if line:
+            return line
+        source = headers.get("origin")
+        own = _origin_of(headers.get("host", ""), "http")
+        if source is not None and (source == "null" or _origin_of(source) != own):
+            return (f"refused a WebSocket from {source[:100]!r}: only this server's own page "
+                    "may open it")
+        return self.secret_refusal(scope, headers)
+
     def secret_refusal(self, scope, headers: Headers) -> Optional[str]:
         if self.has_secret(scope, headers):
             return None
@@ -178,6 +197,22 @@ async def drain(receive, seconds: float = LINGER_S, most: Optional[int] = None) 
         if message["type"] != "http.request" or not message.get("more_body", False):
             return
         dropped += len(message.get("body", b""))
+
+
+async def refuse_websocket(scope, receive, send, line: str) -> None:
+    """Answers a WebSocket's opening with 403 and ``line`` (the ASGI denial
+    response where the server has it, else a close before accepting)."""
+    message = await receive()
+    if message["type"] != "websocket.connect":
+        return
+    if "websocket.http.response" in (scope.get("extensions") or {}):
+        body = (line + "\n").encode("utf-8")
+        await send({"type": "websocket.http.response.start", "status": 403, "headers": [
+            (b"content-type", b"text/plain; charset=utf-8"),
+            (b"content-length", str(len(body)).encode()), *EVERY_RESPONSE]})
+        await send({"type": "websocket.http.response.body", "body": body})
+    else:
+        await send({"type": "websocket.close", "code": 1008, "reason": line[:120]})
 
 
 async def refuse(send, status: int, line: str, receive=None, most: Optional[int] = None,
@@ -268,6 +303,11 @@ class Guard:
         return (403, line) if line else None
 
     async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "websocket":
+            line = self.policy.websocket_refusal(scope, Headers(scope=scope))
+            if line:
+                await refuse_websocket(scope, receive, send, line)
+                return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return

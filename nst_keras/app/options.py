@@ -43,6 +43,14 @@ class ServerOptions:
     allowed_hosts: Optional[Tuple[str, ...]] = _app(
         None, "More host names to serve besides the bound address and loopback (a reverse "
         "proxy's name); see docs/security.md.", flag="strings")
+    networks_dir: Optional[str] = _app(
+        None, "Folder of trained style networks (.keras files from python -m nst_keras.train): "
+        "the page lists them, stylises a photo through one at once and the camera live.")
+    live_rows: int = _app(256, "Height of the camera's frames sent to a network (the page's "
+                          "default).", flag="integer", check=lambda name, value: 16 <= int(value)
+                          <= 1080 or fields.fail(name, value, "must be 16 to 1080"))
+    max_frame_kb: int = _app(1024, "Largest camera frame, in KB; a bigger one is dropped "
+                             "with a message.", flag="integer", check=fields.positive_int)
     no_token: bool = _app(False, "Serve a --host other than loopback without a token: then "
                           "anyone who can reach it can use the app.", flag="boolean")
 

@@ -11,11 +11,16 @@ Routes (all under the server's own origin; the page needs nothing else):
 * ``POST /api/jobs/{id}/stop`` and ``/continue``;
 * ``GET /api/jobs/{id}/result.png`` and ``/run.json``: the downloads;
 * ``GET /api/gallery``: every result of the results directory, earlier starts'
-  too.
+  too;
+* ``GET /api/networks``: the trained networks of ``--networks_dir`` and the
+  live defaults; ``POST /api/stylize`` (``content``, ``network``, ``rows``,
+  ``blend``): the photo through a network at once, as ``image/png``;
+* ``/api/live``: the camera through a network, a WebSocket
+  (``live.LiveSession``).
 
 In front of them ``guard.Guard`` checks the Host, the Origin, the page's
-cookie (set by ``GET /``) and the upload's bytes as they stream in
-(docs/security.md).
+cookie (set by ``GET /``) and the upload's bytes as they stream in, for the
+WebSocket too (docs/security.md).
 """
 
 from __future__ import annotations
@@ -38,10 +43,11 @@ from starlette.formparsers import MultiPartException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
 
 from nst_keras import cli, settings
-from nst_keras.app import forms, guard, jobs
+from nst_keras.app import forms, guard, jobs, live
 from nst_keras.app.options import ServerOptions
 from nst_keras.errors import UserError
 
@@ -69,10 +75,48 @@ def _page(name: str):
 
 
 class Handlers:
-    """The routes' handlers over one ``jobs.Manager``."""
+    """The routes' handlers over one ``jobs.Manager`` and one ``live.Networks``."""
 
-    def __init__(self, manager: jobs.Manager, limits: forms.Limits):
+    def __init__(self, manager: jobs.Manager, limits: forms.Limits,
+                 networks: Optional[live.Networks] = None, live_rows: int = 256,
+                 max_frame_bytes: int = 2 ** 20):
         self.manager, self.limits = manager, limits
+        self.networks = networks or live.Networks(None)
+        self.live_rows, self.max_frame_bytes = int(live_rows), int(max_frame_bytes)
+
+    async def list_networks(self, request: Request) -> Response:
+        described = await asyncio.to_thread(self.networks.describe)
+        return JSONResponse({"networks": described, "live_rows": self.live_rows,
+                             "max_frame_bytes": self.max_frame_bytes}, headers=HEADERS)
+
+    async def stylize(self, request: Request) -> Response:
+        """One photo through a network at once: the PNG (``X-Stylize-Ms``: how long)."""
+        try:
+            fields, files = await self._read_form(request)
+            if not files["content"] or not files["content"][0][1]:
+                raise UserError("choose a content photo first")
+            name, data = files["content"][0]
+            network_id = (fields.get("network") or [""])[0]
+            try:
+                rows = int((fields.get("rows") or [str(self.live_rows)])[0])
+            except ValueError:
+                raise UserError("the output size (rows) must be a whole number") from None
+            if not live.MIN_LIVE_ROWS <= rows <= self.limits.max_rows:
+                raise UserError(f"the output size must be {live.MIN_LIVE_ROWS} to "
+                                f"{self.limits.max_rows} rows")
+            blend = live.parse_blend(fields.get("blend"))
+            made = await asyncio.to_thread(
+                live.stylize_upload, self.networks, network_id, data, name, rows, blend,
+                self.limits.max_bytes, self.limits.max_pixels)
+        except UserError as e:
+            return _error(str(e), getattr(e, "status", 400))
+        return Response(made["png"], media_type="image/png",
+                        headers={**HEADERS, "X-Stylize-Ms": str(made["ms"])})
+
+    async def live(self, websocket: WebSocket) -> None:
+        await live.LiveSession(websocket, self.networks, self.limits.max_rows,
+                               self.max_frame_bytes, self.limits.max_pixels,
+                               self.live_rows).run()
 
     def _job(self, request: Request) -> jobs.Job:
         job = self.manager.result(request.path_params["job_id"])
@@ -245,16 +289,22 @@ async def event_stream(manager: jobs.Manager, job: jobs.Job):
 
 
 def create_app(manager: jobs.Manager, limits: Optional[forms.Limits] = None,
-               policy: Optional[guard.Policy] = None) -> Starlette:
-    """The Starlette application over ``manager``, behind ``guard.Guard(policy)``
-    (default: served on loopback only, no token; bodies up to ``limits.max_bytes``)."""
+               policy: Optional[guard.Policy] = None,
+               networks: Optional[live.Networks] = None, live_rows: int = 256,
+               max_frame_bytes: int = 2 ** 20) -> Starlette:
+    """The Starlette application over ``manager`` (and the trained ``networks``),
+    behind ``guard.Guard(policy)`` (default: served on loopback only, no token;
+    bodies up to ``limits.max_bytes``)."""
     limits, policy = limits or forms.Limits(), policy or guard.Policy()
-    h = Handlers(manager, limits)
+    h = Handlers(manager, limits, networks, live_rows, max_frame_bytes)
     routes = [Route("/", _page("index.html")),
               Route("/static/app.js", _page("app.js")),
               Route("/static/app.css", _page("app.css")),
               Route("/api/presets", h.presets),
               Route("/api/gallery", h.gallery),
+              Route("/api/networks", h.list_networks),
+              Route("/api/stylize", h.stylize, methods=["POST"]),
+              WebSocketRoute("/api/live", h.live),
               Route("/api/jobs", h.create, methods=["POST"]),
               Route("/api/jobs/{job_id}/events", h.events),
               Route("/api/jobs/{job_id}/stop", h.stop, methods=["POST"]),
@@ -263,6 +313,8 @@ def create_app(manager: jobs.Manager, limits: Optional[forms.Limits] = None,
     app = Starlette(routes=routes, middleware=[Middleware(guard.Guard, policy=policy,
                                                            max_bytes=limits.max_bytes)])
     app.state.manager, app.state.policy = manager, policy
+    # A frame over --max_frame_kb gets a message; one over this ends the connection.
+    app.state.ws_max_size = 4 * int(max_frame_bytes) + 2 ** 16
     return app
 
 
@@ -316,7 +368,8 @@ class Serving:
         self.socket = bind(host, port)
         self.url = url_of(self.socket)
         self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning",
-                                                    timeout_graceful_shutdown=2))
+                                                    timeout_graceful_shutdown=2,
+                                                    ws_max_size=app.state.ws_max_size))
         self.manager = app.state.manager
         self.thread = threading.Thread(target=self.server.run,
                                        kwargs={"sockets": [self.socket]}, daemon=True)
@@ -356,6 +409,10 @@ def main(argv=None) -> int:
         cli.parse(argv, f)
         config, explicit = base_config(f)
         options = cli.options_from_flags(ServerOptions, f)
+        if options.networks_dir and not os.path.isdir(options.networks_dir):
+            raise UserError(f"--networks_dir={options.networks_dir} is not a folder; give the "
+                            "folder of your .keras networks (python -m nst_keras.train "
+                            "--output=DIR/NAME.keras)")
         sock = bind(options.host, options.port)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
@@ -366,11 +423,16 @@ def main(argv=None) -> int:
     cli.import_tensorflow_quietly()
     manager = jobs.Manager(config, explicit, results, options.abandon_s,
                            max_queue=options.max_queue)
-    app = create_app(manager, forms.Limits.of(options), policy)
+    # The networks run at --precision when it is given, else the fastest this machine has.
+    networks = live.Networks(options.networks_dir,
+                             config.precision if "precision" in explicit else "auto")
+    app = create_app(manager, forms.Limits.of(options), policy, networks, options.live_rows,
+                     options.max_frame_kb * 1024)
     url = url_of(sock) + (f"?token={policy.token}" if policy.token else "")
     print(f"nst_keras app: {url} (results in {results}; Ctrl-C to stop)", flush=True)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning",
-                                           timeout_graceful_shutdown=2))
+                                           timeout_graceful_shutdown=2,
+                                           ws_max_size=app.state.ws_max_size))
     try:
         server.run(sockets=[sock])
     finally:

@@ -1,5 +1,6 @@
 // The nst_keras page: uploads, settings, live progress (server-sent events),
-// stop / continue, downloads and the gallery.  Plain JavaScript, no library.
+// stop / continue, downloads, the gallery, and trained networks (a picture at
+// once, the camera live).  Plain JavaScript, no library.
 "use strict";
 const $ = (id) => document.getElementById(id);
 const state = { content: null, styles: [], presets: {}, job: null, source: null, losses: [], busy: false };
@@ -454,6 +455,199 @@ async function loadGallery() {
   for (const result of results) gallery.appendChild(card(result));
 }
 
+
+// ---- trained networks: a picture at once, and the camera live ------------------
+// With a network chosen, Stylize sends the photo to api/stylize and shows the
+// PNG it answers.  The camera sends frames over a WebSocket (api/live) at the
+// server's live size, at most two unanswered at a time, so a slow server never
+// builds a queue (it keeps only the newest frame anyway, and says how many it
+// dropped); each answer is a JPEG shown in #live, and #live-fps counts them.
+
+const live = { ws: null, stream: null, inFlight: 0, times: [], url: null, ready: false,
+               dropped: 0, lastAnswer: 0, canvas: document.createElement("canvas") };
+
+async function loadNetworks() {
+  const info = await api("api/networks");
+  state.networks = {};
+  state.liveRows = info.live_rows;
+  for (const net of info.networks) {
+    state.networks[net.id] = net;
+    $("network").add(new Option(net.id + (net.styles > 1 ? ` (${net.styles} paintings)` : ""), net.id));
+  }
+  const any = info.networks.length > 0;
+  $("network-label").hidden = !any;
+  $("camera").hidden = !any;
+  document.body.dataset.networks = String(info.networks.length);
+}
+
+function chosenNetwork() { return state.networks ? state.networks[$("network").value] : undefined; }
+
+function renderBlendSliders() {
+  const box = $("blend-sliders"), net = chosenNetwork();
+  box.textContent = "";
+  box.hidden = !net || net.styles < 2;
+  if (box.hidden) return;
+  box.appendChild(document.createTextNode("Blend of the paintings:"));
+  for (let k = 0; k < net.styles; k++) {
+    const label = document.createElement("label");
+    const slider = document.createElement("input");
+    Object.assign(slider, { type: "range", min: "0", max: "1", step: "0.05", value: "1", id: "blend-" + k });
+    slider.oninput = sendLiveSettings;
+    label.append(document.createTextNode("painting " + (k + 1)), slider);
+    box.appendChild(label);
+  }
+}
+
+function blendWeights() {
+  const net = chosenNetwork();
+  if (!net || net.styles < 2) return [];
+  const weights = [];
+  for (let k = 0; k < net.styles; k++) weights.push(Number($("blend-" + k).value));
+  return weights;
+}
+
+async function failure(response) {
+  const line = (await response.text()).trim();
+  try { return JSON.parse(line).error; } catch (e) {
+    return line && !line.includes("\n") && line.length < 400 ? line : "the server answered " + response.status;
+  }
+}
+
+async function stylizeWithNetwork() {
+  showMessage("");
+  if (!state.content) { showMessage("Choose a content photo first."); return; }
+  const data = new FormData();
+  data.append("content", state.content, state.content.name);
+  data.append("network", $("network").value);
+  data.append("rows", $("rows").value);
+  for (const w of blendWeights()) data.append("blend", w);
+  $("stylize").disabled = true;
+  document.body.dataset.result = "";
+  try {
+    let response;
+    try { response = await fetch("api/stylize", { method: "POST", body: data }); } catch (e) {
+      throw new Error("Lost the connection to the server; is it still running?");
+    }
+    if (!response.ok) throw new Error(await failure(response));
+    const url = URL.createObjectURL(await response.blob());
+    $("preview").src = url;
+    $("preview").hidden = false;
+    $("download-png").href = url;
+    $("download-png").setAttribute("download", $("network").value + "_stylized.png");
+    $("download-json").hidden = true;
+    $("downloads").hidden = false;
+    $("status").textContent = `Stylised with ${$("network").value} in ` +
+      `${Math.round(Number(response.headers.get("X-Stylize-Ms")))} ms.`;
+    document.body.dataset.result = "stylized";
+  } catch (err) {
+    showMessage(err.message);
+  } finally {
+    $("stylize").disabled = false;
+  }
+}
+
+function sendLiveSettings() {
+  if (!live.ws || live.ws.readyState !== WebSocket.OPEN) return;
+  live.ws.send(JSON.stringify({ network: $("network").value, blend: blendWeights(), rows: state.liveRows }));
+}
+
+function showFps() {
+  const now = performance.now();
+  live.times = live.times.filter((t) => now - t < 2000);
+  const n = live.times.length;
+  const fps = n > 1 ? (n - 1) * 1000 / (live.times[n - 1] - live.times[0]) : 0;
+  $("live-fps").textContent = fps.toFixed(1) + " fps";
+}
+
+function sendFrame() {
+  const video = $("camera-video"), ws = live.ws;
+  const rows = state.liveRows, cols = Math.round(video.videoWidth * rows / video.videoHeight);
+  live.canvas.width = cols;
+  live.canvas.height = rows;
+  live.canvas.getContext("2d").drawImage(video, 0, 0, cols, rows);
+  live.inFlight++;
+  live.canvas.toBlob((blob) => {
+    if (live.ws === ws && ws.readyState === WebSocket.OPEN && blob) ws.send(blob);
+    else live.inFlight = Math.max(0, live.inFlight - 1);
+  }, "image/jpeg", 0.8);
+}
+
+function pump() {
+  const video = $("camera-video");
+  if (!live.ws || !live.ready) return;
+  if (performance.now() - live.lastAnswer > 3000) live.inFlight = 0;  // answers lost: start over
+  if (video.readyState < 2 || !video.videoWidth) { setTimeout(pump, 50); return; }
+  while (live.inFlight < 2) sendFrame();
+}
+
+function onLiveMessage(event) {
+  if (typeof event.data === "string") {
+    const m = JSON.parse(event.data);
+    if (m.error) showMessage(m.error);
+    if (m.ready !== undefined) { live.ready = true; live.lastAnswer = performance.now(); pump(); }
+    if (m.frame !== undefined) {
+      const lost = m.dropped - live.dropped;  // frames the server dropped get no answer
+      live.dropped = m.dropped;
+      live.inFlight = Math.max(0, live.inFlight - lost);
+      $("live-info").textContent = `${m.ms} ms a frame on the server, ${m.dropped} dropped`;
+      document.body.dataset.liveFrames = String(m.frame);
+      pump();
+    }
+    return;
+  }
+  live.inFlight = Math.max(0, live.inFlight - 1);
+  live.lastAnswer = performance.now();
+  if (live.url) URL.revokeObjectURL(live.url);
+  live.url = URL.createObjectURL(event.data);
+  $("live").src = live.url;
+  live.times.push(performance.now());
+  showFps();
+  pump();
+}
+
+async function startCamera() {
+  showMessage("");
+  if (!chosenNetwork()) { showMessage("Choose a network first: the camera goes through a trained network."); return; }
+  let stream;
+  try {
+    stream = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 480 }, audio: false });
+  } catch (e) {
+    showMessage(`The camera could not be started (${e.name}); allow this page to use it.`);
+    return;
+  }
+  live.stream = stream;
+  const video = $("camera-video");
+  video.srcObject = stream;
+  await video.play();
+  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+  const folder = location.pathname.replace(/[^/]*$/, "");
+  const ws = new WebSocket(`${scheme}//${location.host}${folder}api/live`);
+  Object.assign(live, { ws: ws, inFlight: 0, times: [], ready: false, dropped: 0 });
+  ws.binaryType = "blob";
+  ws.onopen = sendLiveSettings;
+  ws.onmessage = onLiveMessage;
+  ws.onclose = () => {
+    if (live.ws !== ws) return;
+    if (!live.ready && !$("message").textContent) showMessage("The server refused the live camera.");
+    stopCamera();
+  };
+  $("live-panel").hidden = false;
+  $("camera").textContent = "Stop camera";
+  document.body.dataset.live = "on";
+}
+
+function stopCamera() {
+  const ws = live.ws;
+  live.ws = null;
+  live.ready = false;
+  if (ws && ws.readyState <= WebSocket.OPEN) ws.close();
+  if (live.stream) for (const track of live.stream.getTracks()) track.stop();
+  live.stream = null;
+  $("camera-video").srcObject = null;
+  $("camera").textContent = "Camera";
+  document.body.dataset.live = "off";
+}
+
 // ---- wiring ---------------------------------------------------------------
 
 function wire() {
@@ -464,6 +658,7 @@ function wire() {
   $("preset").onchange = () => applyPreset($("preset").value);
   $("strength").oninput = showStrength;
   $("stylize").onclick = async () => {
+    if ($("network").value) { stylizeWithNetwork(); return; }
     let body;
     try { body = await formData(); } catch (e) { showMessage(e.message); return; }
     start("api/jobs", { method: "POST", body: body }, false);
@@ -474,6 +669,9 @@ function wire() {
   showStrength();
   loadPresets().catch((e) => showMessage(e.message));
   loadGallery().catch((e) => showMessage(e.message));
+  $("network").onchange = () => { renderBlendSliders(); sendLiveSettings(); };
+  $("camera").onclick = () => (live.ws ? stopCamera() : startCamera());
+  loadNetworks().catch((e) => showMessage(e.message));
 }
 
 wire();

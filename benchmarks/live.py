@@ -1,0 +1,232 @@
+"""Films through trained networks: frames per second, and flicker with and without
+the stability term.
+
+Two parts (``--parts=speed,stability``), each printing its table and writing
+``--out`` (one run, one machine: ratios are measured side by side):
+
+* ``speed``: ``nst_keras.video --network`` on a 16:9 pan clip of ``--rows``
+  rows (``--frames`` frames, FFV1 in, H.264 out), through a full-width and a
+  half-width network (``network_fast``'s), float32 and ``--precision=auto``:
+  the frames per second after the first batch (decoding, resizing, the
+  network and encoding together, as the command runs) and overall.  Speed
+  does not depend on the weights' values, so the networks are untrained.
+* ``stability``: two networks trained alike with ``--preset=network_fast``
+  (``--steps``) on the photos this machine has (``benchmarks/networks.py``'s
+  ``training_photos``, never the four held out for scoring), one with
+  ``--stability_weight`` (each of ``--stability``); then a pan over a held-out photo
+  (``--clip_photo``, 256 rows, ``--dx``/``--dy`` pixels a frame, motion known
+  exactly) through each: flicker = mean absolute difference (0..255) between
+  each stylised frame and the previous one moved by the pan, over the pixels
+  both see (``benchmarks/video.py``'s ``flicker_true``), and the style gap
+  closed on the held-out photos at 256 rows by the independent scorer
+  (``--scorer_script``).
+
+Usage (from the repository root)::
+
+    python benchmarks/live.py --parts=speed
+    python benchmarks/live.py --parts=stability --painting=../shared/images/starry_night.jpg
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from contextlib import redirect_stdout
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+for path in (REPO, os.path.join(REPO, "benchmarks")):
+    if path not in sys.path:
+        sys.path.insert(0, path)
+SHARED = os.path.join(REPO, "..", "shared")
+
+
+def pan_clip(photo: str, path: str, rows: int, cols: int, frames: int, dx: int, dy: int):
+    """A pan over ``photo`` (crops moving by dx, dy a frame), FFV1 at 25 fps; the frames."""
+    import numpy as np
+
+    from nst_keras.engine import imaging
+    from nst_keras.video import videoio
+
+    need_rows, need_cols = rows + dy * frames, cols + dx * frames
+    picture = imaging.open_picture(photo)
+    scale = max(need_rows / picture.height, need_cols / picture.width)
+    size = (int(np.ceil(picture.height * scale)), int(np.ceil(picture.width * scale)))
+    canvas = imaging.load_image(photo, size, "lanczos")
+    crops = [canvas[t * dy:t * dy + rows, t * dx:t * dx + cols] for t in range(frames)]
+    videoio.encode(path, crops, 25.0, (rows, cols), codec="ffv1")
+    return crops
+
+
+def _film(network: str, clip: str, out: str, *extra) -> dict:
+    from nst_keras import cli, video
+    from nst_keras.video import network_film
+
+    argv = ["bench", f"--video={clip}", f"--output={out}", f"--network={network}",
+            "--overwrite", *extra]
+    cli.parse(argv, video.FLAGS)
+    given = [n for n in video.FLAGS if video.FLAGS[n].present]
+    config, options = video.config_from_flags(), video.options_from_flags()
+    return network_film.stylize_video_with_network(config, options, log=lambda s: None,
+                                                   given=given)
+
+
+def speed(args, log):
+    from nst_keras.engine import network
+
+    work = tempfile.mkdtemp(prefix="nst-live-speed-")
+    cols = args.rows * 16 // 9 // 2 * 2
+    clip = os.path.join(work, "pan.mkv")
+    pan_clip(os.path.join(SHARED, "images", "tubingen.jpg"), clip, args.rows, cols,
+             args.frames, 2, 0)
+    rows = []
+    for width in (1.0, 0.5):
+        path = os.path.join(work, f"w{width}.keras")
+        network.build_network(width, seed=0).save(path)
+        for precision in ("float32", "auto"):
+            summary = _film(path, clip, os.path.join(work, "out.mp4"),
+                            f"--precision={precision}")
+            resolved = network.load_network(path, precision).model.get_layer(
+                "pad_to_multiple").dtype_policy.name if precision == "auto" else precision
+            row = {"width": width, "precision": precision, "resolved": resolved,
+                   "rows": args.rows, "cols": cols, "frames": summary["frames"],
+                   "fps_after_first_batch": summary["frames_per_s"],
+                   "fps_overall": round(summary["frames"] / summary["seconds"], 2)}
+            rows.append(row)
+            log(f"width {width:<4} {precision:<8} ({resolved}): "
+                f"{row['fps_after_first_batch']:.1f} fps after the first batch, "
+                f"{row['fps_overall']:.1f} overall ({summary['frames']} frames "
+                f"{args.rows}x{cols})")
+    return rows
+
+
+def stability(args, log):
+    import numpy as np
+    from PIL import Image
+
+    import networks as nb
+    import quality as qb
+    from video import flicker_true
+
+    from nst_keras import train
+    from nst_keras.engine import network as netlib
+    from nst_keras.output import networks
+
+    work = os.path.abspath(args.work or tempfile.mkdtemp(prefix="nst-live-stability-"))
+    photos = os.path.join(work, "photos")
+    used = nb.training_photos(photos)
+    log(f"training photos ({len(used)}): {', '.join(used)}")
+    trained = {}
+    weights = [float(w) for w in str(args.stability).split(",")]
+    runs = [("plain", 0.0)] + [(f"stable_{w:g}", w) for w in weights]
+    for name, weight in runs:
+        net_path = os.path.join(work, f"{name}.keras")
+        if not os.path.exists(net_path):
+            config, options = nb._objective([
+                f"--style_image={args.painting}", f"--photos={photos}",
+                f"--output={net_path}", f"--output_dir={os.path.join(work, name)}",
+                "--model=vgg16", f"--weights={args.vgg16_weights}", f"--steps={args.steps}",
+                f"--stability_weight={weight}", "--overwrite", *args.train_flags.split()])
+            start = time.perf_counter()
+            with redirect_stdout(io.StringIO()):
+                record = train.train(options, config, log=lambda s: None)
+            trained[name] = {"seconds": round(time.perf_counter() - start, 1),
+                             "final": record.get("final"), "precision": record["precision"]}
+            log(f"trained {name} (stability {weight:g}): {args.steps} steps in "
+                f"{trained[name]['seconds']:.0f} s; final {record.get('final')}")
+    clip = os.path.join(work, "pan.mkv")
+    cols = args.rows * 4 // 3 // 2 * 2
+    contents = pan_clip(qb.resolve_image(args.clip_photo), clip, args.rows, cols,
+                        args.frames, args.dx, args.dy)
+    score = qb.script_scorer(args.scorer_script)
+    held_out = [qb.resolve_image(f"skimage:{n}") for n in nb.HELD_OUT]
+    results = {"content_flicker": round(flicker_true(contents, args.dx, args.dy), 3)}
+    for name, weight in runs:
+        net = netlib.load_network(os.path.join(work, f"{name}.keras"), "auto")
+        frames = list(networks_frames(net, contents))
+        gaps, ssims = [], []
+        for photo_path in held_out:
+            image = os.path.join(work, f"{name}_{os.path.basename(photo_path)}.png")
+            Image.fromarray(networks.picture(net, photo_path, args.rows)).save(image)
+            photo, scored = score(photo_path, args.painting, [image])
+            gaps.append(qb.gap_closed(scored["style_sim"], photo["style_sim"]))
+            ssims.append(scored["content_ssim"])
+        results[name] = {"stability_weight": weight,
+                         "flicker": round(flicker_true(frames, args.dx, args.dy), 3),
+                         "gap_median": round(statistics.median(gaps), 4),
+                         "gaps": [round(g, 4) for g in gaps],
+                         "ssim_median": round(statistics.median(ssims), 4)}
+        log(f"{name}: flicker {results[name]['flicker']:.2f} (the photo's own "
+            f"{results['content_flicker']:.2f}), style gap closed median "
+            f"{results[name]['gap_median']:.3f}")
+        np.save(os.path.join(work, f"{name}_frames.npy"), np.stack(frames[:8]))
+    for name, weight in runs[1:]:
+        results[name]["flicker_ratio"] = round(results[name]["flicker"] /
+                                               max(results["plain"]["flicker"], 1e-9), 3)
+        results[name]["gap_loss"] = round(results["plain"]["gap_median"] -
+                                          results[name]["gap_median"], 4)
+        log(f"stability {weight:g}: flicker ratio {results[name]['flicker_ratio']:.2f}, "
+            f"style gap lost {results[name]['gap_loss']:.3f}")
+    return {"painting": os.path.basename(args.painting), "steps": args.steps,
+            "stability_weight": args.stability, "clip": {"photo": args.clip_photo,
+            "rows": args.rows, "cols": cols, "frames": args.frames, "dx": args.dx,
+            "dy": args.dy}, "photos": used, "trained": trained, **results}
+
+
+def networks_frames(net, contents, batch_size=4):
+    from nst_keras.video.network_film import stylised_frames
+
+    return stylised_frames(net, contents, batch_size)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--parts", default="speed")
+    p.add_argument("--rows", type=int, default=256)
+    p.add_argument("--frames", type=int, default=100)
+    p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--stability", default="300,1000",
+                   help="stability weights to train with, comma separated")
+    p.add_argument("--painting", default=os.path.join(SHARED, "images", "starry_night.jpg"))
+    p.add_argument("--clip_photo", default="skimage:astronaut")
+    p.add_argument("--dx", type=int, default=3)
+    p.add_argument("--dy", type=int, default=1)
+    p.add_argument("--vgg16_weights",
+                   default=os.path.join(SHARED, "weights", "vgg16_hed.weights.h5"))
+    p.add_argument("--scorer_script", default=os.path.join(SHARED, "tools", "quality_score.py"))
+    p.add_argument("--train_flags", default="")
+    p.add_argument("--work", default=None)
+    p.add_argument("--load", default="unknown", help="what else ran (recorded)")
+    p.add_argument("--out", default=os.path.join(REPO, "benchmarks", "results", "live.json"))
+    args = p.parse_args(argv)
+    from nst_keras import cli
+
+    cli.import_tensorflow_quietly()
+    from nst_keras.engine import hardware
+
+    import networks as nb
+
+    hardware.configure_threads()
+    out = {"date": time.strftime("%Y-%m-%d"), "machine": nb.machine(), "load": args.load}
+    print(out["machine"], flush=True)
+    log = lambda s: print(s, flush=True)  # noqa: E731
+    parts = args.parts.split(",")
+    if "speed" in parts:
+        out["speed"] = speed(args, log)
+    if "stability" in parts:
+        out["stability"] = stability(args, log)
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(out, f, indent=1)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,333 @@
+"""The page's trained networks (``--networks_dir``): the list, a photo through a
+network at once, the camera over a WebSocket (latest frame wins, oversize frames
+dropped with a message, one camera at a time), the guard on the new routes, and
+the camera in headless Chromium with a fake device.
+
+Tiny untrained networks, small pictures; every server and browser a test
+starts is stopped by it.
+"""
+
+import io
+import json
+import os
+import time
+import warnings
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import make_picture
+
+pytest.importorskip("starlette")
+pytest.importorskip("uvicorn")
+
+with warnings.catch_warnings():  # Starlette's note about httpx's successor
+    warnings.simplefilter("ignore")
+    from starlette.testclient import TestClient  # noqa: E402
+    from starlette.testclient import WebSocketDenialResponse  # noqa: E402
+    from starlette.websockets import WebSocketDisconnect  # noqa: E402
+
+from nst_keras.app import live, server  # noqa: E402
+from test_app import (CHROMEDRIVER, CHROMIUM, LOCAL, chromium, one_line, png,  # noqa: E402
+                      start_server, server_url, stop_browser_and_server, wait_for)
+from test_app_security import new_manager  # noqa: E402
+
+
+def jpeg(array, quality=90):
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def networks_dir(tmp_path_factory):
+    """``one.keras`` (one painting), ``three.keras`` (three, distinct) and a broken file."""
+    from nst_keras.engine import network
+
+    d = tmp_path_factory.mktemp("networks")
+    network.build_network(0.125, seed=5).save(str(d / "one.keras"))
+    three = network.build_network(0.125, seed=6, styles=3)
+    for layer in three.layers:
+        if hasattr(layer, "gamma") and len(layer.gamma.shape) == 2:
+            rng = np.random.default_rng(len(layer.name))
+            layer.gamma.assign(rng.uniform(0.5, 1.5, layer.gamma.shape).astype("float32"))
+            layer.beta.assign(rng.normal(0, 0.5, layer.beta.shape).astype("float32"))
+    three.save(str(d / "three.keras"))
+    (d / "broken.keras").write_bytes(b"not a network")
+    (d / "notes.txt").write_text("not a network")
+    return d
+
+
+@pytest.fixture
+def client(tmp_path, networks_dir):
+    """A test client (holding the page's cookie) over the networks; its ``Networks``."""
+    manager = new_manager(tmp_path)
+    networks = live.Networks(str(networks_dir), "float32")
+    app = server.create_app(manager, networks=networks, live_rows=32,
+                            max_frame_bytes=20_000)
+    c = TestClient(app, base_url=LOCAL, follow_redirects=False)
+    assert c.get("/").status_code == 200
+    yield c, networks
+    manager.close()
+    c.close()
+
+
+def connect(c, headers=None):
+    """``c.websocket_connect('/api/live')`` as the page opens it: its Host, Origin and
+    cookie.  Starlette's test client sends neither the jar's cookies nor the Host of
+    its base URL with a WebSocket, and its WebSocket's server port is 80 (the
+    cookie's name has the port: ``Policy.cookie_name``)."""
+    sent = {"host": LOCAL.split("//")[1], "origin": LOCAL}
+    if c.cookies:
+        [value] = c.cookies.values()
+        sent["cookie"] = f"nst_keras_80={value}"
+    sent.update(headers or {})
+    return c.websocket_connect("/api/live", headers=sent)
+
+
+def stylize(c, photo, **form):
+    return c.post("api/stylize", data={"network": "one", "rows": "32", **form},
+                  files=[("content", ("photo.png", png(photo), "application/octet-stream"))])
+
+
+def test_the_networks_are_listed_with_their_paintings(client):
+    c, _ = client
+    answer = c.get("api/networks").json()
+    assert answer["networks"] == [{"id": "one", "styles": 1}, {"id": "three", "styles": 3}]
+    assert answer["live_rows"] == 32 and answer["max_frame_bytes"] == 20_000
+
+
+def test_a_photo_through_a_network_at_once(client):
+    c, networks = client
+    photo = make_picture(48, 64, 1)
+    response = stylize(c, photo)
+    assert response.status_code == 200 and response.headers["content-type"] == "image/png"
+    assert float(response.headers["x-stylize-ms"]) > 0
+    got = np.asarray(Image.open(io.BytesIO(response.content))).astype(int)
+    want = networks.get("one")(live.fit_rows(photo, 32))
+    assert got.shape == (32, 42, 3) and np.abs(got - want).max() <= 1
+    pure = [np.asarray(Image.open(io.BytesIO(stylize(
+        c, photo, network="three", blend=b).content))).astype(int) for b in ("1,0,0", "0,1,0")]
+    assert np.abs(pure[0] - pure[1]).mean() > 2
+    assert np.abs(pure[0] - networks.get("three")(live.fit_rows(photo, 32),
+                                                  blend=[1, 0, 0])).max() <= 1
+
+
+@pytest.mark.parametrize("form,message", [
+    ({"network": "missing"}, "no network 'missing'"),
+    ({"network": "../one"}, "no network '../one'"),
+    ({"network": "broken"}, "is not a Keras model file"),
+    ({"network": "three", "blend": "1,1"}, "give 3 blend weights, not 2"),
+    ({"network": "three", "blend": "1,x,1"}, "blend weights must be numbers"),
+    ({"rows": "8"}, "must be 16 to"),
+])
+def test_bad_stylize_requests_are_one_line(client, form, message):
+    c, _ = client
+    response = stylize(c, make_picture(48, 64, 1), **form)
+    assert response.status_code == 400 and message in one_line(response)
+
+
+def frames_of(ws, count):
+    """``count`` answers: ``[(picture or None, stats)]`` (a picture, then its stats)."""
+    out = []
+    while len(out) < count:
+        message = ws.receive()
+        if message.get("bytes") is not None:
+            picture = np.asarray(Image.open(io.BytesIO(message["bytes"])))
+            stats = json.loads(ws.receive_text())
+            out.append((picture, stats))
+        else:
+            out.append((None, json.loads(message["text"])))
+    return out
+
+
+def test_the_camera_over_a_websocket(client):
+    c, networks = client
+    frame = make_picture(48, 64, 2)
+    with connect(c) as ws:
+        ws.send_text(json.dumps({"network": "one", "rows": 32}))
+        assert json.loads(ws.receive_text()) == {"ready": "one", "styles": 1, "rows": 32}
+        ws.send_bytes(jpeg(frame))
+        [(picture, stats)] = frames_of(ws, 1)
+        want = networks.get("one")(live.fit_rows(np.asarray(Image.open(io.BytesIO(
+            jpeg(frame)))), 32))
+        assert picture.shape == (32, 42, 3)
+        # The network's picture of the decoded frame, as the server's JPEG encodes it.
+        assert np.abs(picture.astype(int) - np.asarray(Image.open(io.BytesIO(
+            live.jpeg(want))))).max() <= 2
+        assert stats["frame"] == 1 and stats["dropped"] == 0 and stats["ms"] > 0
+        ws.send_bytes(b"x" * 30_000)  # over max_frame_bytes: dropped, the session goes on
+        [(none, said)] = frames_of(ws, 1)
+        assert none is None and "was dropped: the limit is 20000 bytes" in said["error"]
+        ws.send_bytes(b"not a picture")
+        [(none, said)] = frames_of(ws, 1)
+        assert none is None and "the camera frame" in said["error"]
+        ws.send_text(json.dumps({"network": "three", "blend": [0, 0, 1], "rows": 24}))
+        assert json.loads(ws.receive_text())["styles"] == 3
+        ws.send_bytes(jpeg(frame))
+        [(picture, stats)] = frames_of(ws, 1)
+        assert picture.shape == (24, 32, 3) and stats["frame"] == 2
+        ws.send_text(json.dumps({"network": "three", "blend": [1, 1]}))
+        assert "give 3 blend weights" in json.loads(ws.receive_text())["error"]
+
+
+def test_a_slow_server_keeps_the_newest_frame_and_drops_the_rest(client, monkeypatch):
+    c, networks = client
+    slow = live.Networks.stylize
+
+    def stylize_slowly(self, *args, **kwargs):
+        time.sleep(0.4)
+        return slow(self, *args, **kwargs)
+
+    monkeypatch.setattr(live.Networks, "stylize", stylize_slowly)
+    frames = [make_picture(48, 64, 10 + i) for i in range(6)]
+    with connect(c) as ws:
+        ws.send_text(json.dumps({"network": "one"}))
+        ws.receive_text()
+        for f in frames:  # all at once, faster than the server
+            ws.send_bytes(jpeg(f))
+        answers = []
+        deadline = time.monotonic() + 20
+        while sum(1 for p, s in answers if p is not None) + (answers[-1][1]["dropped"]
+                                                             if answers else 0) < 6:
+            assert time.monotonic() < deadline
+            answers += frames_of(ws, 1)
+    pictures = [p for p, _ in answers if p is not None]
+    assert answers[-1][1]["dropped"] >= 3 and len(pictures) <= 3
+    # The last answer is the newest frame's.
+    newest = networks.get("one")(live.fit_rows(np.asarray(Image.open(io.BytesIO(
+        jpeg(frames[-1])))), 32))
+    assert np.abs(pictures[-1].astype(int) - np.asarray(Image.open(io.BytesIO(
+        live.jpeg(newest))))).max() <= 2
+
+
+def test_one_camera_at_a_time(client):
+    c, _ = client
+    with connect(c) as first:
+        first.send_text(json.dumps({"network": "one"}))
+        first.receive_text()
+        with connect(c) as second:
+            said = json.loads(second.receive_text())
+            assert said == {"error": live.BUSY}
+            with pytest.raises(WebSocketDisconnect):
+                second.receive_text()
+    with connect(c) as again:  # the first one left: free again
+        again.send_text(json.dumps({"network": "one"}))
+        assert json.loads(again.receive_text())["ready"] == "one"
+
+
+@pytest.mark.parametrize("headers,message", [
+    ({"origin": "http://evil.example"}, "refused a WebSocket from 'http://evil.example'"),
+    ({"origin": "null"}, "refused a WebSocket from 'null'"),
+    ({"host": "evil.example"}, "host 'evil.example' is not served here"),
+])
+def test_the_websocket_from_elsewhere_is_refused(client, headers, message):
+    c, _ = client
+    with pytest.raises(WebSocketDenialResponse) as refused:
+        with connect(c, headers):
+            pass
+    assert refused.value.status_code == 403 and message in refused.value.text
+
+
+def test_the_new_routes_need_the_page_s_cookie(tmp_path, networks_dir):
+    manager = new_manager(tmp_path)
+    app = server.create_app(manager, networks=live.Networks(str(networks_dir), "float32"))
+    c = TestClient(app, base_url=LOCAL)
+    try:
+        for response in (c.get("api/networks"), stylize(c, make_picture(48, 64, 1))):
+            assert response.status_code == 403 and "page's cookie" in one_line(response)
+        with pytest.raises(WebSocketDenialResponse) as refused:
+            with connect(c):
+                pass
+        assert refused.value.status_code == 403 and "page's cookie" in refused.value.text
+        assert c.get("/").status_code == 200  # now it has the cookie
+        with connect(c) as ws:
+            ws.send_text(json.dumps({"network": "one"}))
+            assert json.loads(ws.receive_text())["ready"] == "one"
+    finally:
+        manager.close()
+        c.close()
+
+
+def test_a_missing_networks_dir_is_one_line(tmp_path, capsys):
+    assert server.main(["app", f"--networks_dir={tmp_path / 'none'}", "--port=0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--networks_dir=" in err[0] and "is not a folder" in err[0]
+
+
+# --------------------------------------------------------------------------
+# The camera in a real browser (a fake device)
+
+LIVE_SCRIPT = """
+const done = arguments[arguments.length - 1];
+const ws = new WebSocket(arguments[0]);
+ws.onopen = () => done("open");
+ws.onerror = () => done("refused");
+setTimeout(() => done("timeout"), 10000);
+"""
+
+
+@pytest.mark.skipif(not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)),
+                    reason="needs the Debian packages chromium and chromium-driver "
+                           "(/usr/bin/chromium, /usr/bin/chromedriver)")
+def test_the_camera_live_in_a_real_browser(tmp_path, networks_dir):
+    pytest.importorskip("selenium")
+    from selenium.webdriver.support.ui import Select
+
+    Image.fromarray(make_picture(60, 80, 0)).save(tmp_path / "photo.png")
+    (tmp_path / "downloads").mkdir()
+    process = start_server(tmp_path / "results", f"--networks_dir={networks_dir}",
+                           "--live_rows=64")
+    driver = None
+    try:
+        driver = chromium(tmp_path / "profile", tmp_path / "downloads",
+                          ("--use-fake-device-for-media-stream",
+                           "--use-fake-ui-for-media-stream"))
+        driver.set_script_timeout(30)
+        url = server_url(process)
+        driver.get(url)
+        wait_for(lambda: driver.execute_script("return document.body.dataset.networks") == "2")
+        assert [o.get_attribute("value") for o in
+                Select(driver.find_element("id", "network")).options] == ["", "one", "three"]
+        # A photo through a network at once.
+        driver.find_element("id", "content-input").send_keys(str(tmp_path / "photo.png"))
+        Select(driver.find_element("id", "network")).select_by_value("three")
+        assert len(driver.find_elements("css selector", "#blend-sliders input")) == 3
+        driver.find_element("id", "rows").clear()
+        driver.find_element("id", "rows").send_keys("48")
+        driver.find_element("id", "stylize").click()
+        wait_for(lambda: driver.execute_script("return document.body.dataset.result")
+                 == "stylized", 30)
+        wait_for(lambda: driver.execute_script(
+            "const p = document.getElementById('preview');"
+            "return p.complete && p.naturalHeight === 48;"))
+        assert "Stylised with three in" in driver.find_element("id", "status").text
+        # The camera.
+        Select(driver.find_element("id", "network")).select_by_value("one")
+        driver.find_element("id", "camera").click()
+        wait_for(lambda: int(driver.execute_script(
+            "return document.body.dataset.liveFrames || '0'")) >= 10, 60)
+        shown = driver.execute_script(
+            "const l = document.getElementById('live');"
+            "return [l.naturalHeight, document.getElementById('live-fps').textContent];")
+        assert shown[0] == 64
+        fps = float(shown[1].split()[0])
+        assert shown[1].endswith(" fps") and fps > 0
+        print(f"live: {shown[1]} at 64 rows, a tiny network")
+        driver.execute_script("window.tracks = live.stream.getTracks();")
+        driver.find_element("id", "camera").click()  # stop
+        assert driver.execute_script(
+            "return document.getElementById('camera-video').srcObject === null && "
+            "window.tracks.every((t) => t.readyState === 'ended') && "
+            "document.body.dataset.live === 'off';")
+        # Another origin (the same server by another name) cannot open the WebSocket.
+        port = url.rstrip("/").rsplit(":", 1)[1]
+        driver.get(f"http://localhost:{port}/")
+        got = driver.execute_async_script(LIVE_SCRIPT, f"ws://127.0.0.1:{port}/api/live")
+        assert got == "refused"
+        driver.get(url)  # its own page still can
+        got = driver.execute_async_script(LIVE_SCRIPT, f"ws://127.0.0.1:{port}/api/live")
+        assert got == "open"
+    finally:
+        stop_browser_and_server(driver, process, tmp_path / "profile")
