@@ -1,7 +1,7 @@
 """Films through trained networks: frames per second, and flicker with and without
 the stability term.
 
-Two parts (``--parts=speed,stability``), each printing its table and writing
+Three parts (``--parts=speed,camera,stability``), each printing its table and writing
 ``--out`` (one run, one machine: ratios are measured side by side):
 
 * ``speed``: ``nst_keras.video --network`` on a 16:9 pan clip of ``--rows``
@@ -10,10 +10,16 @@ Two parts (``--parts=speed,stability``), each printing its table and writing
   the frames per second after the first batch (decoding, resizing, the
   network and encoding together, as the command runs) and overall.  Speed
   does not depend on the weights' values, so the networks are untrained.
-* ``stability``: two networks trained alike with ``--preset=network_fast``
+* ``camera``: the page (``python -m nst_keras.app --networks_dir``) in
+  headless Chromium with a fake camera (640x480), the camera button pressed,
+  through the same two untrained networks at the server's default live size
+  (``--live_rows``, 256): stylised frames shown per second, counted over
+  ``--camera_s`` seconds after a warm-up, at the server's default precision
+  (``auto``).
+* ``stability``: networks trained alike with ``--preset=network_fast``
   (``--steps``) on the photos this machine has (``benchmarks/networks.py``'s
-  ``training_photos``, never the four held out for scoring), one with
-  ``--stability_weight`` (each of ``--stability``); then a pan over a held-out photo
+  ``training_photos``, never the four held out for scoring), one without and one
+  with each ``--stability_weight`` of ``--stability``; then a pan over a held-out photo
   (``--clip_photo``, 256 rows, ``--dx``/``--dy`` pixels a frame, motion known
   exactly) through each: flicker = mean absolute difference (0..255) between
   each stylised frame and the previous one moved by the pan, over the pixels
@@ -146,6 +152,10 @@ def stability(args, log):
                         args.frames, args.dx, args.dy)
     score = qb.script_scorer(args.scorer_script)
     held_out = [qb.resolve_image(f"skimage:{n}") for n in nb.HELD_OUT]
+    # docs/video.md's clip for the optimisation's figures: 14 frames of 128x170 over
+    # Tuebingen, 3 px right and 1 px down a frame (a training photo of the networks).
+    same = pan_clip(os.path.join(SHARED, "images", "tubingen.jpg"),
+                    os.path.join(work, "tubingen.mkv"), 128, 170, 14, 3, 1)
     results = {"content_flicker": round(flicker_true(contents, args.dx, args.dy), 3)}
     for name, weight in runs:
         net = netlib.load_network(os.path.join(work, f"{name}.keras"), "auto")
@@ -159,6 +169,8 @@ def stability(args, log):
             ssims.append(scored["content_ssim"])
         results[name] = {"stability_weight": weight,
                          "flicker": round(flicker_true(frames, args.dx, args.dy), 3),
+                         "flicker_video_md_clip": round(flicker_true(
+                             list(networks_frames(net, same)), 3, 1), 3),
                          "gap_median": round(statistics.median(gaps), 4),
                          "gaps": [round(g, 4) for g in gaps],
                          "ssim_median": round(statistics.median(ssims), 4)}
@@ -169,6 +181,9 @@ def stability(args, log):
     for name, weight in runs[1:]:
         results[name]["flicker_ratio"] = round(results[name]["flicker"] /
                                                max(results["plain"]["flicker"], 1e-9), 3)
+        results[name]["flicker_ratio_video_md_clip"] = round(
+            results[name]["flicker_video_md_clip"] /
+            max(results["plain"]["flicker_video_md_clip"], 1e-9), 3)
         results[name]["gap_loss"] = round(results["plain"]["gap_median"] -
                                           results[name]["gap_median"], 4)
         log(f"stability {weight:g}: flicker ratio {results[name]['flicker_ratio']:.2f}, "
@@ -177,6 +192,63 @@ def stability(args, log):
             "stability_weight": args.stability, "clip": {"photo": args.clip_photo,
             "rows": args.rows, "cols": cols, "frames": args.frames, "dx": args.dx,
             "dy": args.dy}, "photos": used, "trained": trained, **results}
+
+
+def camera(args, log):
+    """The page's camera in headless Chromium (a fake 640x480 device) through an
+    untrained full- and half-width network at the server's default live size."""
+    import subprocess
+
+    sys.path.insert(0, os.path.join(REPO, "tests"))
+    from test_app import chromium, server_url, stop_browser_and_server
+    from selenium.webdriver.support.ui import Select
+
+    from nst_keras.engine import network
+
+    work = tempfile.mkdtemp(prefix="nst-live-camera-")
+    nets = os.path.join(work, "networks")
+    os.makedirs(nets)
+    for width in (1.0, 0.5):
+        network.build_network(width, seed=0).save(os.path.join(nets, f"width_{width}.keras"))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "nst_keras.app", "--port=0", f"--networks_dir={nets}",
+         f"--results_dir={os.path.join(work, 'results')}"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
+    rows, driver = [], None
+    try:
+        driver = chromium(os.path.join(work, "profile"), work,
+                          ("--use-fake-device-for-media-stream",
+                           "--use-fake-ui-for-media-stream"))
+        driver.get(server_url(process))
+        deadline = time.monotonic() + 60
+        while driver.execute_script("return document.body.dataset.networks") != "2":
+            assert time.monotonic() < deadline, "the page listed no networks"
+            time.sleep(0.1)
+        for width in (1.0, 0.5):
+            Select(driver.find_element("id", "network")).select_by_value(f"width_{width}")
+            driver.find_element("id", "camera").click()
+            time.sleep(args.camera_s / 3)  # warm up: the first frames trace the network
+            first = int(driver.execute_script("return document.body.dataset.liveFrames||'0'"))
+            start = time.perf_counter()
+            time.sleep(args.camera_s)
+            last = int(driver.execute_script("return document.body.dataset.liveFrames||'0'"))
+            seconds = time.perf_counter() - start
+            shown = driver.execute_script(
+                "return [document.getElementById('live-fps').textContent,"
+                "document.getElementById('live-info').textContent,"
+                "document.getElementById('live').naturalHeight,"
+                "document.getElementById('live').naturalWidth];")
+            driver.find_element("id", "camera").click()
+            time.sleep(1)
+            row = {"width": width, "fps": round((last - first) / seconds, 2),
+                   "page_shows": shown[0], "server": shown[1], "rows": shown[2],
+                   "cols": shown[3]}
+            rows.append(row)
+            log(f"camera, width {width}: {row['fps']:.1f} fps over {seconds:.0f} s at "
+                f"{shown[2]}x{shown[3]} (the page shows {shown[0]}; {shown[1]})")
+    finally:
+        stop_browser_and_server(driver, process, os.path.join(work, "profile"))
+    return rows
 
 
 def networks_frames(net, contents, batch_size=4):
@@ -191,6 +263,7 @@ def main(argv=None):
     p.add_argument("--rows", type=int, default=256)
     p.add_argument("--frames", type=int, default=100)
     p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--camera_s", type=float, default=15.0)
     p.add_argument("--stability", default="300,1000",
                    help="stability weights to train with, comma separated")
     p.add_argument("--painting", default=os.path.join(SHARED, "images", "starry_night.jpg"))
@@ -219,6 +292,8 @@ def main(argv=None):
     parts = args.parts.split(",")
     if "speed" in parts:
         out["speed"] = speed(args, log)
+    if "camera" in parts:
+        out["camera"] = camera(args, log)
     if "stability" in parts:
         out["stability"] = stability(args, log)
     os.makedirs(os.path.dirname(args.out), exist_ok=True)

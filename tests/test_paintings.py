@@ -244,3 +244,33 @@ def test_training_with_stability_reports_the_term_and_adds_it_to_the_loss(backbo
     for i in range(1, 8):
         b = stable.step(i, photos)
     assert np.isfinite(b["loss"])
+
+
+def test_a_run_from_before_the_stability_settings_resumes(tmp_path):
+    """A run.json without the stability fields (an earlier version) had them off."""
+    from nst_keras import train
+
+    (tmp_path / "photos").mkdir()
+    for i in range(2):
+        Image.fromarray(make_picture(40, 48, i)).save(tmp_path / "photos" / f"p{i}.png")
+    painting = tmp_path / "painting.png"
+    Image.fromarray(make_picture(36, 44, 11)).save(painting)
+
+    def opts(steps, **extra):
+        return train.TrainOptions(photos=str(tmp_path / "photos"),
+                                  output=str(tmp_path / "net.keras"),
+                                  output_dir=str(tmp_path / "run"), steps=steps, image_size=32,
+                                  batch_size=2, network_width=0.125, log_every=1,
+                                  checkpoint_every=100, preview_every=0, **extra)
+
+    cfg = settings.Config(style_image=str(painting), **SHALLOW)
+    train.train(opts(2), cfg, quiet)
+    run_json = tmp_path / "run" / "run.json"
+    record = json.loads(run_json.read_text())
+    for name in ("stability_weight", "stability_shift", "stability_noise"):
+        del record["settings"]["train"][name]
+    run_json.write_text(json.dumps(record))
+    done = train.train(opts(3, resume=str(tmp_path / "run")), cfg, quiet)
+    assert done["status"] == "finished" and done["step"] == 3
+    with pytest.raises(Exception, match=r"--stability_weight=5.0 differs from the run.s --stability_weight=0.0"):
+        train.train(opts(4, resume=str(tmp_path / "run"), stability_weight=5.0), cfg, quiet)

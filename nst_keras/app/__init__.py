@@ -22,7 +22,8 @@ import sys
 
 # (package to install, module it provides)
 REQUIREMENTS = (("starlette", ("starlette",)), ("uvicorn", ("uvicorn",)),
-                ("python-multipart", ("python_multipart", "multipart")))
+                ("python-multipart", ("python_multipart", "multipart")),
+                ("websockets", ("websockets", "wsproto")))
 INSTALL_HINT = "pip install 'nst_keras[app]'"
 
 

@@ -46,8 +46,7 @@ class ServerOptions:
     networks_dir: Optional[str] = _app(
         None, "Folder of trained style networks (.keras files from python -m nst_keras.train): "
         "the page lists them, stylises a photo through one at once and the camera live.")
-    live_rows: int = _app(256, "Height of the camera's frames sent to a network (the page's "
-                          "default).", flag="integer", check=lambda name, value: 16 <= int(value)
+    live_rows: int = _app(256, "Height of the camera's frames the page sends to a network.", flag="integer", check=lambda name, value: 16 <= int(value)
                           <= 1080 or fields.fail(name, value, "must be 16 to 1080"))
     max_frame_kb: int = _app(1024, "Largest camera frame, in KB; a bigger one is dropped "
                              "with a message.", flag="integer", check=fields.positive_int)

@@ -93,9 +93,10 @@ def check_resume(stored: Dict, config: settings.Config, options: TrainOptions) -
     from the run's (``--steps``, ``--output`` and the logging may change)."""
     now = saved_settings(config, options)
     for name, field in fields.fields_of(TrainOptions).items():
-        if field.metadata["result"] and not _same(stored["train"].get(name),
-                                                  now["train"][name]):
-            _refuse_change(name, stored["train"].get(name), now["train"][name])
+        # A setting the run's version did not have yet had its default then.
+        was = stored["train"].get(name, field.default)
+        if field.metadata["result"] and not _same(was, now["train"][name]):
+            _refuse_change(name, was, now["train"][name])
     for name in CONFIG_FIELDS:
         if name in ("devices", "distribute", "precision", "jit_compile"):
             continue  # where and how it computes; the network is the same
