@@ -201,22 +201,29 @@ def test_the_stability_term_is_zero_for_a_moved_copy_and_grows_with_the_change()
     term = training.StabilityTerm(factor=32 * 32, max_shift=3, noise=0.0, margin=4)
     rng = np.random.default_rng(0)
     image = rng.uniform(-100, 100, (2, 32, 32, 3)).astype(np.float32)
-    for shift in (1, 2, 3):
-        moved = image[:, shift:, shift:, :]  # the picture of the moved photo, if stable
+    for dy, dx in ((1, 1), (0, 2), (3, 1), (2, 0)):
+        moved = image[:, dy:, dx:, :]  # the picture of the moved photo, if stable
         value = term.finish(term.sums({}, tf.constant(image), {
-            "moved": tf.constant(moved), "shift": tf.constant(shift)}, WHOLE))
+            "moved": tf.constant(moved), "shift": tf.constant([dy, dx])}, WHOLE))
         assert float(value) == pytest.approx(0.0, abs=1e-9)
+    unmoved = image[:, :31, :29, :]  # the right size for (1, 3), but not moved
+    wrong = term.finish(term.sums({}, tf.constant(image), {
+        "moved": tf.constant(unmoved), "shift": tf.constant([1, 3])}, WHOLE))
+    assert float(wrong) > 1.0
     moved = image[:, 2:, 2:, :] + 5.1  # 5.1 grey levels off everywhere: (5.1/255)^2 each
     value = term.finish(term.sums({}, tf.constant(image), {
-        "moved": tf.constant(moved), "shift": tf.constant(2)}, WHOLE))
+        "moved": tf.constant(moved), "shift": tf.constant([2, 2])}, WHOLE))
     assert float(value) == pytest.approx(32 * 32 * (5.1 / 255) ** 2, rel=1e-4)
     # Draws are the seed's and the step's (a resumed run draws the same).
     assert [term.draw(4, s) for s in range(20)] == [term.draw(4, s) for s in range(20)]
-    assert set(term.draw(4, s) for s in range(50)) == {1, 2, 3}
+    # Rows and columns apart: every (dy, dx) of 0..3 but (0, 0).
+    assert set(term.draw(4, s) for s in range(300)) == {
+        (dy, dx) for dy in range(4) for dx in range(4)} - {(0, 0)}
     photos = tf.constant(rng.uniform(0, 255, (2, 32, 32, 3)).astype(np.float32))
-    noisy = training.StabilityTerm(1.0, noise=2.0).moved_photos(photos, 3, tf.constant([1, 2]))
-    assert noisy.shape == (2, 29, 29, 3)
-    assert 1.5 < float(tf.math.reduce_std(noisy - photos[:, 3:, 3:])) < 2.5
+    noisy = training.StabilityTerm(1.0, noise=2.0).moved_photos(
+        photos, tf.constant([3, 1]), tf.constant([1, 2]))
+    assert noisy.shape == (2, 29, 31, 3)
+    assert 1.5 < float(tf.math.reduce_std(noisy - photos[:, 3:, 1:])) < 2.5
 
 
 def test_training_with_stability_reports_the_term_and_adds_it_to_the_loss(backbone, tmp_path):

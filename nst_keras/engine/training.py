@@ -100,8 +100,10 @@ class StabilityTerm(Term):
 
     ``sums(features, image, inputs, part)``: ``image`` the network image (BGR,
     means subtracted) of ``f(photo)``; ``inputs["moved"]`` that of
-    ``f(photo[shift:, shift:] + noise)``, ``inputs["shift"]`` the shift in
-    pixels (int32).  The two are compared where both see the same photo,
+    ``f(photo[dy:, dx:] + noise)``, ``inputs["shift"]`` the shift ``(dy, dx)``
+    in pixels (int32), each 0..max_shift and not both 0, drawn apart so that
+    every phase of the network's 4-pixel grid is trained, not the diagonal
+    alone.  The two are compared where both see the same photo,
     ``margin`` pixels in from every edge (the padding differs there): the sum
     of squared differences in 0..1 units and the count of values.
     ``finish``: ``factor`` times their mean; ``factor`` is the training
@@ -122,22 +124,26 @@ class StabilityTerm(Term):
         self.noise, self.margin = float(noise), int(margin)
 
     def draw(self, seed: int, step: int):
-        """The shift (1..max_shift) of step ``step``: the same for a resumed run."""
-        return int(np.random.default_rng([int(seed), int(step), 7]).integers(
-            1, self.max_shift + 1))
+        """The shift ``(dy, dx)`` of step ``step`` (each 0..max_shift, not both 0):
+        the same for a resumed run."""
+        rng = np.random.default_rng([int(seed), int(step), 7])
+        while True:
+            dy, dx = (int(v) for v in rng.integers(0, self.max_shift + 1, 2))
+            if dy or dx:
+                return dy, dx
 
     def moved_photos(self, photos, shift, seed):
-        """``photos[:, shift:, shift:]`` plus Gaussian noise of ``noise`` grey levels."""
-        moved = photos[:, shift:, shift:, :]
+        """``photos[:, dy:, dx:]`` plus Gaussian noise of ``noise`` grey levels."""
+        moved = photos[:, shift[0]:, shift[1]:, :]
         if self.noise > 0:
             moved = moved + self.noise * tf.random.stateless_normal(
                 tf.shape(moved), seed=seed, dtype=moved.dtype)
         return tf.clip_by_value(moved, 0.0, 255.0)
 
     def sums(self, features, image, inputs, part):
-        shift, m = inputs["shift"], self.margin
+        (dy, dx), m = (inputs["shift"][0], inputs["shift"][1]), self.margin
         moved = tf.cast(inputs["moved"], tf.float32)
-        a = tf.cast(image, tf.float32)[:, shift + m:-m, shift + m:-m, :]
+        a = tf.cast(image, tf.float32)[:, dy + m:-m, dx + m:-m, :]
         b = moved[:, m:-m, m:-m, :]
         return {"squares": tf.reduce_sum(tf.square((a - b) / 255.0)),
                 "count": tf.cast(tf.size(a), tf.float32)}
@@ -210,10 +216,10 @@ class Trainer:
         values = self.objectives[k](photos, pictures)
         if self.stability is not None:
             weight, term = self.stability
-            seed = tf.stack([tf.constant(self.seed, tf.int32), shift[1]])
-            moved = self._picture(term.moved_photos(photos, shift[0], seed), k)
+            seed = tf.stack([tf.constant(self.seed, tf.int32), shift[2]])
+            moved = self._picture(term.moved_photos(photos, shift[:2], seed), k)
             value = term.finish(term.sums({}, to_network_image(pictures), {
-                "moved": to_network_image(moved), "shift": shift[0]}, WHOLE))
+                "moved": to_network_image(moved), "shift": shift[:2]}, WHOLE))
             values = {**values, term.name: value, "loss": values["loss"] + weight * value}
         return values
 
@@ -256,8 +262,9 @@ class Trainer:
         returns the batch's loss and terms before the update."""
         k = self.painting(step)
         self.objectives[k].terms.at_step(step)
-        draw = self.stability[1].draw(self.seed, step) if self.stability is not None else 0
-        shift = tf.constant([draw, step % (2 ** 31 - 1)], tf.int32)
+        dy, dx = self.stability[1].draw(self.seed, step) if self.stability is not None \
+            else (0, 0)
+        shift = tf.constant([dy, dx, step % (2 ** 31 - 1)], tf.int32)
         return self._run(self._steps[k], photos, shift)
 
     # -- state ---------------------------------------------------------------
