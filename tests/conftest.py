@@ -180,6 +180,7 @@ SLOW = (
     "test_video.py::test_two_ray_workers_give_two_blended_chunks_of_the_right_length",
     "test_app.py::test_the_page_in_a_real_browser",
     "test_app_masks.py::test_painting_a_region_in_the_browser_sends_the_masks",
+    "test_app_live.py::test_the_camera_live_in_a_real_browser",
     "test_app_security.py::test_a_short_soak_leaves_nothing_behind",
     "test_app_security.py::test_the_page_shows_the_queue_full_and_too_large_lines",
     "test_notebooks.py::test_the_notebooks_execute_top_to_bottom",
@@ -209,7 +210,8 @@ SLOW = (
 # The files that take longest, run first: with the suite split by file over two
 # processes (pyproject.toml's addopts), the small files at the end fill the gaps.
 LONGEST_FIRST = ("test_tiling.py", "test_batch.py", "test_distributions.py", "test_video.py",
-                 "test_objective.py", "test_notebooks.py", "test_app_security.py")
+                 "test_objective.py", "test_notebooks.py", "test_app_security.py",
+                 "test_train.py", "test_paintings.py")
 
 
 def pytest_collection_modifyitems(config, items):

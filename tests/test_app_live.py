@@ -31,7 +31,8 @@ with warnings.catch_warnings():  # Starlette's note about httpx's successor
 from nst_keras.app import live, server  # noqa: E402
 from test_app import (CHROMEDRIVER, CHROMIUM, LOCAL, chromium, one_line, png,  # noqa: E402
                       start_server, server_url, stop_browser_and_server, wait_for)
-from test_app_security import new_manager  # noqa: E402
+from test_app import FORM, uploads  # noqa: E402
+from test_app_security import fake_runs, new_manager  # noqa: E402,F401  (a fixture)
 
 
 def jpeg(array, quality=90):
@@ -112,6 +113,23 @@ def test_a_photo_through_a_network_at_once(client):
     assert np.abs(pure[0] - pure[1]).mean() > 2
     assert np.abs(pure[0] - networks.get("three")(live.fit_rows(photo, 32),
                                                   blend=[1, 0, 0])).max() <= 1
+
+
+def test_stylize_does_not_wait_behind_an_optimisation_run(client, fake_runs):
+    """With a run going (and another waiting), a network's picture comes at once."""
+    from test_app_security import post_running
+
+    c, _ = client
+    manager = c.app.state.manager
+    running = post_running(c, manager)
+    waiting = c.post("/api/jobs", data=FORM, files=uploads()).json()["id"]
+    assert manager.position(manager.jobs[waiting]) == 1
+    started = time.monotonic()
+    response = stylize(c, make_picture(48, 64, 1))
+    assert response.status_code == 200 and time.monotonic() - started < 10
+    assert manager.jobs[running].status == "running"  # still going: not queued behind it
+    manager.stop(manager.jobs[running])
+    manager.stop(manager.jobs[waiting])
 
 
 @pytest.mark.parametrize("form,message", [
