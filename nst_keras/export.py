@@ -64,7 +64,7 @@ class ExportOptions:
 def _specs(model):
     import tensorflow as tf  # late: the command checks its flags first
 
-    from nst_keras.engine.network import style_count
+    from nst_keras.engine.network import style_count  # late: as above (TensorFlow)
 
     specs = [tf.TensorSpec((None, None, None, 3), tf.float32, name="photo")]
     if style_count(model) > 1:

@@ -75,48 +75,10 @@ def _page(name: str):
 
 
 class Handlers:
-    """The routes' handlers over one ``jobs.Manager`` and one ``live.Networks``."""
+    """The routes' handlers over one ``jobs.Manager``."""
 
-    def __init__(self, manager: jobs.Manager, limits: forms.Limits,
-                 networks: Optional[live.Networks] = None, live_rows: int = 256,
-                 max_frame_bytes: int = 2 ** 20):
+    def __init__(self, manager: jobs.Manager, limits: forms.Limits):
         self.manager, self.limits = manager, limits
-        self.networks = networks or live.Networks(None)
-        self.live_rows, self.max_frame_bytes = int(live_rows), int(max_frame_bytes)
-
-    async def list_networks(self, request: Request) -> Response:
-        described = await asyncio.to_thread(self.networks.describe)
-        return JSONResponse({"networks": described, "live_rows": self.live_rows,
-                             "max_frame_bytes": self.max_frame_bytes}, headers=HEADERS)
-
-    async def stylize(self, request: Request) -> Response:
-        """One photo through a network at once: the PNG (``X-Stylize-Ms``: how long)."""
-        try:
-            fields, files = await self._read_form(request)
-            if not files["content"] or not files["content"][0][1]:
-                raise UserError("choose a content photo first")
-            name, data = files["content"][0]
-            network_id = (fields.get("network") or [""])[0]
-            try:
-                rows = int((fields.get("rows") or [str(self.live_rows)])[0])
-            except ValueError:
-                raise UserError("the output size (rows) must be a whole number") from None
-            if not live.MIN_LIVE_ROWS <= rows <= self.limits.max_rows:
-                raise UserError(f"the output size must be {live.MIN_LIVE_ROWS} to "
-                                f"{self.limits.max_rows} rows")
-            blend = live.parse_blend(fields.get("blend"))
-            made = await asyncio.to_thread(
-                live.stylize_upload, self.networks, network_id, data, name, rows, blend,
-                self.limits.max_bytes, self.limits.max_pixels)
-        except UserError as e:
-            return _error(str(e), getattr(e, "status", 400))
-        return Response(made["png"], media_type="image/png",
-                        headers={**HEADERS, "X-Stylize-Ms": str(made["ms"])})
-
-    async def live(self, websocket: WebSocket) -> None:
-        await live.LiveSession(websocket, self.networks, self.limits.max_rows,
-                               self.max_frame_bytes, self.limits.max_pixels,
-                               self.live_rows).run()
 
     def _job(self, request: Request) -> jobs.Job:
         job = self.manager.result(request.path_params["job_id"])
@@ -135,7 +97,7 @@ class Handlers:
             "options": {"optimizer": list(settings.OPTIMIZERS),
                         "preserve_colors": list(settings.COLOR_MODES)}}, headers=HEADERS)
 
-    async def _read_form(self, request: Request):
+    async def read_form(self, request: Request):
         # The body's bytes are counted as they arrive (guard.Body), so this
         # never holds more than the limit.
         try:
@@ -187,7 +149,7 @@ class Handlers:
 
     async def create(self, request: Request) -> Response:
         try:
-            fields, files = await self._read_form(request)
+            fields, files = await self.read_form(request)
             self.manager.check_room()  # before decoding the pictures
             content, pending = self._pictures(files)
             n_styles = len(pending["styles"])
@@ -249,6 +211,50 @@ class Handlers:
                                  media_type="text/event-stream")
 
 
+class NetworkHandlers:
+    """The trained networks' routes: the list, a picture at once, the camera."""
+
+    def __init__(self, handlers: Handlers, networks: Optional[live.Networks] = None,
+                 live_rows: int = 256, max_frame_bytes: int = 2 ** 20):
+        self.handlers, self.limits = handlers, handlers.limits
+        self.networks = networks or live.Networks(None)
+        self.live_rows, self.max_frame_bytes = int(live_rows), int(max_frame_bytes)
+
+    async def list_networks(self, request: Request) -> Response:
+        described = await asyncio.to_thread(self.networks.describe)
+        return JSONResponse({"networks": described, "live_rows": self.live_rows,
+                             "max_frame_bytes": self.max_frame_bytes}, headers=HEADERS)
+
+    async def stylize(self, request: Request) -> Response:
+        """One photo through a network at once: the PNG (``X-Stylize-Ms``: how long)."""
+        try:
+            fields, files = await self.handlers.read_form(request)
+            if not files["content"] or not files["content"][0][1]:
+                raise UserError("choose a content photo first")
+            name, data = files["content"][0]
+            network_id = (fields.get("network") or [""])[0]
+            try:
+                rows = int((fields.get("rows") or [str(self.live_rows)])[0])
+            except ValueError:
+                raise UserError("the output size (rows) must be a whole number") from None
+            if not live.MIN_LIVE_ROWS <= rows <= self.limits.max_rows:
+                raise UserError(f"the output size must be {live.MIN_LIVE_ROWS} to "
+                                f"{self.limits.max_rows} rows")
+            blend = live.parse_blend(fields.get("blend"))
+            made = await asyncio.to_thread(
+                live.stylize_upload, self.networks, network_id, data, name, rows, blend,
+                self.limits.max_bytes, self.limits.max_pixels)
+        except UserError as e:
+            return _error(str(e), getattr(e, "status", 400))
+        return Response(made["png"], media_type="image/png",
+                        headers={**HEADERS, "X-Stylize-Ms": str(made["ms"])})
+
+    async def live(self, websocket: WebSocket) -> None:
+        await live.LiveSession(websocket, self.networks, self.limits.max_rows,
+                               self.max_frame_bytes, self.limits.max_pixels,
+                               self.live_rows).run()
+
+
 def _sse(kind: str, data: Dict) -> str:
     return f"event: {kind}\ndata: {json.dumps(data)}\n\n"
 
@@ -296,15 +302,16 @@ def create_app(manager: jobs.Manager, limits: Optional[forms.Limits] = None,
     behind ``guard.Guard(policy)`` (default: served on loopback only, no token;
     bodies up to ``limits.max_bytes``)."""
     limits, policy = limits or forms.Limits(), policy or guard.Policy()
-    h = Handlers(manager, limits, networks, live_rows, max_frame_bytes)
+    h = Handlers(manager, limits)
+    n = NetworkHandlers(h, networks, live_rows, max_frame_bytes)
     routes = [Route("/", _page("index.html")),
               Route("/static/app.js", _page("app.js")),
               Route("/static/app.css", _page("app.css")),
               Route("/api/presets", h.presets),
               Route("/api/gallery", h.gallery),
-              Route("/api/networks", h.list_networks),
-              Route("/api/stylize", h.stylize, methods=["POST"]),
-              WebSocketRoute("/api/live", h.live),
+              Route("/api/networks", n.list_networks),
+              Route("/api/stylize", n.stylize, methods=["POST"]),
+              WebSocketRoute("/api/live", n.live),
               Route("/api/jobs", h.create, methods=["POST"]),
               Route("/api/jobs/{job_id}/events", h.events),
               Route("/api/jobs/{job_id}/stop", h.stop, methods=["POST"]),

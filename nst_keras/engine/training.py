@@ -179,7 +179,7 @@ class Trainer:
 
     def __init__(self, network, objective, optimizer, strategy=None,
                  jit_compile: bool = False, stability=None, seed: int = 0):
-        from nst_keras.engine.network import style_count  # network imports this module's peers
+        from nst_keras.engine.network import style_count  # late: network imports this module's peers
 
         self.network = network
         self.objectives = list(objective) if isinstance(objective, (list, tuple)) \

@@ -114,16 +114,9 @@ def _read_ahead(produce: Iterator[np.ndarray], size: int) -> Iterator[np.ndarray
         thread.join(timeout=5)
 
 
-def stylize_video_with_network(config: settings.Config, options: VideoOptions, log=print,
-                               given: Iterable[str] = (), batch_size: int = 4,
-                               on_frame: Optional[Callable[[int], None]] = None) -> Dict:
-    """Writes ``options.output``: ``options.video`` through ``config.network``.
-
-    ``given``: the option names set on the command line (optimisation-only
-    ones are refused).  Everything is checked before anything is written
-    (``UserError``).  Returns a summary with the frames per second reached.
-    """
-    started = time.perf_counter()
+def _plan(config, options, given):
+    """The checked settings, the film's ``VideoInfo``, its frames (``select_frames``)
+    and the output size; ``UserError`` before anything is written."""
     refuse_optimisation_flags(given)
     config = pipeline.checked(config.replace(content_image=options.video))
     options = fields.validate_fields(options)
@@ -134,12 +127,26 @@ def stylize_video_with_network(config: settings.Config, options: VideoOptions, l
         raise UserError(f"--output={options.output} already exists; pass --overwrite to "
                         "replace it or choose another --output")
     info = videoio.probe(options.video)
-    sources, fps, first = select_frames(info.frames, info.fps, options.fps, options.frames)
+    frames = select_frames(info.frames, info.fps, options.fps, options.frames)
     width, height = info.size
     rows, cols = imaging.target_size(width, height, int(options.rows or height))
     if min(rows, cols) < MIN_SIDE:
         raise UserError(f"--video={options.video} would be {rows}x{cols} pixels; give "
                         f"--img_nrows so that both sides are at least {MIN_SIDE}")
+    return config, options, info, frames, (rows, cols)
+
+
+def stylize_video_with_network(config: settings.Config, options: VideoOptions, log=print,
+                               given: Iterable[str] = (), batch_size: int = 4,
+                               on_frame: Optional[Callable[[int], None]] = None) -> Dict:
+    """Writes ``options.output``: ``options.video`` through ``config.network``.
+
+    ``given``: the option names set on the command line (optimisation-only
+    ones are refused).  Everything is checked before anything is written
+    (``UserError``).  Returns a summary with the frames per second reached.
+    """
+    started = time.perf_counter()
+    config, options, info, (sources, fps, first), (rows, cols) = _plan(config, options, given)
     network = networks.open_network(config.network, config.precision)
     networks.check_blend(network, config.style_blend_weights)
     log(f"{len(sources)} frames at {rows}x{cols}, {fps:g} fps, through {config.network}"
