@@ -107,9 +107,9 @@ class StabilityTerm(Term):
     ``margin`` pixels in from every edge (the padding differs there): the sum
     of squared differences in 0..1 units and the count of values.
     ``finish``: ``factor`` times their mean; ``factor`` is the training
-    crop's pixel count, the unit of the ``scaled`` normalisation's terms, so
-    ``--stability_weight`` of order 10-100 weighs against style weights of
-    order 1-10.  It reads no VGG layer and is evaluated on the whole picture
+    crop's pixel count (with ``network_fast``'s terms, weights of 1000-3000
+    took a quarter to a half of the flicker away: docs/video.md).  It reads
+    no VGG layer and is evaluated on the whole picture
     only (``tileable = False``).
     """
 

@@ -76,8 +76,9 @@ class TrainOptions:
                                   "about 4x cheaper.", flag="float", check=_width)
     stability_weight: float = _train(
         0.0, "Weight of the stability term: the network's picture of a photo moved by a few "
-        "pixels (and noised) must be its picture moved (less flicker in films; 0: off; "
-        "of order 10-100 under the scaled normalisations).", flag="float", check=fields.weight)
+        "pixels (and noised) must be its picture moved (less flicker in films; 0: off; with "
+        "network_fast's terms 1000 gave 0.73x the flicker, 3000 0.53x, each at some style: "
+        "docs/video.md).", flag="float", check=fields.weight)
     stability_shift: int = _train(
         3, "Largest shift in pixels of the stability term's moved photo (1..N, drawn each "
         "step).", flag="integer", check=fields.positive_int)
