@@ -213,7 +213,7 @@ class LiveSession:
             return
         try:
             network_id = str(asked.get("network") or "")
-            network = self.networks.get(network_id)
+            network = await asyncio.to_thread(self.networks.get, network_id)  # may load it
             blend = parse_blend(asked.get("blend"))
             check_blend(network, blend)
             rows = int(asked.get("rows") or self.rows)
