@@ -53,21 +53,11 @@ for path in (REPO, os.path.join(REPO, "benchmarks")):
 SHARED = os.path.join(REPO, "..", "shared")
 
 
-def pan_clip(photo: str, path: str, rows: int, cols: int, frames: int, dx: int, dy: int):
-    """A pan over ``photo`` (crops moving by dx, dy a frame), FFV1 at 25 fps; the frames."""
-    import numpy as np
+def pan_clip(photo, path, rows, cols, frames, dx, dy):
+    """``benchmarks/video.py``'s pan, at 25 fps."""
+    from video import pan_clip as pan  # late: after the quiet TensorFlow import
 
-    from nst_keras.engine import imaging
-    from nst_keras.video import videoio
-
-    need_rows, need_cols = rows + dy * frames, cols + dx * frames
-    picture = imaging.open_picture(photo)
-    scale = max(need_rows / picture.height, need_cols / picture.width)
-    size = (int(np.ceil(picture.height * scale)), int(np.ceil(picture.width * scale)))
-    canvas = imaging.load_image(photo, size, "lanczos")
-    crops = [canvas[t * dy:t * dy + rows, t * dx:t * dx + cols] for t in range(frames)]
-    videoio.encode(path, crops, 25.0, (rows, cols), codec="ffv1")
-    return crops
+    return pan(photo, path, rows, cols, frames, dx, dy, fps=25.0)
 
 
 def _film(network: str, clip: str, out: str, *extra) -> dict:

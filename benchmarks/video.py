@@ -50,18 +50,24 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 
 
-def make_clip(photo: str, path: str, args) -> list:
-    """The pan (``args.frames`` crops moving by dx, dy) written to ``path``."""
-    rows, cols = args.rows, args.rows * 4 // 3 // 2 * 2
-    need_rows, need_cols = rows + args.dy * args.frames, cols + args.dx * args.frames
+def pan_clip(photo: str, path: str, rows: int, cols: int, frames: int, dx: int, dy: int,
+             fps: float = 10.0) -> list:
+    """A pan over ``photo`` (``frames`` crops of ``rows`` x ``cols`` moving by dx, dy
+    a frame) written losslessly (FFV1) to ``path``; the crops."""
+    need_rows, need_cols = rows + dy * frames, cols + dx * frames
     picture = imaging.open_picture(photo)
     scale = max(need_rows / picture.height, need_cols / picture.width)
     size = (int(np.ceil(picture.height * scale)), int(np.ceil(picture.width * scale)))
     canvas = imaging.load_image(photo, size, "lanczos")
-    frames = [canvas[t * args.dy:t * args.dy + rows, t * args.dx:t * args.dx + cols]
-              for t in range(args.frames)]
-    videoio.encode(path, frames, 10.0, (rows, cols), codec="ffv1")
-    return frames
+    crops = [canvas[t * dy:t * dy + rows, t * dx:t * dx + cols] for t in range(frames)]
+    videoio.encode(path, crops, fps, (rows, cols), codec="ffv1")
+    return crops
+
+
+def make_clip(photo: str, path: str, args) -> list:
+    """The pan of ``args`` (``--rows``, 4:3, ``--frames``, ``--dx``, ``--dy``)."""
+    return pan_clip(photo, path, args.rows, args.rows * 4 // 3 // 2 * 2, args.frames,
+                    args.dx, args.dy)
 
 
 def flicker_true(frames, dx: int, dy: int) -> float:

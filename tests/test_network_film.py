@@ -4,7 +4,6 @@ it, blends of a several-painting network, a bounded read-ahead, and the
 optimisation's options refused."""
 
 import os
-import subprocess
 import threading
 import time
 
@@ -12,15 +11,11 @@ import numpy as np
 import pytest
 
 pytest.importorskip("cv2", reason="pip install 'nst_keras[video]'")
-imageio_ffmpeg = pytest.importorskip("imageio_ffmpeg", reason="pip install 'nst_keras[video]'")
+pytest.importorskip("imageio_ffmpeg", reason="pip install 'nst_keras[video]'")
 
 from nst_keras import video  # noqa: E402
 from nst_keras.video import network_film, videoio  # noqa: E402
-
-
-def ffmpeg(*args):
-    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error",
-                    "-y", *map(str, args)], check=True)
+from test_video import ffmpeg  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -92,13 +92,13 @@ class Networks:
 
 
 def check_blend(network, blend) -> None:
-    if blend is None:
-        return
-    if len(blend) != network.styles:
-        raise UserError(f"the network holds {network.styles} painting(s); give "
-                        f"{network.styles} blend weights, not {len(blend)}")
-    if min(blend) < 0 or not sum(blend) > 0:
-        raise UserError("blend weights must be 0 or more with a positive sum")
+    """``UserError`` (``blend_vector``'s reason) unless ``blend`` suits ``network``."""
+    from nst_keras.engine.network import blend_vector  # late: starts TensorFlow
+
+    try:
+        blend_vector(blend, network.styles)
+    except ValueError as e:
+        raise UserError(str(e)) from None
 
 
 def parse_blend(values) -> Optional[List[float]]:

@@ -138,10 +138,14 @@ class InstanceNormalization(keras.layers.Layer):
         self.gamma = self.add_weight(name="gamma", shape=(channels,), initializer="ones")
         self.beta = self.add_weight(name="beta", shape=(channels,), initializer="zeros")
 
-    def call(self, x):
+    def standardise(self, x):
+        """``x`` in float32, each picture's channel at mean 0 and variance 1."""
         x32 = tf.cast(x, tf.float32)
         mean, variance = tf.nn.moments(x32, axes=[1, 2], keepdims=True)
-        y = (x32 - mean) * tf.math.rsqrt(variance + self.epsilon)
+        return (x32 - mean) * tf.math.rsqrt(variance + self.epsilon)
+
+    def call(self, x):
+        y = self.standardise(x)
         y = y * tf.cast(self.gamma, tf.float32) + tf.cast(self.beta, tf.float32)
         return tf.cast(y, x.dtype)
 
@@ -170,9 +174,7 @@ class ConditionalInstanceNormalization(InstanceNormalization):
                                     initializer="zeros")
 
     def call(self, x, style):
-        x32 = tf.cast(x, tf.float32)
-        mean, variance = tf.nn.moments(x32, axes=[1, 2], keepdims=True)
-        y = (x32 - mean) * tf.math.rsqrt(variance + self.epsilon)
+        y = self.standardise(x)
         style = tf.cast(style, tf.float32)
         gamma = tf.matmul(style, tf.cast(self.gamma, tf.float32))[:, None, None, :]
         beta = tf.matmul(style, tf.cast(self.beta, tf.float32))[:, None, None, :]

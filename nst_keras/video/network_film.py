@@ -78,26 +78,25 @@ def _read_ahead(produce: Iterator[np.ndarray], size: int) -> Iterator[np.ndarray
     stop, done = threading.Event(), object()
     failure = []
 
+    def put(item) -> bool:
+        """Waits for room (``False``: the consumer has stopped)."""
+        while not stop.is_set():
+            try:
+                items.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def work():
         try:
             for item in produce:
-                while not stop.is_set():
-                    try:
-                        items.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not put(item):
                     return
         except BaseException as e:  # noqa: BLE001  handed to the consumer
             failure.append(e)
         finally:
-            while not stop.is_set():
-                try:
-                    items.put(done, timeout=0.1)
-                    break
-                except queue.Full:
-                    continue
+            put(done)
 
     thread = threading.Thread(target=work, name="film-reader", daemon=True)
     thread.start()
