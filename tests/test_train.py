@@ -148,30 +148,40 @@ def test_the_loss_falls_over_a_few_steps_on_a_fixed_batch(backbone, painting, tm
 # -- the command: run folder, resume, interrupt -----------------------------------------
 
 
-def test_training_writes_the_run_folder_and_a_network_that_loads(photos, painting, tmp_path):
-    from nst_keras import load_network, train
+@pytest.fixture(scope="module")
+def straight(photos, painting, tmp_path_factory):
+    """A six-step training run with previews, not interrupted: its folder and record."""
+    from nst_keras import train
 
-    record = train.train(options(photos, tmp_path, preview_every=2), config(painting), quiet)
-    run = tmp_path / "run"
-    assert record["status"] == "finished" and record["step"] == 4
+    out = tmp_path_factory.mktemp("straight")
+    return out, train.train(options(photos, out, steps=6, preview_every=2), config(painting),
+                            quiet)
+
+
+def test_training_writes_the_run_folder_and_a_network_that_loads(straight):
+    from nst_keras import load_network
+
+    out, record = straight
+    run = out / "run"
+    assert record["status"] == "finished" and record["step"] == 6
     on_disk = json.loads((run / "run.json").read_text())
     assert on_disk["photos"]["used"] == 6 and on_disk["photos"]["skipped"] == 1
     assert on_disk["settings"]["train"]["image_size"] == 32
     lines = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [l["iteration"] for l in lines] == [1, 2, 3, 4]
+    assert [l["iteration"] for l in lines] == [1, 2, 3, 4, 5, 6]
     assert all(l["loss"] > 0 and "style_loss" in l for l in lines)
     assert (run / "loss.png").stat().st_size > 0
     sheet = np.asarray(Image.open(run / "preview.png"))
     assert sheet.shape == (64, 4 * 32, 3)  # four photos over their pictures
     with np.load(run / "checkpoint.npz") as ckpt:
-        assert int(ckpt["step"]) == 4
-    net = load_network(str(tmp_path / "net.keras"))
+        assert int(ckpt["step"]) == 6
+    net = load_network(str(out / "net.keras"))
     photo = make_picture(30, 42, 3)
-    out = net(photo)
-    assert out.shape == (30, 42, 3) and out.dtype == np.uint8
+    picture = net(photo)
+    assert picture.shape == (30, 42, 3) and picture.dtype == np.uint8
     both = net(np.stack([photo, make_picture(30, 42, 4)]))
-    assert both.shape == (2, 30, 42, 3) and np.abs(both[0].astype(int) - out).max() <= 1
-    assert not [n for n in os.listdir(tmp_path) if "partial" in n or n.startswith(".tmp")]
+    assert both.shape == (2, 30, 42, 3) and np.abs(both[0].astype(int) - picture).max() <= 1
+    assert not [n for n in os.listdir(out) if "partial" in n or n.startswith(".tmp")]
 
 
 def _weights(path):
@@ -180,48 +190,40 @@ def _weights(path):
     return network.load_network(path).model.get_weights()
 
 
-def test_a_resumed_training_continues_exactly(photos, painting, tmp_path):
-    from nst_keras import train
-
-    straight = tmp_path / "straight"
-    train.train(options(photos, straight, steps=6), config(painting), quiet)
-    split = tmp_path / "split"
-    train.train(options(photos, split, steps=3), config(painting), quiet)
-    with pytest.raises(UserError, match="already holds a training run"):
-        train.train(options(photos, split, steps=6), config(painting), quiet)
-    with pytest.raises(UserError, match="--image_size=48 differs"):
-        train.train(options(photos, split, steps=6, image_size=48,
-                            resume=str(split / "run")), config(painting), quiet)
-    train.train(options(photos, split, steps=6, resume=str(split / "run")), config(painting),
-                quiet)
-    a, b = _weights(str(straight / "net.keras")), _weights(str(split / "net.keras"))
-    assert max(float(np.abs(x - y).max()) for x, y in zip(a, b)) < 1e-5
-    first = [json.loads(l) for l in (straight / "run" / "metrics.jsonl").read_text().splitlines()]
-    second = [json.loads(l) for l in (split / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert [r["iteration"] for r in second] == [1, 2, 3, 4, 5, 6]
-    assert [r["loss"] for r in second] == pytest.approx([r["loss"] for r in first], rel=1e-5)
-    with pytest.raises(UserError, match="already at step 6"):
-        train.train(options(photos, split, steps=6, resume=str(split / "run")),
-                    config(painting), quiet)
-
-
-def test_ctrl_c_saves_the_checkpoint_and_the_network(photos, painting, tmp_path):
+def test_ctrl_c_keeps_a_checkpoint_and_the_resumed_run_ends_on_the_straight_one(
+        straight, photos, painting, tmp_path):
     from nst_keras import train
 
     def log(line):
-        if line.startswith("step 2/"):
+        if line.startswith("step 3/"):
             os.kill(os.getpid(), signal.SIGINT)
 
+    split = tmp_path / "split"
     with pytest.raises(Interrupted, match="--resume="):
-        train.train(options(photos, tmp_path, steps=8), config(painting), log)
-    run = tmp_path / "run"
+        train.train(options(photos, split, steps=6, preview_every=2), config(painting), log)
+    run = split / "run"
     assert json.loads((run / "run.json").read_text())["status"] == "interrupted"
     with np.load(run / "checkpoint.npz") as ckpt:
-        assert int(ckpt["step"]) == 2
-    assert (tmp_path / "net.keras").exists()
-    record = train.train(options(photos, tmp_path, steps=8, resume=str(run)), config(painting),
-                         quiet)
-    assert record["status"] == "finished" and record["resumed_from"] == 2
+        assert int(ckpt["step"]) == 3
+    assert (split / "net.keras").exists()
+    with pytest.raises(UserError, match="already holds a training run"):
+        train.train(options(photos, split, steps=6), config(painting), quiet)
+    with pytest.raises(UserError, match="--image_size=48 differs"):
+        train.train(options(photos, split, steps=6, image_size=48, preview_every=2,
+                            resume=str(run)), config(painting), quiet)
+    record = train.train(options(photos, split, steps=6, preview_every=2, resume=str(run)),
+                         config(painting), quiet)
+    assert record["status"] == "finished" and record["resumed_from"] == 3
+    out, _ = straight
+    a, b = _weights(str(out / "net.keras")), _weights(str(split / "net.keras"))
+    assert max(float(np.abs(x - y).max()) for x, y in zip(a, b)) < 1e-5
+    first = [json.loads(l) for l in (out / "run" / "metrics.jsonl").read_text().splitlines()]
+    second = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in second] == [1, 2, 3, 4, 5, 6]
+    assert [r["loss"] for r in second] == pytest.approx([r["loss"] for r in first], rel=1e-5)
+    with pytest.raises(UserError, match="already at step 6"):
+        train.train(options(photos, split, steps=6, preview_every=2, resume=str(run)),
+                    config(painting), quiet)
 
 
 def _main(argv, capsys):
