@@ -262,10 +262,10 @@ def test_resume_is_bit_for_bit_with_each_loss(files, tmp_path, loss, optimizer, 
 @pytest.mark.parametrize("loss, color_weight, scales, color_loss", [
     ("gram", 10.0, None, "gaussian"), ("gram", 10.0, None, "sliced"),
     ("wasserstein", 0.0, None, "gaussian"), ("sliced_wasserstein", 0.0, None, "gaussian"),
-    ("wasserstein", 0.0, [32, 48], "gaussian")])  # coarse to fine: masks resized per scale
+    ("wasserstein", 0.0, [32, 40], "gaussian")])  # coarse to fine: masks resized per scale
 def test_a_masked_two_style_run_gives_each_half_its_own_palette(tmp_path, loss, color_weight,
                                                                 scales, color_loss):
-    rows, cols = 48, 64
+    rows, cols = 32, 48
     photo = make_picture(rows, cols, 0)
     red = np.zeros((rows, cols, 3), np.uint8)
     red[..., 0] = 220
@@ -273,7 +273,8 @@ def test_a_masked_two_style_run_gives_each_half_its_own_palette(tmp_path, loss, 
     blue[..., 2] = 220
     left = np.zeros((rows, cols), np.float32)
     left[:, :cols // 2] = 1.0
-    config = Config(weights="random", seed=3, img_nrows=rows, iterations=60, optimizer="adam",
+    steps = 90 if loss == "sliced_wasserstein" else 40  # its random directions need more
+    config = Config(weights="random", seed=3, img_nrows=rows, iterations=steps, optimizer="adam",
                     precision="float32", content_layers=CONTENT, style_layers=STYLE,
                     loss_normalization="scaled", content_weight=0.1, style_weight=10.0,
                     total_variation_weight=0.1, color_weight=color_weight,
@@ -287,7 +288,7 @@ def test_a_masked_two_style_run_gives_each_half_its_own_palette(tmp_path, loss, 
     if scales or (loss, color_loss) == ("gram", "sliced"):
         return  # the control below, once per style loss
     # Without masks both paintings pull everywhere: a blend (fewer steps show it).
-    unmasked = stylize(config.replace(style_masks=None, iterations=20), content=photo,
+    unmasked = stylize(config.replace(style_masks=None, iterations=12), content=photo,
                        style=[red, blue], log=lambda s: None).image.astype(float)
     for half in (unmasked[:, :cols // 2 - 4], unmasked[:, cols // 2 + 4:]):  # a blend
         assert abs(half[..., 0].mean() - half[..., 2].mean()) < 40
