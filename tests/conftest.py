@@ -15,19 +15,6 @@ import pytest
 from PIL import Image
 
 
-def pytest_configure(config):
-    """Under pytest-xdist the worker processes share the machine's cores: one
-    TensorFlow thread each, so they do not fight over them (subprocesses that
-    tests start keep TensorFlow's default)."""
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        import tensorflow as tf
-
-        workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-        threads = max(1, (os.cpu_count() or 1) // max(1, workers))
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(threads)
-
-
 def make_picture(rows, cols, seed=0):
     """A smooth colourful test picture with some structure (uint8 RGB)."""
     rng = np.random.default_rng(seed)
