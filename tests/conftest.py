@@ -190,7 +190,6 @@ SLOW = (
     "test_tiling.py::test_two_cpu_devices_give_the_one_device_loss_and_gradient",
     "test_hardware.py::test_threads_are_set_before_tensorflow_starts_and_kept_after",
     "test_presets.py::test_a_plain_install_runs_a_preset_from_another_folder",
-    "test_tiling.py::test_two_cpu_devices_give_the_one_device_loss_and_gradient",
     # the longest engine checks (several backbones, half precision, XLA, weight files)
     "test_objective.py::test_scaled_gradient_magnitudes_stay_in_band_across_sizes_and_backbones",
     "test_objective.py::test_scaled_optimum_invariant_to_rescaling_one_layer",
@@ -204,6 +203,14 @@ SLOW = (
     "test_distributions.py::test_resume_is_bit_for_bit_with_each_loss",
     "test_optim.py::test_lbfgs_beats_sgd_at_equal_loss_evaluations",
     "test_experiments.py::test_tradeoff_row_one_panel_per_ratio",
+    # the longest training checks (two devices, export, resume, several paintings)
+    "test_train.py::test_two_cpu_devices_train_as_one",
+    "test_train.py::test_tflite_and_saved_model_give_the_networks_picture",
+    "test_train.py::test_ctrl_c_keeps_a_checkpoint_and_the_resumed_run_ends_on_the_straight_one",
+    "test_paintings.py::test_each_paintings_loss_falls_on_a_fixed_batch",
+    "test_paintings.py::test_training_with_stability_reports_the_term_and_adds_it_to_the_loss",
+    "test_paintings.py::test_a_run_from_before_the_stability_settings_resumes",
+    "test_paintings.py::test_the_exported_files_keep_the_blend_as_an_input",
 )
 
 
