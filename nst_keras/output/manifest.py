@@ -11,6 +11,7 @@ A resumed run rewrites it atomically with the lines up to its checkpoint first.
 from __future__ import annotations
 
 import datetime
+import functools
 import io
 import json
 import os
@@ -74,6 +75,13 @@ def write_json_lines(path: str, records: List[Dict]) -> None:
 
 def versions() -> Dict[str, Optional[str]]:
     """Versions of Python and of the installed packages a result depends on."""
+    return dict(_versions())
+
+
+@functools.lru_cache(maxsize=1)
+def _versions() -> Dict[str, Optional[str]]:
+    """``versions``, read from the packages' metadata once per process (a batch
+    worker writes a run.json per item)."""
     out = {"python": platform.python_version()}
     for name in ("tensorflow", "keras", "numpy", "pillow", "scipy", "absl-py", "matplotlib",
                  "nst_keras"):
@@ -172,7 +180,7 @@ def plot_losses(path: str, history: List[Dict], weights: Dict[str, float]) -> Op
 
         matplotlib.use("Agg", force=False)
         from matplotlib.figure import Figure  # late: as above
-        from matplotlib.ticker import FuncFormatter, NullFormatter  # late: as above
+        from matplotlib.ticker import FuncFormatter, NullLocator  # late: as above
     except ImportError:
         return ("loss.png skipped: matplotlib is not installed "
                 "(pip install 'nst_keras[plot]')")
@@ -187,7 +195,7 @@ def plot_losses(path: str, history: List[Dict], weights: Dict[str, float]) -> Op
         ax.set_yscale("log")
         # Plain tick labels: the default ones are typeset (mathtext), half the plot's time.
         ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-        ax.yaxis.set_minor_formatter(NullFormatter())
+        ax.yaxis.set_minor_locator(NullLocator())  # unlabelled minor ticks: a third of the draw
     ax.set_xlabel("iteration")
     ax.set_ylabel("loss")
     ax.grid(True, alpha=0.3)
