@@ -20,7 +20,8 @@ normalisation, weights) instead of the default objective below; ``--style_loss``
 changes the style statistics of either.
 
 Prints one JSON object: the machine, set-up seconds per item after the
-first (median), step seconds, and the ratio set-up / step.
+first (median; the 1-step item, its one step included), step seconds, the
+ratio set-up / step, and ``beyond_steps_s_median`` (set-up less one step).
 """
 
 from __future__ import annotations
@@ -121,7 +122,10 @@ def main() -> None:
                   setup_s_median=round(statistics.median(setup), 4),
                   setup_s=[round(s, 4) for s in setup],
                   step_s_median=round(statistics.median(step), 4),
-                  setup_over_step=round(statistics.median(setup) / statistics.median(step), 2))
+                  setup_over_step=round(statistics.median(setup) / statistics.median(step), 2),
+                  # the 1-step item less its one step: what an item costs besides steps
+                  beyond_steps_s_median=round(statistics.median(setup) - statistics.median(step),
+                                              4))
     print(json.dumps(result))
 
 
