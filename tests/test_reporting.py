@@ -5,7 +5,9 @@ import contextlib
 import io
 import json
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from conftest import run_cli
 from nst_keras.output import manifest
@@ -49,22 +51,26 @@ def test_metrics_and_run_json_hold_every_term_and_its_weight(fast_run):
     assert weighted == pytest.approx(final["loss"], rel=1e-5)
 
 
-def test_the_loss_plot_draws_a_curve_per_weighted_term(tmp_path, monkeypatch):
-    from matplotlib.axes import Axes
+def test_the_loss_plot_draws_a_curve_per_weighted_term(tmp_path):
+    from nst_keras.output.plot import COLOURS
 
-    labels = []
-    plot = Axes.plot
-
-    def recording(self, *args, **kw):
-        labels.append(kw.get("label"))
-        return plot(self, *args, **kw)
-
-    monkeypatch.setattr(Axes, "plot", recording)
     history = [{"iteration": i, "loss": 10.0 - i, "content_loss": 1.0, "style_loss": 2.0,
-                "tv_loss": 3.0, "color_loss": 0.5, "temporal_loss": 0.1} for i in (1, 2)]
+                "tv_loss": 3.0, "color_loss": 0.5, "temporal_loss": 0.03} for i in (1, 2)]
     weights = {"content_loss": 1.0, "style_loss": 2.0, "tv_loss": 0.5, "color_loss": 4.0,
-               "temporal_loss": 10.0}
+               "temporal_loss": 10.0, "unlogged_loss": 3.0}
+    curves = manifest.loss_series(history, weights)
+    assert [c.label for c in curves] == ["total", "content x 1", "style x 2",
+                                         "total variation x 0.5", "color x 4", "temporal x 10"]
+    assert curves[4].ys == [2.0, 2.0] and curves[0].ys == [9.0, 8.0]
     assert manifest.plot_losses(str(tmp_path / "loss.png"), history, weights) is None
-    assert labels == ["total", "content x 1", "style x 2", "total variation x 0.5",
-                      "color x 4", "temporal x 10"]
-    assert (tmp_path / "loss.png").stat().st_size > 1000
+    image = np.asarray(Image.open(tmp_path / "loss.png").convert("RGB")).astype(int)
+    assert image.shape == (420, 700, 3)
+
+    def pixels(hex_colour):  # pixels of (nearly) this colour
+        want = np.array([int(hex_colour[i:i + 2], 16) for i in (1, 3, 5)])
+        return int((np.abs(image - want).sum(axis=-1) < 30).sum())
+
+    # Every curve and its legend line are drawn in its own colour; a sixth is not.
+    for colour in COLOURS[:5]:
+        assert pixels(colour) > 100, colour
+    assert pixels(COLOURS[5]) == 0

@@ -228,12 +228,7 @@ def test_run_json_describes_the_run(tmp_path, content_path, style_path):
     assert data["final_losses"]["loss"] == pytest.approx(metrics(out)[-1]["loss"])
     want = hashlib.sha256(open(content_path, "rb").read()).hexdigest()
     assert data["content_image"]["sha256"] == want
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        assert not (out / "loss.png").exists()
-    else:
-        Image.open(out / "loss.png").verify()
+    Image.open(out / "loss.png").verify()
 
 
 def test_weights_source_and_hash(tmp_path, monkeypatch):
@@ -251,18 +246,11 @@ def test_weights_source_and_hash(tmp_path, monkeypatch):
     assert info["sha256"] == hashlib.sha256(b"imagenet bytes").hexdigest()
 
 
-def test_loss_plot_is_skipped_without_matplotlib(tmp_path, monkeypatch):
-    history = [{"iteration": i, "loss": 10.0 / i, "content_loss": 1.0, "style_loss": 2.0,
-                "tv_loss": 3.0} for i in range(1, 5)]
+def test_loss_plot_needs_logged_steps(tmp_path):
     weights = {"content_loss": 1.0, "style_loss": 1.0, "tv_loss": 1.0}
-    monkeypatch.setitem(sys.modules, "matplotlib", None)
-    note = manifest.plot_losses(str(tmp_path / "loss.png"), history, weights)
-    assert "matplotlib is not installed" in note and "nst_keras[plot]" in note
+    note = manifest.plot_losses(str(tmp_path / "loss.png"), [], weights)
+    assert "no logged steps" in note and "--log_every" in note
     assert not (tmp_path / "loss.png").exists()
-    monkeypatch.undo()
-    pytest.importorskip("matplotlib")
-    assert manifest.plot_losses(str(tmp_path / "loss.png"), history, weights) is None
-    assert Image.open(tmp_path / "loss.png").size == (700, 420)
 
 
 def test_run_json_records_the_precision_auto_chose_and_the_threads(

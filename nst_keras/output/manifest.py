@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime
 import functools
-import io
 import json
 import os
 import platform
@@ -23,6 +22,7 @@ from nst_keras import settings
 from nst_keras.engine import hardware, vgg
 from nst_keras.engine.imaging import fetch
 from nst_keras.output.files import atomic_write_bytes, sha256_of
+from nst_keras.output.plot import COLOURS, Series, line_plot, png_bytes
 
 RUN_JSON = "run.json"
 METRICS = "metrics.jsonl"
@@ -83,8 +83,7 @@ def _versions() -> Dict[str, Optional[str]]:
     """``versions``, read from the packages' metadata once per process (a batch
     worker writes a run.json per item)."""
     out = {"python": platform.python_version()}
-    for name in ("tensorflow", "keras", "numpy", "pillow", "scipy", "absl-py", "matplotlib",
-                 "nst_keras"):
+    for name in ("tensorflow", "keras", "numpy", "pillow", "scipy", "absl-py", "nst_keras"):
         try:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
@@ -167,43 +166,31 @@ def input_info(source) -> Dict:
     return info
 
 
+def loss_series(history: List[Dict], weights: Dict[str, float]) -> List:
+    """The curves of ``loss.png``: the total, then each weighted term of the list."""
+    steps = [r["iteration"] for r in history]
+    curves = [Series("total", steps, [r["loss"] for r in history], "black", width=2.0)]
+    for key, w in weights.items():
+        if w and all(key in r for r in history):
+            colour = COLOURS[(len(curves) - 1) % len(COLOURS)]
+            curves.append(Series(f"{term_label(key)} x {w:g}", steps,
+                                 [w * r[key] for r in history], colour))
+    return curves
+
+
 def plot_losses(path: str, history: List[Dict], weights: Dict[str, float]) -> Optional[str]:
     """Writes the loss curves to ``path``; returns a note instead if it cannot.
 
     Plots the total loss and each weighted term (``weight * term``, so they add
-    up to the total) against the iteration, on a log scale.
+    up to the total) against the iteration, on a log scale when every total is
+    positive.
     """
     if not history:
         return "loss.png skipped: no logged steps (--log_every=0)"
-    try:
-        import matplotlib  # late: an optional extra, needed for loss.png only
-
-        matplotlib.use("Agg", force=False)
-        from matplotlib.figure import Figure  # late: as above
-        from matplotlib.ticker import FuncFormatter, NullLocator  # late: as above
-    except ImportError:
-        return ("loss.png skipped: matplotlib is not installed "
-                "(pip install 'nst_keras[plot]')")
-    steps = [r["iteration"] for r in history]
-    fig = Figure(figsize=(7, 4.2), dpi=100)
-    ax = fig.add_subplot(1, 1, 1)
-    ax.plot(steps, [r["loss"] for r in history], label="total", color="black", linewidth=2)
-    for key, w in weights.items():
-        if w and all(key in r for r in history):
-            ax.plot(steps, [w * r[key] for r in history], label=f"{term_label(key)} x {w:g}")
-    if all(r["loss"] > 0 for r in history if r["loss"] == r["loss"]):
-        ax.set_yscale("log")
-        # Plain tick labels: the default ones are typeset (mathtext), half the plot's time.
-        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-        ax.yaxis.set_minor_locator(NullLocator())  # unlabelled minor ticks: a third of the draw
-    ax.set_xlabel("iteration")
-    ax.set_ylabel("loss")
-    ax.grid(True, alpha=0.3)
-    ax.legend()
-    fig.subplots_adjust(left=0.13, right=0.97, top=0.96, bottom=0.12)  # tight_layout: slow
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    atomic_write_bytes(path, buf.getvalue())
+    log_y = all(r["loss"] > 0 for r in history if r["loss"] == r["loss"])
+    image = line_plot(loss_series(history, weights), log_y=log_y,
+                      xlabel="iteration", ylabel="loss")
+    atomic_write_bytes(path, png_bytes(image))
     return None
 
 
