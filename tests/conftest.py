@@ -157,8 +157,8 @@ def flags_for(content, style, out, *extra):
     (shallow layers: a stop and a resume need no deep network to be tested)."""
     return [f"--content_image={content}", f"--style_image={style}", f"--output_dir={out}",
             "--weights=random", "--img_nrows=48", "--log_every=1", "--save_every=0",
-            "--style_weight=1e-4", "--content_layers=block3_conv1",
-            "--style_layers=block1_conv1,block2_conv1,block3_conv1", *extra]
+            "--style_weight=1e-4", "--content_layers=block2_conv2",
+            "--style_layers=block1_conv1,block2_conv1", *extra]
 
 
 def tiny(content_path, style_path, out, *extra):

@@ -17,7 +17,8 @@ QUIET = dict(log=lambda line: None)
 def settings_for(content_path, style_path, **kw):
     base = dict(content_image=content_path, style_image=style_path, weights="random",
                 img_nrows=48, iterations=6, log_every=2, save_every=0, style_weight=1e-4,
-                optimizer="adam")
+                optimizer="adam", content_layers=("block2_conv2",),
+                style_layers=("block1_conv1", "block2_conv1"))  # shallow: a small network
     return Config(**{**base, **kw})
 
 

@@ -11,6 +11,10 @@ from nst_keras.engine.pipeline import build_loss
 from conftest import FAST, QUIET, ROWS
 
 
+# Shallow layers where the depth of the network is not what a test is about.
+SHALLOW = dict(content_layers=("block2_conv2",), style_layers=("block1_conv1", "block2_conv1"))
+
+
 def loss_module(backbone, pictures, **kw):
     content, style = pictures
     config = Config(content_image="c", style_image="s", weights="random", seed=3, **kw)
@@ -83,9 +87,9 @@ STYLE_HEAVY = dict(content_weight=1e-4, style_weight=1.0, total_variation_weight
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam", "lbfgs"])
 def test_each_optimizer_lowers_the_loss(backbone, pictures, optimizer):
-    module = loss_module(backbone, pictures, **STYLE_HEAVY)
+    module = loss_module(backbone, pictures, **STYLE_HEAVY, **SHALLOW)
     start = float(module.terms_fn(tf.constant(vgg.preprocess_image(pictures[0])))["loss"])
-    kw = dict(STYLE_HEAVY)
+    kw = dict(STYLE_HEAVY, **SHALLOW)
     if optimizer == "sgd":
         # SGD's rate depends on the loss's scale (keras.io's 100 is tuned for its
         # own weights): take a first step that lowers the loss by ~5 % to first order.
@@ -103,20 +107,21 @@ def test_each_optimizer_lowers_the_loss(backbone, pictures, optimizer):
 
 
 def test_lbfgs_beats_sgd_at_equal_loss_evaluations(backbone, pictures):
-    """The keras.io objective and SGD schedule versus L-BFGS, same budget."""
-    lbfgs = _run(pictures, "lbfgs", 10)
+    """The keras.io weights and SGD schedule versus L-BFGS, same budget (shallow
+    layers; measured: L-BFGS ends at 0.07x SGD's loss)."""
+    lbfgs = _run(pictures, "lbfgs", 10, **SHALLOW)
     evaluations = lbfgs.history[-1]["evaluations"]
-    sgd = _run(pictures, "sgd", evaluations)
+    sgd = _run(pictures, "sgd", evaluations, **SHALLOW)
     assert sgd.history[-1]["evaluations"] == evaluations
-    module = loss_module(backbone, pictures)
+    module = loss_module(backbone, pictures, **SHALLOW)
     loss_lbfgs = float(module.terms_fn(tf.constant(lbfgs.tensor))["loss"])  # eager: two calls
     loss_sgd = float(module.terms_fn(tf.constant(sgd.tensor))["loss"])
     assert loss_lbfgs < 0.9 * loss_sgd, (loss_lbfgs, loss_sgd)
 
 
 def test_jit_compile_gives_the_same_losses(pictures):
-    plain = _run(pictures, "sgd", 3)
-    jitted = _run(pictures, "sgd", 3, jit_compile=True)
+    plain = _run(pictures, "sgd", 3, **SHALLOW)
+    jitted = _run(pictures, "sgd", 3, jit_compile=True, **SHALLOW)
     np.testing.assert_allclose([h["loss"] for h in jitted.history],
                                [h["loss"] for h in plain.history], rtol=1e-4)
 

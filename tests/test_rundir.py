@@ -265,6 +265,7 @@ def test_run_json_records_the_precision_auto_chose_and_the_threads(
     lines = []
     run_stylize(Config(content_image=content_path, style_image=style_path, weights="random",
                        img_nrows=48, iterations=2, log_every=1, save_every=0,
+                       content_layers=("block2_conv2",), style_layers=("block1_conv1",),
                        output_dir=str(out)), log=lines.append)
     manifest_data = json.loads((out / "run.json").read_text())
     device = manifest_data["device"]
