@@ -99,7 +99,8 @@ def test_deprocess_offsets_cli_writes_grid_and_report(tmp_path, content_path, st
     out = str(tmp_path / "out")
     offsets = "103.939,116.779,123.68;123.939,96.779,96.68;0,0,0"
     assert run_cli(*tiny(content_path, style_path, out, "--experiment=deprocess_offsets",
-                     "--iterations=3", f"--deprocess_offsets={offsets}")) == 0
+                     "--iterations=3", f"--deprocess_offsets={offsets}",
+                     "--content_layers=block2_conv2", "--style_layers=block1_conv1")) == 0
     report = json.load(open(os.path.join(out, "deprocess_offsets.json")))
     assert [r["offsets"] for r in report] == [list(t) for t in parse_offsets(offsets)]
     result = np.asarray(Image.open(os.path.join(out, "content_stylized.png")), float)
@@ -220,7 +221,8 @@ def test_tradeoff_row_one_panel_per_ratio(tmp_path, content_path, style_path):
     out = str(tmp_path / "out")
     assert run_cli(*tiny(content_path, style_path, out, "--experiment=tradeoff", "--iterations=6",
                      "--log_every=3", "--content_weight=1", "--total_variation_weight=0",
-                     "--tradeoff_ratios=0.0001,10000")) == 0
+                     "--tradeoff_ratios=0.0001,10000", "--content_layers=block2_conv2",
+                     "--style_layers=block1_conv1,block2_conv1")) == 0
     report = json.load(open(os.path.join(out, "tradeoff.json")))
     assert [r["ratio"] for r in report] == [0.0001, 10000.0]
     assert [r["style_weight"] for r in report] == pytest.approx([1e-4, 1e4])

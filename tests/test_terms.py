@@ -24,8 +24,8 @@ def extractor(backbone):
     return vgg.build_extractor(backbone, CONTENT + STYLE)
 
 
-def network_image(seed):
-    return vgg.preprocess_image(make_picture(ROWS, COLS, seed))
+def network_image(seed, rows=ROWS, cols=COLS):
+    return vgg.preprocess_image(make_picture(rows, cols, seed))
 
 
 def test_each_term_is_finish_of_sums_and_its_sums_add_over_a_partition(extractor):
@@ -106,10 +106,10 @@ def test_a_term_that_cannot_be_tiled_stops_a_tiled_run_in_one_line(extractor):
         float(tf.reduce_sum(x)) ** 2, rel=1e-5)
 
 
-def _halves(seed):
+def _halves(seed, rows=ROWS, cols=COLS):
     """Two complementary masks (a style per region), the split moved by ``seed``."""
-    left = np.zeros((1, ROWS, COLS, 1), np.float32)
-    left[:, :, :COLS // 2 + 8 * seed] = 1.0
+    left = np.zeros((1, rows, cols, 1), np.float32)
+    left[:, :, :cols // 2 + 4 * seed] = 1.0
     return [left, 1.0 - left]
 
 
@@ -130,15 +130,18 @@ def test_a_cached_objective_is_reused_with_the_results_of_a_fresh_one(extractor,
     masked = extra.pop("masked", False)
     kw = {**KW, **extra}
 
+    small = dict(rows=48, cols=64)  # not tiled: any size
+
     def built(photo, paintings, cache=None):
-        return objective_of(extractor, network_image(photo), [network_image(p) for p in paintings],
-                            style_masks=_halves(photo) if masked else None, target_cache=cache,
-                            **kw)
+        return objective_of(extractor, network_image(photo, **small),
+                            [network_image(p, **small) for p in paintings],
+                            style_masks=_halves(photo, **small) if masked else None,
+                            target_cache=cache, **kw)
 
     paintings = ([1, 4], [3, 6]) if masked else ([1], [3])
     cache = objective.TargetCache()
     first = built(0, paintings[0], cache)
-    x = tf.constant(network_image(5))
+    x = tf.constant(network_image(5, **small))
     first.at_step(1)
     first.value_and_grad(x)
     second = built(2, paintings[1], cache)
@@ -157,9 +160,9 @@ def test_a_cached_objective_is_reused_with_the_results_of_a_fresh_one(extractor,
     assert float(t0["loss"]) != pytest.approx(float(t2["loss"]), rel=1e-3)
     assert second.value_and_grad.experimental_get_tracing_count() == 1
     # Another size or another weight is another step.
-    other = objective_of(extractor, network_image(2), [network_image(3)],
+    other = objective_of(extractor, network_image(2, **small), [network_image(3, **small)],
                          **{**kw, "style_weight": 11.0}, target_cache=cache,
-                         style_masks=_halves(2) if masked else None)
+                         style_masks=_halves(2, **small) if masked else None)
     assert other is not first and len(cache.objectives) == 2
 
 
