@@ -238,8 +238,10 @@ def test_the_page_reads_the_preset_files_not_copies(tmp_path, monkeypatch):
 
 def _venv_with_these_dependencies(venv) -> str:
     """A new virtual environment that imports this one's packages (TensorFlow
-    ...) without downloads; returns its python."""
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    ...) without downloads; returns its python.  Made without its own pip (3 s
+    of ensurepip): ``python -m pip`` there is this environment's pip, which
+    installs into the new one."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     python = str(venv / "bin" / "python")
     own = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                          check=True, capture_output=True, text=True).stdout.strip()
@@ -265,7 +267,7 @@ def test_a_plain_install_runs_a_preset_from_another_folder(tmp_path):
     python = _venv_with_these_dependencies(venv)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
     env.update(PIP_DISABLE_PIP_VERSION_CHECK="1", NST_KERAS_PRECISION="float32")
-    pip = subprocess.run([str(venv / "bin" / "pip"), "install", "--no-deps",
+    pip = subprocess.run([python, "-m", "pip", "install", "--no-deps",
                           "--no-build-isolation", "--no-index", str(source)],
                          capture_output=True, text=True, env=env, cwd=tmp_path)
     assert pip.returncode == 0, pip.stdout + pip.stderr
