@@ -253,7 +253,9 @@ class Pool:
             return None
         except _worker_deaths() as e:
             why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            self.idle.append(self.start_worker(self.plans.pop(worker)))
+            # The replacement goes to the back of the line (dispatch pops from the
+            # end): a worker already started takes the retried item first.
+            self.idle.insert(0, self.start_worker(self.plans.pop(worker)))
             if attempts <= self.max_retries:
                 self.log(f"worker died running {getattr(item, 'name', index)} "
                          f"({type(e).__name__}); retrying it from its last checkpoint")
