@@ -5,15 +5,13 @@ import importlib.util
 import json
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 
 import pytest
 from PIL import Image
 
-from conftest import REPO, make_picture
+from conftest import make_picture
 from nst_keras import batch, pool
 from nst_keras.output import checkpoint
 
@@ -154,7 +152,10 @@ def test_exit_statuses_are_the_commands_own(folder, tmp_path, capsys, monkeypatc
 # In this process
 
 
-SERIAL = ["--iterations=40", "--save_every=4"]  # the Ray runs below make the same images
+# Adam (its moments are checkpointed too) with a checkpoint every 4 steps: the
+# interrupted batch and the Ray runs below must end on these same images.
+STEPS = 40
+SERIAL = ["--optimizer=adam", f"--iterations={STEPS}", "--style_weight=1e-4", "--save_every=4"]
 
 
 @pytest.fixture(scope="module")
@@ -174,7 +175,7 @@ def test_a_bad_file_fails_alone_and_a_rerun_skips_the_finished(folder, serial_ru
     broken = next(r for r in first if r["item"] == "broken__wave")
     assert "broken.jpg" in broken["reason"] and "\n" not in broken["reason"]
     done = [r for r in first if r["status"] == "finished"]
-    assert all(r["steps"] == 40 and r["final_losses"]["loss"] > 0 for r in done)
+    assert all(r["steps"] == STEPS and r["final_losses"]["loss"] > 0 for r in done)
     assert [r["targets_cached"] for r in done] == [False, True, True]  # one style
     metrics = {r["item"]: open(os.path.join(out, r["item"], "metrics.jsonl")).read()
                for r in done}
@@ -194,36 +195,51 @@ def test_a_bad_file_fails_alone_and_a_rerun_skips_the_finished(folder, serial_ru
         assert open(os.path.join(out, item, "metrics.jsonl")).read() == text
 
 
-def test_an_interrupted_batch_resumes_to_the_same_images(folder, tmp_path):
-    # Adam: its moments are restored too (SGD's resume: test_rundir.py).
+def test_an_interrupted_batch_resumes_to_the_same_images(folder, serial_run, tmp_path,
+                                                        monkeypatch):
+    """A real SIGINT in the middle of the second item: exit 130, the first item kept, the
+    second checkpointed; the same command again skips the first, resumes the second
+    (Adam's moments too; SGD's resume: test_rundir.py) and ends on the serial run's
+    uninterrupted images."""
+    from nst_keras.engine.callbacks import Callback
+
     photos = folder / "photos"
     content = f"{photos / 'p0.png'},{photos / 'p1.png'}"
-    extra = ["--optimizer=adam", "--iterations=40", "--style_weight=1e-4"]
+    stop_at = 5  # between two of the run's own checkpoints (every 4 steps)
+    signalled = []
+
+    class SigintAtStep(Callback):
+        def __init__(self, item):
+            self.item = item
+
+        def on_step(self, progress):
+            if self.item == "p1__wave" and progress.step == stop_at and not signalled:
+                signalled.append(progress.step)
+                os.kill(os.getpid(), signal.SIGINT)  # as Ctrl-C in the terminal
+
+    real_stylize = batch._stylize
+
+    def stylize(config, cache, record, callbacks=()):
+        item = os.path.basename(config.output_dir)
+        return real_stylize(config, cache, record, [*callbacks, SigintAtStep(item)])
+
+    monkeypatch.setattr(batch, "_stylize", stylize)
     stopped = tmp_path / "stopped"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "nst_keras.batch", *flags(folder, stopped, *extra,
-                                                         content=content)],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    metrics = stopped / "p1__wave" / "metrics.jsonl"
-    deadline = time.time() + 60
-    while time.time() < deadline and proc.poll() is None:
-        if metrics.exists() and len(metrics.read_text().splitlines()) >= 5:
-            break
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
+    assert run_batch(*flags(folder, stopped, *SERIAL, content=content)) == 130
+    assert signalled == [stop_at]
     first = lines(stopped)
-    assert [r["status"] for r in first] == ["finished", "interrupted"]
-    assert run_batch(*flags(folder, stopped, *extra, content=content)) == 0
+    assert [(r["status"], r["steps"]) for r in first] == [("finished", STEPS),
+                                                         ("interrupted", stop_at)]
+    assert checkpoint.load(str(stopped / "p1__wave")).step == stop_at
+    assert not list((stopped / "p1__wave").glob("*_stylized.png"))
+    assert run_batch(*flags(folder, stopped, *SERIAL, content=content)) == 0
     resumed = lines(stopped)[2:]
     assert [r["status"] for r in resumed] == ["skipped", "finished"]
-    assert resumed[1]["resumed_from"] >= 4
+    assert (resumed[1]["resumed_from"], resumed[1]["steps"]) == (stop_at, STEPS)
 
-    straight = tmp_path / "straight"
-    assert run_batch(*flags(folder, straight, *extra, content=content)) == 0
+    serial_out, _ = serial_run  # the same flags, never interrupted
     for item in ("p0__wave", "p1__wave"):
-        assert png(stopped, item) == png(straight, item)
+        assert png(stopped, item) == png(serial_out, item)
 
 
 def test_ctrl_c_while_an_item_is_set_up_records_it_and_a_rerun_makes_it(folder, tmp_path,
@@ -272,11 +288,42 @@ def test_worker_plans_for_gpus_cpus_and_nodes(ray_module):
     assert nodes == [{"options": {"num_cpus": 8.0}, "threads": 8}] * 3
 
 
-def test_a_killed_worker_has_its_item_finished_elsewhere(ray_module, folder, serial_run,
-                                                        tmp_path):
-    """Two local workers; one is killed mid-item: each item is finished once, the
-    killed one from its checkpoint, and every picture is the serial run's."""
-    out, pids, killed = tmp_path / "out", [], []
+RAY_DEADLINE_S = 240  # a batch on the cluster that runs longer is stopped and fails
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A Ray cluster of two nodes on 127.0.0.1 (one CPU each), shared by the tests
+    below; each batch joins it with ``--ray_address`` and leaves it when it ends."""
+    ray = pytest.importorskip("ray", reason=RAY_MISSING_REASON)
+    from ray._private import ray_constants
+    from ray.cluster_utils import Cluster
+
+    node = dict(num_cpus=1, object_store_memory=100 * 1024 * 1024,
+                node_ip_address="127.0.0.1", include_dashboard=False)
+    with pytest.MonkeyPatch.context() as patch:
+        # Keep the driver on the loopback address too (Ray would otherwise dial
+        # this machine's network address, which may be closed).
+        patch.setattr(ray_constants, "ENABLE_RAY_CLUSTER", False)
+        made = Cluster(initialize_head=True, head_node_args=node)
+        try:
+            made.add_node(**{**node, "resources": {"second_node": 1}})
+            yield made
+        finally:
+            ray.shutdown()
+            made.shutdown()
+
+
+@pytest.fixture(scope="module")
+def killed_run(cluster, folder, tmp_path_factory):
+    """The three photos on the cluster's two workers (one per node); one worker is
+    SIGKILLed while both are past a checkpoint of their item.  Returns the records,
+    the killed pid, the output folder and whether Ray was still initialised after
+    the batch (it joined the cluster itself, so it must have left it)."""
+    import ray
+
+    out, pids, killed, ended = tmp_path_factory.mktemp("killed") / "out", [], [], \
+        threading.Event()
 
     def log(text):
         if text.startswith("ray worker"):
@@ -288,55 +335,61 @@ def test_a_killed_worker_has_its_item_finished_elsewhere(ray_module, folder, ser
         return [m.parent.name for m in found if os.path.isfile(checkpoint.path_in(m.parent))
                 and not list(m.parent.glob("*_stylized.png"))]
 
-    def killer():  # kills a worker once both workers' items are past step 4
-        deadline = time.time() + 300  # Ray and two TensorFlows start first
-        while time.time() < deadline and not killed:
-            if len(pids) == 2 and len(busy_past_a_checkpoint()) == 2:
+    def killer():
+        """Kills a worker once both workers' items are past step 4; stops a batch
+        that has not ended by the deadline (Ctrl-C: the batch leaves Ray)."""
+        deadline = time.time() + RAY_DEADLINE_S  # two TensorFlows start first
+        while not ended.wait(0.02):
+            if time.time() > deadline:
+                timed_out.append(1)
+                os.kill(os.getpid(), signal.SIGINT)
+                return
+            if not killed and len(pids) == 2 and len(busy_past_a_checkpoint()) == 2:
                 os.kill(pids[0], signal.SIGKILL)
                 killed.append(pids[0])
-                return
-            time.sleep(0.05)
 
     config = config_of(out, *SERIAL)
+    timed_out, records = [], []
     thread = threading.Thread(target=killer)
     thread.start()
-    records = list(batch.stylize_many(config, str(folder / "photos/p*.png"),
-                                      str(folder / "wave.png"), batch.BatchOptions(workers=2), log=log))
-    thread.join()
+    try:
+        records = list(batch.stylize_many(
+            config, str(folder / "photos/p*.png"), str(folder / "wave.png"),
+            batch.BatchOptions(ray_address=cluster.address), log=log))
+    except KeyboardInterrupt:
+        if not timed_out:
+            raise
+    finally:
+        ended.set()
+        thread.join()
+    if timed_out:
+        pytest.fail(f"the batch on the cluster did not end in {RAY_DEADLINE_S} s")
+    return records, killed, out, ray.is_initialized()
+
+
+def test_a_killed_worker_has_its_item_finished_elsewhere(killed_run, serial_run):
+    """Each item is finished once, the killed one from its checkpoint by another
+    worker, and every picture is the serial run's."""
+    records, killed, out, still_connected = killed_run
     assert killed, "no worker was killed"
     names = sorted(r["item"] for r in records)
     assert names == ["p0__wave", "p1__wave", "p2__wave"]  # each item once
-    assert all(r["status"] == "finished" and r["steps"] == 40 for r in records)
+    assert all(r["status"] == "finished" and r["steps"] == STEPS for r in records)
     assert max(r["attempts"] for r in records) == 2
     retried = next(r for r in records if r["attempts"] == 2)
     assert retried["resumed_from"] >= 4  # from its checkpoint, not from scratch
+    assert f":{killed[0]}/" not in retried["worker"]  # finished by another worker
     assert len({r["worker"] for r in records}) >= 2
     serial_out, _ = serial_run
     for item in names:  # the same pictures as in this process, the retried one too
         assert png(out, item) == png(serial_out, item)
-    assert not ray_module.is_initialized()  # the runtime the batch started is stopped
+    assert not still_connected  # the connection the batch made is closed
 
 
-def test_items_run_on_both_nodes_of_a_two_node_cluster(ray_module, folder, tmp_path,
-                                                       monkeypatch):
-    from ray._private import ray_constants
-    from ray.cluster_utils import Cluster
-
-    # Two nodes on 127.0.0.1: keep the driver on the loopback address too (Ray
-    # would otherwise dial this machine's network address, which may be closed).
-    monkeypatch.setattr(ray_constants, "ENABLE_RAY_CLUSTER", False)
-
-    node = dict(num_cpus=1, object_store_memory=100 * 1024 * 1024,
-                node_ip_address="127.0.0.1", include_dashboard=False)
-    cluster = Cluster(initialize_head=True, head_node_args=node)
-    try:
-        cluster.add_node(**{**node, "resources": {"second_node": 1}})
-        config = config_of(tmp_path / "out", "--iterations=3")
-        records = list(batch.stylize_many(
-            config, str(folder / "photos/p*.png"), str(folder / "wave.png"),
-            batch.BatchOptions(ray_address=cluster.address), log=lambda s: None))
-        assert sorted(r["status"] for r in records) == ["finished"] * 3
-        assert len({r["node"] for r in records}) == 2
-    finally:
-        ray_module.shutdown()
-        cluster.shutdown()
+def test_items_run_on_both_nodes_of_a_two_node_cluster(killed_run):
+    """``--ray_address`` without ``--workers``: one worker per node, and both nodes'
+    workers end items."""
+    records, _, _, still_connected = killed_run
+    assert sorted(r["status"] for r in records) == ["finished"] * 3
+    assert len({r["node"] for r in records}) == 2
+    assert not still_connected
