@@ -129,5 +129,8 @@ def test_the_reader_runs_at_most_its_queue_ahead_and_passes_its_errors():
     reader = network_film._read_ahead(produce(1000), 2)
     next(reader)
     reader.close()  # the consumer stops early: the thread ends
-    time.sleep(0.3)
+    for _ in range(100):  # within 2 s (it waits 0.1 s at a time for room in the queue)
+        if not [t for t in threading.enumerate() if t.name == "film-reader"]:
+            break
+        time.sleep(0.02)
     assert not [t for t in threading.enumerate() if t.name == "film-reader"]

@@ -22,8 +22,11 @@ def quiet(line):
 
 @pytest.fixture(scope="module")
 def three(tmp_path_factory):
-    """A network trained for a few steps on three paintings, and its run folder."""
+    """A network trained for a few steps on three paintings: its run folder, the
+    run's record, the paintings, the training's options and objective, and the
+    trainer the run stepped (its three steps already traced)."""
     from nst_keras import train
+    from nst_keras.engine import training
 
     d = tmp_path_factory.mktemp("three")
     (d / "photos").mkdir()
@@ -40,17 +43,33 @@ def three(tmp_path_factory):
                               log_every=1, checkpoint_every=100, preview_every=0)
     cfg = settings.Config(style_image=",".join(paintings), style_weight=10.0,
                           loss_normalization="scaled", content_weight=1.0, **SHALLOW)
-    record = train.train(opts, cfg, quiet)
-    return d, record, paintings
+    made = []
+
+    class Kept(training.Trainer):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(training, "Trainer", Kept)
+        record = train.train(opts, cfg, quiet)
+    assert len(made) == 1
+    return d, record, paintings, opts, cfg, made[0]
 
 
-def test_the_network_holds_one_scale_and_shift_per_painting(three):
+@pytest.fixture(scope="module")
+def net(three):
+    """The three-painting network, loaded from its file."""
     from nst_keras import load_network
+
+    return load_network(str(three[0] / "net.keras"))
+
+
+def test_the_network_holds_one_scale_and_shift_per_painting(three, net):
     from nst_keras.engine.network import ConditionalInstanceNormalization
 
-    d, record, _ = three
+    d, record = three[:2]
     assert record["status"] == "finished"
-    net = load_network(str(d / "net.keras"))
     assert net.styles == 3
     norms = [l for l in net.model.layers if isinstance(l, ConditionalInstanceNormalization)]
     assert norms and all(l.gamma.shape[0] == 3 and l.beta.shape[0] == 3 for l in norms)
@@ -65,33 +84,23 @@ def test_the_network_holds_one_scale_and_shift_per_painting(three):
     assert sheet.shape[0] == 4 * 32  # the photos over one row per painting
 
 
-def test_each_paintings_loss_falls_on_a_fixed_batch(backbone, tmp_path):
-    from conftest import objective_of
-    from nst_keras.engine import network, training, vgg
+def test_each_paintings_loss_falls_on_a_fixed_batch(three):
+    """The run's own trainer (one objective per painting), stepped on on one batch."""
+    from nst_keras.engine import network, training
 
-    extractor = vgg.build_extractor(backbone, ["block2_conv2", "block1_conv1"])
+    trainer = three[-1]
+    assert trainer.styles == 3 and len(trainer.objectives) == 3
     photos = np.stack([make_picture(32, 32, i) for i in (1, 2)]).astype(np.float32)
-    objectives = [training.BatchObjective(objective_of(
-        extractor, vgg.preprocess_image(photos[0].astype(np.uint8)),
-        [vgg.preprocess_image(make_picture(32, 40, seed))], content_layers=["block2_conv2"],
-        style_layers=["block1_conv1"], loss_normalization="scaled", content_weight=1.0,
-        style_weight=10.0), extractor) for seed in (5, 6, 7)]
-    trainer = training.Trainer(network.build_network(0.125, seed=0, styles=3), objectives,
-                               training.make_optimizer(5e-3, "float32"))
-    losses = [trainer.step(i, photos)["loss"] for i in range(15)]
+    losses = [trainer.step(i, photos)["loss"] for i in range(30)]
     for k in range(3):
         own = losses[k::3]
         assert own[-1] < 0.8 * own[0], (k, own)
     with pytest.raises(ValueError, match="needs as many objectives"):
-        training.Trainer(network.build_network(0.125, seed=0, styles=2), objectives,
+        training.Trainer(network.build_network(0.125, seed=0, styles=2), trainer.objectives,
                          training.make_optimizer(5e-3, "float32"))
 
 
-def test_blends_give_pictures_between_the_pure_ones(three):
-    from nst_keras import load_network
-
-    d, _, _ = three
-    net = load_network(str(d / "net.keras"))
+def test_blends_give_pictures_between_the_pure_ones(net):
     photo = make_picture(36, 44, 5)
     pure = [net(photo, blend=w).astype(float) for w in ([1, 0, 0], [0, 1, 0], [0, 0, 1])]
     apart = np.abs(pure[0] - pure[1]).mean()
@@ -108,10 +117,10 @@ def test_blends_give_pictures_between_the_pure_ones(three):
         net(photo, blend=[0, 0, 0])
 
 
-def test_run_and_batch_take_the_blend(three, tmp_path, capsys):
-    from nst_keras import batch, load_network
+def test_run_and_batch_take_the_blend(three, net, tmp_path, capsys):
+    from nst_keras import batch
 
-    d, _, _ = three
+    d = three[0]
     net_path = str(d / "net.keras")
     photo_path = d / "photos" / "p1.png"
     out = tmp_path / "run"
@@ -119,7 +128,6 @@ def test_run_and_batch_take_the_blend(three, tmp_path, capsys):
                    f"--output_dir={out}", "--img_nrows=40", "--style_blend_weights=0,0,1") == 0
     written = np.asarray(Image.open(out / "p1_stylized.png")).astype(int)
     photo = np.asarray(Image.open(photo_path))
-    net = load_network(net_path)
     assert np.abs(written - net(photo, blend=[0, 0, 1])).max() <= 1
     assert np.abs(written - net(photo, blend=[1, 0, 0])).mean() > 1.0
     folder = tmp_path / "batch"
@@ -142,15 +150,13 @@ def test_run_and_batch_take_the_blend(three, tmp_path, capsys):
     assert not (tmp_path / "bad2").exists()
 
 
-def test_the_exported_files_keep_the_blend_as_an_input(three, tmp_path):
+def test_the_exported_files_keep_the_blend_as_an_input(three, net, tmp_path):
     import tensorflow as tf
 
     from nst_keras import export
-    from nst_keras.engine import network
 
-    d, _, _ = three
-    net_path = str(d / "net.keras")
-    model = network.load_network(net_path).model
+    net_path = str(three[0] / "net.keras")
+    model = net.model
     photos = np.stack([make_picture(40, 52, 1), make_picture(40, 52, 2)]).astype(np.float32)
     style = np.array([[1, 0, 0], [0.25, 0.25, 0.5]], np.float32)
     want = model([photos, style]).numpy()
@@ -179,7 +185,7 @@ def test_the_exported_files_keep_the_blend_as_an_input(three, tmp_path):
 def test_training_refuses_a_blend_of_its_paintings(three, tmp_path, capsys):
     from nst_keras.train.__main__ import main
 
-    d, _, paintings = three
+    d, _, paintings = three[:3]
     rc = main(["nst_keras.train", f"--photos={d / 'photos'}", f"--style_image={','.join(paintings)}",
                f"--output_dir={tmp_path / 'r'}", f"--output={tmp_path / 'n.keras'}",
                "--weights=random", "--image_size=32", "--batch_size=2",
@@ -227,6 +233,8 @@ def test_the_stability_term_is_zero_for_a_moved_copy_and_grows_with_the_change()
 
 
 def test_training_with_stability_reports_the_term_and_adds_it_to_the_loss(backbone, tmp_path):
+    import tensorflow as tf
+
     from conftest import objective_of
     from nst_keras.engine import network, training, vgg
 
@@ -238,46 +246,42 @@ def test_training_with_stability_reports_the_term_and_adds_it_to_the_loss(backbo
                              loss_normalization="scaled", content_weight=1.0, style_weight=10.0)
     term = training.StabilityTerm(32 * 32, noise=0.0, margin=4)
 
-    def trainer(stability):
-        return training.Trainer(network.build_network(0.125, seed=0),
-                                training.BatchObjective(objective, extractor),
-                                training.make_optimizer(1e-2, "float32"),
-                                stability=stability, seed=1)
-
-    plain, stable = trainer(None), trainer((50.0, term))
-    a, b = plain.step(0, photos), stable.step(0, photos)
-    assert "stability" not in a and b["stability"] > 0
-    assert b["loss"] == pytest.approx(a["loss"] + 50.0 * b["stability"], rel=1e-4)
+    net = network.build_network(0.125, seed=0)
+    batch = training.BatchObjective(objective, extractor)
+    # The loss without the term, of the network as it starts (what the first step reports).
+    plain = float(batch(tf.constant(photos), net(photos, training=True))["loss"])
+    stable = training.Trainer(net, batch, training.make_optimizer(1e-2, "float32"),
+                              stability=(50.0, term), seed=1)
+    b = stable.step(0, photos)
+    assert b["stability"] > 0
+    assert b["loss"] == pytest.approx(plain + 50.0 * b["stability"], rel=1e-4)
     for i in range(1, 8):
         b = stable.step(i, photos)
-    assert np.isfinite(b["loss"])
+    assert np.isfinite(b["loss"]) and "stability" in b
 
 
-def test_a_run_from_before_the_stability_settings_resumes(tmp_path):
+def test_a_run_from_before_the_stability_settings_resumes(three, tmp_path):
     """A run.json without the stability fields (an earlier version) had them off."""
+    import dataclasses
+    import shutil
+
     from nst_keras import train
 
-    (tmp_path / "photos").mkdir()
-    for i in range(2):
-        Image.fromarray(make_picture(40, 48, i)).save(tmp_path / "photos" / f"p{i}.png")
-    painting = tmp_path / "painting.png"
-    Image.fromarray(make_picture(36, 44, 11)).save(painting)
-
-    def opts(steps, **extra):
-        return train.TrainOptions(photos=str(tmp_path / "photos"),
-                                  output=str(tmp_path / "net.keras"),
-                                  output_dir=str(tmp_path / "run"), steps=steps, image_size=32,
-                                  batch_size=2, network_width=0.125, log_every=1,
-                                  checkpoint_every=100, preview_every=0, **extra)
-
-    cfg = settings.Config(style_image=str(painting), **SHALLOW)
-    train.train(opts(2), cfg, quiet)
-    run_json = tmp_path / "run" / "run.json"
+    d, _, _, opts, cfg, _ = three
+    run = tmp_path / "run"
+    shutil.copytree(d / "run", run)
+    run_json = run / "run.json"
     record = json.loads(run_json.read_text())
     for name in ("stability_weight", "stability_shift", "stability_noise"):
         del record["settings"]["train"][name]
     run_json.write_text(json.dumps(record))
-    done = train.train(opts(3, resume=str(tmp_path / "run")), cfg, quiet)
-    assert done["status"] == "finished" and done["step"] == 3
+
+    def again(steps, **extra):
+        return dataclasses.replace(opts, steps=steps, output=str(tmp_path / "net.keras"),
+                                   output_dir=None, resume=str(run), **extra)
+
+    done = train.train(again(opts.steps + 1), cfg, quiet)
+    assert done["status"] == "finished" and done["resumed_from"] == opts.steps
+    assert done["step"] == opts.steps + 1
     with pytest.raises(Exception, match=r"--stability_weight=5.0 differs from the run.s --stability_weight=0.0"):
-        train.train(opts(4, resume=str(tmp_path / "run"), stability_weight=5.0), cfg, quiet)
+        train.train(again(opts.steps + 2, stability_weight=5.0), cfg, quiet)

@@ -2,6 +2,7 @@
 ``load_network``, batches) and exporting them (``nst_keras.export``), with tiny
 networks, random VGG weights and small pictures made here."""
 
+import contextlib
 import json
 import os
 import signal
@@ -124,23 +125,12 @@ def test_the_batch_loss_is_the_mean_of_each_photos_own_objective(backbone):
     assert float(got["content_loss"]) > 0
 
 
-def test_the_loss_falls_over_a_few_steps_on_a_fixed_batch(backbone, painting, tmp_path):
-    from nst_keras.engine import build, network, training, vgg
-    from nst_keras.engine.terms import Pictures
-    from nst_keras.train import training_config
-
-    cfg = training_config(config(painting, loss_normalization="gap_total", content_weight=1.0,
-                                 style_weight=10.0, total_variation_weight=0.1),
-                          options(tmp_path, tmp_path))
-    extractor = vgg.build_extractor(backbone, ["block2_conv2", "block1_conv1", "block2_conv1"])
+def test_the_loss_falls_over_a_few_steps_on_a_fixed_batch(straight):
+    """The training command's trainer (its objective from ``training_config``), stepped
+    on on one batch."""
+    trainer = straight[2]
     photos = np.stack([make_picture(32, 32, i) for i in (1, 2)]).astype(np.float32)
-    objective = build.build_objective(cfg, extractor, Pictures(
-        vgg.preprocess_image(photos[0].astype(np.uint8)),
-        [vgg.preprocess_image(make_picture(36, 44, 9))]))
-    trainer = training.Trainer(network.build_network(0.125, seed=0),
-                               training.BatchObjective(objective, extractor),
-                               training.make_optimizer(5e-3, "float32"))
-    losses = [trainer.step(i, photos)["loss"] for i in range(12)]
+    losses = [trainer.step(i, photos)["loss"] for i in range(6, 18)]
     assert all(np.isfinite(losses))
     assert losses[-1] < 0.6 * losses[0], losses
 
@@ -148,20 +138,43 @@ def test_the_loss_falls_over_a_few_steps_on_a_fixed_batch(backbone, painting, tm
 # -- the command: run folder, resume, interrupt -----------------------------------------
 
 
+@contextlib.contextmanager
+def kept_trainers():
+    """The ``engine.training.Trainer``s built inside, in a list."""
+    from nst_keras.engine import training
+
+    made = []
+
+    class Kept(training.Trainer):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(training, "Trainer", Kept)
+        yield made
+
+
+STRAIGHT = dict(steps=6, preview_every=2)  # the uninterrupted run's options
+
+
 @pytest.fixture(scope="module")
 def straight(photos, painting, tmp_path_factory):
-    """A six-step training run with previews, not interrupted: its folder and record."""
+    """A six-step training run with previews, not interrupted: its folder, its
+    record and the trainer it stepped."""
     from nst_keras import train
 
     out = tmp_path_factory.mktemp("straight")
-    return out, train.train(options(photos, out, steps=6, preview_every=2), config(painting),
-                            quiet)
+    with kept_trainers() as made:
+        record = train.train(options(photos, out, **STRAIGHT), config(painting), quiet)
+    assert len(made) == 1
+    return out, record, made[0]
 
 
 def test_training_writes_the_run_folder_and_a_network_that_loads(straight):
     from nst_keras import load_network
 
-    out, record = straight
+    out, record, _ = straight
     run = out / "run"
     assert record["status"] == "finished" and record["step"] == 6
     on_disk = json.loads((run / "run.json").read_text())
@@ -200,7 +213,7 @@ def test_ctrl_c_keeps_a_checkpoint_and_the_resumed_run_ends_on_the_straight_one(
 
     split = tmp_path / "split"
     with pytest.raises(Interrupted, match="--resume="):
-        train.train(options(photos, split, steps=6, preview_every=2), config(painting), log)
+        train.train(options(photos, split, steps=6), config(painting), log)
     run = split / "run"
     assert json.loads((run / "run.json").read_text())["status"] == "interrupted"
     with np.load(run / "checkpoint.npz") as ckpt:
@@ -209,12 +222,12 @@ def test_ctrl_c_keeps_a_checkpoint_and_the_resumed_run_ends_on_the_straight_one(
     with pytest.raises(UserError, match="already holds a training run"):
         train.train(options(photos, split, steps=6), config(painting), quiet)
     with pytest.raises(UserError, match="--image_size=48 differs"):
-        train.train(options(photos, split, steps=6, image_size=48, preview_every=2,
-                            resume=str(run)), config(painting), quiet)
-    record = train.train(options(photos, split, steps=6, preview_every=2, resume=str(run)),
-                         config(painting), quiet)
+        train.train(options(photos, split, steps=6, image_size=48, resume=str(run)),
+                    config(painting), quiet)
+    record = train.train(options(photos, split, steps=6, resume=str(run)), config(painting),
+                         quiet)
     assert record["status"] == "finished" and record["resumed_from"] == 3
-    out, _ = straight
+    out = straight[0]
     a, b = _weights(str(out / "net.keras")), _weights(str(split / "net.keras"))
     assert max(float(np.abs(x - y).max()) for x, y in zip(a, b)) < 1e-5
     first = [json.loads(l) for l in (out / "run" / "metrics.jsonl").read_text().splitlines()]
@@ -222,8 +235,7 @@ def test_ctrl_c_keeps_a_checkpoint_and_the_resumed_run_ends_on_the_straight_one(
     assert [r["iteration"] for r in second] == [1, 2, 3, 4, 5, 6]
     assert [r["loss"] for r in second] == pytest.approx([r["loss"] for r in first], rel=1e-5)
     with pytest.raises(UserError, match="already at step 6"):
-        train.train(options(photos, split, steps=6, preview_every=2, resume=str(run)),
-                    config(painting), quiet)
+        train.train(options(photos, split, steps=6, resume=str(run)), config(painting), quiet)
 
 
 def _main(argv, capsys):
@@ -393,42 +405,37 @@ def test_tflite_and_saved_model_give_the_networks_picture(network_file, tmp_path
 # -- two devices -----------------------------------------------------------------------------
 
 TWO_DEVICES = textwrap.dedent("""
-    import sys, numpy as np, tensorflow as tf
+    import pathlib, sys, tensorflow as tf
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     sys.path.insert(0, "tests")
-    from conftest import make_picture, objective_of
-    from nst_keras.engine import network, tiling, training, vgg
-    backbone = vgg.load_backbone("vgg19", "random", seed=3)[0]
-    photos = np.stack([make_picture(32, 32, i) for i in range(4)]).astype(np.float32)
-    style = vgg.preprocess_image(make_picture(32, 40, 5))
-    def trained(strategy):
-        scope = strategy.scope() if strategy else tf.name_scope("one")
-        with scope:
-            ex = vgg.build_extractor(backbone, ["block2_conv2", "block1_conv1"])
-            net = network.build_network(0.125, seed=0)
-            opt = training.make_optimizer(1e-2, "float32")
-        obj = objective_of(ex, vgg.preprocess_image(photos[0].astype(np.uint8)), [style],
-                           content_layers=["block2_conv2"], style_layers=["block1_conv1"],
-                           loss_normalization="scaled", content_weight=1.0, style_weight=10.0)
-        t = training.Trainer(net, training.BatchObjective(obj, ex), opt, strategy)
-        losses = [t.step(i, photos)["loss"] for i in range(3)]
-        return losses, net(photos).numpy()
-    one, p1 = trained(None)
-    two, p2 = trained(tiling.make_strategy("CPU:0,CPU:1"))
-    print("LOSSES", one, two)
-    assert np.allclose(one, two, rtol=1e-4), (one, two)
-    # The pictures, not the weights: Adam moves the biases before each instance
-    # normalisation by its full step on gradients that are rounding noise, and
-    # the normalisation takes them out again.
-    worst = float(np.abs(p1 - p2).max())
-    assert worst < 0.5, worst
-    print("OK")
+    from test_train import STRAIGHT, config, options, quiet
+    from nst_keras import train
+    photos, painting, out = sys.argv[1:]
+    record = train.train(options(photos, pathlib.Path(out), **STRAIGHT),
+                         config(painting, devices="CPU:0,CPU:1"), quiet)
+    assert record["replicas"] == 2 and record["status"] == "finished", record
 """)
 
 
-def test_two_cpu_devices_train_as_one(tmp_path):
+def test_two_cpu_devices_train_as_one(straight, photos, painting, tmp_path):
+    """The straight run again on two devices (a fresh process: devices are set
+    before TensorFlow starts): the same losses, the same network."""
+    from nst_keras import load_network
+
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    proc = subprocess.run([sys.executable, "-c", TWO_DEVICES], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0 and "OK" in proc.stdout, proc.stdout + proc.stderr[-2000:]
+    proc = subprocess.run([sys.executable, "-c", TWO_DEVICES, str(photos), painting,
+                           str(tmp_path)], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
+    one, two = (out / "run" / "metrics.jsonl" for out in (straight[0], tmp_path))
+    one, two = ([json.loads(l)["loss"] for l in f.read_text().splitlines()] for f in (one, two))
+    assert len(two) == STRAIGHT["steps"] and np.allclose(one, two, rtol=1e-4), (one, two)
+    # The pictures, not the weights: Adam moves the biases before each instance
+    # normalisation by its full step on gradients that are rounding noise, and
+    # the normalisation takes them out again.
+    batch = np.stack([make_picture(32, 32, i) for i in range(4)]).astype(np.float32)
+    p1, p2 = (load_network(str(out / "net.keras")).model(batch).numpy()
+              for out in (straight[0], tmp_path))
+    worst = float(np.abs(p1 - p2).max())
+    assert worst < 0.5, worst
