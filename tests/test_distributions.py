@@ -273,8 +273,11 @@ def test_a_masked_two_style_run_gives_each_half_its_own_palette(tmp_path, loss, 
     blue[..., 2] = 220
     left = np.zeros((rows, cols), np.float32)
     left[:, :cols // 2] = 1.0
-    steps = 90 if loss == "sliced_wasserstein" else 40  # its random directions need more
-    config = Config(weights="random", seed=3, img_nrows=rows, iterations=steps, optimizer="adam",
+    # Sliced: its random directions pull more slowly; a larger step (measured at 40
+    # steps: 119 and 77 against the default rate's 62 and 39).
+    rate = dict(learning_rate=20.0) if loss == "sliced_wasserstein" else {}
+    config = Config(weights="random", seed=3, img_nrows=rows, iterations=40, optimizer="adam",
+                    **rate,
                     precision="float32", content_layers=CONTENT, style_layers=STYLE,
                     loss_normalization="scaled", content_weight=0.1, style_weight=10.0,
                     total_variation_weight=0.1, color_weight=color_weight,
