@@ -154,7 +154,10 @@ def w2_squared(sums, target: Mapping[str, tf.Tensor]) -> tf.Tensor:
 def w2_squared_value(sums, target: Mapping[str, tf.Tensor]) -> float:
     """``w2_squared`` as a number, for a term's scale: the same floored square root,
     from the eigenvalues alone (no eigenvectors: no gradient needed), in NumPy."""
-    mu, sigma = (t.numpy() for t in gaussian(sums))
+    # ``gaussian`` in NumPy: the same float64 operations without eager TensorFlow calls.
+    n = max(float(np.float64(sums["n"].numpy())), 1e-12)
+    mu = sums["s1"].numpy().astype(np.float64) / n
+    sigma = sums["s2"].numpy().astype(np.float64) / n - mu[:, None] * mu[None, :]
     root = target["root"].numpy()
     cross = root @ sigma @ root
     values = np.linalg.eigvalsh((cross + cross.T) / 2.0)
