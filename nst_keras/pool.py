@@ -44,6 +44,9 @@ RAY_MISSING = ("--workers and --ray_address need Ray; install it with "
                "pip install 'nst_keras[ray]' (or pip install ray)")
 LOCAL_OBJECT_STORE = 200 * 1024 * 1024  # records and settings are all it holds
 INTERRUPT_WAIT_S = 60.0
+# Workers not started after this long cannot be placed (no node has what each
+# needs) or cannot start: the batch ends with one line instead of waiting forever.
+START_WAIT_S = 300.0
 
 
 def require() -> None:
@@ -295,6 +298,20 @@ def _worker_deaths() -> tuple:
         "LocalRayletDiedError") if hasattr(ray.exceptions, name))
 
 
+def _started(ray, pool: Pool, plans: Sequence[Dict]) -> List[Dict]:
+    """The workers' ``info()`` once all have started; ``UserError`` after ``START_WAIT_S``."""
+    refs = list(pool.infos.values())
+    ready, waiting = ray.wait(refs, num_returns=len(refs), timeout=START_WAIT_S)
+    if waiting:
+        free = {k: v for k, v in ray.available_resources().items()
+                if k in ("CPU", "GPU") or not k.startswith(("node:", "memory",
+                                                            "object_store"))}
+        raise UserError(f"{len(waiting)} of {len(refs)} Ray worker(s) did not start within "
+                        f"{START_WAIT_S:g} s (each asks for {plans[0]['options']}; the "
+                        f"cluster has {free} free): lower --workers or add nodes")
+    return ray.get(ready)
+
+
 def run(function: Callable, items: Sequence, *, workers: int = 0,
         address: Optional[str] = None, setup: Optional[Callable] = None,
         max_retries: int = 0, log: Callable = print, on_lost: Callable = _lost,
@@ -323,7 +340,7 @@ def run(function: Callable, items: Sequence, *, workers: int = 0,
         log(f"ray: {len(plans)} worker(s) on {len(ray.nodes())} node(s), "
             f"{plans[0]['options']}, {plans[0]['threads'] or 'default'} thread(s) each")
         pool = Pool(function, plans, setup, max_retries, log, on_lost, on_error)
-        for info in ray.get(list(pool.infos.values())):
+        for info in _started(ray, pool, plans):
             log(f"ray worker {info['worker']} (pid {info['pid']}) ready")
         pool.queue.extend(enumerate(items))
         try:

@@ -393,3 +393,19 @@ def test_items_run_on_both_nodes_of_a_two_node_cluster(killed_run):
     assert sorted(r["status"] for r in records) == ["finished"] * 3
     assert len({r["node"] for r in records}) == 2
     assert not still_connected
+
+
+def test_workers_that_cannot_be_placed_end_the_batch_in_one_line(cluster, monkeypatch):
+    """Each worker asks for a resource no node has: a ``UserError`` after the start
+    wait (shortened here) instead of waiting forever, and the connection is closed."""
+    import ray
+
+    from nst_keras.errors import UserError
+
+    monkeypatch.setattr(pool, "START_WAIT_S", 2.0)
+    monkeypatch.setattr(pool, "plan_workers", lambda workers: [
+        {"options": {"num_cpus": 1.0, "resources": {"no_such_node": 1}}, "threads": 1}])
+    with pytest.raises(UserError, match=r"1 of 1 Ray worker\(s\) did not start within 2 s "
+                                        r".*no_such_node.*lower --workers or add nodes"):
+        list(pool.run(batch.run_item, ["an item"], address=cluster.address, log=lambda s: None))
+    assert not ray.is_initialized()
