@@ -17,7 +17,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = os.path.join(REPO, "nst_keras")
 # Imports allowed inside functions: TensorFlow and friends (slow to start, or
 # optional), and the package modules that import TensorFlow at their top.
-LATE_OK = ("tensorflow", "keras", "scipy", "matplotlib", "ray", "tf2onnx", "nst_keras.engine.pipeline",
+LATE_OK = ("tensorflow", "keras", "scipy", "ray", "tf2onnx", "nst_keras.engine.pipeline",
            "nst_keras.engine.build", "nst_keras.engine.network", "nst_keras.engine.training",
            "nst_keras.engine.tiling", "nst_keras.engine.terms",
            "nst_keras.engine.objective", "nst_keras.output.stylize", "nst_keras.experiments",
