@@ -231,6 +231,19 @@ def test_run_json_describes_the_run(tmp_path, content_path, style_path):
     Image.open(out / "loss.png").verify()
 
 
+def test_run_json_names_each_style_picture_with_its_hash(tmp_path, content_path, style_path,
+                                                         style2_path):
+    want = [hashlib.sha256(open(p, "rb").read()).hexdigest() for p in (style_path, style2_path)]
+    for given in (f"{style_path},{style2_path}", (style_path, style2_path)):
+        config = Config(content_image=content_path, style_image=given)
+        data = manifest.Manifest(str(tmp_path), config, "random").data
+        assert [s["source"] for s in data["style_image"]] == [style_path, style2_path]
+        assert [s["sha256"] for s in data["style_image"]] == want
+    one = manifest.Manifest(str(tmp_path), Config(content_image=content_path,
+                                                  style_image=style_path), "random").data
+    assert one["style_image"] == {"source": style_path, "sha256": want[0]}
+
+
 def test_weights_source_and_hash(tmp_path, monkeypatch):
     blob = tmp_path / "w.weights.h5"
     blob.write_bytes(b"not really weights")

@@ -166,6 +166,15 @@ def input_info(source) -> Dict:
     return info
 
 
+def style_info(source):
+    """``input_info`` of the style picture, or a list of them for several (a list or
+    a comma-separated ``--style_image``)."""
+    sources = settings.style_sources(source)
+    if len(sources) > 1:
+        return [input_info(s) for s in sources]
+    return input_info(sources[0] if sources else source)
+
+
 def loss_series(history: List[Dict], weights: Dict[str, float]) -> List:
     """The curves of ``loss.png``: the total, then each weighted term of the list."""
     steps = [r["iteration"] for r in history]
@@ -221,7 +230,7 @@ class Manifest:
             "device": {**device(), **(run_device or {})},
             "weights": weights_info(config, weights_description),
             "content_image": input_info(config.content_image),
-            "style_image": input_info(config.style_image),
+            "style_image": style_info(config.style_image),
             "started": previous.get("started", now()),
             "ended": None,
             "iterations": config.iterations,
