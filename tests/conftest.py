@@ -1,6 +1,7 @@
 """Shared fixtures and helpers: tiny images made here, random (seeded) VGG weights,
 the command lines and settings several test files use."""
 
+import contextlib
 import json
 import os
 
@@ -97,6 +98,23 @@ def objective_of(extractor, content, styles, *, tile_size=0, halo=32, style_mask
     return build.build_objective(config, extractor, pictures, tile_size=tile_size, halo=halo,
                                  strategy=strategy, target_cache=target_cache,
                                  network_key=network_key, extra_terms=extra_terms)
+
+
+@contextlib.contextmanager
+def kept_trainers():
+    """The ``engine.training.Trainer``s built inside, in a list."""
+    from nst_keras.engine import training
+
+    made = []
+
+    class Kept(training.Trainer):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(training, "Trainer", Kept)
+        yield made
 
 
 def run_cli(*args):

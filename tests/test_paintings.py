@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import make_picture, run_cli
+from conftest import kept_trainers, make_picture, run_cli
 from nst_keras import settings
 
 SHALLOW = dict(weights="random", seed=3, content_layers=("block2_conv2",),
@@ -26,7 +26,6 @@ def three(tmp_path_factory):
     run's record, the paintings, the training's options and objective, and the
     trainer the run stepped (its three steps already traced)."""
     from nst_keras import train
-    from nst_keras.engine import training
 
     d = tmp_path_factory.mktemp("three")
     (d / "photos").mkdir()
@@ -43,15 +42,7 @@ def three(tmp_path_factory):
                               log_every=1, checkpoint_every=100, preview_every=0)
     cfg = settings.Config(style_image=",".join(paintings), style_weight=10.0,
                           loss_normalization="scaled", content_weight=1.0, **SHALLOW)
-    made = []
-
-    class Kept(training.Trainer):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            made.append(self)
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(training, "Trainer", Kept)
+    with kept_trainers() as made:
         record = train.train(opts, cfg, quiet)
     assert len(made) == 1
     return d, record, paintings, opts, cfg, made[0]

@@ -2,7 +2,6 @@
 ``load_network``, batches) and exporting them (``nst_keras.export``), with tiny
 networks, random VGG weights and small pictures made here."""
 
-import contextlib
 import json
 import os
 import signal
@@ -14,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import REPO, make_picture
+from conftest import REPO, kept_trainers, make_picture
 from nst_keras import settings
 from nst_keras.errors import Interrupted, UserError
 
@@ -136,23 +135,6 @@ def test_the_loss_falls_over_a_few_steps_on_a_fixed_batch(straight):
 
 
 # -- the command: run folder, resume, interrupt -----------------------------------------
-
-
-@contextlib.contextmanager
-def kept_trainers():
-    """The ``engine.training.Trainer``s built inside, in a list."""
-    from nst_keras.engine import training
-
-    made = []
-
-    class Kept(training.Trainer):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            made.append(self)
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(training, "Trainer", Kept)
-        yield made
 
 
 STRAIGHT = dict(steps=6, preview_every=2)  # the uninterrupted run's options

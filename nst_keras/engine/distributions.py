@@ -155,7 +155,7 @@ def w2_squared_value(sums, target: Mapping[str, tf.Tensor]) -> float:
     """``w2_squared`` as a number, for a term's scale: the same floored square root,
     from the eigenvalues alone (no eigenvectors: no gradient needed), in NumPy."""
     # ``gaussian`` in NumPy: the same float64 operations without eager TensorFlow calls.
-    n = max(float(np.float64(sums["n"].numpy())), 1e-12)
+    n = max(float(sums["n"]), 1e-12)
     mu = sums["s1"].numpy().astype(np.float64) / n
     sigma = sums["s2"].numpy().astype(np.float64) / n - mu[:, None] * mu[None, :]
     root = target["root"].numpy()
