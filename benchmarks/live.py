@@ -241,7 +241,7 @@ def camera(args, log):
     return rows
 
 
-def networks_frames(net, contents, batch_size=4):
+def networks_frames(net, contents, batch_size=1):
     from nst_keras.video.network_film import stylised_frames
 
     return stylised_frames(net, contents, batch_size)

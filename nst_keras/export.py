@@ -159,7 +159,7 @@ def export(options: ExportOptions, log=print) -> str:
             raise
     elif options.format == "tflite":
         try:
-            data = tflite_bytes(model, options.quantize)
+            data = tflite_bytes(netlib.portable(model), options.quantize)
         except Exception as e:  # noqa: BLE001  the converter's long report, cut to one line
             lines = [l for l in str(e).splitlines() if "error:" in l] or [type(e).__name__]
             raise UserError(f"TensorFlow Lite could not convert --network={options.network} "
@@ -167,7 +167,7 @@ def export(options: ExportOptions, log=print) -> str:
                             "--format=saved_model") from None
         atomic_write_bytes(out, data)
     else:
-        atomic_write_bytes(out, onnx_bytes(model))
+        atomic_write_bytes(out, onnx_bytes(netlib.portable(model)))
     log(f"exported {options.network} as {options.format}"
         + (f" ({options.quantize})" if options.format == "tflite" else "") + f" to {out}")
     return out
