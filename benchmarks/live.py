@@ -119,8 +119,8 @@ def stability(args, log):
     used = nb.training_photos(photos)
     log(f"training photos ({len(used)}): {', '.join(used)}")
     trained = {}
-    weights = [float(w) for w in str(args.stability).split(",")]
-    runs = [("plain", 0.0)] + [(f"stable_{w:g}", w) for w in weights]
+    weights = [float(w) for w in str(args.stability).split(",") if w.strip()]
+    runs = [("plain", 0.0)] + [(f"stable_{w:g}{args.tag}", w) for w in weights]
     for name, weight in runs:
         net_path = os.path.join(work, f"{name}.keras")
         if not os.path.exists(net_path):
@@ -128,7 +128,8 @@ def stability(args, log):
                 f"--style_image={args.painting}", f"--photos={photos}",
                 f"--output={net_path}", f"--output_dir={os.path.join(work, name)}",
                 "--model=vgg16", f"--weights={args.vgg16_weights}", f"--steps={args.steps}",
-                f"--stability_weight={weight}", "--overwrite", *args.train_flags.split()])
+                f"--stability_weight={weight}", "--overwrite", *args.train_flags.split(),
+                *(args.stable_flags.split() if name != "plain" else [])])
             start = time.perf_counter()
             with redirect_stdout(io.StringIO()):
                 record = train.train(options, config, log=lambda s: None)
@@ -264,6 +265,9 @@ def main(argv=None):
                    default=os.path.join(SHARED, "weights", "vgg16_hed.weights.h5"))
     p.add_argument("--scorer_script", default=os.path.join(SHARED, "tools", "quality_score.py"))
     p.add_argument("--train_flags", default="")
+    p.add_argument("--stable_flags", default="",
+                   help="training flags of the runs but the plain one")
+    p.add_argument("--tag", default="", help="added to the stable runs' names (--work)")
     p.add_argument("--work", default=None)
     p.add_argument("--load", default="unknown", help="what else ran (recorded)")
     p.add_argument("--out", default=os.path.join(REPO, "benchmarks", "results", "live.json"))

@@ -79,3 +79,35 @@ def test_the_fused_normalisation_gives_the_plain_ones_pictures_and_gradients(sty
     for v, x, y in zip(fused.trainable_variables, ga, gb):
         if "gamma" in v.path or "kernel" in v.path:  # (biases before a norm: 0 but noise)
             assert np.abs(x - y).max() <= 0.02 * np.abs(x).max() + 1e-6, v.path
+
+
+def test_antialiasing_blurs_before_each_stride_and_upsamples_bilinearly(tmp_path):
+    """``antialias=True``: a ``Blur`` before both stride-2 convolutions, bilinear
+    upsampling, the same weights' shapes, and a file that loads as it was; a photo
+    moved by one pixel moves the picture more nearly by one pixel than in the
+    plain network of the same weights."""
+    plain = _shaken(network.build_network(0.25, seed=6), 7)
+    smooth = network.build_network(0.25, seed=6, antialias=True)
+    smooth.set_weights(plain.get_weights())
+    assert [l.name for l in smooth.layers if isinstance(l, network.Blur)] == ["d1_blur",
+                                                                               "d2_blur"]
+    assert {l.method for l in smooth.layers if isinstance(l, network.Upsample)} == {"bilinear"}
+    assert {l.method for l in plain.layers if isinstance(l, network.Upsample)} == {"nearest"}
+    path = str(tmp_path / "smooth.keras")
+    smooth.save(path)
+    photo = np.random.default_rng(3).uniform(0, 255, (1, 40, 44, 3)).astype(np.float32)
+    assert np.array_equal(np.asarray(keras.saving.load_model(path)(photo)),
+                          np.asarray(smooth(photo)))
+    # A smooth photo (the blur of random pixels), moved by 1 pixel right.
+    import scipy.ndimage
+
+    rng = np.random.default_rng(4)
+    wide = scipy.ndimage.gaussian_filter(rng.uniform(0, 255, (72, 77, 3)), (2, 2, 0))
+    wide = (wide - wide.mean()) * 4 + 128
+    a, b = wide[None, :, :-1].astype(np.float32), wide[None, :, 1:].astype(np.float32)
+
+    def moved_error(model):
+        pa, pb = np.asarray(model(a))[0], np.asarray(model(b))[0]
+        return np.abs(pa[12:-12, 13:-12] - pb[12:-12, 12:-13]).mean()
+
+    assert moved_error(smooth) < 0.8 * moved_error(plain)

@@ -90,6 +90,7 @@ def test_part_of_the_film_smaller_and_blended(clip, tmp_path):
     (["--output_dir=frames"], "--output_dir applies to films made by optimisation"),
     (["--style_blend_weights=1,1"], "holds 1 painting(s)"),
     (["--img_nrows=8"], "at least 16"),
+    (["--blend_previous=1"], "--blend_previous=1.0 must be 0 (each frame alone) to 0.95"),
 ])
 def test_bad_network_film_input_is_one_line(clip, tmp_path, capsys, extra, message):
     out = tmp_path / "out.mp4"
@@ -134,3 +135,55 @@ def test_the_reader_runs_at_most_its_queue_ahead_and_passes_its_errors():
             break
         time.sleep(0.02)
     assert not [t for t in threading.enumerate() if t.name == "film-reader"]
+
+
+def _pan(frames=8, rows=48, cols=64, dx=2, dy=1):
+    """A smooth random picture moved ``dx`` right and ``dy`` down a frame (uint8)."""
+    import scipy.ndimage
+
+    rng = np.random.default_rng(9)
+    wide = scipy.ndimage.gaussian_filter(rng.uniform(0, 255, (rows + dy * frames,
+                                                              cols + dx * frames, 3)), (2, 2, 0))
+    wide = np.clip((wide - wide.mean()) * 4 + 128, 0, 255).astype(np.uint8)
+    return [wide[dy * (frames - t):dy * (frames - t) + rows,
+                 dx * (frames - t):dx * (frames - t) + cols] for t in range(frames)]
+
+
+def _flicker(frames, dx=2, dy=1):
+    """Mean |S_t(p) - S_{t-1}(p - d)|: the pan moves the picture by d a frame."""
+    return float(np.mean([np.abs(frames[t][dy:, dx:].astype(float) - frames[t - 1][:-dy, :-dx])
+                          .mean() for t in range(1, len(frames))]))
+
+
+def test_carrying_the_previous_frame_along_the_flow_lowers_the_flicker(clip):
+    from nst_keras import load_network
+
+    net = load_network(str(clip / "one.keras"))
+    pan = _pan()
+    alone = list(network_film.stylised_frames(net, pan))
+    moving = list(network_film.with_motion(pan))
+    assert moving[0][1] is None
+    backward, weights = moving[3][1]
+    inner = backward[8:-8, 8:-8]
+    assert np.abs(inner[..., 0] + 2).mean() < 0.3 and np.abs(inner[..., 1] + 1).mean() < 0.3
+    assert 0.5 < weights.mean() < 1.0  # what enters at the left and top edge is not carried
+    carried = list(network_film.carried_frames(net, moving, 0.5))
+    assert np.array_equal(carried[0], alone[0])  # nothing before the first frame
+    assert len(carried) == len(pan) and np.abs(carried[5].astype(int) - alone[5]).max() > 2
+    assert _flicker(alone) > 0.5 and _flicker(carried) < 0.7 * _flicker(alone)
+    # Where the flow does not hold, a frame is the network's own picture.
+    blind = [(frame, None if m is None else (m[0], np.zeros_like(m[1]))) for frame, m in moving]
+    assert all(np.array_equal(a, b) for a, b in zip(network_film.carried_frames(net, blind, 0.5),
+                                                     alone))
+
+
+def test_a_film_with_the_previous_frame_carried(clip, tmp_path):
+    plain, carried = tmp_path / "plain.mkv", tmp_path / "carried.mkv"
+    assert run(clip, plain, f"--network={clip / 'one.keras'}", "--codec=ffv1") == 0
+    assert run(clip, carried, f"--network={clip / 'one.keras'}", "--codec=ffv1",
+               "--blend_previous=0.5", "--flow=farneback") == 0
+    (made, a), (_, b) = decoded(plain), decoded(carried)
+    assert (made.frames, made.size, made.audio) == (10, (64, 48), True)
+    assert np.abs(a[0].astype(int) - b[0]).max() <= 2  # the first frame is its own
+    assert np.abs(a[1:].astype(int) - b[1:]).mean() > 1.0
+    assert sorted(os.listdir(tmp_path)) == ["carried.mkv", "plain.mkv"]

@@ -56,15 +56,43 @@ def _keep_channels(y, x):
 
 @keras.saving.register_keras_serializable(package="nst_keras")
 class Upsample(keras.layers.Layer):
-    """Nearest-neighbour upsampling by 2 (each pixel becomes a 2x2 block)."""
+    """Upsampling by 2: ``nearest`` (each pixel becomes a 2x2 block) or
+    ``bilinear`` (half-pixel centres)."""
+
+    def __init__(self, method: str = "nearest", **kwargs):
+        super().__init__(**kwargs)
+        self.method = str(method)
 
     def call(self, x):
         shape = tf.shape(x)
-        return tf.image.resize(x, tf.stack([2 * shape[1], 2 * shape[2]]), method="nearest")
+        y = tf.image.resize(x, tf.stack([2 * shape[1], 2 * shape[2]]), method=self.method)
+        return tf.cast(y, x.dtype)
 
     def compute_output_shape(self, shape):
         grow = lambda n: None if n is None else 2 * n  # noqa: E731
         return (shape[0], grow(shape[1]), grow(shape[2]), shape[3])
+
+    def get_config(self):
+        return {**super().get_config(), "method": self.method}
+
+
+@keras.saving.register_keras_serializable(package="nst_keras")
+class Blur(keras.layers.Layer):
+    """A 3x3 binomial low-pass (``[1, 2, 1] / 4`` each way, every channel alone,
+    edges mirrored) before a stride-2 convolution, so that its sampling aliases
+    less (Zhang, "Making Convolutional Networks Shift-Invariant Again", 2019):
+    a photo moved by one pixel then changes the network's coarse features
+    smoothly instead of by the phase of the sampling grid."""
+
+    def call(self, x):
+        taps = tf.constant([1.0, 2.0, 1.0]) / 4.0
+        kernel = (taps[:, None] * taps[None, :])[:, :, None, None]
+        kernel = tf.cast(tf.tile(kernel, [1, 1, int(x.shape[-1]), 1]), x.dtype)
+        padded = _keep_channels(tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="REFLECT"), x)
+        return tf.nn.depthwise_conv2d(padded, kernel, [1, 1, 1, 1], "VALID")
+
+    def compute_output_shape(self, shape):
+        return shape
 
 
 @keras.saving.register_keras_serializable(package="nst_keras")
@@ -224,9 +252,11 @@ def _channels(count: int, width: float) -> int:
 
 
 def _conv(x, channels: int, kernel: int, stride: int, name: str, dtype, norm: bool = True,
-          relu: bool = True, upsample: bool = False, style=None):
+          relu: bool = True, upsample: bool = False, style=None, antialias: bool = False):
     if upsample:
-        x = Upsample(name=f"{name}_up", dtype=dtype)(x)
+        x = Upsample("bilinear" if antialias else "nearest", name=f"{name}_up", dtype=dtype)(x)
+    if antialias and stride > 1:
+        x = Blur(name=f"{name}_blur", dtype=dtype)(x)
     x = ReflectionPad(kernel // 2, name=f"{name}_pad", dtype=dtype)(x)
     x = keras.layers.Conv2D(channels, kernel, strides=stride, padding="valid",
                             name=f"{name}_conv", dtype=dtype)(x)
@@ -241,11 +271,14 @@ def _conv(x, channels: int, kernel: int, stride: int, name: str, dtype, norm: bo
 
 
 def build_network(width: float = 1.0, precision: str = "float32", seed: Optional[int] = 0,
-                  styles: int = 1):
+                  styles: int = 1, antialias: bool = False):
     """The style network (see the module docstring) with fresh weights drawn from
     ``seed``; ``precision``: the Keras dtype policy of its layers (the output is
     float32 whatever it is); ``styles``: paintings it holds (more than one: a
-    second input of blend weights, ``ConditionalInstanceNormalization``)."""
+    second input of blend weights, ``ConditionalInstanceNormalization``);
+    ``antialias``: a ``Blur`` before each stride-2 convolution and bilinear
+    instead of nearest-neighbour upsampling (texture less tied to the 4-pixel
+    grid; the same weights' shapes)."""
     if seed is not None:
         keras.utils.set_random_seed(int(seed))
     dtype = precision
@@ -254,14 +287,16 @@ def build_network(width: float = 1.0, precision: str = "float32", seed: Optional
         if styles > 1 else None
     x = PadToMultiple(name="pad_to_multiple", dtype=dtype)(photo)
     x = _conv(x, _channels(32, width), 9, 1, "c1", dtype, style=style)
-    x = _conv(x, _channels(64, width), 3, 2, "d1", dtype, style=style)
-    x = _conv(x, _channels(128, width), 3, 2, "d2", dtype, style=style)
+    x = _conv(x, _channels(64, width), 3, 2, "d1", dtype, style=style, antialias=antialias)
+    x = _conv(x, _channels(128, width), 3, 2, "d2", dtype, style=style, antialias=antialias)
     for i in range(5):
         y = _conv(x, _channels(128, width), 3, 1, f"r{i}a", dtype, style=style)
         y = _conv(y, _channels(128, width), 3, 1, f"r{i}b", dtype, relu=False, style=style)
         x = keras.layers.Add(name=f"r{i}_add", dtype=dtype)([x, y])
-    x = _conv(x, _channels(64, width), 3, 1, "u1", dtype, upsample=True, style=style)
-    x = _conv(x, _channels(32, width), 3, 1, "u2", dtype, upsample=True, style=style)
+    x = _conv(x, _channels(64, width), 3, 1, "u1", dtype, upsample=True, style=style,
+              antialias=antialias)
+    x = _conv(x, _channels(32, width), 3, 1, "u2", dtype, upsample=True, style=style,
+              antialias=antialias)
     x = _conv(x, 3, 9, 1, "out", dtype, norm=False, relu=False)
     x = keras.layers.Activation("tanh", name="out_tanh", dtype="float32")(x)
     x = keras.layers.Rescaling(127.5, offset=127.5, name="to_pixels", dtype="float32")(x)

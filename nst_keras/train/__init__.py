@@ -308,7 +308,7 @@ def _build(options, config, built, files, skipped, state):
             options.image_size ** 2, options.stability_shift, options.stability_noise))
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
         net = network.build_network(options.network_width, precision, built.seed,
-                                    styles=len(paintings))
+                                    styles=len(paintings), antialias=options.network_antialias)
         optimizer = training.make_optimizer(options.learning_rate, precision)
     trainer = training.Trainer(net, [training.BatchObjective(o, extractor) for o in objectives],
                                optimizer, strategy, built.jit_compile, stability, built.seed)

@@ -74,6 +74,10 @@ class TrainOptions:
     network_width: float = _train(1.0, "Channel multiplier of the network: 1.0 is Johnson et "
                                   "al.'s c9s1-32, d64, d128, 5xR128, u64, u32, c9s1-3; 0.5 is "
                                   "about 4x cheaper.", flag="float", check=_width)
+    network_antialias: bool = _train(
+        False, "Blur before each stride-2 convolution and upsample bilinearly instead of by "
+        "nearest neighbour: texture less tied to the network's 4-pixel grid, so less "
+        "flicker on film (docs/video.md).", flag="boolean")
     stability_weight: float = _train(
         0.0, "Weight of the stability term: the network's picture of a photo moved by a few "
         "pixels (and noised) must be its picture moved (less flicker in films; 0: off; with "

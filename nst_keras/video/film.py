@@ -402,6 +402,9 @@ def stylize_video(config: settings.Config, options: VideoOptions, log=print,
     started = time.perf_counter()
     config = pipeline.checked(config.replace(content_image=options.video))
     options = fields.validate_fields(options)
+    if options.blend_previous:
+        raise UserError("--blend_previous applies to films through --network; a film by "
+                        "optimisation keeps its frames together with --temporal_weight")
     if not config.output_dir:
         raise UserError("a video needs --output_dir (the folder for the stylised frames)")
     if os.path.abspath(options.output) == os.path.abspath(options.video):

@@ -12,7 +12,10 @@ which appears only when the film is complete.  The frame count, frame rate
 (or ``--fps``), size (or ``--img_nrows``) and audio are the source's.
 
 Flicker is the network's: one trained with ``--stability_weight``
-(``nst_keras.train``) moves its texture less when the photo moves.
+(``nst_keras.train``) moves its texture less when the photo moves, and
+``--blend_previous`` carries the previous stylised frame along the optical
+flow into each frame (``with_motion``, ``carried_frames``; the flows are
+computed in the reader thread, beside the network).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import os
 import queue
 import threading
 import time
-from typing import Callable, Dict, Iterable, Iterator, Optional
+from typing import Callable, Dict, Iterable, Iterator, Optional, Tuple
 
 import numpy as np
 
@@ -29,12 +32,12 @@ from nst_keras import fields, settings
 from nst_keras.engine import imaging, pipeline
 from nst_keras.errors import UserError
 from nst_keras.output import networks
-from nst_keras.video import videoio
+from nst_keras.video import flow, videoio
 from nst_keras.video.film import select_frames
 from nst_keras.video.options import VideoOptions
 
 # The optimisation's film options: a network has no steps, flow or chunks.
-OPTIMISATION_ONLY = ("temporal_weight", "frame_iterations", "temporal_frames", "flow",
+OPTIMISATION_ONLY = ("temporal_weight", "frame_iterations", "temporal_frames",
                      "workers", "ray_address", "chunk_overlap", "output_dir", "resume")
 QUEUE_BATCHES = 2
 MIN_SIDE = 16
@@ -71,6 +74,41 @@ def _through(network, batch, blend, preserve_colors):
             picture = np.clip(np.round(imaging.restore_chroma(picture, photo)), 0,
                               255).astype(np.uint8)
         yield picture
+
+
+def with_motion(frames: Iterable[np.ndarray], method: str = "dis") -> Iterator[Tuple]:
+    """``(frame, motion)`` for each frame: ``motion`` is ``None`` for the first,
+    else ``(backward, weights)``: the flow from this frame to the one before
+    and where it holds (``flow.consistency_weights``: 0 at disocclusions,
+    motion boundaries and what comes from outside the picture)."""
+    previous = None
+    for frame in frames:
+        motion = None
+        if previous is not None:
+            backward = flow.optical_flow(frame, previous, method)
+            forward = flow.optical_flow(previous, frame, method)
+            motion = (backward, flow.consistency_weights(backward, forward))
+        previous = frame
+        yield frame, motion
+
+
+def carried_frames(network, moving: Iterable[Tuple], share: float, blend=None,
+                   preserve_colors: str = "none") -> Iterator[np.ndarray]:
+    """Each frame's picture with ``share`` of the previous *result* carried along
+    the flow where it holds: ``out_t = f_t + share * c * (warp(out_{t-1}) - f_t)``
+    (``moving``: ``with_motion``'s pairs; ``f_t`` the network's picture, ``c``
+    the weights).  The carried frame is itself a blend, so the texture is
+    held over several frames, fading by ``share`` a frame; where the flow
+    fails the frame is the network's own.  ``uint8 (rows, cols, 3)``."""
+    previous = None
+    for frame, motion in moving:
+        picture = next(_through(network, [frame], blend, preserve_colors)).astype(np.float32)
+        if previous is not None and motion is not None:
+            backward, weights = motion
+            carried = flow.warp(previous, backward)
+            picture += float(share) * weights[..., None] * (carried - picture)
+        previous = picture
+        yield np.clip(np.round(picture), 0, 255).astype(np.uint8)
 
 
 def _read_ahead(produce: Iterator[np.ndarray], size: int) -> Iterator[np.ndarray]:
@@ -169,9 +207,14 @@ def stylize_video_with_network(config: settings.Config, options: VideoOptions, l
                 on_frame(timing["count"] - 1)
             yield picture
 
-    pictures = counted(stylised_frames(
-        network, _read_ahead(contents(), QUEUE_BATCHES * batch_size), batch_size,
-        config.style_blend_weights, config.preserve_colors))
+    if options.blend_previous:  # the flows are computed in the reader thread
+        pictures = counted(carried_frames(
+            network, _read_ahead(with_motion(contents(), options.flow), QUEUE_BATCHES),
+            options.blend_previous, config.style_blend_weights, config.preserve_colors))
+    else:
+        pictures = counted(stylised_frames(
+            network, _read_ahead(contents(), QUEUE_BATCHES * batch_size), batch_size,
+            config.style_blend_weights, config.preserve_colors))
     count = videoio.encode(options.output, pictures, fps, (rows, cols), options.codec,
                            options.video if info.audio else None, first / fps, options.crf)
     seconds = time.perf_counter() - began

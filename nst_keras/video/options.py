@@ -23,6 +23,11 @@ def _frame_distances(name, value):
 
 
 
+def _blend_previous(name, value):
+    if not 0.0 <= float(value) <= 0.95:
+        fields.fail(name, value, "must be 0 (each frame alone) to 0.95")
+
+
 def _crf(name, value):
     if not 0 <= int(value) <= 51:
         fields.fail(name, value, "must be 0 (lossless) to 51 (worst)")
@@ -59,6 +64,12 @@ class VideoOptions:
         (1,), "Previous frames the temporal loss looks at (1: the previous one; 1,2,4 adds "
         "long-term consistency).", flag="integers", check=_frame_distances)
     flow: str = _video("dis", "Optical flow: dis (OpenCV DIS) or farneback.", choices=FLOWS)
+    # Not part of the optimisation's frames key: films by optimisation refuse it.
+    blend_previous: float = _video(
+        0.0, "Films through --network: each frame is this share of the previous stylised "
+        "frame carried along the optical flow (where the flow holds) and the rest its own "
+        "picture (0: each frame alone; 0.5 halves a network's flicker: docs/video.md).",
+        flag="float", check=_blend_previous, frames=False)
     frames: Optional[str] = _video(
         None, "START:END: only these frames (from 0, END excluded, at --fps).", frames=False)
     fps: Optional[float] = _video(
