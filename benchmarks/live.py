@@ -1,5 +1,5 @@
 """Films through trained networks: frames per second, and flicker with and without
-the stability term.
+the stability term and ``--blend_previous``.
 
 Three parts (``--parts=speed,camera,stability``), each printing its table and writing
 ``--out`` (one run, one machine: ratios are measured side by side):
@@ -8,7 +8,8 @@ Three parts (``--parts=speed,camera,stability``), each printing its table and wr
   rows (``--frames`` frames, FFV1 in, H.264 out), through a full-width and a
   half-width network (``network_fast``'s), float32 and ``--precision=auto``:
   the frames per second after the first batch (decoding, resizing, the
-  network and encoding together, as the command runs) and overall.  Speed
+  network and encoding together, as the command runs) and overall; at
+  ``auto`` also with ``--blend_previous=0.5`` (two optical flows a frame).  Speed
   does not depend on the weights' values, so the networks are untrained.
 * ``camera``: the page (``python -m nst_keras.app --networks_dir``) in
   headless Chromium with a fake camera (640x480), the camera button pressed,
@@ -25,7 +26,14 @@ Three parts (``--parts=speed,camera,stability``), each printing its table and wr
   each stylised frame and the previous one moved by the pan, over the pixels
   both see (``benchmarks/video.py``'s ``flicker_true``), and the style gap
   closed on the held-out photos at 256 rows by the independent scorer
-  (``--scorer_script``).
+  (``--scorer_script``).  Each network's film is also made with each
+  ``--blend_previous`` share of ``--carry`` (the previous stylised frame
+  carried along the optical flow): its flicker, and the style gap closed by
+  the film's own frames (every 15th, against the middle content frame),
+  both as ratios and losses against the plain network's film without it.
+  ``--stable_flags`` are training flags of every run but the plain one
+  (``--network_antialias``), ``--tag`` names them apart in ``--work``, where
+  trained networks are kept and reused.
 
 Usage (from the repository root)::
 
@@ -85,17 +93,18 @@ def speed(args, log):
     for width in (1.0, 0.5):
         path = os.path.join(work, f"w{width}.keras")
         network.build_network(width, seed=0).save(path)
-        for precision in ("float32", "auto"):
+        for precision, share in (("float32", 0.0), ("auto", 0.0), ("auto", 0.5)):
             summary = _film(path, clip, os.path.join(work, "out.mp4"),
-                            f"--precision={precision}")
+                            f"--precision={precision}", f"--blend_previous={share}")
             resolved = network.load_network(path, precision).model.get_layer(
                 "pad_to_multiple").dtype_policy.name if precision == "auto" else precision
             row = {"width": width, "precision": precision, "resolved": resolved,
+                   "blend_previous": share,
                    "rows": args.rows, "cols": cols, "frames": summary["frames"],
                    "fps_after_first_batch": summary["frames_per_s"],
                    "fps_overall": round(summary["frames"] / summary["seconds"], 2)}
             rows.append(row)
-            log(f"width {width:<4} {precision:<8} ({resolved}): "
+            log(f"width {width:<4} {precision:<8} ({resolved}), blend {share:g}: "
                 f"{row['fps_after_first_batch']:.1f} fps after the first batch, "
                 f"{row['fps_overall']:.1f} overall ({summary['frames']} frames "
                 f"{args.rows}x{cols})")
@@ -113,6 +122,7 @@ def stability(args, log):
     from nst_keras import train
     from nst_keras.engine import network as netlib
     from nst_keras.output import networks
+    from nst_keras.video import network_film
 
     work = os.path.abspath(args.work or tempfile.mkdtemp(prefix="nst-live-stability-"))
     photos = os.path.join(work, "photos")
@@ -169,6 +179,27 @@ def stability(args, log):
             f"{results['content_flicker']:.2f}), style gap closed median "
             f"{results[name]['gap_median']:.3f}")
         np.save(os.path.join(work, f"{name}_frames.npy"), np.stack(frames[:8]))
+        # The film with --blend_previous: flicker and the style gap closed of its
+        # frames (every 15th from the 10th, scored against the middle content frame).
+        middle = os.path.join(work, "content_middle.png")
+        Image.fromarray(contents[len(contents) // 2]).save(middle)
+        results[name]["blend_previous"] = {}
+        for share in [0.0] + [float(c) for c in args.carry.split(",") if c.strip()]:
+            film = frames if not share else list(network_film.carried_frames(
+                net, network_film.with_motion(contents), share))
+            paths = []
+            for k in range(10, len(film), 15):
+                paths.append(os.path.join(work, f"{name}_carry{share:g}_{k}.png"))
+                Image.fromarray(film[k]).save(paths[-1])
+            photo, *scored = score(middle, args.painting, paths)
+            film_gap = qb.gap_closed(float(np.mean([r["style_sim"] for r in scored])),
+                                     photo["style_sim"])
+            results[name]["blend_previous"][f"{share:g}"] = {
+                "flicker": round(flicker_true(film, args.dx, args.dy), 3),
+                "film_gap": round(film_gap, 4)}
+            log(f"{name}, --blend_previous={share:g}: flicker "
+                f"{results[name]['blend_previous'][f'{share:g}']['flicker']:.2f}, style gap "
+                f"closed by the film's frames {film_gap:.3f}")
     for name, weight in runs[1:]:
         results[name]["flicker_ratio"] = round(results[name]["flicker"] /
                                                max(results["plain"]["flicker"], 1e-9), 3)
@@ -179,6 +210,13 @@ def stability(args, log):
                                           results[name]["gap_median"], 4)
         log(f"stability {weight:g}: flicker ratio {results[name]['flicker_ratio']:.2f}, "
             f"style gap lost {results[name]['gap_loss']:.3f}")
+    base = results["plain"]["blend_previous"]["0"]
+    for name, _ in runs:
+        for share, row in results[name]["blend_previous"].items():
+            row["flicker_ratio"] = round(row["flicker"] / max(base["flicker"], 1e-9), 3)
+            row["film_gap_loss"] = round(base["film_gap"] - row["film_gap"], 4)
+            log(f"{name}, --blend_previous={share}: flicker ratio {row['flicker_ratio']:.2f}, "
+                f"film's style gap lost {row['film_gap_loss']:.3f}")
     return {"painting": os.path.basename(args.painting), "steps": args.steps,
             "stability_weight": args.stability, "clip": {"photo": args.clip_photo,
             "rows": args.rows, "cols": cols, "frames": args.frames, "dx": args.dx,
@@ -267,6 +305,8 @@ def main(argv=None):
     p.add_argument("--train_flags", default="")
     p.add_argument("--stable_flags", default="",
                    help="training flags of the runs but the plain one")
+    p.add_argument("--carry", default="0.5,0.7",
+                   help="--blend_previous shares to film each network with, comma separated")
     p.add_argument("--tag", default="", help="added to the stable runs' names (--work)")
     p.add_argument("--work", default=None)
     p.add_argument("--load", default="unknown", help="what else ran (recorded)")
