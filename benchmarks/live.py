@@ -9,7 +9,8 @@ Three parts (``--parts=speed,camera,stability``), each printing its table and wr
   half-width network (``network_fast``'s), float32 and ``--precision=auto``:
   the frames per second after the first batch (decoding, resizing, the
   network and encoding together, as the command runs) and overall; at
-  ``auto`` also with ``--blend_previous=0.5`` (two optical flows a frame).  Speed
+  ``auto`` also with ``--blend_previous=0.5 --flow=dis_fast`` (two optical
+  flows a frame).  Speed
   does not depend on the weights' values, so the networks are untrained.
 * ``camera``: the page (``python -m nst_keras.app --networks_dir``) in
   headless Chromium with a fake camera (640x480), the camera button pressed,
@@ -95,7 +96,8 @@ def speed(args, log):
         network.build_network(width, seed=0).save(path)
         for precision, share in (("float32", 0.0), ("auto", 0.0), ("auto", 0.5)):
             summary = _film(path, clip, os.path.join(work, "out.mp4"),
-                            f"--precision={precision}", f"--blend_previous={share}")
+                            f"--precision={precision}", f"--blend_previous={share}",
+                            *(["--flow=dis_fast"] if share else []))
             resolved = network.load_network(path, precision).model.get_layer(
                 "pad_to_multiple").dtype_policy.name if precision == "auto" else precision
             row = {"width": width, "precision": precision, "resolved": resolved,

@@ -93,7 +93,7 @@ def test_frame_settings_drop_exactly_the_fields_marked_not_in_frames():
     (VideoOptions("v.mp4", "o.mp4", temporal_frames=(0, 1)),
      "--temporal_frames=0,1 needs frame distances of 1 or more, e.g. 1 or 1,2,4"),
     (VideoOptions("v.mp4", "o.mp4", flow="lucas"),
-     "--flow='lucas' is not known; use one of: dis, farneback"),
+     "--flow='lucas' is not known; use one of: dis, dis_fast, farneback"),
     (BatchOptions(max_retries=-1), "--max_retries=-1 must be 0 or more"),
     (BatchOptions(pairing="all"), "--pairing='all' is not known"),
     (ServerOptions(max_upload_mb=0), "--max_upload_mb=0 must be a positive integer"),

@@ -79,6 +79,8 @@ def test_estimated_flow_follows_a_pan_and_the_masks_mark_occlusions():
     forward = flow.optical_flow(previous, current)
     inner = (slice(8, -8), slice(8, -8))
     assert np.abs(backward[inner][..., 0] - 3).mean() < 0.5
+    fast = flow.optical_flow(current, previous, "dis_fast")
+    assert np.abs(fast[inner][..., 0] - 3).mean() < 0.5 and not np.array_equal(fast, backward)
     weights = flow.consistency_weights(backward, forward)
     assert weights[:, -3:].max() == 0  # these pixels came into view: nothing to warp
     assert weights[inner].mean() > 0.9

@@ -45,11 +45,14 @@ def optical_flow(a, b, method: str = "dis") -> np.ndarray:
     """Dense flow from picture ``a`` to picture ``b`` (``(rows, cols, 2)``, float32).
 
     ``dis``: OpenCV's DIS optical flow (medium preset), fast and good at
-    large motions; ``farneback``: Farnebäck's polynomial expansion.
+    large motions; ``dis_fast``: its fast preset (about 3 times quicker;
+    the same flicker of a film through a network with ``--blend_previous``);
+    ``farneback``: Farnebäck's polynomial expansion.
     """
     ga, gb = _gray(a), _gray(b)
-    if method == "dis":
-        dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+    if method in ("dis", "dis_fast"):
+        dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM if method == "dis"
+                                        else cv2.DISOPTICAL_FLOW_PRESET_FAST)
         flow = dis.calc(ga, gb, None)
     elif method == "farneback":
         flow = cv2.calcOpticalFlowFarneback(ga, gb, None, pyr_scale=0.5, levels=4,
