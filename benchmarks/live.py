@@ -17,7 +17,8 @@ Three parts (``--parts=speed,camera,stability``), each printing its table and wr
   through the same two untrained networks at the server's default live size
   (``--live_rows``, 256): stylised frames shown per second, counted over
   ``--camera_s`` seconds after a warm-up, at the server's default precision
-  (``auto``).
+  (``auto``), with the page's Steady at 0 and at 0.5 (two optical flows a
+  frame on the server).
 * ``stability``: networks trained alike with ``--preset=network_fast``
   (``--steps``) on the photos this machine has (``benchmarks/networks.py``'s
   ``training_photos``, never the four held out for scoring), one without and one
@@ -227,7 +228,8 @@ def stability(args, log):
 
 def camera(args, log):
     """The page's camera in headless Chromium (a fake 640x480 device) through an
-    untrained full- and half-width network at the server's default live size."""
+    untrained full- and half-width network at the server's default live size,
+    each with the page's Steady at 0 and 0.5."""
     import subprocess
 
     sys.path.insert(0, os.path.join(REPO, "tests"))
@@ -255,8 +257,9 @@ def camera(args, log):
         while driver.execute_script("return document.body.dataset.networks") != "2":
             assert time.monotonic() < deadline, "the page listed no networks"
             time.sleep(0.1)
-        for width in (1.0, 0.5):
+        for width, steady in ((1.0, 0.0), (1.0, 0.5), (0.5, 0.0), (0.5, 0.5)):
             Select(driver.find_element("id", "network")).select_by_value(f"width_{width}")
+            driver.execute_script(f"document.getElementById('steady').value = '{steady}';")
             driver.find_element("id", "camera").click()
             time.sleep(args.camera_s / 3)  # warm up: the first frames trace the network
             first = int(driver.execute_script("return document.body.dataset.liveFrames||'0'"))
@@ -271,11 +274,12 @@ def camera(args, log):
                 "document.getElementById('live').naturalWidth];")
             driver.find_element("id", "camera").click()
             time.sleep(1)
-            row = {"width": width, "fps": round((last - first) / seconds, 2),
+            row = {"width": width, "steady": steady, "fps": round((last - first) / seconds, 2),
                    "page_shows": shown[0], "server": shown[1], "rows": shown[2],
                    "cols": shown[3]}
             rows.append(row)
-            log(f"camera, width {width}: {row['fps']:.1f} fps over {seconds:.0f} s at "
+            log(f"camera, width {width}, steady {steady}: {row['fps']:.1f} fps over "
+                f"{seconds:.0f} s at "
                 f"{shown[2]}x{shown[3]} (the page shows {shown[0]}; {shown[1]})")
     finally:
         stop_browser_and_server(driver, process, os.path.join(work, "profile"))

@@ -165,7 +165,8 @@ def test_the_camera_over_a_websocket(client):
     frame = make_picture(48, 64, 2)
     with connect(c) as ws:
         ws.send_text(json.dumps({"network": "one", "rows": 32}))
-        assert json.loads(ws.receive_text()) == {"ready": "one", "styles": 1, "rows": 32}
+        assert json.loads(ws.receive_text()) == {"ready": "one", "styles": 1, "rows": 32,
+                                                 "steady": 0.5}  # --live_steady's default
         ws.send_bytes(jpeg(frame))
         [(picture, stats)] = frames_of(ws, 1)
         want = networks.get("one")(live.fit_rows(np.asarray(Image.open(io.BytesIO(
@@ -201,7 +202,7 @@ def test_a_slow_server_keeps_the_newest_frame_and_drops_the_rest(client, monkeyp
     monkeypatch.setattr(live.Networks, "stylize", stylize_slowly)
     frames = [make_picture(48, 64, 10 + i) for i in range(6)]
     with connect(c) as ws:
-        ws.send_text(json.dumps({"network": "one"}))
+        ws.send_text(json.dumps({"network": "one", "steady": 0}))  # each frame its own
         ws.receive_text()
         for f in frames:  # all at once, faster than the server
             ws.send_bytes(jpeg(f))
@@ -218,6 +219,67 @@ def test_a_slow_server_keeps_the_newest_frame_and_drops_the_rest(client, monkeyp
         jpeg(frames[-1])))), 32))
     assert np.abs(pictures[-1].astype(int) - np.asarray(Image.open(io.BytesIO(
         live.jpeg(newest))))).max() <= 2
+
+
+def decoded(data):
+    return np.asarray(Image.open(io.BytesIO(data)))
+
+
+def test_a_steady_camera_carries_the_previous_frame_along_the_motion(client):
+    """``steady``: the second answer is the network's picture with that share of the
+    first answer warped along the flow, not the picture alone; 0 turns it off."""
+    pytest.importorskip("cv2")
+    from nst_keras.video import flow
+
+    c, networks = client
+    scene = make_picture(48, 80, 3)
+    first, second = scene[:, 6:70], scene[:, 3:67]  # the scene moves 3 px right
+    net = networks.get("one")
+    alone = [net(live.fit_rows(decoded(jpeg(f)), 32)) for f in (first, second)]
+    moved = flow.motion(live.fit_rows(decoded(jpeg(second)), 32),
+                        live.fit_rows(decoded(jpeg(first)), 32), live.STEADY_FLOW)
+    carried = flow.carry(alone[1], alone[0].astype(np.float32), moved, 0.5)
+    want = decoded(live.jpeg(np.clip(np.round(carried), 0, 255).astype(np.uint8))).astype(int)
+    assert moved[1].mean() > 0.5  # the flow holds over most of the frame
+    with connect(c) as ws:
+        ws.send_text(json.dumps({"network": "one", "rows": 32, "steady": 0.5}))
+        assert json.loads(ws.receive_text())["steady"] == 0.5
+        got = []
+        for f in (first, second):
+            ws.send_bytes(jpeg(f))
+            got.append(frames_of(ws, 1)[0][0].astype(int))
+        assert np.abs(got[0] - decoded(live.jpeg(alone[0]))).max() <= 2  # nothing to carry
+        assert np.abs(got[1] - want).max() <= 2
+        assert np.abs(got[1] - decoded(live.jpeg(alone[1]))).mean() > 1  # not the frame alone
+        ws.send_text(json.dumps({"network": "one", "rows": 32, "steady": 0}))
+        ws.receive_text()
+        ws.send_bytes(jpeg(second))
+        assert np.abs(frames_of(ws, 1)[0][0].astype(int)
+                      - decoded(live.jpeg(alone[1]))).max() <= 2
+        for bad, message in ((2, "must be 0 to 0.95"), ("x", "must be a number from 0"),
+                             (float("nan"), "must be 0 to 0.95")):
+            ws.send_text(json.dumps({"network": "one", "steady": bad}))
+            assert message in json.loads(ws.receive_text())["error"]
+
+
+def test_without_opencv_the_camera_is_not_steadied(tmp_path, networks_dir, monkeypatch):
+    monkeypatch.setattr(live, "steady_available", lambda: False)
+    manager = new_manager(tmp_path)
+    app = server.create_app(manager, networks=live.Networks(str(networks_dir), "float32"))
+    c = TestClient(app, base_url=LOCAL)
+    try:
+        assert c.get("/").status_code == 200
+        answer = c.get("api/networks").json()
+        assert answer["steady_available"] is False and answer["live_steady"] == 0.0
+        with connect(c) as ws:
+            ws.send_text(json.dumps({"network": "one"}))  # the server's 0
+            assert json.loads(ws.receive_text())["steady"] == 0.0
+            ws.send_text(json.dumps({"network": "one", "steady": 0.5}))
+            error = json.loads(ws.receive_text())["error"]
+            assert "needs OpenCV: pip install 'nst_keras[video]'" in error
+    finally:
+        manager.close()
+        c.close()
 
 
 def test_one_camera_at_a_time(client):
@@ -321,7 +383,10 @@ def test_the_camera_live_in_a_real_browser(tmp_path, networks_dir):
             "const p = document.getElementById('preview');"
             "return p.complete && p.naturalHeight === 48;"))
         assert "Stylised with three in" in driver.find_element("id", "status").text
-        # The camera.
+        # The camera (steadied: the slider shows --live_steady).
+        assert driver.execute_script(
+            "return [document.getElementById('steady-label').hidden, "
+            "document.getElementById('steady').value];") == [False, "0.5"]
         Select(driver.find_element("id", "network")).select_by_value("one")
         driver.find_element("id", "camera").click()
         wait_for(lambda: int(driver.execute_script(

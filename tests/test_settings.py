@@ -97,6 +97,7 @@ def test_frame_settings_drop_exactly_the_fields_marked_not_in_frames():
     (BatchOptions(max_retries=-1), "--max_retries=-1 must be 0 or more"),
     (BatchOptions(pairing="all"), "--pairing='all' is not known"),
     (ServerOptions(max_upload_mb=0), "--max_upload_mb=0 must be a positive integer"),
+    (ServerOptions(live_steady=1.5), "--live_steady=1.5 must be 0 (each frame alone) to 0.95"),
 ])
 def test_a_bad_option_is_one_line_naming_its_flag(options, message):
     with pytest.raises(UserError) as e:

@@ -8,15 +8,18 @@
   asked rows through the chosen network, the blend of a several-painting
   one), computed beside the optimisation runs, never queued behind them;
 * ``LiveSession``: one camera over a WebSocket (``/api/live``).  The page
-  sends a JSON text message ``{"network", "blend", "rows"}`` (again whenever
-  a setting changes) and binary frames (JPEG, PNG or WebP); the server
+  sends a JSON text message ``{"network", "blend", "rows", "steady"}`` (again
+  whenever a setting changes) and binary frames (JPEG, PNG or WebP); the server
   answers each frame it stylises with a binary JPEG of the stylised frame
   and a text ``{"frame", "ms", "dropped"}``.  A reader keeps only the
   newest frame not yet taken (latest wins: when the server is slower than
   the camera the older frames are dropped, never queued); a frame over
   ``--max_frame_kb`` is dropped with a text ``{"error"}`` and the session
-  goes on.  One camera at a time: a second page's connection is told so in
-  one line and closed.
+  goes on.  ``steady`` (0 to 0.95, ``--live_steady`` by default) carries
+  that share of the previous stylised frame along the optical flow (OpenCV's
+  DIS, fast preset) into the next where the flow holds, as films'
+  ``--blend_previous`` does: less flicker.  One camera at a time: a second
+  page's connection is told so in one line and closed.
 
 Nothing here reads the browser's paths or writes a file.
 """
@@ -24,6 +27,7 @@ Nothing here reads the browser's paths or writes a file.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import io
 import json
 import os
@@ -39,7 +43,14 @@ from nst_keras.errors import UserError
 
 JPEG_QUALITY = 85
 MIN_LIVE_ROWS = 16
+MAX_STEADY = 0.95
+STEADY_FLOW = "dis_fast"
 BUSY = "another page is using the live camera; stop it there first (one camera at a time)"
+
+
+def steady_available() -> bool:
+    """Whether the camera can be steadied (OpenCV, the video extra, is installed)."""
+    return importlib.util.find_spec("cv2") is not None
 
 
 class Networks:
@@ -119,6 +130,22 @@ def parse_blend(values) -> Optional[List[float]]:
     return weights or None
 
 
+def parse_steady(value) -> float:
+    """The camera's steadiness (0 to ``MAX_STEADY``); ``UserError`` if not, or if
+    it is asked for without OpenCV."""
+    try:
+        steady = float(value)
+    except (TypeError, ValueError):
+        raise UserError("the live steadiness must be a number from 0 to "
+                        f"{MAX_STEADY}") from None
+    if not 0.0 <= steady <= MAX_STEADY:  # also refuses NaN
+        raise UserError(f"the live steadiness must be 0 to {MAX_STEADY}, not {value!r}")
+    if steady and not steady_available():
+        raise UserError("a steady camera needs OpenCV: pip install 'nst_keras[video]' "
+                        "on the server, or set Steady to 0")
+    return steady
+
+
 def fit_rows(picture: np.ndarray, rows: int) -> np.ndarray:
     """``picture`` resized to ``rows`` rows (its aspect kept; bilinear)."""
     height, width = picture.shape[:2]
@@ -149,11 +176,13 @@ class LiveSession:
     """
 
     def __init__(self, websocket, networks: Networks, max_rows: int, max_frame_bytes: int,
-                 max_pixels: int, default_rows: int):
+                 max_pixels: int, default_rows: int, default_steady: float = 0.0):
         self.ws, self.networks = websocket, networks
         self.max_rows, self.max_frame_bytes = int(max_rows), int(max_frame_bytes)
         self.max_pixels, self.rows = int(max_pixels), int(default_rows)
         self.network_id, self.blend = None, None
+        self.steady = float(default_steady)
+        self.previous = None  # (frame, stylised float32) of the last answer, for steady
         self.latest: Optional[bytes] = None
         self.arrived = asyncio.Event()
         self.closed = False
@@ -219,18 +248,37 @@ class LiveSession:
             rows = int(asked.get("rows") or self.rows)
             if not MIN_LIVE_ROWS <= rows <= self.max_rows:
                 raise UserError(f"live rows {rows} must be {MIN_LIVE_ROWS} to {self.max_rows}")
+            steady = parse_steady(asked.get("steady", self.steady))
         except (UserError, TypeError, ValueError) as e:
             await self._say({"error": str(e) if isinstance(e, UserError)
                              else "the live rows must be a whole number"})
             return
-        self.network_id, self.blend, self.rows = network_id, blend, rows
-        await self._say({"ready": network_id, "styles": network.styles, "rows": rows})
+        if (network_id, rows) != (self.network_id, self.rows):
+            self.previous = None  # nothing to carry into another network's or size's frames
+        self.network_id, self.blend, self.rows, self.steady = network_id, blend, rows, steady
+        await self._say({"ready": network_id, "styles": network.styles, "rows": rows,
+                         "steady": steady})
 
     def _stylize(self, data: bytes) -> bytes:
         frame = imaging.decode_picture(data, "the camera frame", self.max_frame_bytes,
                                        self.max_pixels, 1)
         frame = fit_rows(frame, self.rows)
-        return jpeg(self.networks.stylize(self.network_id, frame, self.blend))
+        picture = self.networks.stylize(self.network_id, frame, self.blend)
+        if not self.steady:
+            self.previous = None
+            return jpeg(picture)
+        return jpeg(self._steadied(frame, picture))
+
+    def _steadied(self, frame: np.ndarray, picture: np.ndarray) -> np.ndarray:
+        """``picture`` with ``self.steady`` of the previous answer carried along the flow."""
+        from nst_keras.video import flow  # late: OpenCV
+
+        out = picture.astype(np.float32)
+        if self.previous is not None and self.previous[0].shape == frame.shape:
+            moved = flow.motion(frame, self.previous[0], STEADY_FLOW)
+            out = flow.carry(out, self.previous[1], moved, self.steady)
+        self.previous = (frame, out)
+        return np.clip(np.round(out), 0, 255).astype(np.uint8)
 
     async def _work(self) -> None:
         while not self.closed:

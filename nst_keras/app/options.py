@@ -48,6 +48,12 @@ class ServerOptions:
         "the page lists them, stylises a photo through one at once and the camera live.")
     live_rows: int = _app(256, "Height of the camera's frames the page sends to a network.", flag="integer", check=lambda name, value: 16 <= int(value)
                           <= 1080 or fields.fail(name, value, "must be 16 to 1080"))
+    live_steady: float = _app(
+        0.5, "Share of the previous stylised camera frame carried along the optical flow into "
+        "the next, where the flow holds (less flicker; 0: each frame alone): where the page's "
+        "Steady slider starts. Needs OpenCV (the video extra); without it the camera runs at 0.",
+        flag="float", check=lambda name, value: 0.0 <= float(value) <= 0.95
+        or fields.fail(name, value, "must be 0 (each frame alone) to 0.95"))
     max_frame_kb: int = _app(1024, "Largest camera frame, in KB; a bigger one is dropped "
                              "with a message.", flag="integer", check=fields.positive_int)
     no_token: bool = _app(False, "Serve a --host other than loopback without a token: then "

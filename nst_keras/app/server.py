@@ -215,15 +215,20 @@ class NetworkHandlers:
     """The trained networks' routes: the list, a picture at once, the camera."""
 
     def __init__(self, handlers: Handlers, networks: Optional[live.Networks] = None,
-                 live_rows: int = 256, max_frame_bytes: int = 2 ** 20):
+                 live_rows: int = 256, max_frame_bytes: int = 2 ** 20,
+                 live_steady: float = 0.5):
         self.handlers, self.limits = handlers, handlers.limits
         self.networks = networks or live.Networks(None)
         self.live_rows, self.max_frame_bytes = int(live_rows), int(max_frame_bytes)
+        self.steady_available = live.steady_available()
+        self.live_steady = float(live_steady) if self.steady_available else 0.0
 
     async def list_networks(self, request: Request) -> Response:
         described = await asyncio.to_thread(self.networks.describe)
         return JSONResponse({"networks": described, "live_rows": self.live_rows,
-                             "max_frame_bytes": self.max_frame_bytes}, headers=HEADERS)
+                             "max_frame_bytes": self.max_frame_bytes,
+                             "live_steady": self.live_steady,
+                             "steady_available": self.steady_available}, headers=HEADERS)
 
     async def stylize(self, request: Request) -> Response:
         """One photo through a network at once: the PNG (``X-Stylize-Ms``: how long)."""
@@ -252,7 +257,7 @@ class NetworkHandlers:
     async def live(self, websocket: WebSocket) -> None:
         await live.LiveSession(websocket, self.networks, self.limits.max_rows,
                                self.max_frame_bytes, self.limits.max_pixels,
-                               self.live_rows).run()
+                               self.live_rows, self.live_steady).run()
 
 
 def _sse(kind: str, data: Dict) -> str:
@@ -297,13 +302,13 @@ async def event_stream(manager: jobs.Manager, job: jobs.Job):
 def create_app(manager: jobs.Manager, limits: Optional[forms.Limits] = None,
                policy: Optional[guard.Policy] = None,
                networks: Optional[live.Networks] = None, live_rows: int = 256,
-               max_frame_bytes: int = 2 ** 20) -> Starlette:
+               max_frame_bytes: int = 2 ** 20, live_steady: float = 0.5) -> Starlette:
     """The Starlette application over ``manager`` (and the trained ``networks``),
     behind ``guard.Guard(policy)`` (default: served on loopback only, no token;
     bodies up to ``limits.max_bytes``)."""
     limits, policy = limits or forms.Limits(), policy or guard.Policy()
     h = Handlers(manager, limits)
-    n = NetworkHandlers(h, networks, live_rows, max_frame_bytes)
+    n = NetworkHandlers(h, networks, live_rows, max_frame_bytes, live_steady)
     routes = [Route("/", _page("index.html")),
               Route("/static/app.js", _page("app.js")),
               Route("/static/app.css", _page("app.css")),
@@ -434,7 +439,7 @@ def main(argv=None) -> int:
     networks = live.Networks(options.networks_dir,
                              config.precision if "precision" in explicit else "auto")
     app = create_app(manager, forms.Limits.of(options), policy, networks, options.live_rows,
-                     options.max_frame_kb * 1024)
+                     options.max_frame_kb * 1024, options.live_steady)
     url = url_of(sock) + (f"?token={policy.token}" if policy.token else "")
     print(f"nst_keras app: {url} (results in {results}; Ctrl-C to stop)", flush=True)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning",

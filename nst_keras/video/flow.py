@@ -118,3 +118,22 @@ def long_term_weights(weights: Sequence[np.ndarray]) -> List[np.ndarray]:
         out.append(c if seen is None else np.maximum(c - seen, 0.0))
         seen = c if seen is None else seen + c
     return out
+
+
+def motion(current, previous, method: str = "dis"):
+    """``(backward, weights)``: the flow from ``current`` back to ``previous``
+    and where it holds (``consistency_weights``), for ``carry``."""
+    backward = optical_flow(current, previous, method)
+    forward = optical_flow(previous, current, method)
+    return backward, consistency_weights(backward, forward)
+
+
+def carry(picture, previous_picture, moved, share: float) -> np.ndarray:
+    """``picture`` with ``share`` of ``previous_picture`` carried along the flow
+    where it holds: ``picture + share * c * (warp(previous, backward) - picture)``
+    (``moved``: ``motion``'s pair).  float32 of ``picture``'s shape; where the
+    flow fails (``c = 0``) the picture is its own."""
+    picture = np.asarray(picture, np.float32)
+    backward, weights = moved
+    carried = warp(previous_picture, backward)
+    return picture + float(share) * weights[..., None] * (carried - picture)

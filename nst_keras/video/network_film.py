@@ -85,9 +85,7 @@ def with_motion(frames: Iterable[np.ndarray], method: str = "dis") -> Iterator[T
     for frame in frames:
         motion = None
         if previous is not None:
-            backward = flow.optical_flow(frame, previous, method)
-            forward = flow.optical_flow(previous, frame, method)
-            motion = (backward, flow.consistency_weights(backward, forward))
+            motion = flow.motion(frame, previous, method)
         previous = frame
         yield frame, motion
 
@@ -104,9 +102,7 @@ def carried_frames(network, moving: Iterable[Tuple], share: float, blend=None,
     for frame, motion in moving:
         picture = next(_through(network, [frame], blend, preserve_colors)).astype(np.float32)
         if previous is not None and motion is not None:
-            backward, weights = motion
-            carried = flow.warp(previous, backward)
-            picture += float(share) * weights[..., None] * (carried - picture)
+            picture = flow.carry(picture, previous, motion, share)
         previous = picture
         yield np.clip(np.round(picture), 0, 255).astype(np.uint8)
 

@@ -462,6 +462,8 @@ async function loadGallery() {
 // server's live size, at most two unanswered at a time, so a slow server never
 // builds a queue (it keeps only the newest frame anyway, and says how many it
 // dropped); each answer is a JPEG shown in #live, and #live-fps counts them.
+// #steady: the share of the previous stylised frame the server carries along
+// the motion into the next (less flicker), shown when the server can.
 
 const live = { ws: null, stream: null, inFlight: 0, times: [], url: null, ready: false,
                dropped: 0, lastAnswer: 0, canvas: document.createElement("canvas") };
@@ -470,6 +472,8 @@ async function loadNetworks() {
   const info = await api("api/networks");
   state.networks = {};
   state.liveRows = info.live_rows;
+  $("steady").value = String(info.live_steady);
+  $("steady-label").hidden = !info.steady_available;
   for (const net of info.networks) {
     state.networks[net.id] = net;
     $("network").add(new Option(net.id + (net.styles > 1 ? ` (${net.styles} paintings)` : ""), net.id));
@@ -548,7 +552,8 @@ async function stylizeWithNetwork() {
 
 function sendLiveSettings() {
   if (!live.ws || live.ws.readyState !== WebSocket.OPEN) return;
-  live.ws.send(JSON.stringify({ network: $("network").value, blend: blendWeights(), rows: state.liveRows }));
+  live.ws.send(JSON.stringify({ network: $("network").value, blend: blendWeights(), rows: state.liveRows,
+                                steady: Number($("steady").value) }));
 }
 
 function showFps() {
@@ -671,6 +676,7 @@ function wire() {
   loadGallery().catch((e) => showMessage(e.message));
   $("network").onchange = () => { renderBlendSliders(); sendLiveSettings(); };
   $("camera").onclick = () => (live.ws ? stopCamera() : startCamera());
+  $("steady").oninput = sendLiveSettings;
   loadNetworks().catch((e) => showMessage(e.message));
 }
 
