@@ -44,7 +44,8 @@ from PIL import Image, ImageDraw
 from nst_keras import cli
 from nst_keras.engine import hardware, imaging
 from nst_keras.output import files
-from nst_keras.video import flow, videoio
+from nst_keras.engine import flow
+from nst_keras.video import videoio
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)

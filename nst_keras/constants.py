@@ -28,7 +28,7 @@ COLOR_MODES = ("none", "luminance", "histogram")
 INITS = ("content", "noise", "style")
 POOLINGS = ("max", "avg")
 PADDINGS = ("zero", "replicate")
-FLOWS = ("dis", "dis_fast", "farneback")  # optical flow of films (nst_keras.video.flow)
+FLOWS = ("dis", "dis_fast", "farneback")  # optical flow of films (nst_keras.engine.flow)
 PAIRINGS = ("product", "zip")  # of a batch's contents and styles
 EXPERIMENTS = ("none", "deprocess_offsets", "reconstruct_content", "reconstruct_style",
                "tradeoff")

@@ -229,7 +229,7 @@ def test_a_steady_camera_carries_the_previous_frame_along_the_motion(client):
     """``steady``: the second answer is the network's picture with that share of the
     first answer warped along the flow, not the picture alone; 0 turns it off."""
     pytest.importorskip("cv2")
-    from nst_keras.video import flow
+    from nst_keras.engine import flow
 
     c, networks = client
     scene = make_picture(48, 80, 3)

@@ -21,7 +21,8 @@ LATE_OK = ("tensorflow", "keras", "scipy", "ray", "tf2onnx", "nst_keras.engine.p
            "nst_keras.engine.build", "nst_keras.engine.network", "nst_keras.engine.training",
            "nst_keras.engine.tiling", "nst_keras.engine.terms",
            "nst_keras.engine.objective", "nst_keras.output.stylize", "nst_keras.experiments",
-           "nst_keras.video.film", "nst_keras.video.network_film", "nst_keras.cli")
+           "nst_keras.video.film", "nst_keras.video.network_film", "nst_keras.cli",
+           "nst_keras.engine.flow")
 
 
 def modules():

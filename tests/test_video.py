@@ -16,7 +16,8 @@ imageio_ffmpeg = pytest.importorskip("imageio_ffmpeg", reason="pip install 'nst_
 from conftest import make_picture  # noqa: E402
 from nst_keras import video  # noqa: E402
 from nst_keras.errors import UserError  # noqa: E402
-from nst_keras.video import film, flow, temporal, videoio
+from nst_keras.engine import flow
+from nst_keras.video import film, temporal, videoio
 
 # --nocheck_memory: these films are tiny, and other jobs on a shared machine must not
 # make the engine's free-memory check refuse them.

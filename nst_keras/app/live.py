@@ -271,7 +271,7 @@ class LiveSession:
 
     def _steadied(self, frame: np.ndarray, picture: np.ndarray) -> np.ndarray:
         """``picture`` with ``self.steady`` of the previous answer carried along the flow."""
-        from nst_keras.video import flow  # late: OpenCV
+        from nst_keras.engine import flow  # late: OpenCV (the video extra)
 
         out = picture.astype(np.float32)
         if self.previous is not None and self.previous[0].shape == frame.shape:
