@@ -15,9 +15,9 @@ Three parts (``--parts=speed,camera,stability``), each printing its table and wr
 * ``camera``: the page (``python -m nst_keras.app --networks_dir``) in
   headless Chromium with a fake camera (640x480), the camera button pressed,
   through the same two untrained networks at the server's default live size
-  (``--live_rows``, 256): stylised frames shown per second, counted over
-  ``--camera_s`` seconds after a warm-up, at the server's default precision
-  (``auto``), with the page's Steady at 0 and at 0.5 (two optical flows a
+  (``--live_rows``, 256; ``--camera_rows`` for another): stylised frames
+  shown per second, counted over ``--camera_s`` seconds after a warm-up, at
+  the server's default precision (``auto``), with the page's Steady at 0 and at 0.5 (two optical flows a
   frame on the server).
 * ``stability``: networks trained alike with ``--preset=network_fast``
   (``--steps``) on the photos this machine has (``benchmarks/networks.py``'s
@@ -245,7 +245,7 @@ def camera(args, log):
         network.build_network(width, seed=0).save(os.path.join(nets, f"width_{width}.keras"))
     process = subprocess.Popen(
         [sys.executable, "-m", "nst_keras.app", "--port=0", f"--networks_dir={nets}",
-         f"--results_dir={os.path.join(work, 'results')}"],
+         f"--results_dir={os.path.join(work, 'results')}", f"--live_rows={args.camera_rows}"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
     rows, driver = [], None
     try:
@@ -299,6 +299,8 @@ def main(argv=None):
     p.add_argument("--frames", type=int, default=100)
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--camera_s", type=float, default=15.0)
+    p.add_argument("--camera_rows", type=int, default=256,
+                   help="the server's --live_rows for the camera part (256: its default)")
     p.add_argument("--stability", default="300,1000",
                    help="stability weights to train with, comma separated")
     p.add_argument("--painting", default=os.path.join(SHARED, "images", "starry_night.jpg"))

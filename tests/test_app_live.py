@@ -97,6 +97,8 @@ def test_the_networks_are_listed_with_their_paintings(client):
     answer = c.get("api/networks").json()
     assert answer["networks"] == [{"id": "one", "styles": 1}, {"id": "three", "styles": 3}]
     assert answer["live_rows"] == 32 and answer["max_frame_bytes"] == 20_000
+    from nst_keras.app import forms
+    assert answer["max_live_rows"] == forms.Limits().max_rows  # the page offers no more
 
 
 def test_a_photo_through_a_network_at_once(client):
@@ -398,6 +400,12 @@ def test_the_camera_live_in_a_real_browser(tmp_path, networks_dir):
         fps = float(shown[1].split()[0])
         assert shown[1].endswith(" fps") and fps > 0
         print(f"live: {shown[1]} at 64 rows, a tiny network")
+        # Another size from the page: the frames come back at it.
+        sizes = Select(driver.find_element("id", "live-rows"))
+        assert sizes.first_selected_option.get_attribute("value") == "64"
+        sizes.select_by_value("128")
+        wait_for(lambda: driver.execute_script(
+            "return document.getElementById('live').naturalHeight") == 128, 30)
         driver.execute_script("window.tracks = live.stream.getTracks();")
         driver.find_element("id", "camera").click()  # stop
         assert driver.execute_script(

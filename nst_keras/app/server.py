@@ -227,6 +227,7 @@ class NetworkHandlers:
         described = await asyncio.to_thread(self.networks.describe)
         return JSONResponse({"networks": described, "live_rows": self.live_rows,
                              "max_frame_bytes": self.max_frame_bytes,
+                             "max_live_rows": self.limits.max_rows,
                              "live_steady": self.live_steady,
                              "steady_available": self.steady_available}, headers=HEADERS)
 

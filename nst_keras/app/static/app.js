@@ -462,7 +462,8 @@ async function loadGallery() {
 // server's live size, at most two unanswered at a time, so a slow server never
 // builds a queue (it keeps only the newest frame anyway, and says how many it
 // dropped); each answer is a JPEG shown in #live, and #live-fps counts them.
-// #steady: the share of the previous stylised frame the server carries along
+// #live-rows: the frames' height (the server's --live_rows first; fewer rows are
+// faster).  #steady: the share of the previous stylised frame the server carries along
 // the motion into the next (less flicker), shown when the server can.
 
 const live = { ws: null, stream: null, inFlight: 0, times: [], url: null, ready: false,
@@ -472,6 +473,10 @@ async function loadNetworks() {
   const info = await api("api/networks");
   state.networks = {};
   state.liveRows = info.live_rows;
+  const sizes = new Set([128, 192, 256, 320, 384, 480, info.live_rows]);
+  for (const rows of Array.from(sizes).filter((r) => r <= info.max_live_rows).sort((a, b) => a - b)) {
+    $("live-rows").add(new Option(rows + " rows", String(rows), false, rows === info.live_rows));
+  }
   $("steady").value = String(info.live_steady);
   $("steady-label").hidden = !info.steady_available;
   for (const net of info.networks) {
@@ -677,6 +682,7 @@ function wire() {
   $("network").onchange = () => { renderBlendSliders(); sendLiveSettings(); };
   $("camera").onclick = () => (live.ws ? stopCamera() : startCamera());
   $("steady").oninput = sendLiveSettings;
+  $("live-rows").onchange = () => { state.liveRows = Number($("live-rows").value); sendLiveSettings(); };
   loadNetworks().catch((e) => showMessage(e.message));
 }
 
