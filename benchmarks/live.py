@@ -17,8 +17,8 @@ Three parts (``--parts=speed,camera,stability``), each printing its table and wr
   through the same two untrained networks at the server's default live size
   (``--live_rows``, 256; ``--camera_rows`` for another): stylised frames
   shown per second, counted over ``--camera_s`` seconds after a warm-up, at
-  the server's default precision (``auto``), with the page's Steady at 0 and at 0.5 (two optical flows a
-  frame on the server).
+  the server's default precision (``auto``), with the page's Steady at 0 and
+  at 0.5 (two optical flows a frame on the server).
 * ``stability``: networks trained alike with ``--preset=network_fast``
   (``--steps``) on the photos this machine has (``benchmarks/networks.py``'s
   ``training_photos``, never the four held out for scoring), one without and one
