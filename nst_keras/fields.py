@@ -61,6 +61,15 @@ def off_or_fraction(name, value):
         fail(name, value, "must be in [0, 1) (0 = off)")
 
 
+MAX_CARRIED = 0.95  # the largest share of the previous stylised frame carried into the next
+
+
+def carried_share(name, value):
+    """Films' ``--blend_previous`` and the camera's ``--live_steady``."""
+    if not 0.0 <= float(value) <= MAX_CARRIED:  # also refuses NaN
+        fail(name, value, f"must be 0 (each frame alone) to {MAX_CARRIED}")
+
+
 # --------------------------------------------------------------------------
 # Flag syntax: how the text of a flag becomes a value.
 

@@ -40,10 +40,10 @@ from PIL import Image
 
 from nst_keras.engine import imaging
 from nst_keras.errors import UserError
+from nst_keras.fields import MAX_CARRIED as MAX_STEADY
 
 JPEG_QUALITY = 85
 MIN_LIVE_ROWS = 16
-MAX_STEADY = 0.95
 STEADY_FLOW = "dis_fast"
 BUSY = "another page is using the live camera; stop it there first (one camera at a time)"
 

@@ -52,8 +52,7 @@ class ServerOptions:
         0.5, "Share of the previous stylised camera frame carried along the optical flow into "
         "the next, where the flow holds (less flicker; 0: each frame alone): where the page's "
         "Steady slider starts. Needs OpenCV (the video extra); without it the camera runs at 0.",
-        flag="float", check=lambda name, value: 0.0 <= float(value) <= 0.95
-        or fields.fail(name, value, "must be 0 (each frame alone) to 0.95"))
+        flag="float", check=fields.carried_share)
     max_frame_kb: int = _app(1024, "Largest camera frame, in KB; a bigger one is dropped "
                              "with a message.", flag="integer", check=fields.positive_int)
     no_token: bool = _app(False, "Serve a --host other than loopback without a token: then "

@@ -36,10 +36,9 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from nst_keras import fields, pool, settings
-from nst_keras.engine import imaging, memory, objective, pipeline, tiling, vgg
+from nst_keras.engine import flow, imaging, memory, objective, pipeline, tiling, vgg
 from nst_keras.errors import UserError
 from nst_keras.output import files, manifest, precision_cache, rundir, stylize as file_stylize
-from nst_keras.engine import flow
 from nst_keras.video import temporal, videoio
 from nst_keras.video.options import VideoOptions
 

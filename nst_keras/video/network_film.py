@@ -29,10 +29,9 @@ from typing import Callable, Dict, Iterable, Iterator, Optional, Tuple
 import numpy as np
 
 from nst_keras import fields, settings
-from nst_keras.engine import imaging, pipeline
+from nst_keras.engine import flow, imaging, pipeline
 from nst_keras.errors import UserError
 from nst_keras.output import networks
-from nst_keras.engine import flow
 from nst_keras.video import videoio
 from nst_keras.video.film import select_frames
 from nst_keras.video.options import VideoOptions

@@ -23,11 +23,6 @@ def _frame_distances(name, value):
 
 
 
-def _blend_previous(name, value):
-    if not 0.0 <= float(value) <= 0.95:
-        fields.fail(name, value, "must be 0 (each frame alone) to 0.95")
-
-
 def _crf(name, value):
     if not 0 <= int(value) <= 51:
         fields.fail(name, value, "must be 0 (lossless) to 51 (worst)")
@@ -70,7 +65,7 @@ class VideoOptions:
         0.0, "Films through --network: each frame is this share of the previous stylised "
         "frame carried along the optical flow (where the flow holds) and the rest its own "
         "picture (0: each frame alone; 0.5 halves a network's flicker: docs/video.md).",
-        flag="float", check=_blend_previous, frames=False)
+        flag="float", check=fields.carried_share, frames=False)
     frames: Optional[str] = _video(
         None, "START:END: only these frames (from 0, END excluded, at --fps).", frames=False)
     fps: Optional[float] = _video(

@@ -472,9 +472,9 @@ const live = { ws: null, stream: null, inFlight: 0, times: [], url: null, ready:
 async function loadNetworks() {
   const info = await api("api/networks");
   state.networks = {};
-  state.liveRows = info.live_rows;
   const sizes = new Set([128, 192, 256, 320, 384, 480, info.live_rows]);
-  for (const rows of Array.from(sizes).filter((r) => r <= info.max_live_rows).sort((a, b) => a - b)) {
+  const offered = (r) => r <= info.max_live_rows || r === info.live_rows;
+  for (const rows of Array.from(sizes).filter(offered).sort((a, b) => a - b)) {
     $("live-rows").add(new Option(rows + " rows", String(rows), false, rows === info.live_rows));
   }
   $("steady").value = String(info.live_steady);
@@ -555,9 +555,11 @@ async function stylizeWithNetwork() {
   }
 }
 
+function liveRows() { return Number($("live-rows").value); }
+
 function sendLiveSettings() {
   if (!live.ws || live.ws.readyState !== WebSocket.OPEN) return;
-  live.ws.send(JSON.stringify({ network: $("network").value, blend: blendWeights(), rows: state.liveRows,
+  live.ws.send(JSON.stringify({ network: $("network").value, blend: blendWeights(), rows: liveRows(),
                                 steady: Number($("steady").value) }));
 }
 
@@ -571,7 +573,7 @@ function showFps() {
 
 function sendFrame() {
   const video = $("camera-video"), ws = live.ws;
-  const rows = state.liveRows, cols = Math.round(video.videoWidth * rows / video.videoHeight);
+  const rows = liveRows(), cols = Math.round(video.videoWidth * rows / video.videoHeight);
   live.canvas.width = cols;
   live.canvas.height = rows;
   live.canvas.getContext("2d").drawImage(video, 0, 0, cols, rows);
@@ -682,7 +684,7 @@ function wire() {
   $("network").onchange = () => { renderBlendSliders(); sendLiveSettings(); };
   $("camera").onclick = () => (live.ws ? stopCamera() : startCamera());
   $("steady").oninput = sendLiveSettings;
-  $("live-rows").onchange = () => { state.liveRows = Number($("live-rows").value); sendLiveSettings(); };
+  $("live-rows").onchange = sendLiveSettings;
   loadNetworks().catch((e) => showMessage(e.message));
 }
 
