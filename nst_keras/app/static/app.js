@@ -467,6 +467,7 @@ async function loadGallery() {
 // the motion into the next (less flicker), shown when the server can.
 
 const live = { ws: null, stream: null, inFlight: 0, times: [], url: null, ready: false,
+               loading: false, next: null,
                dropped: 0, lastAnswer: 0, canvas: document.createElement("canvas") };
 
 async function loadNetworks() {
@@ -609,12 +610,28 @@ function onLiveMessage(event) {
   }
   live.inFlight = Math.max(0, live.inFlight - 1);
   live.lastAnswer = performance.now();
-  if (live.url) URL.revokeObjectURL(live.url);
-  live.url = URL.createObjectURL(event.data);
-  $("live").src = live.url;
+  showLiveFrame(event.data);
   live.times.push(performance.now());
   showFps();
   pump();
+}
+
+// One frame loads into #live at a time; one that comes meanwhile waits as the
+// next (a newer one replaces it).  Replacing a frame still loading would cancel
+// it, and a busy page would then show no new frame at all.
+function showLiveFrame(blob) {
+  if (live.loading) { live.next = blob; return; }
+  live.loading = true;
+  const url = URL.createObjectURL(blob), img = $("live");
+  img.onload = img.onerror = () => {
+    if (live.url) URL.revokeObjectURL(live.url);
+    live.url = url;
+    live.loading = false;
+    const next = live.next;
+    live.next = null;
+    if (next && live.ws) showLiveFrame(next);
+  };
+  img.src = url;
 }
 
 async function startCamera() {
@@ -652,6 +669,7 @@ function stopCamera() {
   const ws = live.ws;
   live.ws = null;
   live.ready = false;
+  live.next = null;
   if (ws && ws.readyState <= WebSocket.OPEN) ws.close();
   if (live.stream) for (const track of live.stream.getTracks()) track.stop();
   live.stream = null;
