@@ -16,6 +16,22 @@ import pytest
 from PIL import Image
 
 
+def pytest_configure(config):
+    """With the suite split over several processes (pytest-xdist), each worker's
+    TensorFlow takes one intra-op and one inter-op thread, fixed here before its
+    first operation: two processes of two threads each on two cores would
+    contend for them.  Subprocesses and Ray workers the tests start (and a
+    module imported outside pytest) keep the machine's defaults."""
+    workers = getattr(config, "workerinput", {}).get("workercount", 1)
+    if workers < 2:
+        return
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    tf.constant(0.0) + 1.0  # the pools start now, so nothing later resizes them
+
+
 def make_picture(rows, cols, seed=0):
     """A smooth colourful test picture with some structure (uint8 RGB)."""
     rng = np.random.default_rng(seed)
