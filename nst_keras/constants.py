@@ -64,4 +64,9 @@ ENVIRONMENT = {
                   "the per-machine precision cache.",
     "TF_CPP_MIN_LOG_LEVEL": "TensorFlow's C++ log level; the commands set 2 (warnings and "
                             "info hidden) unless it is set.",
+    "TF_NUM_INTRAOP_THREADS": "TensorFlow's threads within an operation; set, it replaces "
+                              "the default of one per usable core (e.g. 1 for each of two "
+                              "runs side by side on two cores).",
+    "TF_NUM_INTEROP_THREADS": "TensorFlow's operations run at once; set, it replaces the "
+                              "default of at most 2.",
 }

@@ -20,8 +20,9 @@ def pytest_configure(config):
     """With the suite split over several processes (pytest-xdist), each worker's
     TensorFlow takes one intra-op and one inter-op thread, fixed here before its
     first operation: two processes of two threads each on two cores would
-    contend for them.  Subprocesses and Ray workers the tests start (and a
-    module imported outside pytest) keep the machine's defaults."""
+    contend for them.  The processes the tests start (subprocesses, the
+    notebooks' kernel, Ray workers) keep the defaults: they mostly start up,
+    which one thread makes no faster."""
     workers = getattr(config, "workerinput", {}).get("workercount", 1)
     if workers < 2:
         return

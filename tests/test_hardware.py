@@ -216,3 +216,27 @@ def test_threads_are_set_before_tensorflow_starts_and_kept_after():
                           cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["1", "1", "1", "1"]  # after the start: left at 1
+
+
+@pytest.mark.parametrize("intra,inter,want", [
+    (None, None, ("cores", "min2")), ("1", None, (1, 1)), ("3", "1", (3, 1)),
+    ("junk", "", ("cores", "min2"))])
+def test_tensorflows_thread_variables_replace_the_defaults(monkeypatch, intra, inter, want):
+    import tensorflow as tf
+
+    for name, value in (("TF_NUM_INTRAOP_THREADS", intra), ("TF_NUM_INTEROP_THREADS", inter)):
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
+    got = {}
+    monkeypatch.setattr(tf.config.threading, "set_intra_op_parallelism_threads",
+                        lambda n: got.__setitem__("intra", n))
+    monkeypatch.setattr(tf.config.threading, "set_inter_op_parallelism_threads",
+                        lambda n: got.__setitem__("inter", n))
+    cores = hardware.usable_cores()
+    expect = (cores if want[0] == "cores" else want[0],
+              min(2, cores) if want[1] == "min2" else want[1])
+    assert hardware.configure_threads() == expect[0]
+    assert (got["intra"], got["inter"]) == expect
+    assert hardware.configure_threads(2) == 2 and got["intra"] == 2  # an explicit count wins

@@ -419,15 +419,26 @@ def usable_cores(cgroup_root: str = "/sys/fs/cgroup") -> int:
     return max(1, cores)
 
 
+def _threads_variable(name: str) -> int:
+    """A positive thread count from the environment variable ``name``, else 0."""
+    try:
+        return max(0, int(os.environ.get(name, "")))
+    except ValueError:
+        return 0
+
+
 def configure_threads(cores: Optional[int] = None) -> int:
     """Gives TensorFlow's thread pools the usable cores, if it is not running yet.
 
     Intra-op threads are set to ``cores`` and inter-op threads to
-    ``min(2, cores)``.  Once TensorFlow has executed an operation its pools
-    are fixed (it raises ``RuntimeError``); then they are left as they are.
+    ``min(2, cores)``; TensorFlow's own ``TF_NUM_INTRAOP_THREADS`` and
+    ``TF_NUM_INTEROP_THREADS``, where set, replace those defaults.  Once
+    TensorFlow has executed an operation its pools are fixed (it raises
+    ``RuntimeError``); then they are left as they are.
 
     Args:
-      cores: threads to use; default ``usable_cores()``.
+      cores: threads to use; default ``$TF_NUM_INTRAOP_THREADS``, else
+        ``usable_cores()``.
 
     Returns:
       The intra-op thread count in use: ``cores``, or what TensorFlow had
@@ -435,10 +446,11 @@ def configure_threads(cores: Optional[int] = None) -> int:
     """
     import tensorflow as tf  # late: importing this module must not start TensorFlow
 
-    cores = max(1, cores or usable_cores())
+    cores = max(1, cores or _threads_variable("TF_NUM_INTRAOP_THREADS") or usable_cores())
+    inter = _threads_variable("TF_NUM_INTEROP_THREADS") or min(2, cores)
     try:
         tf.config.threading.set_intra_op_parallelism_threads(cores)
-        tf.config.threading.set_inter_op_parallelism_threads(min(2, cores))
+        tf.config.threading.set_inter_op_parallelism_threads(inter)
     except RuntimeError:
         return tf.config.threading.get_intra_op_parallelism_threads() or _affinity_cores()
     return cores
