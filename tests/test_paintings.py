@@ -24,7 +24,7 @@ def quiet(line):
 def three(tmp_path_factory):
     """A network trained for a few steps on three paintings: its run folder, the
     run's record, the paintings, the training's options and objective, and the
-    trainer the run stepped (its three steps already traced)."""
+    trainer the run stepped (its step already traced)."""
     from nst_keras import train
 
     d = tmp_path_factory.mktemp("three")
@@ -89,6 +89,25 @@ def test_each_paintings_loss_falls_on_a_fixed_batch(three):
     with pytest.raises(ValueError, match="needs as many objectives"):
         training.Trainer(network.build_network(0.125, seed=0, styles=2), trainer.objectives,
                          training.make_optimizer(5e-3, "float32"))
+
+
+def test_the_paintings_share_one_traced_step_that_takes_each_paintings_targets(three):
+    """One trace for three paintings; with painting k's numbers put in, the shared
+    objective gives painting k's own objective's loss."""
+    import tensorflow as tf
+
+    trainer = three[-1]
+    assert trainer.shared and trainer._steps[0].experimental_get_tracing_count() == 1
+    photos = tf.constant(np.stack([make_picture(32, 32, i) for i in (3, 4)]), tf.float32)
+    losses = []
+    for k in (1, 2, 0):
+        trainer._hold(k)
+        pictures = trainer._picture(photos, k)
+        losses.append(float(trainer.objective(photos, pictures)["style_loss"]))
+        if k:
+            own = float(trainer.objectives[k](photos, pictures)["style_loss"])
+            assert losses[-1] == pytest.approx(own, rel=1e-6), k
+    assert len({round(v, 6) for v in losses}) == 3  # the paintings' targets differ
 
 
 def test_blends_give_pictures_between_the_pure_ones(net):

@@ -403,9 +403,17 @@ TWO_DEVICES = textwrap.dedent("""
 def test_two_cpu_devices_train_as_one(straight, photos, painting, tmp_path):
     """The straight run again on two devices (a fresh process: devices are set
     before TensorFlow starts): the same losses, the same network."""
-    from nst_keras import load_network
+    import tensorflow as tf
 
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    from nst_keras import load_network
+    from nst_keras.engine import hardware
+
+    # As many threads as this process's run had: the rounding, which Adam carries
+    # on from step to step, depends on them.
+    threads = tf.config.threading
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TF_NUM_INTRAOP_THREADS=str(
+        threads.get_intra_op_parallelism_threads() or hardware.usable_cores()),
+        TF_NUM_INTEROP_THREADS=str(threads.get_inter_op_parallelism_threads() or 2))
     proc = subprocess.run([sys.executable, "-c", TWO_DEVICES, str(photos), painting,
                            str(tmp_path)], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=300)

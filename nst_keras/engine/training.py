@@ -16,7 +16,9 @@ the term weights then mean the same at every step, which Adam needs.
 
 Several paintings (Dumoulin et al. 2017): one objective per painting; step
 ``k`` trains painting ``k mod N`` (its one-hot blend fed to the network), so
-every painting gets every N-th batch.
+every painting gets every N-th batch.  Objectives that differ only in their
+numbers (the usual case: the same settings, another painting) share one
+traced step, which takes each painting's targets before its steps.
 
 Stability (``StabilityTerm``, Gupta et al. 2017): a network whose picture
 moves its texture when the photo moves by a pixel flickers on film.  With
@@ -31,7 +33,8 @@ and keeps the checkpoints.
 from __future__ import annotations
 
 import contextlib
-from typing import Dict
+import functools
+from typing import Dict, List
 
 import keras
 import numpy as np
@@ -161,6 +164,13 @@ def make_optimizer(learning_rate: float, precision: str):
     return optimizer
 
 
+def _numbers(terms: Terms) -> List[Dict[str, object]]:
+    """A copy of every term's numbers (its ``state_names``), term by term."""
+    return [{name: tf.nest.map_structure(tf.identity, getattr(term, name))
+             for name in term.state_names if getattr(term, name) is not None}
+            for _, term in terms.items]
+
+
 class Trainer:
     """One network, its optimiser and the loss, stepped on batches of photos.
 
@@ -192,11 +202,25 @@ class Trainer:
         self.optimizer, self.strategy = optimizer, strategy
         self.stability, self.seed = stability, int(seed)
         self.scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+        # Paintings whose objectives differ only in their numbers share one traced
+        # step: the first objective holds its numbers in variables and takes each
+        # painting's before its steps (``_hold``); others get a step each.
+        self.shared = self.styles > 1 and len(
+            {o.terms.signature() for o in self.objectives}) == 1
+        self._numbers = [_numbers(o.terms) for o in self.objectives] if self.shared else []
+        self._held = 0
         with self.scope():
             self.optimizer.build(self.network.trainable_variables)
-        self._steps = [tf.function(lambda photos, shift, k=k: self._replica_step(
-            photos, k, shift), jit_compile=jit_compile, reduce_retracing=True,
-            autograph=False) for k in range(self.styles)]
+            if self.shared:
+                self.objective.terms.hold_state()
+        compile_step = functools.partial(tf.function, jit_compile=jit_compile,
+                                         reduce_retracing=True, autograph=False)
+        if self.shared:
+            self._steps = [compile_step(lambda photos, shift, k: self._replica_step(
+                photos, k, shift))] * self.styles
+        else:
+            self._steps = [compile_step(lambda photos, shift, _, k=k: self._replica_step(
+                photos, k, shift)) for k in range(self.styles)]
 
     def scope(self):
         return self.strategy.scope() if self.strategy is not None else contextlib.nullcontext()
@@ -211,9 +235,9 @@ class Trainer:
         style = tf.one_hot(tf.fill(tf.shape(photos)[:1], k), self.styles, dtype=tf.float32)
         return self.network([photos, style], training=True)
 
-    def _replica_values(self, photos, k: int = 0, shift=None):
+    def _replica_values(self, photos, k=0, shift=None):
         pictures = self._picture(photos, k)
-        values = self.objectives[k](photos, pictures)
+        values = (self.objective if self.shared else self.objectives[k])(photos, pictures)
         if self.stability is not None:
             weight, term = self.stability
             seed = tf.stack([tf.constant(self.seed, tf.int32), shift[2]])
@@ -244,12 +268,13 @@ class Trainer:
             lambda ctx: tf.constant(photos[ctx.replica_id_in_sync_group * share:
                                            (ctx.replica_id_in_sync_group + 1) * share]))
 
-    def _run(self, fn, photos, shift) -> Dict[str, float]:
+    def _run(self, fn, photos, shift, painting) -> Dict[str, float]:
         photos = np.asarray(photos, np.float32)
+        painting = tf.constant(painting, tf.int32)
         if self.strategy is None:
-            out = fn(tf.constant(photos), shift)
+            out = fn(tf.constant(photos), shift, painting)
             return {k: float(v) for k, v in out.items()}
-        out = self.strategy.run(fn, args=(self._split(photos), shift))
+        out = self.strategy.run(fn, args=(self._split(photos), shift, painting))
         reduce = tf.distribute.ReduceOp.MEAN
         return {k: float(self.strategy.reduce(reduce, v, axis=None)) for k, v in out.items()}
 
@@ -261,11 +286,22 @@ class Trainer:
         """One optimiser step on ``photos`` (RGB ``(batch, s, s, 3)`` in 0..255);
         returns the batch's loss and terms before the update."""
         k = self.painting(step)
-        self.objectives[k].terms.at_step(step)
+        if self.shared:
+            self._hold(k)
+        (self.objective if self.shared else self.objectives[k]).terms.at_step(step)
         dy, dx = self.stability[1].draw(self.seed, step) if self.stability is not None \
             else (0, 0)
         shift = tf.constant([dy, dx, step % (2 ** 31 - 1)], tf.int32)
-        return self._run(self._steps[k], photos, shift)
+        return self._run(self._steps[k], photos, shift, k)
+
+    def _hold(self, k: int) -> None:
+        """Puts painting ``k``'s numbers into the shared objective's variables."""
+        if k == self._held:
+            return
+        for (_, term), numbers in zip(self.objective.terms.items, self._numbers[k]):
+            for name, value in numbers.items():
+                tf.nest.map_structure(lambda var, v: var.assign(v), getattr(term, name), value)
+        self._held = k
 
     # -- state ---------------------------------------------------------------
 
