@@ -206,9 +206,10 @@ def test_ctrl_c_keeps_a_checkpoint_and_the_resumed_run_ends_on_the_straight_one(
     with pytest.raises(UserError, match="--image_size=48 differs"):
         train.train(options(photos, split, steps=6, image_size=48, resume=str(run)),
                     config(painting), quiet)
-    record = train.train(options(photos, split, steps=6, resume=str(run)), config(painting),
-                         quiet)
-    assert record["status"] == "finished" and record["resumed_from"] == 3
+    with kept_trainers() as made:  # the same settings: the trainer (its traced step) is reused
+        record = train.train(options(photos, split, steps=6, resume=str(run)),
+                             config(painting), quiet)
+    assert record["status"] == "finished" and record["resumed_from"] == 3 and made == []
     out = straight[0]
     a, b = _weights(str(out / "net.keras")), _weights(str(split / "net.keras"))
     assert max(float(np.abs(x - y).max()) for x, y in zip(a, b)) < 1e-5
@@ -429,3 +430,21 @@ def test_two_cpu_devices_train_as_one(straight, photos, painting, tmp_path):
               for out in (straight[0], tmp_path))
     worst = float(np.abs(p1 - p2).max())
     assert worst < 0.5, worst
+
+
+def test_a_trainer_is_reused_only_for_the_same_settings_and_pictures(photos, painting, tmp_path):
+    from nst_keras.train import _reuse_key
+
+    pictures = [np.zeros((4, 4, 3), np.float32), np.ones((4, 5, 3), np.float32)]
+    key = _reuse_key(options(photos, tmp_path), config(painting), "float32", pictures)
+    same = [options(photos, tmp_path / "other", steps=50, log_every=7), config(painting),
+            "float32", [p.copy() for p in pictures]]
+    assert _reuse_key(*same) == key  # the length, the folder and the logging do not count
+    changed = [(options(photos, tmp_path, learning_rate=1e-2), config(painting), "float32",
+                pictures),
+               (options(photos, tmp_path), config(painting, style_weight=3.0), "float32",
+                pictures),
+               (options(photos, tmp_path), config(painting), "mixed_bfloat16", pictures),
+               (options(photos, tmp_path), config(painting), "float32",
+                [pictures[0], pictures[1] + 1])]
+    assert all(_reuse_key(*args) != key for args in changed)

@@ -277,8 +277,54 @@ def _style_pictures(config: settings.Config, options: TrainOptions) -> List[np.n
     return out
 
 
+# The last trainer built in this process, with what it was built from and its
+# first state: a later run of the same settings (a resumed run, a notebook's
+# second run) takes it back instead of tracing its step again.
+_KEPT: Dict[str, object] = {}
+
+
+def _reuse_key(options: TrainOptions, built: settings.Config, precision: str,
+               pictures: List[np.ndarray]) -> str:
+    """What fixes a trainer: every setting that changes the result, the devices,
+    the precision and the pictures' pixels (the paintings, the reference photo)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for picture in pictures:
+        digest.update(str(picture.shape).encode() + np.ascontiguousarray(picture).tobytes())
+    train = {name: getattr(options, name) for name, field in fields.fields_of(TrainOptions)
+             .items() if field.metadata["result"]}
+    return json.dumps([train, settings.to_dict(built), precision, digest.hexdigest()],
+                      sort_keys=True, default=str)
+
+
 def _build(options, config, built, files, skipped, state):
     """The trainer, the photos and the objective's term weights (nothing written)."""
+    precision, why = hardware.resolve_precision(built.precision, built.model)
+    photos = data.Photos(files, options.image_size, options.batch_size, built.seed, skipped)
+    previews = photos.previews(PREVIEWS)
+    paintings = [vgg.preprocess_image(s) for s in _style_pictures(built, options)]
+    photo = vgg.preprocess_image(previews[0])
+    key = _reuse_key(options, built, precision, [photo, *paintings])
+    if _KEPT.get("key") == key:
+        trainer, info = _KEPT["trainer"], _KEPT["info"]
+        trainer.load_state(_KEPT["first"])
+    else:
+        _KEPT.clear()  # one trainer at a time
+        trainer, info = _new_trainer(options, config, built, precision, why, photos,
+                                     previews, paintings, photo)
+        _KEPT.update(key=key, trainer=trainer, info=info, first=trainer.state())
+    if state is not None:
+        try:
+            trainer.load_state(state)
+        except ValueError as e:
+            raise UserError(f"--resume={options.resume}: {e}; start a new --output_dir") \
+                from None
+    return trainer, photos, info
+
+
+def _new_trainer(options, config, built, precision, why, photos, previews, paintings, photo):
+    """A trainer and what the run folder records of it (``info``)."""
     from nst_keras.engine import build, network, pipeline, tiling, training  # late: TensorFlow
     from nst_keras.engine.terms import Pictures  # late: as above
 
@@ -286,14 +332,9 @@ def _build(options, config, built, files, skipped, state):
     if strategy is not None and options.batch_size % strategy.num_replicas_in_sync:
         raise UserError(f"--batch_size={options.batch_size} does not split over the "
                         f"{strategy.num_replicas_in_sync} devices of --devices; give a multiple")
-    precision, why = hardware.resolve_precision(built.precision, built.model)
     resolved = built.replace(precision=precision)
     backbone, weights = vgg.load_backbone(built.model, built.weights, built.seed)
     extractor = pipeline.build_extractor(resolved, backbone, strategy)
-    photos = data.Photos(files, options.image_size, options.batch_size, built.seed, skipped)
-    previews = photos.previews(PREVIEWS)
-    paintings = [vgg.preprocess_image(s) for s in _style_pictures(built, options)]
-    photo = vgg.preprocess_image(previews[0])
     if len(paintings) == 1:
         objectives = [build.build_objective(resolved, extractor, Pictures(photo, paintings))]
     else:  # one objective per painting, each with its own style targets
@@ -312,19 +353,13 @@ def _build(options, config, built, files, skipped, state):
         optimizer = training.make_optimizer(options.learning_rate, precision)
     trainer = training.Trainer(net, [training.BatchObjective(o, extractor) for o in objectives],
                                optimizer, strategy, built.jit_compile, stability, built.seed)
-    if state is not None:
-        try:
-            trainer.load_state(state)
-        except ValueError as e:
-            raise UserError(f"--resume={options.resume}: {e}; start a new --output_dir") \
-                from None
     term_weights = {t.name: w for w, t in objective.items}
     if stability is not None:
         term_weights[stability[1].name] = stability[0]
     info = {"weights": weights, "precision": precision, "precision_reason": why,
             "term_weights": term_weights, "paintings": len(paintings),
             "previews": previews, "stylise": network.StyleNetwork(net)}
-    return trainer, photos, info
+    return trainer, info
 
 
 class _Folder:
