@@ -171,6 +171,13 @@ def _numbers(terms: Terms) -> List[Dict[str, object]]:
             for _, term in terms.items]
 
 
+def _put_numbers(terms: Terms, numbers: List[Dict[str, object]]) -> None:
+    """Assigns ``_numbers``' copy to the variables of ``terms`` (``hold_state``)."""
+    for (_, term), values in zip(terms.items, numbers):
+        for name, value in values.items():
+            tf.nest.map_structure(lambda var, v: var.assign(v), getattr(term, name), value)
+
+
 class Trainer:
     """One network, its optimiser and the loss, stepped on batches of photos.
 
@@ -202,13 +209,11 @@ class Trainer:
         self.optimizer, self.strategy = optimizer, strategy
         self.stability, self.seed = stability, int(seed)
         self.scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
-        # Paintings whose objectives differ only in their numbers share one traced
-        # step: the first objective holds its numbers in variables and takes each
-        # painting's before its steps (``_hold``); others get a step each.
+        # Objectives that differ only in their numbers share one traced step (the
+        # first holds them in variables and takes each painting's: ``_hold``).
         self.shared = self.styles > 1 and len(
             {o.terms.signature() for o in self.objectives}) == 1
-        self._numbers = [_numbers(o.terms) for o in self.objectives] if self.shared else []
-        self._held = 0
+        self._numbers, self._held = [_numbers(o.terms) for o in self.objectives], 0
         with self.scope():
             self.optimizer.build(self.network.trainable_variables)
             if self.shared:
@@ -296,12 +301,9 @@ class Trainer:
 
     def _hold(self, k: int) -> None:
         """Puts painting ``k``'s numbers into the shared objective's variables."""
-        if k == self._held:
-            return
-        for (_, term), numbers in zip(self.objective.terms.items, self._numbers[k]):
-            for name, value in numbers.items():
-                tf.nest.map_structure(lambda var, v: var.assign(v), getattr(term, name), value)
-        self._held = k
+        if k != self._held:
+            _put_numbers(self.objective.terms, self._numbers[k])
+            self._held = k
 
     # -- state ---------------------------------------------------------------
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import io
 import json
 import math
@@ -287,8 +288,6 @@ def _reuse_key(options: TrainOptions, built: settings.Config, precision: str,
                pictures: List[np.ndarray]) -> str:
     """What fixes a trainer: every setting that changes the result, the devices,
     the precision and the pictures' pixels (the paintings, the reference photo)."""
-    import hashlib
-
     digest = hashlib.sha256()
     for picture in pictures:
         digest.update(str(picture.shape).encode() + np.ascontiguousarray(picture).tobytes())

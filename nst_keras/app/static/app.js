@@ -618,12 +618,15 @@ function onLiveMessage(event) {
 
 // One frame loads into #live at a time; one that comes meanwhile waits as the
 // next (a newer one replaces it).  Replacing a frame still loading would cancel
-// it, and a busy page would then show no new frame at all.
+// it, and a busy page would then show no new frame at all.  The body's
+// data-live-rows is the height of the last frame shown (#live's naturalHeight
+// reads 0 while the next one loads).
 function showLiveFrame(blob) {
   if (live.loading) { live.next = blob; return; }
   live.loading = true;
   const url = URL.createObjectURL(blob), img = $("live");
   img.onload = img.onerror = () => {
+    if (img.naturalHeight) document.body.dataset.liveRows = String(img.naturalHeight);
     if (live.url) URL.revokeObjectURL(live.url);
     live.url = url;
     live.loading = false;
