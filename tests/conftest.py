@@ -243,6 +243,14 @@ SLOW = (
     "test_paintings.py::test_training_with_stability_reports_the_term_and_adds_it_to_the_loss",
     "test_paintings.py::test_a_run_from_before_the_stability_settings_resumes",
     "test_paintings.py::test_the_exported_files_keep_the_blend_as_an_input",
+    "test_paintings.py::test_run_and_batch_take_the_blend",
+    "test_train.py::test_a_batch_through_a_network",
+    # films through a network (decoded and encoded with ffmpeg), the halo sweep
+    "test_network_film.py::test_part_of_the_film_smaller_and_blended",
+    "test_network_film.py::test_the_film_keeps_count_rate_size_and_audio_and_is_the_networks",
+    "test_network_film.py::test_a_film_with_the_previous_frame_carried",
+    "test_tiling.py::test_a_smaller_halo_gives_errors_that_grow",
+    "test_distributions.py::test_lbfgs_runs_every_iteration_of_a_sliced_run_and_lowers_its_loss",
 )
 
 
