@@ -448,3 +448,10 @@ def test_a_trainer_is_reused_only_for_the_same_settings_and_pictures(photos, pai
                (options(photos, tmp_path), config(painting), "float32",
                 [pictures[0], pictures[1] + 1])]
     assert all(_reuse_key(*args) != key for args in changed)
+    weights = tmp_path / "vgg.weights.h5"
+    weights.write_bytes(b"one")
+    with_file = [options(photos, tmp_path), config(painting, weights=str(weights)), "float32",
+                 pictures]
+    first = _reuse_key(*with_file)
+    weights.write_bytes(b"other")  # the same path, another file
+    assert _reuse_key(*with_file) != first

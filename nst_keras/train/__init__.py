@@ -287,14 +287,19 @@ _KEPT: Dict[str, object] = {}
 def _reuse_key(options: TrainOptions, built: settings.Config, precision: str,
                pictures: List[np.ndarray]) -> str:
     """What fixes a trainer: every setting that changes the result, the devices,
-    the precision and the pictures' pixels (the paintings, the reference photo)."""
+    the precision, the weights file's version and the pictures' pixels (the
+    paintings, the reference photo)."""
     digest = hashlib.sha256()
     for picture in pictures:
         digest.update(str(picture.shape).encode() + np.ascontiguousarray(picture).tobytes())
     train = {name: getattr(options, name) for name, field in fields.fields_of(TrainOptions)
              .items() if field.metadata["result"]}
-    return json.dumps([train, settings.to_dict(built), precision, digest.hexdigest()],
-                      sort_keys=True, default=str)
+    weights = built.weights
+    if os.path.isfile(weights):  # a file changed in place is another backbone
+        weights = [os.path.abspath(weights), os.stat(weights).st_mtime_ns,
+                   os.stat(weights).st_size]
+    return json.dumps([train, settings.to_dict(built), precision, weights,
+                       digest.hexdigest()], sort_keys=True, default=str)
 
 
 def _build(options, config, built, files, skipped, state):
