@@ -209,11 +209,11 @@ class Trainer:
         self.optimizer, self.strategy = optimizer, strategy
         self.stability, self.seed = stability, int(seed)
         self.scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
-        # Objectives that differ only in their numbers share one traced step (the
-        # first holds them in variables and takes each painting's: ``_hold``).
+        # Objectives differing only in their numbers share one traced step (``_hold``).
         self.shared = self.styles > 1 and len(
             {o.terms.signature() for o in self.objectives}) == 1
-        self._numbers, self._held = [_numbers(o.terms) for o in self.objectives], 0
+        self._numbers = [_numbers(o.terms) for o in self.objectives] if self.shared else []
+        self._held = 0
         with self.scope():
             self.optimizer.build(self.network.trainable_variables)
             if self.shared:
