@@ -224,7 +224,7 @@ class Trainer:
             self._steps = [compile_step(lambda photos, shift, k: self._replica_step(
                 photos, k, shift))] * self.styles
         else:
-            self._steps = [compile_step(lambda photos, shift, _, k=k: self._replica_step(
+            self._steps = [compile_step(lambda photos, shift, painting, k=k: self._replica_step(
                 photos, k, shift)) for k in range(self.styles)]
 
     def scope(self):
