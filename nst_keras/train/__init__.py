@@ -285,10 +285,11 @@ _KEPT: Dict[str, object] = {}
 
 
 def _reuse_key(options: TrainOptions, built: settings.Config, precision: str,
-               pictures: List[np.ndarray]) -> str:
-    """What fixes a trainer: every setting that changes the result, the devices,
-    the precision, the weights file's version and the pictures' pixels (the
-    paintings, the reference photo)."""
+               pictures: List[np.ndarray], devices=(None, "mirrored")) -> str:
+    """What fixes a trainer: every setting that changes the result, the devices
+    (``(--devices, --distribute)``: ``built`` leaves them out), the precision,
+    the weights file's version and the pictures' pixels (the paintings, the
+    reference photo)."""
     digest = hashlib.sha256()
     for picture in pictures:
         digest.update(str(picture.shape).encode() + np.ascontiguousarray(picture).tobytes())
@@ -298,7 +299,7 @@ def _reuse_key(options: TrainOptions, built: settings.Config, precision: str,
     if os.path.isfile(weights):  # a file changed in place is another backbone
         weights = [os.path.abspath(weights), os.stat(weights).st_mtime_ns,
                    os.stat(weights).st_size]
-    return json.dumps([train, settings.to_dict(built), precision, weights,
+    return json.dumps([train, settings.to_dict(built), list(devices), precision, weights,
                        digest.hexdigest()], sort_keys=True, default=str)
 
 
@@ -309,7 +310,8 @@ def _build(options, config, built, files, skipped, state):
     previews = photos.previews(PREVIEWS)
     paintings = [vgg.preprocess_image(s) for s in _style_pictures(built, options)]
     photo = vgg.preprocess_image(previews[0])
-    key = _reuse_key(options, built, precision, [photo, *paintings])
+    key = _reuse_key(options, built, precision, [photo, *paintings],
+                     (config.devices, config.distribute))
     if _KEPT.get("key") == key:
         trainer, info = _KEPT["trainer"], _KEPT["info"]
         trainer.load_state(_KEPT["first"])
