@@ -17,20 +17,29 @@ from PIL import Image
 
 
 def pytest_configure(config):
-    """With the suite split over several processes (pytest-xdist), each worker's
-    TensorFlow takes one intra-op and one inter-op thread, fixed here before its
-    first operation: two processes of two threads each on two cores would
-    contend for them.  The processes the tests start (subprocesses, the
-    notebooks' kernel, Ray workers) keep the defaults: they mostly start up,
-    which one thread makes no faster."""
-    workers = getattr(config, "workerinput", {}).get("workercount", 1)
-    if workers < 2:
-        return
+    """Sets TensorFlow up before its first operation in each process that runs
+    tests (each pytest-xdist worker, or the one process with ``-n 0``; not the
+    xdist controller, which runs none):
+
+    - two logical CPU devices, so the two-device checks (``--devices=CPU:0,CPU:1``)
+      run in this process; nothing else uses the second one (``--devices`` is
+      empty by default);
+    - with the suite split over several processes, one intra-op and one
+      inter-op thread per worker: two processes of two threads each on two cores
+      would contend for them.  The processes the tests start (subprocesses,
+      the notebooks' kernel, Ray workers) keep the defaults: they mostly start
+      up, which one thread makes no faster."""
+    worker = getattr(config, "workerinput", None)
+    if worker is None and (config.getoption("numprocesses", default=None) or 0):
+        return  # the xdist controller
     import tensorflow as tf
 
-    tf.config.threading.set_intra_op_parallelism_threads(1)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
-    tf.constant(0.0) + 1.0  # the pools start now, so nothing later resizes them
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    if (worker or {}).get("workercount", 1) >= 2:
+        tf.config.threading.set_intra_op_parallelism_threads(1)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    tf.constant(0.0) + 1.0  # the devices and pools are made now, so nothing later resizes them
 
 
 def make_picture(rows, cols, seed=0):

@@ -5,15 +5,12 @@ networks, random VGG weights and small pictures made here."""
 import json
 import os
 import signal
-import subprocess
-import sys
-import textwrap
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import REPO, kept_trainers, make_picture
+from conftest import kept_trainers, make_picture
 from nst_keras import settings
 from nst_keras.errors import Interrupted, UserError
 
@@ -387,38 +384,14 @@ def test_tflite_and_saved_model_give_the_networks_picture(network_file, tmp_path
 
 # -- two devices -----------------------------------------------------------------------------
 
-TWO_DEVICES = textwrap.dedent("""
-    import pathlib, sys, tensorflow as tf
-    cpu = tf.config.list_physical_devices("CPU")[0]
-    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    sys.path.insert(0, "tests")
-    from test_train import STRAIGHT, config, options, quiet
-    from nst_keras import train
-    photos, painting, out = sys.argv[1:]
-    record = train.train(options(photos, pathlib.Path(out), **STRAIGHT),
+def test_two_cpu_devices_train_as_one(straight, photos, painting, tmp_path):
+    """The straight run again on the two logical CPU devices the suite sets up
+    (tests/conftest.py): the same losses, the same network."""
+    from nst_keras import load_network, train
+
+    record = train.train(options(photos, tmp_path, **STRAIGHT),
                          config(painting, devices="CPU:0,CPU:1"), quiet)
     assert record["replicas"] == 2 and record["status"] == "finished", record
-""")
-
-
-def test_two_cpu_devices_train_as_one(straight, photos, painting, tmp_path):
-    """The straight run again on two devices (a fresh process: devices are set
-    before TensorFlow starts): the same losses, the same network."""
-    import tensorflow as tf
-
-    from nst_keras import load_network
-    from nst_keras.engine import hardware
-
-    # As many threads as this process's run had: the rounding, which Adam carries
-    # on from step to step, depends on them.
-    threads = tf.config.threading
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TF_NUM_INTRAOP_THREADS=str(
-        threads.get_intra_op_parallelism_threads() or hardware.usable_cores()),
-        TF_NUM_INTEROP_THREADS=str(threads.get_inter_op_parallelism_threads() or 2))
-    proc = subprocess.run([sys.executable, "-c", TWO_DEVICES, str(photos), painting,
-                           str(tmp_path)], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
     one, two = (out / "run" / "metrics.jsonl" for out in (straight[0], tmp_path))
     one, two = ([json.loads(l)["loss"] for l in f.read_text().splitlines()] for f in (one, two))
     assert len(two) == STRAIGHT["steps"] and np.allclose(one, two, rtol=1e-4), (one, two)
@@ -448,6 +421,7 @@ def test_a_trainer_is_reused_only_for_the_same_settings_and_pictures(photos, pai
                (options(photos, tmp_path), config(painting), "float32",
                 [pictures[0], pictures[1] + 1])]
     assert all(_reuse_key(*args) != key for args in changed)
+    assert _reuse_key(*same, ("CPU:0,CPU:1", "mirrored")) != key  # the same network elsewhere
     weights = tmp_path / "vgg.weights.h5"
     weights.write_bytes(b"one")
     with_file = [options(photos, tmp_path), config(painting, weights=str(weights)), "float32",
