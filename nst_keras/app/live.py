@@ -31,6 +31,7 @@ import importlib.util
 import io
 import json
 import os
+import sys
 import threading
 import time
 from typing import Dict, List, Optional
@@ -182,7 +183,11 @@ class LiveSession:
         self.max_pixels, self.rows = int(max_pixels), int(default_rows)
         self.network_id, self.blend = None, None
         self.steady = float(default_steady)
-        self.previous = None  # (frame, stylised float32) of the last answer, for steady
+        # (frame, stylised float32) of the last answer, for steady.  The frames are
+        # stylised in a thread while the settings may change on the event loop:
+        # a change that drops it bumps ``generation``, and a frame begun before
+        # the change neither reads nor keeps it.
+        self.previous, self.generation = None, 0
         self.latest: Optional[bytes] = None
         self.arrived = asyncio.Event()
         self.closed = False
@@ -254,31 +259,39 @@ class LiveSession:
                              else "the live rows must be a whole number"})
             return
         if (network_id, rows) != (self.network_id, self.rows):
-            self.previous = None  # nothing to carry into another network's or size's frames
+            # nothing to carry into another network's or size's frames
+            self.previous, self.generation = None, self.generation + 1
         self.network_id, self.blend, self.rows, self.steady = network_id, blend, rows, steady
         await self._say({"ready": network_id, "styles": network.styles, "rows": rows,
                          "steady": steady})
 
     def _stylize(self, data: bytes) -> bytes:
+        """The answer to one frame (run in a thread: it reads the settings once)."""
+        generation, previous = self.generation, self.previous
+        network_id, blend, rows, steady = self.network_id, self.blend, self.rows, self.steady
         frame = imaging.decode_picture(data, "the camera frame", self.max_frame_bytes,
                                        self.max_pixels, 1)
-        frame = fit_rows(frame, self.rows)
-        picture = self.networks.stylize(self.network_id, frame, self.blend)
-        if not self.steady:
-            self.previous = None
-            return jpeg(picture)
-        return jpeg(self._steadied(frame, picture))
+        frame = fit_rows(frame, rows)
+        picture = self.networks.stylize(network_id, frame, blend)
+        if not steady:
+            previous, out = None, picture
+        else:
+            previous, out = self._steadied(frame, picture, previous, steady)
+        if generation == self.generation:
+            self.previous = previous
+        return jpeg(out)
 
-    def _steadied(self, frame: np.ndarray, picture: np.ndarray) -> np.ndarray:
-        """``picture`` with ``self.steady`` of the previous answer carried along the flow."""
+    @staticmethod
+    def _steadied(frame, picture, previous, steady):
+        """``(kept, answer)``: ``picture`` with ``steady`` of ``previous`` (the last
+        answer, or ``None``) carried along the flow."""
         from nst_keras.engine import flow  # late: OpenCV (the video extra)
 
         out = picture.astype(np.float32)
-        if self.previous is not None and self.previous[0].shape == frame.shape:
-            moved = flow.motion(frame, self.previous[0], STEADY_FLOW)
-            out = flow.carry(out, self.previous[1], moved, self.steady)
-        self.previous = (frame, out)
-        return np.clip(np.round(out), 0, 255).astype(np.uint8)
+        if previous is not None and previous[0].shape == frame.shape:
+            moved = flow.motion(frame, previous[0], STEADY_FLOW)
+            out = flow.carry(out, previous[1], moved, steady)
+        return (frame, out), np.clip(np.round(out), 0, 255).astype(np.uint8)
 
     async def _work(self) -> None:
         while not self.closed:
@@ -296,6 +309,13 @@ class LiveSession:
             except UserError as e:
                 self.dropped += 1
                 await self._say({"error": str(e)})
+                continue
+            except Exception as e:  # noqa: BLE001  one frame fails, the camera goes on
+                self.dropped += 1
+                print(f"live camera: a frame failed ({type(e).__name__}: {e})", file=sys.stderr,
+                      flush=True)
+                await self._say({"error": f"a camera frame could not be stylised "
+                                 f"({type(e).__name__}); the next frames are tried"})
                 continue
             self.frames += 1
             try:

@@ -467,7 +467,7 @@ async function loadGallery() {
 // the motion into the next (less flicker), shown when the server can.
 
 const live = { ws: null, stream: null, inFlight: 0, times: [], url: null, ready: false,
-               loading: false, next: null,
+               loading: false, next: null, watchdog: 0,
                dropped: 0, lastAnswer: 0, canvas: document.createElement("canvas") };
 
 async function loadNetworks() {
@@ -585,6 +585,10 @@ function sendFrame() {
   }, "image/jpeg", 0.8);
 }
 
+// Answers lost (a frame the server could not stylise, a dropped connection
+// message) would leave frames counted in flight and nothing to call pump again:
+// while the camera is on, a watchdog calls it every second, and after 3 s
+// without an answer it starts over.
 function pump() {
   const video = $("camera-video");
   if (!live.ws || !live.ready) return;
@@ -655,6 +659,8 @@ async function startCamera() {
   const folder = location.pathname.replace(/[^/]*$/, "");
   const ws = new WebSocket(`${scheme}//${location.host}${folder}api/live`);
   Object.assign(live, { ws: ws, inFlight: 0, times: [], ready: false, dropped: 0 });
+  clearInterval(live.watchdog);
+  live.watchdog = setInterval(() => { if (live.ws === ws && live.inFlight) pump(); }, 1000);
   ws.binaryType = "blob";
   ws.onopen = sendLiveSettings;
   ws.onmessage = onLiveMessage;
@@ -672,6 +678,7 @@ function stopCamera() {
   const ws = live.ws;
   live.ws = null;
   live.ready = false;
+  clearInterval(live.watchdog);
   live.next = null;
   if (ws && ws.readyState <= WebSocket.OPEN) ws.close();
   if (live.stream) for (const track of live.stream.getTracks()) track.stop();
