@@ -1,16 +1,19 @@
 """The web app (``python -m nst_keras.app``): its handlers with Starlette's test
-client, and the page itself in headless Chromium.
+client (the page itself in headless Chromium: tests/test_browser.py, with the
+helpers at the end of this file).
 
 Random weights, tiny pictures; every server, run and browser a test starts
 is stopped by it.
 """
 
+import collections
 import io
 import json
 import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import warnings
 
@@ -290,7 +293,7 @@ def test_the_server_options_come_from_their_flags():
 
 
 # --------------------------------------------------------------------------
-# The page in a real browser
+# Helpers for the page in a real browser (tests/test_browser.py)
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 
@@ -306,10 +309,16 @@ def start_server(results, *flags):
 
 
 def server_url(process, timeout=60.0):
+    """The URL the app prints.  From then on a thread reads the rest of its output
+    (a full pipe would stop the server at its next line) and keeps the last
+    lines in ``process.tail`` for failure messages."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         line = process.stdout.readline()
         if "http://127.0.0.1:" in line:
+            process.tail = collections.deque(maxlen=40)
+            threading.Thread(target=lambda: process.tail.extend(process.stdout),
+                             daemon=True).start()
             return line.split()[2]
         assert line or process.poll() is None, "the app exited before serving"
     raise AssertionError("the app printed no URL")
@@ -352,64 +361,3 @@ def fill(driver, element_id, value):
     element = driver.find_element("id", element_id)
     element.clear()
     element.send_keys(value)
-
-
-@pytest.mark.skipif(not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)),
-                    reason="needs the Debian packages chromium and chromium-driver "
-                           "(/usr/bin/chromium, /usr/bin/chromedriver)")
-def test_the_page_in_a_real_browser(tmp_path):
-    pytest.importorskip("selenium")
-    from selenium.webdriver.support.ui import Select
-
-    for name, seed in (("photo.png", 0), ("painting.png", 1)):
-        Image.fromarray(make_picture(60, 80, seed)).save(tmp_path / name)
-    (tmp_path / "notes.txt").write_text("not a picture\n")
-    (tmp_path / "downloads").mkdir()
-    process = start_server(tmp_path / "results", "--max_strength=1.5")
-    driver = None
-    try:
-        driver = chromium(tmp_path / "profile", tmp_path / "downloads")
-        driver.set_script_timeout(30)
-        driver.get(server_url(process))
-        wait_for(lambda: driver.execute_script("return document.body.dataset.ready") == "1")
-        strength = driver.find_element("id", "strength")  # the server's --max_strength
-        assert (strength.get_attribute("min"), strength.get_attribute("max")) == ("-1.5", "1.5")
-        driver.find_element("id", "content-input").send_keys(str(tmp_path / "photo.png"))
-        driver.find_element("id", "style-input").send_keys(str(tmp_path / "painting.png"))
-        Select(driver.find_element("id", "preset")).select_by_value("fast")
-        Select(driver.find_element("id", "optimizer")).select_by_value("adam")
-        fill(driver, "rows", "64")
-        fill(driver, "iterations", "6")
-        driver.find_element("id", "stylize").click()
-        seen = set()
-
-        def finished():
-            state = driver.execute_script(
-                "const p = document.getElementById('preview');"
-                "return [document.body.dataset.result, p.dataset.updates, p.src];")
-            if state[2]:
-                seen.add(state[2])
-            return state[0] in ("finished", "failed", "stopped")
-
-        wait_for(finished, 60)
-        assert driver.execute_script("return document.body.dataset.result") == "finished", \
-            driver.find_element("id", "message").text
-        updates = int(driver.find_element("id", "preview").get_attribute("data-updates"))
-        assert updates >= 2 and len(seen) >= 2  # the preview changed while it formed
-        wait_for(lambda: driver.execute_script(
-            "const p = document.getElementById('preview');"
-            "return p.complete && p.naturalHeight === 64 && p.src.includes('result.png');"))
-        assert "Finished at step 6 of 6" in driver.find_element("id", "status").text
-        driver.find_element("id", "download-png").click()
-        downloaded = tmp_path / "downloads" / "nst_keras_run1_result.png"
-        wait_for(lambda: downloaded.exists() and downloaded.stat().st_size > 0)
-        with Image.open(downloaded) as result:
-            assert result.format == "PNG" and result.size[1] == 64
-        assert driver.find_elements("css selector", "#gallery .card img")
-        driver.find_element("id", "content-input").send_keys(str(tmp_path / "notes.txt"))
-        driver.find_element("id", "stylize").click()
-        message = driver.find_element("id", "message")
-        wait_for(lambda: message.is_displayed() and "not an image" in message.text)
-        assert "notes.txt" in message.text
-    finally:
-        stop_browser_and_server(driver, process, tmp_path / "profile")

@@ -1,7 +1,7 @@
 """The page's trained networks (``--networks_dir``): the list, a photo through a
 network at once, the camera over a WebSocket (latest frame wins, oversize frames
 dropped with a message, one camera at a time), the guard on the new routes, and
-the camera in headless Chromium with a fake device.
+the camera in headless Chromium with a fake device (tests/test_browser.py).
 
 Tiny untrained networks, small pictures; every server and browser a test
 starts is stopped by it.
@@ -9,7 +9,6 @@ starts is stopped by it.
 
 import io
 import json
-import os
 import time
 import warnings
 
@@ -29,8 +28,7 @@ with warnings.catch_warnings():  # Starlette's note about httpx's successor
     from starlette.websockets import WebSocketDisconnect  # noqa: E402
 
 from nst_keras.app import live, server  # noqa: E402
-from test_app import (CHROMEDRIVER, CHROMIUM, LOCAL, chromium, one_line, png,  # noqa: E402
-                      start_server, server_url, stop_browser_and_server, wait_for)
+from test_app import LOCAL, one_line, png  # noqa: E402
 from test_app import FORM, uploads  # noqa: E402
 from test_app_security import fake_runs, new_manager  # noqa: E402,F401  (a fixture)
 
@@ -41,12 +39,11 @@ def jpeg(array, quality=90):
     return buffer.getvalue()
 
 
-@pytest.fixture(scope="module")
-def networks_dir(tmp_path_factory):
-    """``one.keras`` (one painting), ``three.keras`` (three, distinct) and a broken file."""
+def make_networks(d):
+    """``one.keras`` (one painting), ``three.keras`` (three, distinct) and a broken
+    file in the folder ``d``; returns it."""
     from nst_keras.engine import network
 
-    d = tmp_path_factory.mktemp("networks")
     network.build_network(0.125, seed=5).save(str(d / "one.keras"))
     three = network.build_network(0.125, seed=6, styles=3)
     for layer in three.layers:
@@ -58,6 +55,11 @@ def networks_dir(tmp_path_factory):
     (d / "broken.keras").write_bytes(b"not a network")
     (d / "notes.txt").write_text("not a network")
     return d
+
+
+@pytest.fixture(scope="module")
+def networks_dir(tmp_path_factory):
+    return make_networks(tmp_path_factory.mktemp("networks"))
 
 
 @pytest.fixture
@@ -264,6 +266,72 @@ def test_a_steady_camera_carries_the_previous_frame_along_the_motion(client):
             assert message in json.loads(ws.receive_text())["error"]
 
 
+def test_a_frame_that_fails_is_reported_and_the_next_one_is_answered(client, monkeypatch,
+                                                                     capfd):
+    c, networks = client
+    real, calls = networks.stylize, []
+
+    def fails_once(*args):
+        calls.append(args)
+        if len(calls) == 1:
+            raise RuntimeError("out of memory")
+        return real(*args)
+
+    monkeypatch.setattr(networks, "stylize", fails_once)
+    frame = jpeg(make_picture(48, 64, 2))
+    with connect(c) as ws:
+        ws.send_text(json.dumps({"network": "one", "rows": 32, "steady": 0}))
+        ws.receive_text()
+        ws.send_bytes(frame)
+        [(none, said)] = frames_of(ws, 1)
+        assert none is None and "could not be stylised (RuntimeError)" in said["error"]
+        ws.send_bytes(frame)
+        [(picture, stats)] = frames_of(ws, 1)
+        assert picture.shape == (32, 42, 3) and stats["frame"] == 1 and stats["dropped"] == 1
+    assert "a frame failed (RuntimeError: out of memory)" in capfd.readouterr().err
+
+
+class Said:
+    """A stand-in WebSocket that keeps the text messages sent to it."""
+
+    def __init__(self):
+        self.texts = []
+
+    async def send_text(self, text):
+        self.texts.append(json.loads(text))
+
+
+def test_settings_that_change_while_a_frame_is_steadied_leave_the_camera_going(
+        networks_dir, monkeypatch):
+    """The page's new size arrives (on the event loop) while a frame is steadied
+    (in a thread): that frame is answered and not kept, and the next frame at
+    the new size starts afresh.  (It used to end the session's worker.)"""
+    pytest.importorskip("cv2")
+    import asyncio
+
+    from nst_keras.engine import flow
+
+    session = live.LiveSession(Said(), live.Networks(str(networks_dir), "float32"), 128,
+                               10 ** 6, 10 ** 7, 32, 0.5)
+    asyncio.run(session._settings(json.dumps({"network": "one", "rows": 32})))
+    scene = make_picture(48, 80, 3)
+    session._stylize(jpeg(scene[:, 6:70]))
+    assert session.previous is not None and session.previous[0].shape == (32, 42, 3)
+    real = flow.motion
+
+    def motion_while_the_size_changes(*args):
+        asyncio.run(session._settings(json.dumps({"network": "one", "rows": 48})))
+        return real(*args)
+
+    monkeypatch.setattr(flow, "motion", motion_while_the_size_changes)
+    answer = decoded(session._stylize(jpeg(scene[:, 3:67])))
+    assert answer.shape == (32, 42, 3)  # the frame begun at the old size
+    assert session.previous is None  # not carried into the new size's frames
+    monkeypatch.setattr(flow, "motion", real)
+    assert decoded(session._stylize(jpeg(scene[:, 3:67]))).shape == (48, 64, 3)
+    assert [m.get("rows") for m in session.ws.texts] == [32, 48]
+
+
 def test_without_opencv_the_camera_is_not_steadied(tmp_path, networks_dir, monkeypatch):
     monkeypatch.setattr(live, "steady_available", lambda: False)
     manager = new_manager(tmp_path)
@@ -336,98 +404,3 @@ def test_a_missing_networks_dir_is_one_line(tmp_path, capsys):
     assert server.main(["app", f"--networks_dir={tmp_path / 'none'}", "--port=0"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--networks_dir=" in err[0] and "is not a folder" in err[0]
-
-
-# --------------------------------------------------------------------------
-# The camera in a real browser (a fake device)
-
-LIVE_SCRIPT = """
-const done = arguments[arguments.length - 1];
-const ws = new WebSocket(arguments[0]);
-ws.onopen = () => done("open");
-ws.onerror = () => done("refused");
-setTimeout(() => done("timeout"), 10000);
-"""
-
-
-@pytest.mark.skipif(not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)),
-                    reason="needs the Debian packages chromium and chromium-driver "
-                           "(/usr/bin/chromium, /usr/bin/chromedriver)")
-def test_the_camera_live_in_a_real_browser(tmp_path, networks_dir):
-    pytest.importorskip("selenium")
-    from selenium.webdriver.support.ui import Select
-
-    Image.fromarray(make_picture(60, 80, 0)).save(tmp_path / "photo.png")
-    (tmp_path / "downloads").mkdir()
-    process = start_server(tmp_path / "results", f"--networks_dir={networks_dir}",
-                           "--live_rows=64")
-    driver = None
-    try:
-        driver = chromium(tmp_path / "profile", tmp_path / "downloads",
-                          ("--use-fake-device-for-media-stream",
-                           "--use-fake-ui-for-media-stream"))
-        driver.set_script_timeout(30)
-        url = server_url(process)
-        driver.get(url)
-        wait_for(lambda: driver.execute_script("return document.body.dataset.networks") == "2")
-        assert [o.get_attribute("value") for o in
-                Select(driver.find_element("id", "network")).options] == ["", "one", "three"]
-        # A photo through a network at once.
-        driver.find_element("id", "content-input").send_keys(str(tmp_path / "photo.png"))
-        Select(driver.find_element("id", "network")).select_by_value("three")
-        assert len(driver.find_elements("css selector", "#blend-sliders input")) == 3
-        driver.find_element("id", "rows").clear()
-        driver.find_element("id", "rows").send_keys("48")
-        driver.find_element("id", "stylize").click()
-        wait_for(lambda: driver.execute_script("return document.body.dataset.result")
-                 == "stylized", 30)
-        wait_for(lambda: driver.execute_script(
-            "const p = document.getElementById('preview');"
-            "return p.complete && p.naturalHeight === 48;"))
-        assert "Stylised with three in" in driver.find_element("id", "status").text
-        # The camera (steadied: the slider shows --live_steady).
-        assert driver.execute_script(
-            "return [document.getElementById('steady-label').hidden, "
-            "document.getElementById('steady').value];") == [False, "0.5"]
-        Select(driver.find_element("id", "network")).select_by_value("one")
-        driver.find_element("id", "camera").click()
-        wait_for(lambda: int(driver.execute_script(
-            "return document.body.dataset.liveFrames || '0'")) >= 10, 60)
-        shown = driver.execute_script(
-            "return [document.body.dataset.liveRows, "
-            "document.getElementById('live-fps').textContent];")
-        assert shown[0] == "64"
-        fps = float(shown[1].split()[0])
-        assert shown[1].endswith(" fps") and fps > 0
-        print(f"live: {shown[1]} at 64 rows, a tiny network")
-        # Another size from the page: the frames come back at it.
-        sizes = Select(driver.find_element("id", "live-rows"))
-        assert sizes.first_selected_option.get_attribute("value") == "64"
-        sizes.select_by_value("128")
-        try:
-            # (the network's first frames of a new size are traced anew: slow on a
-            # machine the rest of the suite keeps busy)
-            wait_for(lambda: driver.execute_script("return document.body.dataset.liveRows")
-                     == "128", 60)
-        except AssertionError:
-            raise AssertionError("no frame of 128 rows shown: " + str(driver.execute_script(
-                "return [document.body.dataset.liveRows, document.body.dataset.liveFrames, "
-                "document.getElementById('live-info').textContent, "
-                "document.getElementById('message').textContent, live.ready, live.loading, "
-                "live.inFlight, document.getElementById('live-rows').value]"))) from None
-        driver.execute_script("window.tracks = live.stream.getTracks();")
-        driver.find_element("id", "camera").click()  # stop
-        assert driver.execute_script(
-            "return document.getElementById('camera-video').srcObject === null && "
-            "window.tracks.every((t) => t.readyState === 'ended') && "
-            "document.body.dataset.live === 'off';")
-        # Another origin (the same server by another name) cannot open the WebSocket.
-        port = url.rstrip("/").rsplit(":", 1)[1]
-        driver.get(f"http://localhost:{port}/")
-        got = driver.execute_async_script(LIVE_SCRIPT, f"ws://127.0.0.1:{port}/api/live")
-        assert got == "refused"
-        driver.get(url)  # its own page still can
-        got = driver.execute_async_script(LIVE_SCRIPT, f"ws://127.0.0.1:{port}/api/live")
-        assert got == "open"
-    finally:
-        stop_browser_and_server(driver, process, tmp_path / "profile")

@@ -1,7 +1,7 @@
 """A style per region in the web app: the painted masks the page sends
 (``mask_1`` ... one per painting), checked, saved in the run's directory and
-named in its ``run.json`` (``style_masks``); and the painting tool in
-headless Chromium.
+named in its ``run.json`` (``style_masks``).  The painting tool in headless
+Chromium: tests/test_browser.py.
 
 Random weights, tiny pictures, a few steps, as in tests/test_app.py (whose
 helpers these tests use).
@@ -15,9 +15,7 @@ import pytest
 from PIL import Image
 
 from conftest import make_picture
-from test_app import (CHROMEDRIVER, CHROMIUM, CONTENT, FORM, app_client, chromium,  # noqa: F401
-                      fill, one_line, png, read_events, server_url, start_server,
-                      stop_browser_and_server, uploads, wait_for)
+from test_app import FORM, app_client, one_line, png, read_events, uploads, wait_for  # noqa: F401
 
 STYLE_1, STYLE_2 = png(make_picture(40, 56, 1)), png(make_picture(44, 52, 2))
 TWO = (("one.png", STYLE_1), ("two.png", STYLE_2))
@@ -138,57 +136,3 @@ def test_a_second_mask_1_is_refused(app_client, tmp_path):
     response = client.post("/api/jobs", data=dict(FORM, blend=["1", "1"]), files=files)
     assert response.status_code == 400 and "two mask_1 files" in one_line(response)
     assert not os.path.exists(tmp_path / "results")
-
-
-# --------------------------------------------------------------------------
-# The painting tool in a real browser
-
-
-@pytest.mark.skipif(not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)),
-                    reason="needs the Debian packages chromium and chromium-driver "
-                           "(/usr/bin/chromium, /usr/bin/chromedriver)")
-def test_painting_a_region_in_the_browser_sends_the_masks(tmp_path):
-    pytest.importorskip("selenium")
-    from selenium.webdriver.common.action_chains import ActionChains
-    from selenium.webdriver.support.ui import Select
-
-    Image.fromarray(make_picture(60, 80, 0)).save(tmp_path / "photo.png")
-    for k in (1, 2):
-        Image.fromarray(make_picture(44, 56, k)).save(tmp_path / f"painting{k}.png")
-    process = start_server(tmp_path / "results")
-    driver = None
-    try:
-        driver = chromium(tmp_path / "profile", tmp_path)
-        driver.get(server_url(process))
-        wait_for(lambda: driver.execute_script("return document.body.dataset.ready") == "1")
-        driver.find_element("id", "content-input").send_keys(str(tmp_path / "photo.png"))
-        driver.find_element("id", "style-input").send_keys(
-            f"{tmp_path / 'painting1.png'}\n{tmp_path / 'painting2.png'}")
-        canvas = driver.find_element("id", "regions-canvas")
-        wait_for(lambda: canvas.is_displayed() and canvas.get_attribute("width") == "80")
-        assert "Unpainted: painting 1" in driver.find_element("id", "regions").text
-        driver.find_element("css selector", '#brushes .swatch[data-brush="2"]').click()
-        driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", canvas)
-        width = canvas.rect["width"]
-        ActionChains(driver).move_to_element_with_offset(canvas, int(-0.3 * width), 0) \
-            .click_and_hold().move_by_offset(int(0.3 * width), 0) \
-            .move_by_offset(int(0.3 * width), 0).release().perform()
-        Select(driver.find_element("id", "preset")).select_by_value("fast")
-        Select(driver.find_element("id", "optimizer")).select_by_value("adam")
-        fill(driver, "rows", "64")
-        fill(driver, "iterations", "6")
-        driver.find_element("id", "stylize").click()
-        wait_for(lambda: driver.execute_script("return document.body.dataset.result")
-                 in ("finished", "failed", "stopped"), 90)
-        assert driver.execute_script("return document.body.dataset.result") == "finished", \
-            driver.find_element("id", "message").text
-    finally:
-        stop_browser_and_server(driver, process, tmp_path / "profile")
-    paths = read_run_json(tmp_path / "results" / "run-0001" / "run.json")["style_masks"]
-    assert [os.path.basename(p) for p in paths] == ["mask_1.png", "mask_2.png"]
-    first, second = (np.asarray(Image.open(p).convert("L")).astype(int) for p in paths)
-    assert first.shape == second.shape == (60, 80)
-    assert set(np.unique(first)) <= {0, 255} and (first + second == 255).all()  # a partition
-    assert (second[30, 20:60] == 255).all()  # along the stroke, across the middle
-    assert (second[:20] == 0).all() and (second[42:] == 0).all()  # nowhere else
-    assert (first[:20] == 255).all() and (first[:, :12] == 255).all()
