@@ -154,7 +154,7 @@ def test_exit_statuses_are_the_commands_own(folder, tmp_path, capsys, monkeypatc
 
 # Adam (its moments are checkpointed too) with a checkpoint every 4 steps: the
 # interrupted batch and the Ray runs below must end on these same images.
-STEPS = 40
+STEPS = 24
 SERIAL = ["--optimizer=adam", f"--iterations={STEPS}", "--style_weight=1e-4", "--save_every=4"]
 
 
@@ -402,10 +402,10 @@ def test_workers_that_cannot_be_placed_end_the_batch_in_one_line(cluster, monkey
 
     from nst_keras.errors import UserError
 
-    monkeypatch.setattr(pool, "START_WAIT_S", 2.0)
+    monkeypatch.setattr(pool, "START_WAIT_S", 1.0)
     monkeypatch.setattr(pool, "plan_workers", lambda workers: [
         {"options": {"num_cpus": 1.0, "resources": {"no_such_node": 1}}, "threads": 1}])
-    with pytest.raises(UserError, match=r"1 of 1 Ray worker\(s\) did not start within 2 s "
+    with pytest.raises(UserError, match=r"1 of 1 Ray worker\(s\) did not start within 1 s "
                                         r".*no_such_node.*lower --workers or add nodes"):
         list(pool.run(batch.run_item, ["an item"], address=cluster.address, log=lambda s: None))
     assert not ray.is_initialized()
