@@ -168,6 +168,19 @@ def png(picture: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+def steadied(frame: np.ndarray, picture: np.ndarray, previous, steady: float):
+    """``(kept, answer)``: ``picture`` with ``steady`` of ``previous`` (the last
+    answer as ``(frame, stylised float32)``, or ``None``) carried along the flow
+    from ``previous``'s frame to ``frame``; ``kept`` is the next ``previous``."""
+    from nst_keras.engine import flow  # late: OpenCV (the video extra)
+
+    out = picture.astype(np.float32)
+    if previous is not None and previous[0].shape == frame.shape:
+        moved = flow.motion(frame, previous[0], STEADY_FLOW)
+        out = flow.carry(out, previous[1], moved, steady)
+    return (frame, out), np.clip(np.round(out), 0, 255).astype(np.uint8)
+
+
 class LiveSession:
     """One page's camera over ``websocket`` (Starlette), until either side ends it.
 
@@ -276,22 +289,10 @@ class LiveSession:
         if not steady:
             previous, out = None, picture
         else:
-            previous, out = self._steadied(frame, picture, previous, steady)
+            previous, out = steadied(frame, picture, previous, steady)
         if generation == self.generation:
             self.previous = previous
         return jpeg(out)
-
-    @staticmethod
-    def _steadied(frame, picture, previous, steady):
-        """``(kept, answer)``: ``picture`` with ``steady`` of ``previous`` (the last
-        answer, or ``None``) carried along the flow."""
-        from nst_keras.engine import flow  # late: OpenCV (the video extra)
-
-        out = picture.astype(np.float32)
-        if previous is not None and previous[0].shape == frame.shape:
-            moved = flow.motion(frame, previous[0], STEADY_FLOW)
-            out = flow.carry(out, previous[1], moved, steady)
-        return (frame, out), np.clip(np.round(out), 0, 255).astype(np.uint8)
 
     async def _work(self) -> None:
         while not self.closed:
