@@ -47,6 +47,18 @@ class Page:
     def runs(self):
         return sorted(os.listdir(self.results)) if self.results.exists() else []
 
+    def start_a_short_run(self):
+        """The fast preset with Adam, 64 rows, 6 steps, started; the runs before it."""
+        from selenium.webdriver.support.ui import Select
+
+        Select(self.driver.find_element("id", "preset")).select_by_value("fast")
+        Select(self.driver.find_element("id", "optimizer")).select_by_value("adam")
+        fill(self.driver, "rows", "64")
+        fill(self.driver, "iterations", "6")
+        before = set(self.runs())
+        self.driver.find_element("id", "stylize").click()
+        return before
+
 
 @pytest.fixture(scope="module")
 def page(tmp_path_factory):
@@ -69,8 +81,6 @@ def page(tmp_path_factory):
 
 
 def test_the_page_in_a_real_browser(page, tmp_path):
-    from selenium.webdriver.support.ui import Select
-
     for name, seed in (("photo.png", 0), ("painting.png", 1)):
         Image.fromarray(make_picture(60, 80, seed)).save(tmp_path / name)
     (tmp_path / "notes.txt").write_text("not a picture\n")
@@ -79,12 +89,7 @@ def test_the_page_in_a_real_browser(page, tmp_path):
     assert (strength.get_attribute("min"), strength.get_attribute("max")) == ("-1.5", "1.5")
     driver.find_element("id", "content-input").send_keys(str(tmp_path / "photo.png"))
     driver.find_element("id", "style-input").send_keys(str(tmp_path / "painting.png"))
-    Select(driver.find_element("id", "preset")).select_by_value("fast")
-    Select(driver.find_element("id", "optimizer")).select_by_value("adam")
-    fill(driver, "rows", "64")
-    fill(driver, "iterations", "6")
-    before = set(page.runs())
-    driver.find_element("id", "stylize").click()
+    before = page.start_a_short_run()
     seen = set()
 
     def finished():
@@ -120,7 +125,6 @@ def test_the_page_in_a_real_browser(page, tmp_path):
 
 def test_painting_a_region_in_the_browser_sends_the_masks(page, tmp_path):
     from selenium.webdriver.common.action_chains import ActionChains
-    from selenium.webdriver.support.ui import Select
 
     Image.fromarray(make_picture(60, 80, 0)).save(tmp_path / "photo.png")
     for k in (1, 2):
@@ -138,12 +142,7 @@ def test_painting_a_region_in_the_browser_sends_the_masks(page, tmp_path):
     ActionChains(driver).move_to_element_with_offset(canvas, int(-0.3 * width), 0) \
         .click_and_hold().move_by_offset(int(0.3 * width), 0) \
         .move_by_offset(int(0.3 * width), 0).release().perform()
-    Select(driver.find_element("id", "preset")).select_by_value("fast")
-    Select(driver.find_element("id", "optimizer")).select_by_value("adam")
-    fill(driver, "rows", "64")
-    fill(driver, "iterations", "6")
-    before = set(page.runs())
-    driver.find_element("id", "stylize").click()
+    before = page.start_a_short_run()
     wait_for(lambda: driver.execute_script("return document.body.dataset.result")
              in ("finished", "failed", "stopped"), 90)
     assert driver.execute_script("return document.body.dataset.result") == "finished", \
