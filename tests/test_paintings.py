@@ -290,8 +290,9 @@ def test_a_run_from_before_the_stability_settings_resumes(three, tmp_path):
         return dataclasses.replace(opts, steps=steps, output=str(tmp_path / "net.keras"),
                                    output_dir=None, resume=str(run), **extra)
 
-    done = train.train(again(opts.steps + 1), cfg, quiet)
-    assert done["status"] == "finished" and done["resumed_from"] == opts.steps
+    with kept_trainers() as made:  # more steps, the same network: the kept trainer goes on
+        done = train.train(again(opts.steps + 1), cfg, quiet)
+    assert done["status"] == "finished" and done["resumed_from"] == opts.steps and made == []
     assert done["step"] == opts.steps + 1
     with pytest.raises(Exception, match=r"--stability_weight=5.0 differs from the run.s --stability_weight=0.0"):
         train.train(again(opts.steps + 2, stability_weight=5.0), cfg, quiet)

@@ -406,13 +406,16 @@ def test_two_cpu_devices_train_as_one(straight, photos, painting, tmp_path):
 
 
 def test_a_trainer_is_reused_only_for_the_same_settings_and_pictures(photos, painting, tmp_path):
-    from nst_keras.train import _reuse_key
+    from nst_keras.train import _reuse_key, training_config
+
+    def key_of(opts, cfg, *rest):  # as the run builds it: from the training's Config
+        return _reuse_key(opts, training_config(cfg, opts), *rest)
 
     pictures = [np.zeros((4, 4, 3), np.float32), np.ones((4, 5, 3), np.float32)]
-    key = _reuse_key(options(photos, tmp_path), config(painting), "float32", pictures)
+    key = key_of(options(photos, tmp_path), config(painting), "float32", pictures)
     same = [options(photos, tmp_path / "other", steps=50, log_every=7), config(painting),
             "float32", [p.copy() for p in pictures]]
-    assert _reuse_key(*same) == key  # the length, the folder and the logging do not count
+    assert key_of(*same) == key  # the length, the folder and the logging do not count
     changed = [(options(photos, tmp_path, learning_rate=1e-2), config(painting), "float32",
                 pictures),
                (options(photos, tmp_path), config(painting, style_weight=3.0), "float32",
@@ -420,12 +423,12 @@ def test_a_trainer_is_reused_only_for_the_same_settings_and_pictures(photos, pai
                (options(photos, tmp_path), config(painting), "mixed_bfloat16", pictures),
                (options(photos, tmp_path), config(painting), "float32",
                 [pictures[0], pictures[1] + 1])]
-    assert all(_reuse_key(*args) != key for args in changed)
-    assert _reuse_key(*same, ("CPU:0,CPU:1", "mirrored")) != key  # the same network elsewhere
+    assert all(key_of(*args) != key for args in changed)
+    assert key_of(*same, ("CPU:0,CPU:1", "mirrored")) != key  # the same network elsewhere
     weights = tmp_path / "vgg.weights.h5"
     weights.write_bytes(b"one")
     with_file = [options(photos, tmp_path), config(painting, weights=str(weights)), "float32",
                  pictures]
-    first = _reuse_key(*with_file)
+    first = key_of(*with_file)
     weights.write_bytes(b"other")  # the same path, another file
-    assert _reuse_key(*with_file) != first
+    assert key_of(*with_file) != first

@@ -299,7 +299,10 @@ def _reuse_key(options: TrainOptions, built: settings.Config, precision: str,
     if os.path.isfile(weights):  # a file changed in place is another backbone
         weights = [os.path.abspath(weights), os.stat(weights).st_mtime_ns,
                    os.stat(weights).st_size]
-    return json.dumps([train, settings.to_dict(built), list(devices), precision, weights,
+    config = settings.to_dict(built)
+    for name in ("iterations", "log_every"):  # --steps and --log_every: a resume may change them
+        config.pop(name)
+    return json.dumps([train, config, list(devices), precision, weights,
                        digest.hexdigest()], sort_keys=True, default=str)
 
 
