@@ -25,6 +25,17 @@ def test_any_size_gives_the_same_size_in_the_pixel_range(small, rows, cols):
     assert np.abs(np.asarray(small(photo[1:])) - out[1:]).max() < 1e-3
 
 
+def test_a_loaded_network_traces_once_for_pictures_of_every_size(small):
+    net = network.StyleNetwork(small)
+    photos = [np.random.default_rng(i).uniform(0, 255, (rows, cols, 3)).astype(np.uint8)
+              for i, (rows, cols) in enumerate([(32, 48), (30, 41), (45, 20)])]
+    pictures = [net(p) for p in photos]
+    assert [p.shape for p in pictures] == [p.shape for p in photos]
+    assert net._forward.experimental_get_tracing_count() == 1
+    want = np.clip(np.round(np.asarray(small(photos[1][None].astype(np.float32)))), 0, 255)
+    assert np.array_equal(pictures[1], want[0].astype(np.uint8))
+
+
 def test_width_scales_the_channels_and_the_seed_fixes_the_weights():
     a, b = network.build_network(0.25, seed=1), network.build_network(0.25, seed=1)
     assert all(np.array_equal(x, y) for x, y in zip(a.get_weights(), b.get_weights()))
