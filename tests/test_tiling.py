@@ -225,6 +225,9 @@ def test_two_cpu_devices_give_the_one_device_loss_and_gradient(backbone, images)
     # On the two logical CPU devices the suite sets up (tests/conftest.py).  The
     # gap normalisation here: its targets are tiled over the devices too.
     strategy = tiling.make_strategy("CPU:0,CPU:1")
+    # One strategy per set of devices in a process: a second one's collective
+    # operations would meet the first's (a training after this run aborted).
+    assert tiling.make_strategy("cpu:0, cpu:1") is strategy
     untiled, tiled = objectives(backbone, images, "gap", strategy=strategy)
     rel, grad = errors(untiled, tiled, images[2])
     assert tiled.spread.replicas == 2

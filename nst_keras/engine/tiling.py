@@ -53,7 +53,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -575,4 +575,13 @@ def make_strategy(devices: Optional[str], distribute: str = "mirrored"):
                 raise UserError(f"--devices={devices}: there is no device {item} here; this "
                                 f"machine has {', '.join(sorted(logical))}")
             names.append(logical[item])
-    return tf.distribute.MirroredStrategy(names)
+    return _mirrored(tuple(names))
+
+
+@functools.lru_cache(maxsize=None)
+def _mirrored(names: Tuple[str, ...]):
+    """One ``MirroredStrategy`` per set of devices in a process: a second one
+    over the same devices numbers its collective operations from the same
+    start, and TensorFlow aborts when one of them meets another's of a
+    different kind (a tiled run's gather, then a training's all-reduce)."""
+    return tf.distribute.MirroredStrategy(list(names))
