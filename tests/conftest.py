@@ -222,7 +222,7 @@ SLOW = (
     "test_batch.py::test_items_run_on_both_nodes_of_a_two_node_cluster",
     "test_batch.py::test_workers_that_cannot_be_placed_end_the_batch_in_one_line",
     "test_batch.py::test_an_interrupted_batch_resumes_to_the_same_images",
-    "test_video.py::test_two_ray_workers_give_two_blended_chunks_of_the_right_length",
+    "test_batch.py::test_a_films_chunks_on_two_workers_are_blended_to_the_right_length",
     "test_browser.py::test_the_page_in_a_real_browser",
     "test_browser.py::test_painting_a_region_in_the_browser_sends_the_masks",
     "test_browser.py::test_the_camera_live_in_a_real_browser",

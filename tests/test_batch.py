@@ -1,5 +1,6 @@
 """Batch stylisation: folders and globs, bad items, re-runs that skip and resume,
-interrupts, and the Ray workers (local, a killed worker, two nodes)."""
+interrupts, and the Ray workers (local, a killed worker, two nodes, a film's
+chunks on the same two-node cluster)."""
 
 import importlib.util
 import json
@@ -8,6 +9,7 @@ import signal
 import threading
 import time
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -305,6 +307,10 @@ def cluster():
         # Keep the driver on the loopback address too (Ray would otherwise dial
         # this machine's network address, which may be closed).
         patch.setattr(ray_constants, "ENABLE_RAY_CLUSTER", False)
+        # Ray kills the largest worker when the whole machine's memory use passes
+        # 95%; on a busy machine other processes can get it there, and these small
+        # workers are not what the tests are about.
+        patch.setenv("RAY_memory_monitor_refresh_ms", "0")
         made = Cluster(initialize_head=True, head_node_args=node)
         try:
             made.add_node(**{**node, "resources": {"second_node": 1}})
@@ -409,3 +415,35 @@ def test_workers_that_cannot_be_placed_end_the_batch_in_one_line(cluster, monkey
                                         r".*no_such_node.*lower --workers or add nodes"):
         list(pool.run(batch.run_item, ["an item"], address=cluster.address, log=lambda s: None))
     assert not ray.is_initialized()
+
+
+def test_a_films_chunks_on_two_workers_are_blended_to_the_right_length(cluster, tmp_path):
+    """``nst_keras.video --workers=2`` on the cluster: one chunk per worker, an
+    overlap frame the cross-fade of both chunks' versions, and the connection the
+    film made closed."""
+    import ray
+
+    pytest.importorskip("cv2", reason="pip install 'nst_keras[video]'")
+    pytest.importorskip("imageio_ffmpeg", reason="pip install 'nst_keras[video]'")
+    from test_video import make_clips, run_video
+    from nst_keras.engine.imaging import load_image
+    from nst_keras.video import film, videoio
+
+    clips = make_clips(tmp_path)
+    out = tmp_path / "ray.mp4"
+    status = run_video(clips, out, "--img_nrows=32", "--workers=2", "--chunk_overlap=2",
+                       f"--ray_address={cluster.address}")
+    assert status == 0 and not ray.is_initialized()
+    frames = tmp_path / "ray_frames"
+    first, second = (sorted(os.listdir(frames / n)) for n in ("chunk_00", "chunk_01"))
+    assert first == [f"frame_{i:06d}.png" for i in range(4)]
+    assert second == [f"frame_{i:06d}.png" for i in range(2, 6)]
+    assert videoio.probe(str(out)).frames == 6
+    # An overlap frame is the cross-fade of both chunks' versions of it.
+    blended = list(film.film_frames(str(frames), film.Film(
+        tuple(range(6)), 32, 42, 8.0, 0.0, True, film.plan_chunks(6, 2, 2))))
+    a, b = (load_image(str(frames / n / "frame_000002.png")).astype(float)
+            for n in ("chunk_00", "chunk_01"))
+    assert np.abs(a - b).max() > 2  # each chunk made its own version of the shared frame
+    assert np.abs(blended[2] - (2 * a + b) / 3).max() <= 0.5 + 1e-6
+    assert len(blended) == 6
