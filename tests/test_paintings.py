@@ -240,6 +240,16 @@ def test_the_stability_term_is_zero_for_a_moved_copy_and_grows_with_the_change()
         photos, tf.constant([3, 1]), tf.constant([1, 2]))
     assert noisy.shape == (2, 29, 31, 3)
     assert 1.5 < float(tf.math.reduce_std(noisy - photos[:, 3:, 1:])) < 2.5
+    # On two devices (tests/conftest.py) each replica takes its share of the same noise.
+    from nst_keras.engine import tiling
+
+    strategy = tiling.make_strategy("CPU:0,CPU:1")
+    shares = strategy.experimental_distribute_values_from_function(
+        lambda ctx: photos[ctx.replica_id_in_sync_group:ctx.replica_id_in_sync_group + 1])
+    spread = strategy.run(lambda p: training.StabilityTerm(1.0, noise=2.0).moved_photos(
+        p, tf.constant([3, 1]), tf.constant([1, 2])), args=(shares,))
+    together = np.concatenate([v.numpy() for v in strategy.experimental_local_results(spread)])
+    np.testing.assert_allclose(together, noisy.numpy(), rtol=0, atol=1e-4)
 
 
 def test_training_with_stability_reports_the_term_and_adds_it_to_the_loss(backbone, tmp_path):

@@ -136,11 +136,20 @@ class StabilityTerm(Term):
                 return dy, dx
 
     def moved_photos(self, photos, shift, seed):
-        """``photos[:, dy:, dx:]`` plus Gaussian noise of ``noise`` grey levels."""
+        """``photos[:, dy:, dx:]`` plus Gaussian noise of ``noise`` grey levels.
+
+        On one replica of several, ``photos`` is its share of the batch and the
+        noise its share of the whole batch's: the same draws on any number of
+        devices."""
         moved = photos[:, shift[0]:, shift[1]:, :]
         if self.noise > 0:
-            moved = moved + self.noise * tf.random.stateless_normal(
-                tf.shape(moved), seed=seed, dtype=moved.dtype)
+            context = tf.distribute.get_replica_context()
+            replicas = 1 if context is None else context.num_replicas_in_sync
+            index = 0 if context is None else context.replica_id_in_sync_group
+            share = tf.shape(moved)[0]
+            whole = tf.concat([[share * replicas], tf.shape(moved)[1:]], 0)
+            noise = tf.random.stateless_normal(whole, seed=seed, dtype=moved.dtype)
+            moved = moved + self.noise * noise[index * share:(index + 1) * share]
         return tf.clip_by_value(moved, 0.0, 255.0)
 
     def sums(self, features, image, inputs, part):
