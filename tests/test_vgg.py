@@ -93,6 +93,39 @@ def test_avg_pooling_keeps_every_conv_weight(backbone):
     assert not np.allclose(avg(x)["block5_conv4"], mx(x)["block5_conv4"])
 
 
+@pytest.mark.parametrize("precision,pooling,padding", [
+    ("float32", "max", "zero"), ("float32", "avg", "replicate"),
+    ("mixed_bfloat16", "max", "replicate"), ("mixed_float16", "avg", "zero")])
+def test_features_are_the_keras_models_values_and_gradients_bit_for_bit(
+        backbone, precision, pooling, padding):
+    names = ["block1_conv1", "block2_conv2", "block3_conv1"]
+    extractor = vgg.build_extractor(backbone, names, precision, pooling, padding)
+    x = tf.constant(vgg.preprocess_image(make_picture(40, 48)))
+
+    def value_and_grad(call):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            out = call(x)
+            loss = tf.add_n([tf.reduce_sum(tf.square(tf.cast(v, tf.float32)))
+                             for v in out.values()])
+        return out, tape.gradient(loss, x)
+
+    want, want_grad = value_and_grad(lambda image: extractor(image, training=False))
+    got, grad = value_and_grad(lambda image: vgg.features(extractor, image))
+    assert sorted(got) == names
+    for name in names:
+        assert got[name].dtype == want[name].dtype == extractor.get_layer(name).compute_dtype
+        np.testing.assert_array_equal(tf.cast(got[name], tf.float32),
+                                      tf.cast(want[name], tf.float32))
+    np.testing.assert_array_equal(grad, want_grad)
+    assert float(tf.reduce_max(tf.abs(want_grad))) > 0
+    # A model of another making is called as it is.
+    import keras
+
+    other = keras.Model(extractor.input, {"only": extractor.output["block1_conv1"]})
+    assert list(vgg.features(other, x)) == ["only"]
+
+
 def test_replicate_padding_changes_only_the_border_of_the_first_layer(backbone):
     x = vgg.preprocess_image(make_picture(40, 48))
     zero = vgg.build_extractor(backbone, ["block1_conv1"])(x)["block1_conv1"].numpy()

@@ -22,7 +22,7 @@ from typing import Dict, List, Mapping, MutableMapping, Optional, Sequence, Tupl
 import numpy as np
 import tensorflow as tf
 
-from nst_keras.engine import distributions
+from nst_keras.engine import distributions, vgg
 from nst_keras.engine.terms import (  # noqa: F401  (the paper's formulas, re-exported for study)
     Features, StyleTerm, Term, content_loss, fast_gram_matrix, gram_matrix, mean_gram, positions,
     style_loss, total_variation_loss)
@@ -126,7 +126,7 @@ class Objective(Terms):
 
     def raw_features(self, image) -> Dict[str, tf.Tensor]:
         """Features in the network's compute dtype (bfloat16 under mixed_bfloat16)."""
-        return {} if self.extractor is None else self.extractor(image, training=False)
+        return {} if self.extractor is None else vgg.features(self.extractor, image)
 
     def features(self, image) -> Dict[str, tf.Tensor]:
         """Float32 features ``{name: (1, rows', cols', channels)}``."""
@@ -274,7 +274,7 @@ def compiled_features(extractor):
     instead of an eager pass layer by layer."""
     if extractor not in _COMPILED:
         _COMPILED[extractor] = tf.function(
-            lambda image: extractor(image, training=False),
+            lambda image: vgg.features(extractor, image),
             input_signature=[tf.TensorSpec((1, None, None, 3), tf.float32)],  # traced once
             autograph=False)
     return _COMPILED[extractor]

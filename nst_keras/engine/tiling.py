@@ -58,7 +58,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 import tensorflow as tf
 
-from nst_keras.engine import distributions, memory
+from nst_keras.engine import distributions, memory, vgg
 from nst_keras.engine.objective import (StyleTerm, Terms, Weighted, computes_in_float16,
                                         fast_gram_matrix, scaled_network_gradient,
                                         total_variation_loss)
@@ -310,7 +310,7 @@ class TiledImage:
     def tile_grams_fn(self, packed, layers):
         """``(crop, inner, weight)`` -> ``{layer: F^T F}`` over the interior."""
         crop, inner, weight = packed
-        raw = self.extractor(crop, training=False)
+        raw = vgg.features(self.extractor, crop)
         part = Part(inner, self.strides)
         return {k: weight * fast_gram_matrix(part.features(raw[k], k)[0]) for k in layers}
 
@@ -318,7 +318,7 @@ class TiledImage:
         """``(crop, inner, {layer: mask crop}, weight)`` -> ``{layer: moments}`` over
         the interior (``distributions.moments``; no masks: every position counts 1)."""
         crop, inner, masks, weight = packed
-        raw = self.extractor(crop, training=False)
+        raw = vgg.features(self.extractor, crop)
         part = Part(inner, self.strides)
         out = {}
         for k in layers:
@@ -367,7 +367,7 @@ class TiledImage:
         rows, cols = int(image.shape[1]), int(image.shape[2])
         out = {}
         for tile in self.tiles(image):
-            raw = self.extractor(tile.crop(image), training=False)
+            raw = vgg.features(self.extractor, tile.crop(image))
             for k in layers:
                 s = self.strides[k]
                 part = interior(tf.cast(raw[k], tf.float32), tile.inner, s).numpy()
@@ -429,7 +429,7 @@ class TiledObjective(Terms):
 
     def _sums(self, crop, inner, window, box, inputs, interior_only: bool):
         """Every term's ``sums`` for one tile (pass 1: interior positions only)."""
-        raw = self.extractor(crop, training=False) if self.network_terms() else {}
+        raw = vgg.features(self.extractor, crop) if self.network_terms() else {}
         net = Part(inner if interior_only else None, self.strides)
         img = Part(None, self.strides, box)
         return [term.sums(raw, window, args, net if term.layers else img)
@@ -481,7 +481,7 @@ class TiledObjective(Terms):
         crop, inner, window, box, inputs, dsums, weight = packed
         with tf.GradientTape(persistent=True) as tape:
             tape.watch([crop, window])
-            raw = self.extractor(crop, training=False) if self.network_terms() else {}
+            raw = vgg.features(self.extractor, crop) if self.network_terms() else {}
             feats = {k: tf.cast(v, tf.float32) for k, v in raw.items()}
             net = Part(None, self.strides)
             img = Part(None, self.strides, box)

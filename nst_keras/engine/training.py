@@ -41,6 +41,7 @@ import numpy as np
 import tensorflow as tf
 
 from nst_keras.constants import IMAGENET_MEAN_BGR
+from nst_keras.engine import vgg
 from nst_keras.engine.objective import Terms
 from nst_keras.engine.terms import WHOLE, ContentTerm, Term
 
@@ -75,13 +76,13 @@ class BatchObjective:
         """Each photo's content features ``{layer: (batch, h, w, c)}`` float32."""
         if not self.content_layers:
             return {}
-        feats = self.extractor(to_network_image(photos), training=False)
+        feats = vgg.features(self.extractor, to_network_image(photos))
         return {k: tf.stop_gradient(tf.cast(feats[k], tf.float32)) for k in self.content_layers}
 
     def __call__(self, photos, pictures) -> Dict[str, tf.Tensor]:
         targets = self.photo_targets(photos)
         images = to_network_image(pictures)
-        feats = {} if self.extractor is None else self.extractor(images, training=False)
+        feats = {} if self.extractor is None else vgg.features(self.extractor, images)
         count = int(images.shape[0]) if images.shape[0] is not None else None
         if count is None:
             raise ValueError("the batch size must be known when the step is traced")

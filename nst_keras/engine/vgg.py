@@ -21,6 +21,7 @@ from __future__ import annotations
 import difflib
 import functools
 import os
+import weakref
 from typing import Dict, Iterable, Sequence, Tuple
 
 import numpy as np
@@ -301,4 +302,60 @@ def build_extractor(
     missing = [n for n in wanted if n not in outputs]
     if missing:
         raise UserError(f"unknown layer(s) {', '.join(missing)}")
-    return keras.Model(inputs, outputs, name="vgg_features")
+    model = keras.Model(inputs, outputs, name="vgg_features")
+    _CHAINS[model] = tuple(wanted)
+    return model
+
+
+# The extractors build_extractor made (a chain of layers, each the next one's
+# input) -> the names of their outputs.
+_CHAINS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def features(extractor, image) -> Dict[str, object]:
+    """``extractor(image, training=False)``: ``{name: features}`` in the layers'
+    compute dtype.
+
+    An extractor of ``build_extractor`` runs its convolutions and poolings as
+    the TensorFlow operations Keras' layers run (the same values, bit for bit,
+    under every precision, pooling and padding) without a Keras call per
+    layer: less Python in every trace and in every eager pass (a tiled run's
+    targets); any other model is called as it is.
+    """
+    import keras  # late: as above
+    import tensorflow as tf  # late: as above
+
+    wanted = _CHAINS.get(extractor)
+    if wanted is None:
+        return extractor(image, training=False)
+    out, x = {}, image
+    for layer in extractor.layers[1:]:
+        x = _layer_op(keras, tf, layer, x)
+        if layer.name in wanted:
+            out[layer.name] = x
+            if len(out) == len(wanted):
+                break
+    return out
+
+
+def _layer_op(keras, tf, layer, x):
+    """``layer(x)``: Keras' own operations for VGG's convolutions and poolings."""
+    dtype = layer.compute_dtype
+    if isinstance(layer, keras.layers.Conv2D) and _plain_conv(layer):
+        x = tf.nn.convolution(tf.cast(x, dtype), tf.cast(layer.kernel, dtype),
+                              list(layer.strides), layer.padding.upper(),
+                              dilations=list(layer.dilation_rate))
+        if layer.use_bias:
+            x = tf.add(x, tf.reshape(tf.cast(layer.bias, dtype), (1, 1, 1, layer.filters)))
+        return tf.nn.relu(x) if layer.activation.__name__ == "relu" else x
+    pools = {keras.layers.MaxPooling2D: tf.nn.max_pool, keras.layers.AveragePooling2D:
+             tf.nn.avg_pool}
+    if type(layer) in pools and layer.data_format == "channels_last":
+        return pools[type(layer)](tf.cast(x, dtype), list(layer.pool_size),
+                                  list(layer.strides), layer.padding.upper())
+    return layer(x)
+
+
+def _plain_conv(layer) -> bool:
+    return (layer.data_format == "channels_last" and layer.groups == 1
+            and layer.activation.__name__ in ("relu", "linear"))
