@@ -303,12 +303,12 @@ def build_extractor(
     if missing:
         raise UserError(f"unknown layer(s) {', '.join(missing)}")
     model = keras.Model(inputs, outputs, name="vgg_features")
-    _CHAINS[model] = tuple(wanted)
+    _CHAINS[model] = (frozenset(wanted), _layer_ops(model.layers[1:]))
     return model
 
 
 # The extractors build_extractor made (a chain of layers, each the next one's
-# input) -> the names of their outputs.
+# input) -> (the names of their outputs, each layer's name and operation).
 _CHAINS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
@@ -322,38 +322,51 @@ def features(extractor, image) -> Dict[str, object]:
     layer: less Python in every trace and in every eager pass (a tiled run's
     targets); any other model is called as it is.
     """
-    import keras  # late: as above
-    import tensorflow as tf  # late: as above
-
-    wanted = _CHAINS.get(extractor)
-    if wanted is None:
+    chain = _CHAINS.get(extractor)
+    if chain is None:
         return extractor(image, training=False)
+    wanted, ops = chain
     out, x = {}, image
-    for layer in extractor.layers[1:]:
-        x = _layer_op(keras, tf, layer, x)
-        if layer.name in wanted:
-            out[layer.name] = x
-            if len(out) == len(wanted):
-                break
+    for name, op in ops:
+        x = op(x)
+        if name in wanted:
+            out[name] = x
     return out
 
 
-def _layer_op(keras, tf, layer, x):
-    """``layer(x)``: Keras' own operations for VGG's convolutions and poolings."""
-    dtype = layer.compute_dtype
-    if isinstance(layer, keras.layers.Conv2D) and _plain_conv(layer):
-        x = tf.nn.convolution(tf.cast(x, dtype), tf.cast(layer.kernel, dtype),
-                              list(layer.strides), layer.padding.upper(),
-                              dilations=list(layer.dilation_rate))
-        if layer.use_bias:
-            x = tf.add(x, tf.reshape(tf.cast(layer.bias, dtype), (1, 1, 1, layer.filters)))
-        return tf.nn.relu(x) if layer.activation.__name__ == "relu" else x
-    pools = {keras.layers.MaxPooling2D: tf.nn.max_pool, keras.layers.AveragePooling2D:
-             tf.nn.avg_pool}
-    if type(layer) in pools and layer.data_format == "channels_last":
-        return pools[type(layer)](tf.cast(x, dtype), list(layer.pool_size),
-                                  list(layer.strides), layer.padding.upper())
-    return layer(x)
+def _layer_ops(layers):
+    """``(name, x -> layer(x))`` of each layer: Keras' own operations for VGG's
+    convolutions and poolings, the layer's call for any other."""
+    import keras  # late: as above
+    import tensorflow as tf  # late: as above
+
+    def conv(layer, dtype):
+        def op(x):
+            y = tf.nn.convolution(tf.cast(x, dtype), tf.cast(layer.kernel, dtype),
+                                  list(layer.strides), layer.padding.upper(),
+                                  dilations=list(layer.dilation_rate))
+            if layer.use_bias:
+                y = tf.add(y, tf.reshape(tf.cast(layer.bias, dtype), (1, 1, 1, layer.filters)))
+            return tf.nn.relu(y) if layer.activation.__name__ == "relu" else y
+        return op
+
+    def pool(layer, dtype, fn):
+        return lambda x: fn(tf.cast(x, dtype), list(layer.pool_size), list(layer.strides),
+                            layer.padding.upper())
+
+    pools = {keras.layers.MaxPooling2D: tf.nn.max_pool,
+             keras.layers.AveragePooling2D: tf.nn.avg_pool}
+    ops = []
+    for layer in layers:
+        dtype = layer.compute_dtype
+        if isinstance(layer, keras.layers.Conv2D) and _plain_conv(layer):
+            op = conv(layer, dtype)
+        elif type(layer) in pools and layer.data_format == "channels_last":
+            op = pool(layer, dtype, pools[type(layer)])
+        else:
+            op = layer
+        ops.append((layer.name, op))
+    return ops
 
 
 def _plain_conv(layer) -> bool:
