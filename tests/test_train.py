@@ -434,3 +434,30 @@ def test_a_trainer_is_reused_only_for_the_same_settings_and_pictures(photos, pai
     first = key_of(*with_file)
     weights.write_bytes(b"other")  # the same path, another file
     assert key_of(*with_file) != first
+
+
+def test_the_fused_adam_steps_as_keras_adam_on_the_same_variables():
+    """``FusedAdam`` (one ApplyAdam kernel per variable) against Keras' Adam: the
+    same weights after a few steps, and the same optimiser variables (so the
+    checkpoints hold the same arrays)."""
+    import keras
+    import tensorflow as tf
+
+    from nst_keras.engine.training import FusedAdam
+
+    rng = np.random.default_rng(0)
+    start = [rng.normal(size=(3, 4)).astype(np.float32), rng.normal(size=(5,)).astype(np.float32)]
+    grads = [[rng.normal(size=w.shape).astype(np.float32) for w in start] for _ in range(4)]
+    ends = []
+    for make in (keras.optimizers.Adam, FusedAdam):
+        weights = [keras.Variable(w) for w in start]
+        optimizer = make(learning_rate=0.1)
+        step = tf.function(lambda g: optimizer.apply_gradients(zip(g, weights)), autograph=False)
+        for g in grads:
+            step([tf.constant(x) for x in g])
+        ends.append(([w.numpy() for w in weights], [v.numpy() for v in optimizer.variables]))
+    (w1, v1), (w2, v2) = ends
+    assert np.abs(w1[0] - start[0]).max() > 0.1  # they moved
+    for a, b in zip(w1 + v1, w2 + v2):
+        assert a.shape == b.shape
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
