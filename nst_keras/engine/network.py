@@ -49,9 +49,9 @@ _MULTIPLE = 4  # two stride-2 convolutions
 
 def _keep_channels(y, x):
     """``y`` with ``x``'s static channel count restated (a padding of computed
-    size loses it in TensorFlow Lite's converter, whose convolutions need it)."""
-    shape = tf.shape(y)
-    return tf.reshape(y, tf.stack([shape[0], shape[1], shape[2], int(x.shape[-1])]))
+    size, and even a constant padding of an input of unknown size, loses it in
+    TensorFlow Lite's converter, whose convolutions need it)."""
+    return tf.reshape(y, tf.concat([tf.shape(y)[:3], [int(x.shape[-1])]], 0))
 
 
 @keras.saving.register_keras_serializable(package="nst_keras")
@@ -156,18 +156,19 @@ def _fused_instance_norm(x, gamma, beta, epsilon: float):
     16-bit ``x``): the batch is moved into the channels, ``(1, rows, cols,
     batch * channels)``, so each picture's channel is its own "batch-norm
     channel".  ``gamma``, ``beta``: float32 ``(channels,)`` or ``(batch,
-    channels)``."""
-    shape = tf.shape(x)
+    channels)``.  Few operations (each costs time when a step is traced)."""
     channels = int(x.shape[-1])
+    batch, rows, cols = tf.unstack(tf.shape(x)[:3])
     if len(gamma.shape) == 1:
-        gamma = tf.tile(gamma[None], tf.stack([shape[0], 1]))
-        beta = tf.tile(beta[None], tf.stack([shape[0], 1]))
-    t = tf.reshape(tf.transpose(x, [1, 2, 0, 3]),
-                   tf.stack([1, shape[1], shape[2], shape[0] * channels]))
-    y, _, _ = tf.compat.v1.nn.fused_batch_norm(t, tf.reshape(gamma, [-1]),
-                                               tf.reshape(beta, [-1]),
-                                               epsilon=epsilon, is_training=True)
-    y = tf.reshape(y, tf.stack([shape[1], shape[2], shape[0], channels]))
+        many = tf.reshape(batch, [1])
+        gamma, beta = tf.tile(gamma, many), tf.tile(beta, many)
+    else:
+        gamma, beta = tf.reshape(gamma, [-1]), tf.reshape(beta, [-1])
+    t = tf.reshape(tf.transpose(x, [1, 2, 0, 3]), tf.stack([1, rows, cols, -1]))
+    none = tf.constant([], tf.float32)
+    y = tf.raw_ops.FusedBatchNormV3(x=t, scale=gamma, offset=beta, mean=none, variance=none,
+                                    epsilon=epsilon, is_training=True)[0]
+    y = tf.reshape(y, tf.stack([rows, cols, -1, channels]))
     return tf.transpose(y, [2, 0, 1, 3])
 
 
