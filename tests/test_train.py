@@ -294,6 +294,28 @@ def test_run_with_a_network_writes_the_stylized_picture(network_file, image_dir,
         < 3.0
 
 
+def test_a_network_file_opened_again_is_the_one_already_loaded(tmp_path):
+    """``output.networks.open_network``: the same file (path, size, time) and
+    precision give the network loaded before; a file written anew is read again."""
+    from nst_keras.engine import network
+    from nst_keras.output import networks
+
+    path = str(tmp_path / "kept.keras")
+    network.build_network(0.125, seed=5).save(path)
+    first = networks.open_network(path)
+    assert networks.open_network(path) is first
+    assert networks.open_network(str(tmp_path / "." / "kept.keras")) is first  # the same file
+    photo = make_picture(24, 28, 1)
+    before = first(photo)
+    network.build_network(0.125, seed=6).save(path)
+    os.utime(path, ns=(os.stat(path).st_atime_ns, os.stat(path).st_mtime_ns + 10**9))
+    second = networks.open_network(path)
+    assert second is not first
+    assert np.abs(second(photo).astype(int) - before).max() > 0  # the new file's weights
+    with pytest.raises(UserError, match="does not exist"):
+        networks.open_network(str(tmp_path / "none.keras"))
+
+
 @pytest.mark.parametrize("make,message", [
     (lambda p: None, "does not exist"),
     (lambda p: p.write_bytes(b"junk"), "is not a Keras model file"),

@@ -10,7 +10,9 @@ replace it).  ``picture`` is the in-memory part.
 
 from __future__ import annotations
 
+import collections
 import os
+import threading
 from typing import List, Optional
 
 import numpy as np
@@ -73,9 +75,7 @@ def stylize_file(config: settings.Config, network=None, content=None,
     path = output_path(config, content)
     check_output(path, config.overwrite)
     if network is None:
-        from nst_keras.engine import network as netlib  # late: starts TensorFlow
-
-        network = netlib.load_network(config.network, config.precision)
+        network = open_network(config.network, config.precision)
     result = picture(network, content, config.img_nrows, config.interpolation,
                      config.preserve_colors, config.style_blend_weights)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -85,7 +85,34 @@ def stylize_file(config: settings.Config, network=None, content=None,
     return [path]
 
 
+_OPEN: "collections.OrderedDict" = collections.OrderedDict()  # key -> StyleNetwork
+_OPEN_LOCK = threading.Lock()
+KEPT_NETWORKS = 4  # the networks kept loaded (and traced) in this process
+
+
 def open_network(path: Optional[str], precision: str = "float32"):
+    """The ``StyleNetwork`` of the file ``path``, loaded and traced once in this
+    process: a batch, a film, a run or a page that opens the same file again
+    (the same path, size and modification time, the same precision) gets the
+    one already loaded instead of reading and tracing it again.  The last
+    ``KEPT_NETWORKS`` are kept."""
     from nst_keras.engine import network as netlib  # late: starts TensorFlow
 
-    return netlib.load_network(path, precision)
+    try:
+        stat = os.stat(str(path))
+    except (OSError, TypeError, ValueError):
+        return netlib.load_network(path, precision)  # its one-line UserError
+    if precision == "auto":
+        from nst_keras.engine import hardware  # late: starts TensorFlow
+
+        precision, _ = hardware.resolve_precision("auto")
+    key = (os.path.realpath(str(path)), stat.st_size, stat.st_mtime_ns, precision)
+    with _OPEN_LOCK:
+        if key in _OPEN:
+            _OPEN.move_to_end(key)
+            return _OPEN[key]
+        network = netlib.load_network(path, precision)
+        _OPEN[key] = network
+        while len(_OPEN) > KEPT_NETWORKS:
+            _OPEN.popitem(last=False)
+        return network
