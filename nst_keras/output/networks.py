@@ -18,7 +18,7 @@ from typing import List, Optional
 import numpy as np
 
 from nst_keras import settings
-from nst_keras.engine import imaging
+from nst_keras.engine import hardware, imaging
 from nst_keras.errors import UserError
 from nst_keras.output import files
 
@@ -103,8 +103,6 @@ def open_network(path: Optional[str], precision: str = "float32"):
     except (OSError, TypeError, ValueError):
         return netlib.load_network(path, precision)  # its one-line UserError
     if precision == "auto":
-        from nst_keras.engine import hardware  # late: starts TensorFlow
-
         precision, _ = hardware.resolve_precision("auto")
     key = (os.path.realpath(str(path)), stat.st_size, stat.st_mtime_ns, precision)
     with _OPEN_LOCK:
