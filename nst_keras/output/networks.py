@@ -92,7 +92,7 @@ KEPT_NETWORKS = 4  # the networks kept loaded (and traced) in this process
 
 def open_network(path: Optional[str], precision: str = "float32"):
     """The ``StyleNetwork`` of the file ``path``, loaded and traced once in this
-    process: a batch, a film, a run or a page that opens the same file again
+    process: a batch, a film or a run that opens the same file again
     (the same path, size and modification time, the same precision) gets the
     one already loaded instead of reading and tracing it again.  The last
     ``KEPT_NETWORKS`` are kept."""
