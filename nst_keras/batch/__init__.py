@@ -225,19 +225,16 @@ def network_result(out_dir: str, item: Item) -> str:
     return os.path.join(out_dir, f"{item.name}_stylized.png")
 
 
-def _run_network_item(config: settings.Config, item: Item, out_dir: str, cache,
+def _run_network_item(config: settings.Config, item: Item, out_dir: str,
                       record: Dict) -> None:
-    """One content through the trained network (loaded once per worker)."""
+    """One content through the trained network (loaded once per worker process:
+    ``output.networks.open_network``)."""
     path = network_result(out_dir, item)
     if os.path.exists(path):
         record.update(status="skipped", steps=0)
         return
     try:
-        def load():
-            return networks.open_network(config.network, config.precision)
-
-        key = ("network", os.path.abspath(config.network), config.precision)
-        network = cache.extractor(key, load) if cache is not None else load()
+        network = networks.open_network(config.network, config.precision)
         picture = networks.picture(network, item.content, config.img_nrows,
                                    config.interpolation, config.preserve_colors,
                                    config.style_blend_weights)
@@ -257,7 +254,7 @@ def run_item(config: settings.Config, item: Item, out_dir: str, cache=None,
     started = time.perf_counter()
     record = _new_record(item, worker)
     if config.network is not None:
-        _run_network_item(config, item, out_dir, cache, record)
+        _run_network_item(config, item, out_dir, record)
         return _completed(record, out_dir, started)
     item_cfg, resumed_from = item_config(config, item, out_dir)
     if item_cfg is None:
@@ -423,7 +420,7 @@ class Batch:
                                 "file that python -m nst_keras.train wrote")
             self.items = network_items(contents, config.network)
             if config.style_blend_weights is not None:  # a wrong count fails every item
-                networks.check_blend(networks.open_network(config.network),
+                networks.check_blend(networks.open_network(config.network, config.precision),
                                      config.style_blend_weights)
         else:
             self.items = make_items(contents, styles, options.pairing)
