@@ -154,8 +154,7 @@ def _mux_audio(video: str, source: str, start_s: float, duration_s: float, out: 
     audio_codec = CONTAINERS[os.path.splitext(out)[1].lower()]
     command = [ffmpeg(), "-hide_banner", "-loglevel", "error", "-y", "-i", video,
                "-ss", f"{start_s:.6f}", "-t", f"{duration_s:.6f}", "-i", source,
-               "-map", "0:v:0", "-map", "1:a:0?", "-c:v", "copy", "-c:a", audio_codec,
-               "-shortest", out]
+               "-map", "0:v:0", "-map", "1:a:0?", "-c:v", "copy", "-c:a", audio_codec, out]
     result = subprocess.run(command, capture_output=True, text=True, errors="replace")
     if result.returncode != 0:
         why = (result.stderr.strip().splitlines() or ["ffmpeg failed"])[-1]
