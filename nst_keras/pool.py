@@ -226,6 +226,7 @@ class Pool:
         self.infos: Dict = {}  # worker -> object ref of its info()
         self.plans: Dict = {}  # worker -> its plan (a replacement takes the same)
         self.idle = [self.start_worker(p) for p in plans]
+        self.starting: Dict = {}  # info ref -> a replacement worker not yet started
         self.running: Dict = {}  # object ref -> (worker, item)
         self.queue: collections.deque = collections.deque()
         self.attempts: collections.Counter = collections.Counter()
@@ -238,6 +239,22 @@ class Pool:
         return worker
 
     def dispatch(self) -> None:
+        """Hands queued items to idle workers.  A replacement is idle once it has
+        started, or at once when no other worker is left: a retried item goes to
+        whichever worker is free first, not behind a cold start."""
+        import ray  # late: Ray is optional
+
+        if self.starting:
+            refs = list(self.starting)
+            ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+            self.idle[:0] = [self.starting.pop(ref) for ref in ready]
+        self._hand_out()
+        if self.queue and self.starting and not self.running:
+            self.idle[:0] = list(self.starting.values())
+            self.starting.clear()
+            self._hand_out()
+
+    def _hand_out(self) -> None:
         while self.queue and self.idle:
             worker, (index, item) = self.idle.pop(), self.queue.popleft()
             self.attempts[index] += 1
@@ -256,9 +273,8 @@ class Pool:
             return None
         except _worker_deaths() as e:
             why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            # The replacement goes to the back of the line (dispatch pops from the
-            # end): a worker already started takes the retried item first.
-            self.idle.insert(0, self.start_worker(self.plans.pop(worker)))
+            replacement = self.start_worker(self.plans.pop(worker))
+            self.starting[self.infos[replacement]] = replacement
             if attempts <= self.max_retries:
                 self.log(f"worker died running {getattr(item, 'name', index)} "
                          f"({type(e).__name__}); retrying it from its last checkpoint")
@@ -347,8 +363,9 @@ def run(function: Callable, items: Sequence, *, workers: int = 0,
             while pool.queue or pool.running:
                 pool.dispatch()
                 # A short timeout lets Python see Ctrl-C between waits.
-                done, _ = ray.wait(list(pool.running), num_returns=1, timeout=0.5)
-                for ref in done:
+                done, _ = ray.wait(list(pool.running) + list(pool.starting),
+                                   num_returns=1, timeout=0.5)
+                for ref in (r for r in done if r in pool.running):
                     ended = pool.collect(ref)
                     if ended is not None:
                         yield ended

@@ -324,15 +324,18 @@ def cluster():
 def killed_run(cluster, folder, tmp_path_factory):
     """The three photos on the cluster's two workers (one per node); one worker is
     SIGKILLed while both are past a checkpoint of their item.  Returns the records,
-    the killed pid, the output folder and whether Ray was still initialised after
-    the batch (it joined the cluster itself, so it must have left it)."""
+    the killed pid, the output folder, whether Ray was still initialised after
+    the batch (it joined the cluster itself, so it must have left it) and the
+    labels of the workers that started (``host:pid/node``)."""
     import ray
 
     out, pids, killed, ended = tmp_path_factory.mktemp("killed") / "out", [], [], \
         threading.Event()
+    labels = []
 
     def log(text):
         if text.startswith("ray worker"):
+            labels.append(text.split()[2])
             pids.append(int(text.split("(pid ")[1].split(")")[0]))
 
     def busy_past_a_checkpoint():
@@ -370,13 +373,14 @@ def killed_run(cluster, folder, tmp_path_factory):
         thread.join()
     if timed_out:
         pytest.fail(f"the batch on the cluster did not end in {RAY_DEADLINE_S} s")
-    return records, killed, out, ray.is_initialized()
+    return records, killed, out, ray.is_initialized(), labels
 
 
 def test_a_killed_worker_has_its_item_finished_elsewhere(killed_run, serial_run):
-    """Each item is finished once, the killed one from its checkpoint by another
-    worker, and every picture is the serial run's."""
-    records, killed, out, still_connected = killed_run
+    """Each item is finished once, the killed one from its checkpoint by the
+    worker that was already running (not by the replacement, which is still
+    starting TensorFlow), and every picture is the serial run's."""
+    records, killed, out, still_connected, labels = killed_run
     assert killed, "no worker was killed"
     names = sorted(r["item"] for r in records)
     assert names == ["p0__wave", "p1__wave", "p2__wave"]  # each item once
@@ -384,20 +388,23 @@ def test_a_killed_worker_has_its_item_finished_elsewhere(killed_run, serial_run)
     assert max(r["attempts"] for r in records) == 2
     retried = next(r for r in records if r["attempts"] == 2)
     assert retried["resumed_from"] >= 4  # from its checkpoint, not from scratch
-    assert f":{killed[0]}/" not in retried["worker"]  # finished by another worker
-    assert len({r["worker"] for r in records}) >= 2
+    survivor = [label for label in labels if f":{killed[0]}/" not in label]
+    assert retried["worker"] in survivor and len(survivor) == 1
     serial_out, _ = serial_run
     for item in names:  # the same pictures as in this process, the retried one too
         assert png(out, item) == png(serial_out, item)
     assert not still_connected  # the connection the batch made is closed
 
 
-def test_items_run_on_both_nodes_of_a_two_node_cluster(killed_run):
-    """``--ray_address`` without ``--workers``: one worker per node, and both nodes'
-    workers end items."""
-    records, _, _, still_connected = killed_run
+def test_items_run_on_both_nodes_of_a_two_node_cluster(killed_run, cluster):
+    """``--ray_address`` without ``--workers``: one worker per node, and both ran
+    an item at once (the kill waits for two items past a checkpoint)."""
+    records, killed, _, still_connected, labels = killed_run
     assert sorted(r["status"] for r in records) == ["finished"] * 3
-    assert len({r["node"] for r in records}) == 2
+    nodes = {label.rsplit("/", 1)[1] for label in labels}
+    assert len(labels) == 2 and len(nodes) == 2
+    assert {n[:8] for n in nodes} == {n.node_id[:8] for n in cluster.list_all_nodes()}
+    assert {r["node"][:8] for r in records} <= nodes
     assert not still_connected
 
 
