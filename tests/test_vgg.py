@@ -93,6 +93,27 @@ def test_avg_pooling_keeps_every_conv_weight(backbone):
     assert not np.allclose(avg(x)["block5_conv4"], mx(x)["block5_conv4"])
 
 
+def test_an_extractor_asked_for_again_is_the_one_already_built(backbone, monkeypatch):
+    """The same backbone, layers, precision, pooling and padding: the same model;
+    any of them changed, or under a distribution strategy: another; the oldest
+    is forgotten past ``KEPT_EXTRACTORS``."""
+    monkeypatch.setattr(vgg, "_EXTRACTORS", type(vgg._EXTRACTORS)())
+    names = ["block1_conv1", "block2_conv1"]
+    first = vgg.build_extractor(backbone, names)
+    assert vgg.build_extractor(backbone, names + ["block1_conv1"]) is first
+    others = [vgg.build_extractor(backbone, ["block1_conv1"]),
+              vgg.build_extractor(backbone, names, precision="mixed_bfloat16"),
+              vgg.build_extractor(backbone, names, pooling="avg"),
+              vgg.build_extractor(backbone, names, padding="replicate")]
+    assert all(o is not first for o in others) and len({id(o) for o in others}) == 4
+    with tf.distribute.OneDeviceStrategy("/cpu:0").scope():
+        assert vgg.build_extractor(backbone, names) is not first
+    assert vgg.build_extractor(backbone, names) is not first  # five kept: first was dropped
+    x = tf.constant(vgg.preprocess_image(make_picture(24, 32)))
+    np.testing.assert_array_equal(vgg.features(first, x)["block2_conv1"],
+                                  vgg.build_extractor(backbone, names)(x)["block2_conv1"])
+
+
 @pytest.mark.parametrize("precision,pooling,padding", [
     ("float32", "max", "zero"), ("float32", "avg", "replicate"),
     ("mixed_bfloat16", "max", "replicate"), ("mixed_float16", "avg", "zero")])

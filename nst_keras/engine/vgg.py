@@ -13,11 +13,15 @@ own download and cache (``~/.keras/models/``).  The extractor is a copy of
 the backbone's layers, cut after the deepest layer the losses read, built with
 the requested dtype policy (and optionally average pooling), that maps a
 network image ``(1, rows, cols, 3)`` to a dict ``{layer_name: features}``
-with features of shape ``(1, rows', cols', channels)``.
+with features of shape ``(1, rows', cols', channels)``.  Outside a
+``tf.distribute`` strategy, the last ``KEPT_EXTRACTORS`` extractors are kept:
+asking again for the same backbone, layers, precision, pooling and padding
+gives the same model (its weights are never changed).
 """
 
 from __future__ import annotations
 
+import collections
 import difflib
 import functools
 import os
@@ -248,6 +252,13 @@ def _copy_layer(layer, precision: str, pooling: str, valid_padding: bool):
     return layer.__class__.from_config(config)
 
 
+KEPT_EXTRACTORS = 4  # extractors kept per process (each holds its layers' weights)
+
+# (id of the backbone, layers, precision, pooling, padding) -> (backbone, extractor);
+# the backbone is held so its id is not reused while the entry lives.
+_EXTRACTORS: "collections.OrderedDict" = collections.OrderedDict()
+
+
 def build_extractor(
     backbone,
     names: Sequence[str],
@@ -255,7 +266,8 @@ def build_extractor(
     pooling: str = "max",
     padding: str = "zero",
 ):
-    """Builds the cut feature extractor.
+    """The cut feature extractor (the one already built for the same arguments,
+    outside a ``tf.distribute`` strategy, whose scope mirrors new weights).
 
     Args:
       backbone: a VGG ``keras.Model`` from ``load_backbone``.
@@ -277,9 +289,25 @@ def build_extractor(
       and returning ``{name: features}`` (compute dtype of the policy).  Layers
       after the deepest name are not built.
     """
-    import keras  # late: importing this module must not start TensorFlow
+    import tensorflow as tf  # late: importing this module must not start TensorFlow
 
     wanted = list(dict.fromkeys(names))
+    if tf.distribute.has_strategy():
+        return _new_extractor(backbone, wanted, precision, pooling, padding)
+    key = (id(backbone), tuple(wanted), precision, pooling, padding)
+    if key in _EXTRACTORS:
+        _EXTRACTORS.move_to_end(key)
+        return _EXTRACTORS[key][1]
+    model = _new_extractor(backbone, wanted, precision, pooling, padding)
+    _EXTRACTORS[key] = (backbone, model)
+    while len(_EXTRACTORS) > KEPT_EXTRACTORS:
+        _EXTRACTORS.popitem(last=False)
+    return model
+
+
+def _new_extractor(backbone, wanted, precision, pooling, padding):
+    import keras  # late: importing this module must not start TensorFlow
+
     inputs = keras.Input(shape=(None, None, 3), dtype="float32", name="image")
     x = inputs
     outputs: Dict[str, object] = {}
