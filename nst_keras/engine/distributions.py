@@ -70,7 +70,7 @@ import numpy as np
 import tensorflow as tf
 
 from nst_keras.engine.imaging import sqrtm_psd  # the colour transform's too
-from nst_keras.engine.terms import RELATIVE, WHOLE, Term, fast_gram_matrix, shape_of
+from nst_keras.engine.terms import RELATIVE, WHOLE, Term, fast_gram_matrix
 
 _FLOOR = 1e-6  # eigenvalues floored at this fraction of the mean eigenvalue
 
@@ -83,10 +83,10 @@ def moments(x, mask=None) -> Dict[str, tf.Tensor]:
     """``{"n", "s1", "s2"}``: ``sum m``, ``sum m x`` and ``sum m x x^T`` (float32) of a
     ``(1, h, w, c)`` map, weighted by a ``(1, h, w, 1)`` mask (``None``: 1)."""
     x = tf.cast(x, tf.float32) if mask is not None else x
-    flat = tf.reshape(x, (-1, shape_of(x)[-1]))
+    flat = tf.reshape(x, (-1, tf.shape(x)[-1]))
     if mask is None:
         f32 = tf.cast(flat, tf.float32)
-        return {"n": tf.cast(shape_of(flat)[0], tf.float32), "s1": tf.reduce_sum(f32, 0),
+        return {"n": tf.cast(tf.shape(flat)[0], tf.float32), "s1": tf.reduce_sum(f32, 0),
                 "s2": fast_gram_matrix(x[0])}
     m = tf.reshape(tf.cast(mask, tf.float32), (-1, 1))
     weighted = flat * m

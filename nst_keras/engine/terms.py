@@ -93,16 +93,9 @@ Features = Mapping[str, tf.Tensor]
 # The keras.io term functions
 
 
-def shape_of(x):
-    """``x``'s shape: Python ints when the trace knows every side (no shape
-    operations in the graph), else ``tf.shape(x)``."""
-    static = tuple(x.shape)
-    return tf.shape(x) if None in static else static
-
-
 def gram_matrix(x):
     """Gram matrix ``F^T F`` of a ``(rows, cols, channels)`` map, ``(channels, channels)``."""
-    features = tf.reshape(x, (-1, shape_of(x)[-1]))
+    features = tf.reshape(x, (-1, tf.shape(x)[-1]))
     return tf.matmul(features, features, transpose_a=True)
 
 
@@ -116,24 +109,20 @@ def fast_gram_matrix(x):
     own dtype (what the network's backward pass receives anyway), instead of
     the two float32 products automatic differentiation of ``F^T F`` makes.
     """
-    shape = shape_of(x)
-    features = tf.reshape(x, (-1, shape[-1]))
+    features = tf.reshape(x, (-1, tf.shape(x)[-1]))
     f32 = tf.cast(features, tf.float32)
     gram = tf.matmul(f32, f32, transpose_a=True)
 
     def grad(dgram):
         sym = tf.cast(dgram + tf.transpose(dgram), features.dtype)
-        return tf.reshape(tf.matmul(features, sym), shape)
+        return tf.reshape(tf.matmul(features, sym), tf.shape(x))
 
     return gram, grad
 
 
 def positions(x) -> tf.Tensor:
     """Number of positions ``rows * cols`` of a ``(rows, cols, channels)`` map (float32)."""
-    shape = shape_of(x)
-    if isinstance(shape, tuple):
-        return tf.constant(float(np.prod(shape[:-1])), tf.float32)
-    return tf.cast(tf.reduce_prod(shape[:-1]), tf.float32)
+    return tf.cast(tf.reduce_prod(tf.shape(x)[:-1]), tf.float32)
 
 
 def mean_gram(x):

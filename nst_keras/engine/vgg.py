@@ -374,7 +374,7 @@ def _layer_ops(layers):
                                   list(layer.strides), layer.padding.upper(),
                                   dilations=list(layer.dilation_rate))
             if layer.use_bias:
-                y = tf.nn.bias_add(y, tf.cast(layer.bias, dtype))
+                y = tf.add(y, tf.reshape(tf.cast(layer.bias, dtype), (1, 1, 1, layer.filters)))
             return tf.nn.relu(y) if layer.activation.__name__ == "relu" else y
         return op
 
