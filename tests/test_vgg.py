@@ -93,11 +93,11 @@ def test_avg_pooling_keeps_every_conv_weight(backbone):
     assert not np.allclose(avg(x)["block5_conv4"], mx(x)["block5_conv4"])
 
 
-def test_an_extractor_asked_for_again_is_the_one_already_built(backbone, monkeypatch):
+def test_an_extractor_asked_for_again_is_the_one_already_built(backbone):
     """The same backbone, layers, precision, pooling and padding: the same model;
     any of them changed, or under a distribution strategy: another; the oldest
     is forgotten past ``KEPT_EXTRACTORS``."""
-    monkeypatch.setattr(vgg, "_EXTRACTORS", type(vgg._EXTRACTORS)())
+    vgg._kept_extractor.cache_clear()
     names = ["block1_conv1", "block2_conv1"]
     first = vgg.build_extractor(backbone, names)
     assert vgg.build_extractor(backbone, names + ["block1_conv1"]) is first

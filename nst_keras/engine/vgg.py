@@ -21,7 +21,6 @@ gives the same model (its weights are never changed).
 
 from __future__ import annotations
 
-import collections
 import difflib
 import functools
 import os
@@ -254,10 +253,6 @@ def _copy_layer(layer, precision: str, pooling: str, valid_padding: bool):
 
 KEPT_EXTRACTORS = 4  # extractors kept per process (each holds its layers' weights)
 
-# (id of the backbone, layers, precision, pooling, padding) -> (backbone, extractor);
-# the backbone is held so its id is not reused while the entry lives.
-_EXTRACTORS: "collections.OrderedDict" = collections.OrderedDict()
-
 
 def build_extractor(
     backbone,
@@ -291,18 +286,10 @@ def build_extractor(
     """
     import tensorflow as tf  # late: importing this module must not start TensorFlow
 
-    wanted = list(dict.fromkeys(names))
+    wanted = tuple(dict.fromkeys(names))
     if tf.distribute.has_strategy():
         return _new_extractor(backbone, wanted, precision, pooling, padding)
-    key = (id(backbone), tuple(wanted), precision, pooling, padding)
-    if key in _EXTRACTORS:
-        _EXTRACTORS.move_to_end(key)
-        return _EXTRACTORS[key][1]
-    model = _new_extractor(backbone, wanted, precision, pooling, padding)
-    _EXTRACTORS[key] = (backbone, model)
-    while len(_EXTRACTORS) > KEPT_EXTRACTORS:
-        _EXTRACTORS.popitem(last=False)
-    return model
+    return _kept_extractor(backbone, wanted, precision, pooling, padding)
 
 
 def _new_extractor(backbone, wanted, precision, pooling, padding):
@@ -333,6 +320,11 @@ def _new_extractor(backbone, wanted, precision, pooling, padding):
     model = keras.Model(inputs, outputs, name="vgg_features")
     _CHAINS[model] = (frozenset(wanted), _layer_ops(model.layers[1:]))
     return model
+
+
+# The last extractors built outside a strategy, by (backbone, layers, precision,
+# pooling, padding); the key holds the backbone, so its identity stays unique.
+_kept_extractor = functools.lru_cache(maxsize=KEPT_EXTRACTORS)(_new_extractor)
 
 
 # The extractors build_extractor made (a chain of layers, each the next one's
