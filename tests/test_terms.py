@@ -204,6 +204,64 @@ def test_a_worker_that_reuses_its_step_makes_the_pictures_of_fresh_runs(tmp_path
         np.testing.assert_array_equal(shared, fresh)
 
 
+def test_the_runs_of_a_thread_reuse_its_kept_step_and_give_fresh_pictures():
+    """Two runs in a row without a cache of their own: the second takes the
+    first's compiled step (nothing traced again) and makes the picture a run
+    with an empty cache makes; another thread keeps its own."""
+    import threading
+
+    from nst_keras import settings
+    from nst_keras.engine import pipeline
+
+    config = settings.Config(weights="random", seed=3, img_nrows=48, iterations=3,
+                             optimizer="adam", precision="float32", log_every=1,
+                             save_every=0, content_layers=CONTENT, style_layers=STYLE)
+    painting = make_picture(40, 56, 7)
+    pipeline.forget_kept()
+    kept = pipeline.kept_cache()
+    first = pipeline.stylize(config, make_picture(48, 64, 0), painting, log=lambda s: None)
+    second = pipeline.stylize(config, make_picture(48, 64, 1), painting, log=lambda s: None)
+    assert pipeline.kept_cache() is kept and kept.reused == 1
+    (objective_,), ((_, optimizer),) = kept.objectives.values(), kept.optimizers.values()
+    assert objective_.value_and_grad.experimental_get_tracing_count() <= 1
+    assert optimizer._step.experimental_get_tracing_count() == 1
+    fresh = pipeline.stylize(config, make_picture(48, 64, 1), painting, log=lambda s: None,
+                             target_cache=objective.TargetCache())
+    np.testing.assert_array_equal(second.image, fresh.image)
+    assert not np.array_equal(first.image, second.image)
+    assert [r["loss"] for r in second.history] == [r["loss"] for r in fresh.history]
+    other = []
+    thread = threading.Thread(target=lambda: other.append(pipeline.kept_cache()))
+    thread.start()
+    thread.join()
+    assert other[0] is not kept
+    pipeline.forget_kept()
+    assert pipeline.kept_cache() is not kept
+
+
+def test_a_kept_cache_holds_at_most_its_budget():
+    """The oldest go first past the budget, an objective's optimisers with it,
+    and one larger than the whole budget is used but not kept."""
+    four = np.zeros((1, 16, 16, 1), np.float32)  # 1 KiB
+    assert objective.held_bytes(four, [tf.zeros((2, 2)), {"a": tf.Variable(tf.zeros(4))}]) \
+        == 1024 + 16 + 16
+    cache = objective.TargetCache(budget=2048)
+    size = objective.held_bytes
+    assert cache.keep(cache.optimizers, (1, "a"), lambda: four, size) is four
+    assert cache.keep(cache.objectives, "x", lambda: four, size) is four
+    assert list(cache.optimizers) == [(1, "a")] and list(cache.objectives) == ["x"]
+    cache.keep(cache.objectives, "y", lambda: four, size)  # over: the oldest goes
+    assert not cache.optimizers and list(cache.objectives) == ["x", "y"]
+    big = np.zeros((1, 32, 32, 1), np.float32)  # 4 KiB: more than the whole budget
+    assert cache.keep(cache.objectives, "z", lambda: big, size) is big
+    assert list(cache.objectives) == ["x", "y"] and sum(cache.sizes.values()) == 2048
+    owner = cache.keep(cache.objectives, "x", None)  # used again: now the newest
+    cache.keep(cache.optimizers, (id(owner), "b"), lambda: np.zeros(1, np.float32), size)
+    assert list(cache.objectives) == ["x"]  # "y", the least recently used, made room
+    cache._drop(cache.objectives, "x")  # dropping an objective drops its optimisers
+    assert not cache.optimizers and not cache.sizes
+
+
 def test_the_add_a_loss_example_of_the_architecture_page_works_as_written(extractor,
                                                                           monkeypatch):
     """docs/architecture.md's worked example: one class, selected, built, tiled, reused."""

@@ -114,6 +114,10 @@ class Objective(Terms):
     def signature(self) -> tuple:
         return signature(self.extractor, self.items)
 
+    def state(self) -> list:
+        """Every term's numbers (the targets ``hold_state`` turns into variables)."""
+        return [getattr(term, name) for _, term in self.items for name in term.state_names]
+
     def adopt(self, other: Sequence[Weighted]) -> "Objective":
         """Takes the numbers of ``other``'s terms (same ``signature``), keeping the
         compiled step; returns ``self``."""
@@ -205,6 +209,16 @@ def scaled_network_gradient(tape, value, feats: Features, wrt):
     return grad / scale
 
 
+def held_bytes(*structures) -> int:
+    """Bytes of the tensors, variables and arrays in ``structures`` (nested)."""
+    total = 0
+    for leaf in tf.nest.flatten(list(structures)):
+        shape, dtype = getattr(leaf, "shape", None), getattr(leaf, "dtype", None)
+        if shape is not None and dtype is not None:
+            total += int(np.prod(tuple(shape))) * tf.as_dtype(dtype).size
+    return total
+
+
 class TargetCache(collections.OrderedDict):
     """What a worker keeps from run to run.
 
@@ -213,17 +227,28 @@ class TargetCache(collections.OrderedDict):
     ``extractor(key, build)`` keeps the cut network per network and layers,
     ``objective(extractor, terms, build)`` the compiled objective per
     ``signature`` (a new picture of the same shape assigns its targets to the
-    kept one instead of tracing a new step), and ``optimizers`` what
-    ``pipeline.run_stage`` keeps of the optimiser.
+    kept one instead of tracing a new step), and ``keep(optimizers, ...)`` what
+    ``pipeline.run_stage`` keeps of the optimiser (keyed by the objective's
+    ``id`` first).
+
+    Args:
+      limit: style targets kept.
+      steps: compiled objectives, optimisers and extractors kept (each).
+      budget: bytes the kept objectives' numbers and optimisers' images and
+        moments may hold together (``held_bytes``); the oldest go first, and
+        one larger than the whole budget is used but not kept.  ``None``: no
+        bound but ``steps``.
     """
 
-    def __init__(self, limit: int = 64, steps: int = 8):
+    def __init__(self, limit: int = 64, steps: int = 8, budget: Optional[int] = None):
         super().__init__()
         self.limit, self.hits, self.misses = limit, 0, 0
-        self.steps = steps
-        self.extractors: Dict = {}
+        self.steps, self.budget = steps, budget
+        self.extractors: "collections.OrderedDict" = collections.OrderedDict()
         self.objectives: "collections.OrderedDict" = collections.OrderedDict()
         self.optimizers: "collections.OrderedDict" = collections.OrderedDict()
+        # (id(store), key): bytes held, least recently used first
+        self.sizes: "collections.OrderedDict" = collections.OrderedDict()
         self.reused = 0
 
     def __getitem__(self, key):
@@ -239,30 +264,47 @@ class TargetCache(collections.OrderedDict):
             self.popitem(last=False)
 
     def extractor(self, key, build):
-        if key not in self.extractors:
-            self.extractors[key] = build()
-        return self.extractors[key]
+        return self.keep(self.extractors, key, build)
 
     def objective(self, extractor, terms: Sequence[Weighted], build) -> "Objective":
         key = signature(extractor, terms)
         if key in self.objectives:
-            self.objectives.move_to_end(key)
             self.reused += 1
-            return self.objectives[key].adopt(terms)
-        built = build().hold_state()
-        self.objectives[key] = built
-        while len(self.objectives) > self.steps:
-            self.objectives.popitem(last=False)
-        return built
+            return self.keep(self.objectives, key, build).adopt(terms)
+        return self.keep(self.objectives, key, lambda: build().hold_state(),
+                         lambda built: held_bytes(built.state()))
 
-    def keep(self, store: "collections.OrderedDict", key, build):
-        """``store[key]``, built once (at most ``steps`` kept)."""
-        if key not in store:
-            store[key] = build()
-            while len(store) > self.steps:
-                store.popitem(last=False)
-        store.move_to_end(key)
-        return store[key]
+    def keep(self, store: "collections.OrderedDict", key, build, measure=None):
+        """``store[key]``, built once; at most ``steps`` kept per store, and
+        what the stores hold (``measure(value)`` bytes) within ``budget``,
+        the least recently used going first."""
+        if key in store:
+            store.move_to_end(key)
+            if (id(store), key) in self.sizes:
+                self.sizes.move_to_end((id(store), key))
+            return store[key]
+        value = build()
+        size = measure(value) if measure is not None else 0
+        if self.budget is not None and size > self.budget:
+            return value
+        store[key] = value
+        self.sizes[(id(store), key)] = size
+        while len(store) > self.steps:
+            self._drop(store, next(iter(store)))
+        while self.budget is not None and sum(self.sizes.values()) > self.budget:
+            store_id, oldest = next(iter(self.sizes))
+            self._drop(next(s for s in self._stores() if id(s) == store_id), oldest)
+        return value
+
+    def _stores(self):
+        return self.extractors, self.objectives, self.optimizers
+
+    def _drop(self, store: "collections.OrderedDict", key) -> None:
+        value = store.pop(key)
+        self.sizes.pop((id(store), key), None)
+        if store is self.objectives:  # its optimisers (keyed by its id) go with it
+            for mine in [k for k in self.optimizers if k[0] == id(value)]:
+                self._drop(self.optimizers, mine)
 
 
 _COMPILED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()

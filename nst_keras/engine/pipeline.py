@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import threading
 import time
 from typing import Dict, List, Optional, Sequence
 
@@ -39,7 +40,7 @@ from nst_keras.engine import build, hardware, imaging, memory, optim, tiling, vg
 from nst_keras import settings
 from nst_keras.engine.callbacks import FiniteGuard, Outcome, PrintLog, Progress, RunState, \
     StopOnSignal, StopWhenStyleClose
-from nst_keras.engine.objective import Objective, TargetCache
+from nst_keras.engine.objective import Objective, TargetCache, held_bytes
 from nst_keras.engine.terms import Pictures
 from nst_keras.errors import UserError
 from nst_keras.settings import Config
@@ -443,7 +444,9 @@ def _image_and_optimizer(run: Run, objective, start: np.ndarray):
         return build()
     key = (id(objective), tuple(start.shape), config.optimizer, config.resolved_learning_rate(),
            config.decay_steps, config.decay_rate, config.jit_compile)
-    image, optimizer = cache.keep(cache.optimizers, key, build)
+    image, optimizer = cache.keep(
+        cache.optimizers, key, build,
+        lambda pair: held_bytes(pair[0], pair[1].optimizer.variables))
     image.assign(start)
     optimizer.reset()
     return image, optimizer
@@ -559,6 +562,29 @@ def checked(config: Config, content=None, style=None) -> Config:
     return config
 
 
+KEPT_BYTES = 256 * 2**20  # what a thread's runs keep for its next one (``kept_cache``)
+_kept = threading.local()
+
+
+def kept_cache() -> TargetCache:
+    """The ``TargetCache`` of the runs this thread starts without one.
+
+    The next run with the same settings and sizes takes its compiled step
+    (and the paintings' targets) instead of tracing a new one; its picture is
+    the one a fresh step gives.  It holds at most ``KEPT_BYTES`` of targets,
+    images and optimiser moments; ``forget_kept`` lets them go.
+    """
+    cache = getattr(_kept, "cache", None)
+    if cache is None:
+        cache = _kept.cache = TargetCache(budget=KEPT_BYTES)
+    return cache
+
+
+def forget_kept() -> None:
+    """Drops what this thread's runs kept (``kept_cache``)."""
+    _kept.cache = None
+
+
 def stylize(config: Config, content=None, style=None, callbacks: Sequence = (),
             log=print, *, start: Optional[RunState] = None, target_cache=None,
             extra_terms: Sequence = (), is_checked: bool = False) -> Result:
@@ -573,7 +599,8 @@ def stylize(config: Config, content=None, style=None, callbacks: Sequence = (),
       log: receives the run's log lines (``print`` by default).
       start: a ``RunState`` to continue from (a checkpoint's).
       target_cache: a mapping that keeps style targets across runs
-        (``objective.TargetCache``), e.g. one per worker of a batch.
+        (``objective.TargetCache``), e.g. one per worker of a batch; by
+        default this thread's ``kept_cache``.
       extra_terms: ``(name, weight, term)`` triples added to the loss, e.g. a
         film's temporal term.
       is_checked: ``config`` is already ``checked`` (the file layer checks it
@@ -588,6 +615,7 @@ def stylize(config: Config, content=None, style=None, callbacks: Sequence = (),
       Interrupted: SIGINT/SIGTERM stopped the run.
     """
     config = config if is_checked else checked(config, content, style)
+    target_cache = kept_cache() if target_cache is None else target_cache
     stages, all_inputs, first_image = _plan(config, content, style, start)
     last = stages[-1]
     threads = hardware.configure_threads()
