@@ -356,7 +356,9 @@ def features(extractor, image) -> Dict[str, object]:
 
 def _layer_ops(layers):
     """``(name, x -> layer(x))`` of each layer: Keras' own operations for VGG's
-    convolutions and poolings, the layer's call for any other."""
+    convolutions and poolings (the bias through one ``bias_add``: the values of
+    Keras' reshape-and-add in fewer graph operations), the layer's call for
+    any other."""
     import keras  # late: as above
     import tensorflow as tf  # late: as above
 
@@ -366,7 +368,7 @@ def _layer_ops(layers):
                                   list(layer.strides), layer.padding.upper(),
                                   dilations=list(layer.dilation_rate))
             if layer.use_bias:
-                y = tf.add(y, tf.reshape(tf.cast(layer.bias, dtype), (1, 1, 1, layer.filters)))
+                y = tf.nn.bias_add(y, tf.cast(layer.bias, dtype))
             return tf.nn.relu(y) if layer.activation.__name__ == "relu" else y
         return op
 
