@@ -175,12 +175,13 @@ def test_a_smaller_halo_gives_errors_that_grow(backbone, images):
 
 
 @functools.lru_cache(maxsize=4)
-def sgd_run(tile_size, iterations=3, **extra):
-    config = Config(weights="random", seed=3, img_nrows=ROWS, iterations=iterations, log_every=1,
+def sgd_run(tile_size, iterations=3, rows=ROWS, cols=COLS, log=None, **extra):
+    config = Config(weights="random", seed=3, img_nrows=rows, iterations=iterations, log_every=1,
                     save_every=0, content_layers=CONTENT, style_layers=STYLE,
                     tile_size=tile_size, **extra)
-    return stylize(config, content=make_picture(ROWS, COLS, 0),
-                   style=make_picture(ROWS - 40, COLS - 60, 1), log=lambda line: None)
+    return stylize(config, content=make_picture(rows, cols, 0),
+                   style=make_picture(rows * 11 // 16, cols * 11 // 16, 1),
+                   log=log or (lambda line: None))
 
 
 def test_three_sgd_steps_tiled_end_on_the_untiled_image():
@@ -238,9 +239,12 @@ WORKER = r"""
 import json, sys
 sys.path[:0] = [REPO, REPO + "/tests"]
 import test_tiling as t
-result = t.sgd_run(t.TILE, distribute=DISTRIBUTE, iterations=1)
-print(json.dumps({"loss": result.history[0]["loss"]}))
+lines = []
+result = t.sgd_run(t.TILE, distribute=DISTRIBUTE, iterations=1, log=lines.append, **t.TWO_TILES)
+print(json.dumps({"loss": result.history[0]["loss"],
+                  "tiled": [line for line in lines if line.startswith("tiled: ")]}))
 """
+TWO_TILES = dict(rows=64, cols=128)  # one 64-pixel tile per worker
 
 
 def free_ports(n):
@@ -276,7 +280,9 @@ def test_two_workers_give_the_first_step_loss_of_one_process():
     for p, (out, err) in zip(procs, outs):
         assert p.returncode == 0, err[-2000:]
     losses = [last_json(out)["loss"] for out, _ in outs]
-    single = sgd_run(0).history[0]["loss"]  # the loss before the first step
+    for out, _ in outs:  # one tile on each worker
+        assert last_json(out)["tiled"] == ["tiled: 2 tiles of 64 pixels, halo 32, on 2 replica(s)"]
+    single = sgd_run(0, iterations=1, **TWO_TILES).history[0]["loss"]  # before the first step
     assert losses[0] == losses[1]
     assert losses[0] == pytest.approx(single, rel=1e-5)
 
