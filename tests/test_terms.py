@@ -254,7 +254,7 @@ def test_a_kept_cache_holds_at_most_its_budget():
     assert not cache.optimizers and list(cache.objectives) == ["x", "y"]
     big = np.zeros((1, 32, 32, 1), np.float32)  # 4 KiB: more than the whole budget
     assert cache.keep(cache.objectives, "z", lambda: big, size) is big
-    assert list(cache.objectives) == ["x", "y"] and sum(cache.sizes.values()) == 2048
+    assert list(cache.objectives) == ["x", "y"] and cache.held() == 2048
     owner = cache.keep(cache.objectives, "x", None)  # used again: now the newest
     cache.keep(cache.optimizers, (id(owner), "b"), lambda: np.zeros(1, np.float32), size)
     assert list(cache.objectives) == ["x"]  # "y", the least recently used, made room

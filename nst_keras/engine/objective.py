@@ -247,7 +247,7 @@ class TargetCache(collections.OrderedDict):
         self.extractors: "collections.OrderedDict" = collections.OrderedDict()
         self.objectives: "collections.OrderedDict" = collections.OrderedDict()
         self.optimizers: "collections.OrderedDict" = collections.OrderedDict()
-        # (id(store), key): bytes held, least recently used first
+        # (id(store), key): (store, bytes held), least recently used first
         self.sizes: "collections.OrderedDict" = collections.OrderedDict()
         self.reused = 0
 
@@ -288,16 +288,17 @@ class TargetCache(collections.OrderedDict):
         if self.budget is not None and size > self.budget:
             return value
         store[key] = value
-        self.sizes[(id(store), key)] = size
+        self.sizes[(id(store), key)] = (store, size)
         while len(store) > self.steps:
             self._drop(store, next(iter(store)))
-        while self.budget is not None and sum(self.sizes.values()) > self.budget:
-            store_id, oldest = next(iter(self.sizes))
-            self._drop(next(s for s in self._stores() if id(s) == store_id), oldest)
+        while self.budget is not None and self.held() > self.budget:
+            (_, oldest), (owner, _) = next(iter(self.sizes.items()))
+            self._drop(owner, oldest)
         return value
 
-    def _stores(self):
-        return self.extractors, self.objectives, self.optimizers
+    def held(self) -> int:
+        """Bytes the kept objectives and optimisers hold (``held_bytes``)."""
+        return sum(size for _, size in self.sizes.values())
 
     def _drop(self, store: "collections.OrderedDict", key) -> None:
         value = store.pop(key)

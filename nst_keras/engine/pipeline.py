@@ -571,8 +571,9 @@ def kept_cache() -> TargetCache:
 
     The next run with the same settings and sizes takes its compiled step
     (and the paintings' targets) instead of tracing a new one; its picture is
-    the one a fresh step gives.  It holds at most ``KEPT_BYTES`` of targets,
-    images and optimiser moments; ``forget_kept`` lets them go.
+    the one a fresh step gives.  Its objectives' numbers, images and
+    optimiser moments stay within ``KEPT_BYTES`` (besides up to 64 paintings'
+    Gram matrices, as in any ``TargetCache``); ``forget_kept`` lets them go.
     """
     cache = getattr(_kept, "cache", None)
     if cache is None:
