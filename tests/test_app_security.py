@@ -455,7 +455,7 @@ def test_a_short_soak_leaves_nothing_behind(tmp_path):
                               files=uploads()).json()["id"]
             assert read_events(client, job)[-1][1]["status"] == "finished"
         memory, started = rss(), time.monotonic()
-        soak = Soak(serving, 3.0, limit)
+        soak = Soak(serving, 2.0, limit)
         soak.run()
         for job in list(manager.jobs.values()):
             manager.stop(job, "the test ended")

@@ -90,17 +90,17 @@ def test_style_layer_weights_and_several_content_layers(backbone):
     cfg = Config(content_image="c", style_image="s", **FAST, content_weight=1.0,
                  style_weight=1.0, total_variation_weight=0.0)
     weighted = pipeline.build_loss(cfg.replace(style_layer_weights=(1.0, 0.0)), content,
-                                 [style], backbone).terms(x)
+                                 [style], backbone).terms_fn(x)  # eager: one call each
     only_first = pipeline.build_loss(cfg.replace(style_layers=("block1_conv1",)), content,
-                                   [style], backbone).terms(x)
-    equal = pipeline.build_loss(cfg, content, [style], backbone).terms(x)
+                                   [style], backbone).terms_fn(x)
+    equal = pipeline.build_loss(cfg, content, [style], backbone).terms_fn(x)
     assert float(weighted["style_loss"]) == pytest.approx(float(only_first["style_loss"]),
                                                           rel=1e-6)
     assert float(equal["style_loss"]) != pytest.approx(float(weighted["style_loss"]), rel=1e-2)
     two = cfg.replace(content_layers=("block1_conv2", "block2_conv2"))
-    both = pipeline.build_loss(two, content, [style], backbone).terms(x)["content_loss"]
+    both = pipeline.build_loss(two, content, [style], backbone).terms_fn(x)["content_loss"]
     each = [pipeline.build_loss(two.replace(content_layers=(n,)), content, [style],
-                              backbone).terms(x)["content_loss"] for n in two.content_layers]
+                              backbone).terms_fn(x)["content_loss"] for n in two.content_layers]
     assert float(both) == pytest.approx(float(sum(each)) / 2, rel=1e-5)
 
 
@@ -178,9 +178,9 @@ def test_scaled_optimum_invariant_to_rescaling_one_layer(layer, biases):
     # The tutorial's terms change by 7^2 (content) or 7^4 (style) instead, which
     # moves the balance between them (so this test can fail).
     ka = normalized_loss(original, content, style, "keras_io", extractor=a.extractor,
-                         **weights).terms(points[1])
+                         **weights).terms_fn(points[1])  # eager: one call
     kb = normalized_loss(scaled_net, content, style, "keras_io", extractor=b.extractor,
-                         **weights).terms(points[1])
+                         **weights).terms_fn(points[1])
     assert float(kb["content_loss"]) == pytest.approx(49.0 * float(ka["content_loss"]),
                                                       rel=1e-3)
 
@@ -283,7 +283,7 @@ def test_gap_normalizations_start_every_pairing_at_p():
                             content, [style], backbone) for n in ("scaled", "gap", "gap_total")}
     shares = {n: _style_terms_per_layer(m, photo) for n, m in losses.items()}
     for name in ("gap", "gap_total"):
-        assert float(losses[name].terms(tf.constant(photo))["style_loss"]) == \
+        assert float(losses[name].terms_fn(tf.constant(photo))["style_loss"]) == \
             pytest.approx(pixels, rel=1e-4)
         assert sum(shares[name].values()) == pytest.approx(pixels, rel=1e-4)
     weights = dict(zip(layers["style_layers"], [0.25, 0.5, 0.25]))

@@ -49,13 +49,13 @@ def test_each_term_is_finish_of_sums_and_its_sums_add_over_a_partition(extractor
 
 def test_the_objective_is_the_weighted_sum_of_its_terms(extractor):
     built = objective_of(extractor, network_image(0), [network_image(1)], **KW)
-    terms = built.terms(tf.constant(network_image(2)))
+    terms = built.terms_fn(tf.constant(network_image(2)))  # eager: one call
     want = 1.0 * terms["content_loss"] + 10.0 * terms["style_loss"] + 0.1 * terms["tv_loss"]
     assert float(terms["loss"]) == pytest.approx(float(want), rel=1e-6)
     off = objective_of(extractor, network_image(0), [network_image(1)],
                                     **{**KW, "total_variation_weight": 0.0})
     assert off.term("tv_loss") is None
-    assert float(off.terms(tf.constant(network_image(2)))["tv_loss"]) == 0.0
+    assert float(off.terms_fn(tf.constant(network_image(2)))["tv_loss"]) == 0.0
 
 
 def test_the_temporal_term_is_exact_under_tiling(extractor):
@@ -102,7 +102,7 @@ def test_a_term_that_cannot_be_tiled_stops_a_tiled_run_in_one_line(extractor):
     built = objective_of(extractor, network_image(0), [network_image(1)], **KW,
                                       extra_terms=[("global_loss", 1.0, Untileable())])
     x = tf.constant(network_image(2))
-    assert float(built.terms(x)["global_loss"]) == pytest.approx(
+    assert float(built.terms_fn(x)["global_loss"]) == pytest.approx(
         float(tf.reduce_sum(x)) ** 2, rel=1e-5)
 
 
