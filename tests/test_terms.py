@@ -149,7 +149,11 @@ def test_a_cached_objective_is_reused_with_the_results_of_a_fresh_one(extractor,
     fresh = built(2, paintings[1])
     for objective_ in (second, fresh):
         objective_.at_step(1)
-    (t1, g1), (t2, g2) = second.value_and_grad(x), fresh.value_and_grad(x)
+    # The fresh one eagerly (its only call: no trace), except the sliced terms:
+    # a value next to a histogram bin's edge may fall in the other bin when
+    # eager and traced operations round differently.
+    fresh_value = fresh.value_and_grad if kind == "sliced" else fresh.value_and_grad_fn
+    (t1, g1), (t2, g2) = second.value_and_grad(x), fresh_value(x)
     assert set(t1) == set(t2)
     for name in t2:
         assert float(t1[name]) == pytest.approx(float(t2[name]), rel=1e-5), name
